@@ -1,0 +1,66 @@
+"""The ``visprompt`` command line: one entry point, one module per subcommand under ``visprompt.commands``.
+
+``main(argv)`` takes the argument list (tests call it directly) and returns the exit status. A
+:class:`~visprompt.errors.VispromptError` (bad config, missing data or weights, unknown name) is printed as
+one ``error: ...`` line with exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from visprompt import __version__
+from visprompt.errors import VispromptError
+
+# Subcommand modules, each with ``add_parser(subparsers)`` (which sets ``func``) and ``run(args) -> int``.
+COMMAND_MODULES = ("config",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visprompt",
+        description="Prompt learning on a frozen CLIP under noisy labels (VisPrompt and baselines).",
+    )
+    parser.add_argument("--version", action="version", version=f"visprompt {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"visprompt.commands.{name}").add_parser(subparsers)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("visprompt").setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except VispromptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,1 @@
+"""Subcommands of the ``visprompt`` CLI (the only modules besides ``cli`` that print)."""

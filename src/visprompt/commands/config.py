@@ -1,0 +1,92 @@
+"""``visprompt config show``: print the resolved run configuration; shared run options for other commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from visprompt.config import RunConfig, config_dir, load_config, to_yaml
+from visprompt.errors import ConfigError
+
+# Shorthand flags and the config key each one sets.
+SHORTHANDS = {
+    "root": "data.root",
+    "shots": "data.shots",
+    "noise": "noise.type",
+    "rate": "noise.rate",
+    "weights": "backbone.weights",
+    "seed": "run.seed",
+    "epochs": "optim.epochs",
+    "name": "run.name",
+    "out": "run.out_dir",
+    "device": "run.device",
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every command that resolves a RunConfig accepts."""
+    group = parser.add_argument_group("run configuration (later layers win: presets, --config, flags, --set)")
+    group.add_argument("--dataset", help="dataset name (loads its preset if one exists)")
+    group.add_argument("--backbone", help="backbone preset (rn50, vit-b-16, ...) or any open_clip model name")
+    group.add_argument("--method", help="method preset: zeroshot, coop, coop-gce, cocoop, nlprompt, joapr, visprompt")
+    group.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML file (repeatable)")
+    group.add_argument("--root", help="data root holding one folder per dataset")
+    group.add_argument("--shots", type=int, help="training images per class")
+    group.add_argument("--noise", help="noise type: none, sym, asym, pairs-per-class")
+    group.add_argument("--rate", type=float, help="noise rate in [0, 1)")
+    group.add_argument("--weights", help="weights file, open_clip pretrained tag, or 'none' for random init")
+    group.add_argument("--seed", type=int)
+    group.add_argument("--epochs", type=int)
+    group.add_argument("--name", help="run directory name")
+    group.add_argument("--out", help="folder holding run directories")
+    group.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    group.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides", help="override (repeatable)"
+    )
+
+
+def _preset(kind: str, name: str) -> Path | None:
+    path = config_dir() / kind / f"{name.lower().replace('/', '-')}.yaml"
+    return path if path.is_file() else None
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """Presets (dataset, backbone, method), then ``--config`` files, then shorthand flags, then ``--set``."""
+    files: list[Path] = []
+    overrides: list[str] = []
+    if args.dataset:
+        files += filter(None, [_preset("datasets", args.dataset)])
+        overrides.append(f"data.dataset={args.dataset}")
+    if args.backbone:
+        preset = _preset("backbones", args.backbone)
+        if preset:
+            files.append(preset)
+        else:
+            overrides.append(f"backbone.arch={args.backbone}")
+    if args.method:
+        preset = _preset("methods", args.method)
+        if preset is None:
+            known = sorted(p.stem for p in (config_dir() / "methods").glob("*.yaml"))
+            raise ConfigError(f"unknown method {args.method!r} (known: {', '.join(known)})")
+        files.append(preset)
+    files += [Path(f) for f in args.config]
+    for flag, key in SHORTHANDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            if flag == "weights" and value.lower() == "none":
+                value = "null"
+            overrides.append(f"{key}={value}")
+    return load_config(files, [*overrides, *args.overrides])
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    config = subparsers.add_parser("config", help="inspect run configurations")
+    sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = sub.add_parser("show", help="print the resolved configuration as YAML")
+    add_config_arguments(show)
+    show.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(to_yaml(resolve_config(args)), end="")
+    return 0

@@ -1,0 +1,36 @@
+"""The CLI entry point: help, config show, and one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import yaml
+
+from visprompt.cli import main
+
+
+def test_help_lists_subcommands(capsys) -> None:
+    assert main([]) == 0
+    assert "config" in capsys.readouterr().out
+
+
+def test_config_show_layers_presets_flags_and_overrides(capsys) -> None:
+    code = main(["config", "show", "--method", "nlprompt", "--backbone", "vit-b-16", "--rate", "0.5",
+                 "--noise", "asym", "--set", "optim.lr=0.01", "--weights", "none"])  # fmt: skip
+    assert code == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["method"]["name"] == "nlprompt" and shown["method"]["selection"]["scope"] == "full"
+    assert shown["backbone"] == {"arch": "ViT-B-16-quickgelu", "weights": None, "sha256": None, "cache_dir": None}
+    assert shown["noise"]["rate"] == 0.5 and shown["noise"]["type"] == "asym" and shown["optim"]["lr"] == 0.01
+
+
+def test_unknown_backbone_name_is_taken_as_an_open_clip_arch(capsys) -> None:
+    assert main(["config", "show", "--backbone", "ViT-L-14"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["backbone"]["arch"] == "ViT-L-14"
+
+
+def test_errors_are_one_line_and_exit_2(capsys) -> None:
+    assert main(["config", "show", "--set", "optim.momentun=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown config key optim.momentun; did you mean optim.momentum?")
+    assert err.count("\n") == 1
+    assert main(["config", "show", "--method", "coopp"]) == 2
+    assert "unknown method 'coopp'" in capsys.readouterr().err
