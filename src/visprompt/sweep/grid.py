@@ -1,0 +1,271 @@
+"""Grid files: a base configuration and axes whose cartesian product is the list of runs of a sweep.
+
+A grid file is YAML with four keys::
+
+    name: paper-rn50                 # optional (default: the file's stem)
+    out_dir: runs/paper-rn50         # optional (default: runs/<name>), relative to the working directory
+    base:                            # settings shared by every run
+      backbone: rn50                 #   presets, as the train command's flags: dataset, backbone, method
+      config: [extra.yaml]           #   YAML layers, relative to the grid file
+      data.shots: 16                 #   any dotted config key (nested mappings are flattened)
+    grid:                            # axes: every combination of their values is one run
+      dataset: [caltech101, dtd]
+      method: [coop, visprompt]
+      noise.type: [sym, asym]
+      noise.rate: [0.25, 0.5]
+      run.seed: [1, 2, 3]
+
+``grid`` may also be a list of such mappings: the runs are then the union of their products (for example
+the clean setting once, plus the noisy settings per noise type). Layers resolve in the order of the
+``train`` command: presets, then ``config`` files, then dotted keys (``base`` first, the run's axes last).
+
+Each run gets a deterministic, readable directory under ``out_dir``::
+
+    <dataset>/<method>/<noise>-<rate>/[<other axis>-<value>/...]seed<k>
+
+(``pairs<k>`` or ``pairs<k>-flip`` replaces ``<noise>-<rate>`` for the pairs-per-class protocol), so a
+restarted sweep finds the runs it already finished.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visprompt.config import RunConfig, config_dir, load_config, parse_override
+from visprompt.errors import ConfigError
+
+__all__ = ["PRESET_KEYS", "SweepRun", "SweepSpec", "expand_sweep", "load_sweep", "resolve_run_config", "run_name"]
+
+PRESET_KEYS = ("dataset", "backbone", "method")  # loaded as presets, like the train command's flags
+RESERVED_KEYS = ("run.name", "run.out_dir")  # set by the sweep itself
+NAMED_KEYS = {"dataset", "method", "data.dataset", "method.name", "noise.type", "noise.rate", "run.seed",
+              "noise.false_per_class", "noise.pair_flip"}  # fmt: skip  # already part of the run directory name
+PATH_KEYS = ("data.root", "data.path")  # made absolute, since Ray workers may run elsewhere
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed grid file."""
+
+    name: str
+    out_dir: Path  # absolute
+    base: dict[str, Any]  # preset keys and dotted config keys shared by every run
+    config_files: tuple[Path, ...]  # extra YAML layers (absolute paths)
+    grids: tuple[dict[str, list[Any]], ...]  # axes -> values, one mapping per product
+    source: Path | None = None  # the grid file
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of a sweep: its directory name, the axis values that define it, and its resolved config."""
+
+    name: str  # run directory relative to the sweep's out_dir, e.g. "dtd/coop/sym-0.5/seed1"
+    assignment: dict[str, Any] = field(compare=False)  # axis -> value for this run
+    config: RunConfig = field(compare=False)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.config.run.out_dir) / self.name
+
+
+def load_sweep(path: str | Path, out_dir: str | Path | None = None, overrides: Iterable[str] = ()) -> SweepSpec:
+    """Read a grid file; ``out_dir`` replaces the file's, ``overrides`` (``key=value``) extend its ``base``."""
+    path = Path(path)
+    where = f"grid file {path}"
+    if not path.is_file():
+        raise ConfigError(f"{where} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys base, grid, out_dir, name")
+    unknown = sorted(set(raw) - {"name", "out_dir", "base", "grid"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (expected name, out_dir, base, grid)")
+    name = str(raw.get("name") or path.stem)
+    base = _flatten(raw.get("base") or {}, f"{where}: base")
+    files = base.pop("config", [])
+    files = [files] if isinstance(files, str) else files
+    if not isinstance(files, list):
+        raise ConfigError(f"{where}: base.config: expected a file or a list of files, got {files!r}")
+    config_files = tuple((path.parent / f).resolve() for f in files)
+    for file in config_files:
+        if not file.is_file():
+            raise ConfigError(f"{where}: base.config: {file} does not exist")
+    for item in overrides:
+        key, value = parse_override(item)
+        base[key] = value
+    grids = raw.get("grid") or {}
+    grids = [grids] if isinstance(grids, dict) else grids
+    if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
+        raise ConfigError(f"{where}: grid: expected a mapping of axis -> list of values, or a list of them")
+    parsed = tuple(_parse_axes(g, f"{where}: grid") for g in grids)
+    for key in [*base, *(k for g in parsed for k in g)]:
+        _check_key(key, where)
+    out = Path(out_dir if out_dir is not None else raw.get("out_dir") or Path("runs") / name)
+    return SweepSpec(name, out.resolve(), base, config_files, parsed, source=path.resolve())
+
+
+def expand_sweep(spec: SweepSpec) -> list[SweepRun]:
+    """Every run of the sweep, in grid order, each with its resolved RunConfig; names are checked unique."""
+    runs: list[SweepRun] = []
+    seen: dict[str, dict[str, Any]] = {}
+    where = f"grid file {spec.source}" if spec.source else f"sweep {spec.name}"
+    varying = [k for g in spec.grids for k, values in g.items() if len(values) > 1]
+    extra_axes = list(dict.fromkeys(k for k in varying if k not in NAMED_KEYS))
+    for grid in spec.grids:
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            assignment = dict(zip(keys, values, strict=True))
+            try:
+                cfg = resolve_run_config({**spec.base, **assignment}, spec.config_files, spec.out_dir)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: run {_describe(assignment)}: {exc}") from None
+            name = run_name(cfg, {k: assignment.get(k, spec.base.get(k)) for k in extra_axes})
+            if name in seen:
+                if seen[name] == assignment:
+                    continue  # the same combination listed twice (overlapping grids): run it once
+                raise ConfigError(
+                    f"{where}: runs {_describe(seen[name])} and {_describe(assignment)} share the directory {name}"
+                )
+            seen[name] = assignment
+            cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
+            runs.append(SweepRun(name, assignment, cfg))
+    return runs
+
+
+def resolve_run_config(settings: Mapping[str, Any], config_files: Iterable[Path], out_dir: Path) -> RunConfig:
+    """Presets, then ``config_files``, then the dotted keys of ``settings``; ``run.out_dir`` set to ``out_dir``."""
+    files: list[Path] = []
+    overrides: list[str] = []
+    if settings.get("dataset") is not None:
+        files += filter(None, [_preset("datasets", str(settings["dataset"]))])
+        overrides.append(f"data.dataset={json.dumps(str(settings['dataset']))}")
+    if settings.get("backbone") is not None:
+        preset = _preset("backbones", str(settings["backbone"]))
+        if preset is not None:
+            files.append(preset)
+        else:
+            overrides.append(f"backbone.arch={json.dumps(str(settings['backbone']))}")
+    if settings.get("method") is not None:
+        preset = _preset("methods", str(settings["method"]))
+        if preset is None:
+            known = sorted(p.stem for p in (config_dir() / "methods").glob("*.yaml"))
+            raise ConfigError(f"unknown method {settings['method']!r} (known: {', '.join(known)})")
+        files.append(preset)
+    files += config_files
+    for key, value in settings.items():
+        if key in PRESET_KEYS:
+            continue
+        if key in PATH_KEYS and isinstance(value, str):
+            value = str(Path(value).expanduser().resolve())
+        overrides.append(f"{key}={json.dumps(value)}")
+    tree: dict[str, Any] = {}
+    for file in files:
+        _deep_merge(tree, _read_yaml(file))
+    for key in PATH_KEYS:  # a relative data root in a YAML layer means: relative to where the sweep starts
+        section, name = key.split(".")
+        value = tree.get(section, {}).get(name)
+        if isinstance(value, str):
+            tree[section][name] = str(Path(value).expanduser().resolve())
+    return load_config(overrides=[*overrides, f"run.out_dir={json.dumps(str(out_dir))}"], base=tree)
+
+
+def run_name(cfg: RunConfig, extra: Mapping[str, Any]) -> str:
+    """``<dataset>/<method>/<noise>/[<axis>-<value>/...]seed<k>`` for a resolved config."""
+    noise = cfg.noise
+    if noise.type == "pairs-per-class":
+        noise_part = f"pairs{noise.false_per_class}" + ("-flip" if noise.pair_flip else "")
+    else:
+        noise_part = f"{noise.type}-{_fmt(noise.rate)}"
+    parts = [cfg.data.dataset, cfg.method.name, noise_part]
+    parts += [f"{key}-{_fmt(value)}" for key, value in extra.items()]
+    parts.append(f"seed{cfg.run.seed}")
+    return "/".join(_safe(p) for p in parts)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _safe(part: str) -> str:
+    return part.replace("/", "-").replace(" ", "_") or "_"
+
+
+def _describe(assignment: Mapping[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}={_fmt(v)}" for k, v in assignment.items()) + "}"
+
+
+def _flatten(tree: Any, where: str, prefix: str = "") -> dict[str, Any]:
+    """``{data: {shots: 16}, method: coop}`` -> ``{"data.shots": 16, "method": "coop"}``."""
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {tree!r}")
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, where, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _parse_axes(grid: Mapping[str, Any], where: str) -> dict[str, list[Any]]:
+    axes: dict[str, list[Any]] = {}
+    for key, values in _flatten(grid, where).items():
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise ConfigError(f"{where}.{key}: expected a non-empty list of values")
+        axes[key] = values
+    return axes
+
+
+def _check_key(key: str, where: str) -> None:
+    if key in RESERVED_KEYS:
+        raise ConfigError(f"{where}: {key} is set by the sweep (use out_dir for the folder)")
+    if "." not in key and key not in PRESET_KEYS:
+        raise ConfigError(f"{where}: unknown key {key!r} (expected {', '.join(PRESET_KEYS)} or a dotted config key)")
+
+
+def _preset(kind: str, name: str) -> Path | None:
+    path = config_dir() / kind / f"{name.lower().replace('/', '-')}.yaml"
+    return path if path.is_file() else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    return copy.deepcopy(_parse_yaml(path, path.stat().st_mtime_ns))  # runs share a few files: parse each once
+
+
+@cache
+def _parse_yaml(path: Path, mtime_ns: int) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value

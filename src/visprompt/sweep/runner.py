@@ -1,0 +1,298 @@
+"""Run a sweep's runs as Ray tasks: skip finished runs, retry failed ones, resume after an interruption.
+
+The ``status`` file in each run directory is the source of truth (DESIGN.md section 7): a run whose status
+is ``done`` is never submitted again; any other run (fresh, ``running`` from an interrupted sweep, or
+``failed``) is submitted, and the run function itself resumes from the run's checkpoint. So stopping a sweep
+(Ctrl-C, a killed driver, a lost cluster) and starting it again finishes the remaining runs without touching
+the finished ones.
+
+A run succeeds when its task returns and its status reads ``done``; a task that raises, a crashed worker, or
+a run that returns with another status is a failed attempt, resubmitted up to ``max_retries`` times (at the
+end of the queue). Failed attempts and their errors are appended to ``<out_dir>/sweep-events.jsonl``; the
+final state of every run goes to ``<out_dir>/sweep.json``; each run's own log records go to
+``<run dir>/worker.log``.
+
+Ray is an optional dependency (``pip install 'visprompt[sweep]'``), imported only when a sweep starts. Runs
+go to a local Ray instance (all CPUs by default) or to a cluster given by ``address``; with a cluster, the
+sweep's ``out_dir`` and the data must be on a filesystem every node sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visprompt.config import RunConfig
+from visprompt.errors import ConfigError, VispromptError
+from visprompt.sweep.grid import SweepRun
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RunOutcome", "SweepProgress", "SweepResult", "engine_run", "ray_session", "read_status", "run_sweep"]
+
+RunFn = Callable[[RunConfig], Mapping[str, Any] | None]
+DONE, FAILED = "done", "failed"
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """Counts shown by the progress display; ``remaining`` = queued or waiting for a retry."""
+
+    total: int
+    done: int  # finished, including those finished before this sweep started
+    running: int
+    failed: int  # out of retries
+    remaining: int
+    skipped: int  # already done when the sweep started
+
+    def __str__(self) -> str:
+        done, total = self.done, self.total
+        return f"done {done}/{total}, running {self.running}, failed {self.failed}, remaining {self.remaining}"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    name: str  # run directory relative to the sweep's out_dir
+    status: str  # done | failed | skipped (done before this sweep started)
+    attempts: int  # tasks submitted for it by this sweep
+    error: str | None = None  # the last attempt's error, one line
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    out_dir: Path
+    outcomes: tuple[RunOutcome, ...]
+    seconds: float
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status == FAILED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def read_status(run_dir: str | Path) -> str | None:
+    """The first word of ``<run_dir>/status`` (running, done, failed), or None when there is none."""
+    path = Path(run_dir) / "status"
+    try:
+        text = path.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return text.split()[0] if text else None
+
+
+def engine_run(cfg: RunConfig) -> Mapping[str, Any] | None:
+    """The default run function: train and evaluate one run with the training engine."""
+    from visprompt.engine import run_training  # imported in the Ray worker
+
+    return run_training(cfg)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise VispromptError("sweeps run on Ray, which is not installed: pip install 'visprompt[sweep]'") from None
+    return ray
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
+    """The ``ray`` module with a session: an existing one, the cluster at ``address``, or a local one (closed after)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def run_sweep(
+    runs: Sequence[SweepRun],
+    run_fn: RunFn | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
+    max_retries: int = 1,
+    on_progress: Callable[[SweepProgress], None] | None = None,
+) -> SweepResult:
+    """Run every run not yet done as a Ray task (``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs each).
+
+    ``run_fn(cfg)`` runs one run into ``cfg.run.out_dir / cfg.run.name`` (default: the training engine); it
+    must be importable or picklable by Ray. ``on_progress`` is called whenever a count changes.
+    """
+    if max_retries < 0 or cpus_per_run < 0 or gpus_per_run < 0:
+        raise ConfigError("sweep: max_retries, cpus_per_run and gpus_per_run must be >= 0")
+    start = time.perf_counter()
+    run_fn = run_fn or engine_run
+    out = Path(out_dir) if out_dir is not None else _common_out_dir(runs)
+    skipped = [r for r in runs if read_status(r.path) == DONE]
+    queue = deque(r for r in runs if read_status(r.path) != DONE)
+    attempts: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    done: list[str] = []
+    failed: list[str] = []
+    events = _EventLog(out / "sweep-events.jsonl")
+    for run in skipped:
+        events.write(run.name, "skipped")
+    log.info("sweep %s: %d runs, %d already done, %d to run", out, len(runs), len(skipped), len(queue))
+
+    def progress(running: int) -> None:
+        if on_progress is not None:
+            counts = (len(skipped) + len(done), running, len(failed))
+            on_progress(SweepProgress(len(runs), *counts, len(runs) - sum(counts), len(skipped)))
+
+    in_flight: dict[Any, SweepRun] = {}
+    interrupted = False
+    with ray_session(address, num_cpus) as ray:
+        task = ray.remote(_execute)
+        fn_ref = ray.put(run_fn)
+        try:
+            progress(0)
+            while queue or in_flight:
+                capacity = _capacity(ray, cpus_per_run, gpus_per_run, local=address is None)
+                while queue and len(in_flight) < capacity:
+                    run = queue.popleft()
+                    attempts[run.name] = attempts.get(run.name, 0) + 1
+                    events.write(run.name, "started", attempt=attempts[run.name])
+                    opts = {"num_cpus": cpus_per_run, "num_gpus": gpus_per_run, "max_retries": 0, "name": run.name}
+                    in_flight[task.options(**opts).remote(fn_ref, run.config)] = run
+                progress(len(in_flight))
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=5.0)
+                for ref in ready:
+                    run = in_flight.pop(ref)
+                    error = _outcome(ray, ref, run)
+                    if error is None:
+                        done.append(run.name)
+                        events.write(run.name, DONE, attempt=attempts[run.name])
+                        continue
+                    errors[run.name] = error
+                    retry = attempts[run.name] <= max_retries
+                    events.write(run.name, FAILED, attempt=attempts[run.name], error=error, retry=retry)
+                    log.warning("run %s failed (attempt %d): %s", run.name, attempts[run.name], error)
+                    if retry:
+                        queue.append(run)
+                    else:
+                        failed.append(run.name)
+            progress(0)
+        except BaseException:
+            interrupted = True
+            for ref, run in in_flight.items():
+                ray.cancel(ref, force=True)
+                events.write(run.name, "interrupted", attempt=attempts[run.name])
+            log.warning("sweep interrupted with %d runs in flight; run it again to resume", len(in_flight))
+            raise
+        finally:
+            outcomes = [RunOutcome(r.name, "skipped", 0) for r in skipped]
+            outcomes += [RunOutcome(n, DONE, attempts[n], errors.get(n)) for n in done]
+            outcomes += [RunOutcome(n, FAILED, attempts[n], errors[n]) for n in failed]
+            _write_summary(out / "sweep.json", runs, outcomes, interrupted)
+    seconds = time.perf_counter() - start
+    log.info("sweep %s finished in %.1f s: %d done, %d failed", out, seconds, len(skipped) + len(done), len(failed))
+    return SweepResult(out, tuple(outcomes), seconds)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _execute(run_fn: RunFn, cfg: RunConfig) -> dict[str, Any]:
+    """The Ray task: run ``run_fn(cfg)`` with the visprompt log records also written to ``worker.log``."""
+    run_dir = Path(cfg.run.out_dir) / (cfg.run.name or "")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "worker.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_log = logging.getLogger("visprompt")
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+    try:
+        result = run_fn(cfg)
+    except Exception:
+        package_log.exception("run %s failed", cfg.run.name)
+        raise
+    finally:
+        package_log.removeHandler(handler)
+        handler.close()
+    return dict(result) if isinstance(result, Mapping) else {}
+
+
+def _outcome(ray: Any, ref: Any, run: SweepRun) -> str | None:
+    """None when the run finished, else its error as one line."""
+    try:
+        ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        cause = getattr(exc, "cause", None)  # the run function's own exception, when Ray could carry it
+        err = cause if isinstance(cause, BaseException) else exc
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        return f"{type(err).__name__}: {lines[0] if lines else ''}"[:500]
+    status = read_status(run.path)
+    return None if status == DONE else f"the run function returned but the run's status is {status!r}"
+
+
+def _capacity(ray: Any, cpus_per_run: float, gpus_per_run: float, local: bool) -> int:
+    """How many runs fit on the cluster at once (at least one, so a growing cluster is not starved)."""
+    resources = ray.cluster_resources()
+    limits = []
+    if cpus_per_run > 0:
+        limits.append(math.floor(resources.get("CPU", 0) / cpus_per_run + 1e-9))
+    if gpus_per_run > 0:
+        gpus = resources.get("GPU", 0)
+        if gpus == 0 and local:
+            raise VispromptError(f"--gpus-per-run {gpus_per_run:g}: this machine has no GPU that Ray can use")
+        limits.append(math.floor(gpus / gpus_per_run + 1e-9))
+    return max(1, min(limits)) if limits else 1_000_000
+
+
+def _common_out_dir(runs: Sequence[SweepRun]) -> Path:
+    dirs = {Path(r.config.run.out_dir) for r in runs}
+    if len(dirs) != 1:
+        raise ConfigError(f"sweep: runs write to {len(dirs)} different out_dirs; pass out_dir explicitly")
+    return dirs.pop()
+
+
+class _EventLog:
+    """Append-only JSON lines: one per started, finished, failed, skipped or interrupted run attempt."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, run: str, event: str, **fields: Any) -> None:
+        record = {"time": round(time.time(), 3), "run": run, "event": event, **fields}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _write_summary(path: Path, runs: Sequence[SweepRun], outcomes: list[RunOutcome], interrupted: bool) -> None:
+    """``sweep.json``: every run with its status, attempts, last error and axis values (atomic write)."""
+    by_name = {o.name: o for o in outcomes}
+    records = []
+    for run in runs:
+        outcome = by_name.get(run.name) or RunOutcome(run.name, read_status(run.path) or "pending", 0)
+        records.append({**dataclasses.asdict(outcome), "assignment": run.assignment})
+    summary = {"interrupted": interrupted, "total": len(runs), "runs": records}
+    fd, tmp = tempfile.mkstemp(prefix=".sweep.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    os.replace(tmp, path)

@@ -1,0 +1,153 @@
+"""Grid files: expansion into runs, deterministic run directories, layering, errors, the shipped grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from visprompt.errors import ConfigError
+from visprompt.sweep import expand_sweep, load_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_grid(tmp_path: Path, body: dict, name: str = "grid.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def test_product_of_axes_with_readable_deterministic_names(tmp_path) -> None:
+    grid = {
+        "out_dir": str(tmp_path / "out"),
+        "base": {"backbone": "rn50", "data.shots": 4},
+        "grid": {"dataset": ["dtd", "eurosat"], "method": ["coop", "visprompt"], "noise.type": ["sym", "asym"],
+                 "noise.rate": [0.125, 0.5], "run.seed": [1, 2, 3]},
+    }  # fmt: skip
+    runs = expand_sweep(load_sweep(write_grid(tmp_path, grid)))
+    assert len(runs) == 2 * 2 * 2 * 2 * 3
+    names = [r.name for r in runs]
+    assert len(set(names)) == len(names)
+    assert names[0] == "dtd/coop/sym-0.125/seed1" and names[-1] == "eurosat/visprompt/asym-0.5/seed3"
+    assert [r.name for r in expand_sweep(load_sweep(write_grid(tmp_path, grid)))] == names  # deterministic
+    for run in runs:
+        cfg = run.config
+        dataset, method, noise, seed = run.name.split("/")
+        assert (cfg.data.dataset, cfg.method.name, f"{cfg.noise.type}-{cfg.noise.rate:g}", f"seed{cfg.run.seed}") == (
+            dataset, method, noise, seed)  # fmt: skip
+        assert cfg.data.shots == 4 and cfg.backbone.arch == "RN50-quickgelu"
+        assert cfg.run.name == run.name and Path(cfg.run.out_dir) == (tmp_path / "out").resolve()
+        assert run.path == (tmp_path / "out").resolve() / run.name
+
+
+def test_layers_presets_then_files_then_base_then_axes(tmp_path) -> None:
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("optim: {epochs: 7, lr: 0.01}\nprompt: {n_ctx: 8}\n")
+    grid = {
+        "base": {"config": "extra.yaml", "optim": {"lr": 0.05}, "run.seed": 4},
+        "grid": {"method": ["cocoop", "visprompt"], "run.seed": [5]},
+    }
+    runs = expand_sweep(load_sweep(write_grid(tmp_path, grid), out_dir=tmp_path / "o", overrides=["data.shots=2"]))
+    cocoop, visprompt = (r.config for r in runs)
+    assert cocoop.optim.batch_size == 1  # from the cocoop preset
+    assert cocoop.optim.epochs == 7 and cocoop.prompt.n_ctx == 8  # the config file beats the preset
+    assert cocoop.optim.lr == 0.05  # a base key beats the config file
+    assert cocoop.run.seed == 5  # an axis beats the base
+    assert cocoop.data.shots == 2 and visprompt.data.shots == 2  # command-line overrides extend the base
+    assert visprompt.method.selection.kind == "ot" and cocoop.method.selection.kind == "none"
+    assert runs[0].name.startswith("testbed-backgrounds/cocoop/sym-0/")  # default dataset and clean noise
+
+
+def test_other_axes_get_their_own_path_segment(tmp_path) -> None:
+    grid = {"grid": {"method": ["visprompt"], "prompt.gate": ["learned", "zero"], "optim.lr": [0.002, 1e-3]}}
+    runs = expand_sweep(load_sweep(write_grid(tmp_path, grid)))
+    assert [r.name for r in runs] == [
+        "testbed-backgrounds/visprompt/sym-0/prompt.gate-learned/optim.lr-0.002/seed1",
+        "testbed-backgrounds/visprompt/sym-0/prompt.gate-learned/optim.lr-0.001/seed1",
+        "testbed-backgrounds/visprompt/sym-0/prompt.gate-zero/optim.lr-0.002/seed1",
+        "testbed-backgrounds/visprompt/sym-0/prompt.gate-zero/optim.lr-0.001/seed1",
+    ]
+    assert runs[2].config.prompt.gate == "zero" and runs[3].config.optim.lr == 1e-3
+    assert load_sweep(write_grid(tmp_path, grid)).out_dir == (Path.cwd() / "runs" / "grid").resolve()
+
+
+def test_a_list_of_grids_is_a_union_and_overlaps_run_once(tmp_path) -> None:
+    grid = {"grid": [
+        {"noise.type": ["sym"], "noise.rate": [0.0, 0.5]},
+        {"noise.type": ["asym", "sym"], "noise.rate": [0.5]},
+    ]}  # fmt: skip
+    names = [r.name for r in expand_sweep(load_sweep(write_grid(tmp_path, grid)))]
+    assert [n.split("/")[2] for n in names] == ["sym-0", "sym-0.5", "asym-0.5"]
+
+
+def test_pairs_per_class_protocol_names(tmp_path) -> None:
+    grid = {"base": {"noise.type": "pairs-per-class"},
+            "grid": {"noise.false_per_class": [2, 4], "noise.pair_flip": [False, True]}}  # fmt: skip
+    names = [r.name.split("/")[2] for r in expand_sweep(load_sweep(write_grid(tmp_path, grid)))]
+    assert names == ["pairs2", "pairs2-flip", "pairs4", "pairs4-flip"]
+
+
+def test_relative_data_root_is_made_absolute(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = expand_sweep(load_sweep(write_grid(tmp_path, {"base": {"data.root": "DATA"}})))[0]
+    assert run.config.data.root == str(tmp_path.resolve() / "DATA")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"grid": {"optim.lrr": [0.1]}}, "run {optim.lrr=0.1}: unknown config key optim.lrr; did you mean optim.lr?"),
+        ({"grid": {"method": ["coopp"]}}, "unknown method 'coopp'"),
+        ({"grid": {"noise.rate": [1.5]}}, "noise.rate: expected a value in [0, 1), got 1.5"),
+        ({"grid": {"run.name": ["x"]}}, "run.name is set by the sweep"),
+        ({"base": {"shots": 16}}, "unknown key 'shots'"),
+        ({"grid": {"noise.rate": []}}, "grid.noise.rate: expected a non-empty list"),
+        ({"grids": {}}, "unknown key 'grids'"),
+        ({"base": {"config": ["missing.yaml"]}}, "missing.yaml does not exist"),
+        ({"grid": {"data.path": ["a/b", "a-b"]}}, "share the directory"),
+    ],
+)
+def test_errors_are_one_line_and_name_the_file(tmp_path, body, message) -> None:
+    path = write_grid(tmp_path, body)
+    with pytest.raises(ConfigError) as err:
+        expand_sweep(load_sweep(path))
+    text = str(err.value)
+    assert message in text and "\n" not in text and str(path) in text
+
+
+def test_missing_grid_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_sweep(tmp_path / "nope.yaml")
+
+
+def test_paper_protocol_grid() -> None:
+    runs = expand_sweep(load_sweep(REPO / "configs/sweeps/paper-rn50.yaml", out_dir="/tmp/unused"))
+    cfgs = [r.config for r in runs]
+    datasets = {c.data.dataset for c in cfgs}
+    assert datasets == {"caltech101", "oxford_flowers", "oxford_pets", "ucf101", "dtd", "eurosat", "food101n"}
+    assert {c.backbone.arch for c in cfgs} == {"RN50-quickgelu"} and {c.data.shots for c in cfgs} == {16}
+    assert {c.run.seed for c in cfgs} == {1, 2, 3}
+    synthetic = [c for c in cfgs if c.data.dataset != "food101n"]
+    assert {c.noise.rate for c in synthetic} == {0.125, 0.25, 0.375, 0.5, 0.625, 0.75}
+    assert {c.noise.type for c in synthetic} == {"sym", "asym"}
+    assert {(c.noise.type, c.noise.rate) for c in cfgs if c.data.dataset == "food101n"} == {("none", 0.0)}
+    methods = {c.method.name for c in cfgs}
+    assert {"visprompt", "coop", "nlprompt"} <= methods
+    assert len(runs) == len(methods) * 3 * (6 * 2 * 6 + 1)
+
+
+def test_testbed_benchmark_grid() -> None:
+    runs = expand_sweep(load_sweep(REPO / "configs/sweeps/testbed.yaml", out_dir="/tmp/unused"))
+    cfgs = [r.config for r in runs]
+    methods = {p.stem for p in (REPO / "src/visprompt/configs/methods").glob("*.yaml")}
+    assert {c.method.name for c in cfgs} == methods  # every method
+    assert all(c.data.dataset.startswith("testbed") for c in cfgs)
+    rates = {0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75}
+    for noise in ("sym", "asym"):
+        noisy = {c.noise.rate for c in cfgs if c.noise.type == noise}
+        assert noisy | {0.0} == rates  # the clean setting runs once (as sym-0), not once per noise type
+    assert {c.run.seed for c in cfgs} == {1, 2, 3}
+    per_task = len(methods) * 3 * 13
+    assert len(runs) == per_task * len({c.data.dataset for c in cfgs})
