@@ -1,0 +1,142 @@
+"""Users' own data: an image folder with one sub-folder per class, or a CSV of ``path,label``.
+
+Image folder: either ``FOLDER/<class>/<image>`` (split per class into 50% train, 20% validation, 30% test with a
+fixed seed, CoOp's rule) or ``FOLDER/{train,val,test}/<class>/<image>`` (the user's own split; ``val/`` optional).
+
+CSV: one row per image, ``path,label`` with optional ``split`` (train/val/test) and ``true_label`` columns, named
+by a header row (``path,label,split``) or, without a header, in that order. Paths may be relative to the CSV's
+folder. Labels are taken as given: they are the dataset's annotation (``true_label`` = ``label``) unless a
+``true_label`` column says otherwise (empty = unknown). Without a ``split`` column rows are split per class as
+for folders. Classes are the sorted distinct labels (numerically if all labels are integers).
+
+Neither loader writes into the user's folder: the split is recomputed deterministically on each load.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+from visprompt.data.coop import SPLIT_NAMES, RawSplit, Row, clean_classname, split_by_class, split_indices_by_class
+from visprompt.data.files import list_dirs, list_images
+from visprompt.data.records import DatasetSplits, Sample
+from visprompt.errors import DataError
+
+__all__ = ["load_csv", "load_image_folder"]
+
+_CSV_COLUMNS = ("path", "label", "split", "true_label")
+
+
+def _to_splits(name: str, classes: Sequence[str], split: RawSplit, base: Path, true: dict[str, list]) -> DatasetSplits:
+    classnames = tuple(clean_classname(c) for c in classes)
+    parts = {}
+    for key in SPLIT_NAMES:
+        truths = true.get(key)
+        parts[key] = tuple(
+            Sample(
+                index=i,
+                path=str((base / path).absolute()),
+                label=label,
+                true_label=label if truths is None else truths[i],
+                classname=classnames[label],
+            )
+            for i, (path, label, _) in enumerate(split[key])
+        )
+    return DatasetSplits(name=name, classnames=classnames, **parts)
+
+
+def load_image_folder(path: str | Path, name: str = "folder") -> DatasetSplits:
+    """Read ``FOLDER/<class>/*`` (split 50/20/30 per class) or ``FOLDER/{train,val,test}/<class>/*``."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist")
+    subdirs = list_dirs(root)
+    if "train" in subdirs:
+        if "test" not in subdirs:
+            raise DataError(f"image folder {root}: has train/ but no test/ (expected train/, test/ and optional val/)")
+        present = [k for k in SPLIT_NAMES if k in subdirs]
+        classes = sorted({c for k in present for c in list_dirs(root / k)})
+        if not classes:
+            raise DataError(f"image folder {root}: no class folders under train/ and test/")
+        label_of = {c: i for i, c in enumerate(classes)}
+        split: RawSplit = {key: [] for key in SPLIT_NAMES}
+        for key in present:
+            for cls in list_dirs(root / key):
+                split[key] += [(f"{key}/{cls}/{f}", label_of[cls], cls) for f in list_images(root / key / cls)]
+        if not split["train"]:
+            raise DataError(f"image folder {root}: train/ holds no images")
+        return _to_splits(name, classes, split, root, {})
+    classes = [c for c in subdirs if list_images(root / c)]
+    if not classes:
+        raise DataError(f"image folder {root}: no class sub-folders with images (expected FOLDER/<class>/<image>)")
+    rows: list[Row] = []
+    for label, cls in enumerate(classes):
+        rows += [(f"{cls}/{f}", label, cls) for f in list_images(root / cls)]
+    return _to_splits(name, classes, split_by_class(rows, source=f"image folder {root}"), root, {})
+
+
+def _read_csv_rows(file: Path) -> list[tuple[int, dict[str, str]]]:
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as f:
+            rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(f), 1) if any(c.strip() for c in r)]
+    except FileNotFoundError:
+        raise DataError(f"CSV file {file} does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"CSV file {file}: cannot read ({exc})") from None
+    if not rows:
+        raise DataError(f"CSV file {file} is empty (expected rows of path,label)")
+    header = [c.lower() for c in rows[0][1]]
+    if "path" in header and "label" in header:
+        unknown = [c for c in header if c not in _CSV_COLUMNS]
+        if unknown:
+            raise DataError(f"CSV file {file}: unknown column {unknown[0]!r} (known: {', '.join(_CSV_COLUMNS)})")
+        columns, rows = header, rows[1:]
+    else:
+        columns = list(_CSV_COLUMNS[: len(rows[0][1])])
+    out = []
+    for n, cells in rows:
+        if len(cells) != len(columns) or len(columns) < 2:
+            raise DataError(f"CSV file {file} line {n}: expected {len(columns)} columns ({','.join(columns)})")
+        out.append((n, dict(zip(columns, cells, strict=True))))
+    return out
+
+
+def load_csv(path: str | Path, name: str = "csv") -> DatasetSplits:
+    """Read a CSV of ``path,label[,split][,true_label]`` rows; see the module docstring."""
+    file = Path(path).expanduser()
+    records = _read_csv_rows(file)
+    base = file.parent
+    labels = sorted({r["label"] for _, r in records})
+    if "" in labels:
+        line = next(n for n, r in records if not r["label"])
+        raise DataError(f"CSV file {file} line {line}: empty label")
+    if all(lab.lstrip("-").isdigit() for lab in labels):
+        labels.sort(key=int)
+    label_of = {c: i for i, c in enumerate(labels)}
+    missing = [(n, r["path"]) for n, r in records if not (base / r["path"]).is_file()]
+    if missing:
+        examples = ", ".join(f"line {n}: {p}" for n, p in missing[:3])
+        raise DataError(f"CSV file {file}: {len(missing)} image paths do not exist under {base}, e.g. {examples}")
+    for n, r in records:
+        if r.get("split", "train") not in SPLIT_NAMES:
+            raise DataError(f"CSV file {file} line {n}: split {r['split']!r} is not one of train, val, test")
+        if r.get("true_label") and r["true_label"] not in label_of:
+            raise DataError(f"CSV file {file} line {n}: true_label {r['true_label']!r} is not one of the labels")
+    rows = [(r["path"], label_of[r["label"]], r["label"]) for _, r in records]
+    if "split" in records[0][1]:
+        split: RawSplit = {key: [] for key in SPLIT_NAMES}
+        order: dict[str, list[int]] = {key: [] for key in SPLIT_NAMES}
+        for i, (_, r) in enumerate(records):
+            split[r["split"]].append(rows[i])
+            order[r["split"]].append(i)
+        if not split["train"]:
+            raise DataError(f"CSV file {file}: no rows with split 'train'")
+    else:
+        order = split_indices_by_class([row[1] for row in rows], source=f"CSV file {file}")
+        split = {key: [rows[i] for i in idx] for key, idx in order.items()}
+    true: dict[str, list] = {}
+    if "true_label" in records[0][1]:
+        truth = [label_of[r["true_label"]] if r["true_label"] else None for _, r in records]
+        true = {key: [truth[i] for i in order[key]] for key in SPLIT_NAMES}
+    return _to_splits(name, labels, split, base, true)

@@ -1,0 +1,98 @@
+"""A torch Dataset over :class:`~visprompt.data.records.Sample` records and a seeded DataLoader.
+
+Each item is a dict ``{"image": (3, H, W) float tensor, "label": observed label, "true_label": true label or -1
+when unknown, "index": position of the sample in the sequence given to the dataset}`` (``samples[index].index``
+is its index in the full split). An image that cannot be opened or decoded raises
+:class:`~visprompt.errors.DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from visprompt.data.records import Sample
+from visprompt.errors import DataError
+
+__all__ = ["SampleDataset", "load_image", "make_loader", "read_image"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_image(path: str) -> Image.Image:
+    """Open and decode an image fully (so a truncated file fails here, not inside a transform)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy() if image.mode == "RGB" else image.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+load_image = read_image  # alias
+
+
+class SampleDataset(Dataset):
+    """Images of ``samples`` through ``transform``, with their observed and true labels."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], Any] | None = None) -> None:
+        self.samples = tuple(samples)
+        self.transform = transform
+        self.labels = torch.tensor([s.label for s in self.samples], dtype=torch.long)  # (N,)
+        self.true_labels = torch.tensor(  # (N,), -1 where unknown
+            [-1 if s.true_label is None else s.true_label for s in self.samples], dtype=torch.long
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image = read_image(self.samples[i].path)
+        if self.transform is not None:
+            image = self.transform(image)
+        return {"image": image, "label": self.labels[i], "true_label": self.true_labels[i], "index": i}
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32  # torch seeds each worker from the loader's generator
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(
+    samples: Sequence[Sample],
+    transform: Callable[[Image.Image], Any] | None,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader over :class:`SampleDataset` whose sample order is fixed by ``seed``.
+
+    With workers, each worker's torch/numpy/random state (hence the augmentation) is derived from ``seed`` too;
+    with ``num_workers=0`` the transforms draw from torch's global generator, which the caller seeds.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        SampleDataset(samples, transform),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        generator=generator,
+        worker_init_fn=_seed_worker if num_workers > 0 else None,
+        persistent_workers=False,
+    )

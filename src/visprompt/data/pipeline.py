@@ -1,0 +1,224 @@
+"""The benchmark data protocol in one call: load, few-shot sample, add noise, cache the realisation.
+
+:func:`prepare_fewshot` returns the splits a run trains and evaluates on: K noisy images per class for training,
+min(K, 4) clean images per class for validation, the full clean test split. The few-shot images depend only on
+(dataset, K, seed) and the noisy labels on the noise setting and seed, through separate seeded streams, so a
+sweep over noise rates shares its images. The realisation is cached as JSON keyed by (dataset, shots, seed,
+noise): the chosen sample indices and observed labels plus a fingerprint of the dataset's splits, so every method
+sees exactly the same noisy set and a changed dataset is noticed (the cache is then rebuilt, with a warning).
+
+:func:`splits_to_json` / :func:`splits_from_json` are the self-contained record a run keeps (``split.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visprompt.data.datasets import get_spec, load_dataset
+from visprompt.data.fewshot import sample_few_shot
+from visprompt.data.files import atomic_write_json, read_json
+from visprompt.data.noise import apply_noise, check_noise_type, noise_stats, noise_tag, num_noisy
+from visprompt.data.records import DatasetSplits, Sample
+from visprompt.errors import ConfigError, DataError
+
+__all__ = ["cache_path", "prepare_fewshot", "read_splits", "splits_fingerprint", "splits_from_json", "splits_to_json",
+           "write_splits"]  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = "visprompt-fewshot/1"
+SPLITS_FORMAT = "visprompt-splits/1"
+_TRAIN_STREAM, _VAL_STREAM = 0, 1  # few-shot generators: default_rng([stream, seed])
+VAL_SHOTS = 4  # validation keeps min(K, 4) images per class (CoOp)
+
+
+def splits_fingerprint(splits: DatasetSplits) -> str:
+    """A hash of every split's (index, label, last two path parts): independent of where the data root lives."""
+    h = hashlib.sha256(repr(splits.classnames).encode())
+    for key in ("train", "val", "test"):
+        for s in getattr(splits, key):
+            tail = "/".join(Path(s.path).parts[-2:])
+            h.update(f"{key}\t{s.index}\t{s.label}\t{tail}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_path(cache_dir: str | Path, dataset: str, shots: int, seed: int, tag: str, path: str | None = None) -> Path:
+    """``<cache_dir>/<dataset>[-<hash of path>]-<K>shot-seed<seed>-<noise tag>.json``."""
+    name = (
+        dataset if path is None else f"{dataset}-{hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:8]}"
+    )
+    return Path(cache_dir) / f"{name}-{shots}shot-seed{seed}-{tag}.json"
+
+
+def _check_settings(shots: int, noise_type: str, rate: float, false_per_class: int) -> None:
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
+        raise ConfigError(f"data.shots: expected an integer >= 1, got {shots!r}")
+    check_noise_type(noise_type)
+    num_noisy(0, rate)  # raises ConfigError outside [0, 1)
+    if isinstance(false_per_class, bool) or not isinstance(false_per_class, int) or false_per_class < 0:
+        raise ConfigError(f"noise.false_per_class: expected an integer >= 0, got {false_per_class!r}")
+    if noise_type == "pairs-per-class" and false_per_class > shots:
+        raise ConfigError(f"noise.false_per_class={false_per_class} exceeds data.shots={shots}")
+
+
+def _check_files(splits: DatasetSplits) -> None:
+    missing = [s.path for key in ("train", "val", "test") for s in getattr(splits, key) if not os.path.isfile(s.path)]
+    if missing:
+        raise DataError(
+            f"{splits.name}: {len(missing)} listed images are missing, e.g. {missing[0]} "
+            "(run `visprompt data verify` for the full list)"
+        )
+
+
+def _from_cache(
+    file: Path, full: DatasetSplits, fingerprint: str
+) -> tuple[tuple[Sample, ...], tuple[Sample, ...]] | None:
+    try:
+        data = read_json(file, "few-shot cache")
+        if data.get("format") != CACHE_FORMAT or data.get("fingerprint") != fingerprint:
+            logger.warning("few-shot cache %s was made from different data; rebuilding it", file)
+            return None
+        train = tuple(
+            full.train[i].relabel(y, full.classnames[y]) if y != full.train[i].label else full.train[i]
+            for i, y in zip(data["train"]["index"], data["train"]["label"], strict=True)
+        )
+        val = tuple(full.val[i] for i in data["val"]["index"])
+    except (DataError, KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
+        logger.warning("few-shot cache %s is unreadable (%s); rebuilding it", file, exc)
+        return None
+    logger.info("loaded few-shot split from %s", file)
+    return train, val
+
+
+def prepare_fewshot(
+    dataset: str,
+    root: str | Path,
+    shots: int,
+    noise_type: str = "none",
+    rate: float = 0.0,
+    false_per_class: int = 0,
+    pair_flip: bool = False,
+    seed: int = 1,
+    path: str | None = None,
+    cache_dir: Path | str | None = None,
+    check_files: bool = True,
+) -> DatasetSplits:
+    """K-shot noisy train, min(K, 4)-shot clean val and the full clean test split of ``dataset``.
+
+    Args:
+        dataset, root, path: as for :func:`~visprompt.data.datasets.load_dataset`.
+        shots: K images per class (a class holding fewer raises :class:`DataError`).
+        noise_type, rate, false_per_class, pair_flip: the noise setting (:func:`~visprompt.data.noise.apply_noise`).
+        seed: seeds the few-shot choice and the noise (separate streams).
+        cache_dir: where the realisation is cached (None: no cache).
+        check_files: raise if any listed image is missing (one stat per image).
+    """
+    _check_settings(shots, noise_type, rate, false_per_class)
+    full = load_dataset(dataset, root, path)
+    fingerprint = splits_fingerprint(full)
+    tag = noise_tag(noise_type, rate, false_per_class, pair_flip)
+    file = None
+    if cache_dir is not None:
+        file = cache_path(cache_dir, get_spec(dataset).name, shots, seed, tag, path)
+    cached = _from_cache(file, full, fingerprint) if file is not None and file.is_file() else None
+    if cached is not None:
+        train, val = cached
+    else:
+        train = sample_few_shot(full.train, shots, np.random.default_rng([_TRAIN_STREAM, seed]))
+        val = sample_few_shot(
+            full.val, min(shots, VAL_SHOTS), np.random.default_rng([_VAL_STREAM, seed]), strict=False, where="val split"
+        )
+        train = apply_noise(train, full.classnames, noise_type, rate, false_per_class, pair_flip, seed)
+    splits = DatasetSplits(name=full.name, classnames=full.classnames, train=train, val=val, test=full.test)
+    if check_files:
+        _check_files(splits)
+    if file is not None and cached is None:
+        record = {
+            "format": CACHE_FORMAT,
+            "key": {"dataset": full.name, "path": path, "shots": shots, "seed": seed, "noise": {
+                "type": noise_type, "rate": rate, "false_per_class": false_per_class, "pair_flip": pair_flip}},
+            "fingerprint": fingerprint,
+            "num_classes": full.num_classes,
+            "train": {"index": [s.index for s in train], "label": [s.label for s in train]},
+            "val": {"index": [s.index for s in val]},
+            "stats": noise_stats(train),
+        }  # fmt: skip
+        atomic_write_json(file, record)
+        logger.info("cached few-shot split in %s", file)
+    stats = noise_stats(train)
+    logger.info("%s: %d-shot train %d images (%d noisy), val %d, test %d", full.name, shots, len(train),
+                stats["num_noisy"], len(val), len(full.test))  # fmt: skip
+    return splits
+
+
+# ------------------------------------------------------------------------------------------- run-directory record
+
+
+def _columns(samples: Sequence[Sample], base: str) -> dict[str, list[Any]]:
+    return {
+        "index": [s.index for s in samples],
+        "path": [os.path.relpath(s.path, base) if base else s.path for s in samples],
+        "label": [s.label for s in samples],
+        "true_label": [s.true_label for s in samples],
+    }
+
+
+def splits_to_json(splits: DatasetSplits) -> dict[str, Any]:
+    """A self-contained JSON-able record of ``splits`` (paths relative to their common folder ``root``)."""
+    paths = [s.path for key in ("train", "val", "test") for s in getattr(splits, key)]
+    base = os.path.commonpath(paths) if paths else ""
+    if base and paths and base in paths:  # a single image: its folder is the base
+        base = os.path.dirname(base)
+    return {
+        "format": SPLITS_FORMAT,
+        "name": splits.name,
+        "classnames": list(splits.classnames),
+        "root": base,
+        **{key: _columns(getattr(splits, key), base) for key in ("train", "val", "test")},
+        "stats": noise_stats(splits.train),
+    }
+
+
+def splits_from_json(data: dict[str, Any]) -> DatasetSplits:
+    """The inverse of :func:`splits_to_json`; a malformed record raises :class:`DataError`."""
+    if not isinstance(data, dict) or data.get("format") != SPLITS_FORMAT:
+        raise DataError(f"split record: expected format {SPLITS_FORMAT!r}")
+    try:
+        classnames = tuple(str(c) for c in data["classnames"])
+        base = data["root"]
+        parts = {}
+        for key in ("train", "val", "test"):
+            col = data[key]
+            parts[key] = tuple(
+                Sample(
+                    index=int(i),
+                    path=os.path.join(base, p) if base else p,
+                    label=int(y),
+                    true_label=None if t is None else int(t),
+                    classname=classnames[int(y)],
+                )
+                for i, p, y, t in zip(col["index"], col["path"], col["label"], col["true_label"], strict=True)
+            )
+        return DatasetSplits(name=str(data["name"]), classnames=classnames, **parts)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DataError(f"split record: malformed ({type(exc).__name__}: {exc})") from None
+
+
+def write_splits(splits: DatasetSplits, file: str | Path) -> Path:
+    """Write :func:`splits_to_json` of ``splits`` to ``file`` atomically."""
+    return atomic_write_json(file, splits_to_json(splits))
+
+
+def read_splits(file: str | Path) -> DatasetSplits:
+    """Read a file written by :func:`write_splits`."""
+    try:
+        return splits_from_json(read_json(file, "split record"))
+    except DataError as exc:
+        raise DataError(str(exc).replace("split record:", f"split record {file}:", 1)) from None
