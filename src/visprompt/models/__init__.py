@@ -3,8 +3,9 @@
 Imports point one way: backbone <- text <- context <- learners (coop, cocoop, film/visprompt) <- classifier.
 """
 
-from visprompt.models.backbone import FrozenCLIP, load_backbone, save_backbone
+from visprompt.models.backbone import load_backbone, save_backbone
 from visprompt.models.classifier import PromptClassifier, ZeroShotClassifier
+from visprompt.models.frozen_clip import FrozenCLIP
 from visprompt.models.prompts import PROMPT_LEARNERS, CoCoOpPromptLearner, CoOpPromptLearner, VisPromptLearner
 from visprompt.models.templates import templates_for
 from visprompt.models.text import PromptEmbeddings, TextEncoder

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from visprompt.errors import ConfigError
-from visprompt.models.backbone import FrozenCLIP
 from visprompt.models.context import clean_classname
+from visprompt.models.frozen_clip import FrozenCLIP
 from visprompt.models.templates import DEFAULT_TEMPLATE
 from visprompt.models.text import TextEncoder
 

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visprompt.models.backbone import FrozenCLIP
 from visprompt.models.context import PromptContext
+from visprompt.models.frozen_clip import FrozenCLIP
 from visprompt.models.text import PromptEmbeddings
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from visprompt.errors import ConfigError
-from visprompt.models.backbone import FrozenCLIP
+from visprompt.models.frozen_clip import FrozenCLIP
 from visprompt.models.text import PromptEmbeddings
 
 logger = logging.getLogger(__name__)

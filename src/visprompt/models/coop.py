@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from visprompt.models.backbone import FrozenCLIP
 from visprompt.models.context import PromptContext
+from visprompt.models.frozen_clip import FrozenCLIP
 from visprompt.models.text import PromptEmbeddings
 
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from visprompt.errors import ConfigError
-from visprompt.models.backbone import FrozenCLIP
+from visprompt.models.frozen_clip import FrozenCLIP
 
 logger = logging.getLogger(__name__)
 

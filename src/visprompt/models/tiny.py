@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from visprompt.errors import ConfigError
-from visprompt.models.backbone import FrozenCLIP, _build, clip_tokenizer
+from visprompt.models.backbone import build_open_clip_model
+from visprompt.models.frozen_clip import FrozenCLIP, clip_tokenizer
 
 _TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2}
 
@@ -51,7 +52,7 @@ def tiny_clip(
     cfg = tiny_config(tower, quick_gelu)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _build({k: v for k, v in cfg.items() if k != "quick_gelu"}, quick_gelu)
+        model = build_open_clip_model({k: v for k, v in cfg.items() if k != "quick_gelu"}, quick_gelu)
     model = model.to(device=device, dtype=dtype)
     return FrozenCLIP(model, clip_tokenizer(77), arch=f"tiny-{tower}", model_cfg=cfg)
 

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from visprompt.errors import ConfigError
-from visprompt.models.backbone import FrozenCLIP
 from visprompt.models.context import PromptContext
 from visprompt.models.film import CrossModalFiLM
+from visprompt.models.frozen_clip import FrozenCLIP
 from visprompt.models.text import PromptEmbeddings
 
 VIS_TOKENS = ("patch", "global")
