@@ -103,6 +103,8 @@ def _derange_multiset(src: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     dst = rng.permutation(src)
     for i in np.flatnonzero(dst == src):
         c = src[i]
+        if dst[i] != c:  # already repaired by an earlier swap
+            continue
         while True:
             j = int(rng.integers(len(src)))
             if src[j] != c and dst[j] != c:
