@@ -91,7 +91,12 @@ def _sizes(n: int, p_train: float, p_val: float) -> tuple[int, int, int]:
 
 
 def split_indices_by_class(
-    labels: Sequence[int], p_train: float = 0.5, p_val: float = 0.2, seed: int = SPLIT_SEED, source: str = "dataset"
+    labels: Sequence[int],
+    p_train: float = 0.5,
+    p_val: float = 0.2,
+    seed: int = SPLIT_SEED,
+    source: str = "dataset",
+    names: Mapping[int, str] | None = None,
 ) -> dict[str, list[int]]:
     """Positions of each split when every class, shuffled with a seeded generator, is cut into
     ``round(n * p_train)`` train, ``round(n * p_val)`` validation and the rest test items (CoOp's per-class rule).
@@ -106,7 +111,7 @@ def split_indices_by_class(
         n_train, n_val, n_test = _sizes(len(items), p_train, p_val)
         if min(n_train, n_val, n_test) <= 0:
             raise DataError(
-                f"{source}: class {label} has {len(items)} images, too few to split "
+                f"{source}: class {(names or {}).get(label, label)!r} has {len(items)} images, too few to split "
                 f"{p_train:.0%}/{p_val:.0%}/rest into non-empty train/val/test sets"
             )
         shuffled = [items[i] for i in rng.permutation(len(items))]
@@ -120,7 +125,8 @@ def split_by_class(
     rows: Sequence[Row], p_train: float = 0.5, p_val: float = 0.2, seed: int = SPLIT_SEED, source: str = "dataset"
 ) -> RawSplit:
     """:func:`split_indices_by_class` applied to rows."""
-    parts = split_indices_by_class([row[1] for row in rows], p_train, p_val, seed, source)
+    names = {label: name for _, label, name in rows}
+    parts = split_indices_by_class([row[1] for row in rows], p_train, p_val, seed, source, names)
     return {key: [rows[i] for i in idx] for key, idx in parts.items()}
 
 

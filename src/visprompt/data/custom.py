@@ -133,7 +133,9 @@ def load_csv(path: str | Path, name: str = "csv") -> DatasetSplits:
         if not split["train"]:
             raise DataError(f"CSV file {file}: no rows with split 'train'")
     else:
-        order = split_indices_by_class([row[1] for row in rows], source=f"CSV file {file}")
+        order = split_indices_by_class(
+            [row[1] for row in rows], source=f"CSV file {file}", names=dict(enumerate(labels))
+        )
         split = {key: [rows[i] for i in idx] for key, idx in order.items()}
     true: dict[str, list] = {}
     if "true_label" in records[0][1]:
