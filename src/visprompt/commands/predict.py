@@ -1,0 +1,49 @@
+"""``visprompt predict RUN_DIR IMAGES...``: class probabilities of new images under a trained run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from visprompt.errors import DataError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("predict", help="classify images with a trained run")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by visprompt train")
+    parser.add_argument("images", metavar="IMAGES", nargs="+", help="image files")
+    parser.add_argument("--json", action="store_true", help="print every class probability as JSON")
+    parser.add_argument("--top", type=int, default=3, help="classes shown per image in the table (default 3)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from visprompt.data.records import Sample
+    from visprompt.engine.runner import load_run
+
+    for image in args.images:
+        if not Path(image).is_file():
+            raise DataError(f"image {image} does not exist")
+    loaded = load_run(args.run_dir, device=args.device)
+    classnames = loaded.splits.classnames
+    samples = [Sample(index=i, path=str(Path(p).resolve()), label=0, true_label=None, classname="")
+               for i, p in enumerate(args.images)]  # fmt: skip
+    probs = loaded.logits(samples).softmax(dim=-1)  # (N, C)
+    if args.json:
+        out = [
+            {"image": path, "label": classnames[int(row.argmax())],
+             "probabilities": {c: float(p) for c, p in zip(classnames, row.tolist(), strict=True)}}
+            for path, row in zip(args.images, probs, strict=True)
+        ]  # fmt: skip
+        print(json.dumps(out, indent=2))
+        return 0
+    top = max(1, min(args.top, len(classnames)))
+    width = max(len(p) for p in args.images)
+    print(f"{'image':<{width}}  {'label':<20}  top-{top} probabilities")
+    for path, row in zip(args.images, probs, strict=True):
+        values, index = row.topk(top)
+        shown = ", ".join(f"{classnames[int(i)]} {float(v):.3f}" for v, i in zip(values, index, strict=True))
+        print(f"{path:<{width}}  {classnames[int(index[0])]:<20}  {shown}")
+    return 0

@@ -1,0 +1,56 @@
+"""What ran: package versions, the git commit of the source tree, the machine."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["environment", "git_sha", "versions"]
+
+_PACKAGES = ("visprompt", "torch", "torchvision", "open_clip_torch", "numpy", "pot", "safetensors")
+
+
+def versions() -> dict[str, str | None]:
+    """Python and the installed versions of the packages a run depends on (None when absent)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    if out.get("visprompt") is None:
+        from visprompt import __version__
+
+        out["visprompt"] = __version__
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def git_sha() -> str | None:
+    """The commit of the git checkout holding this package (``+dirty`` with local changes), None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+            cwd=here, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}+dirty" if dirty else sha or None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """The machine a run used."""
+    env: dict[str, Any] = {"platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env

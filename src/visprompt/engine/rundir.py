@@ -1,0 +1,198 @@
+"""The run directory: every file a run leaves behind, each written atomically.
+
+Layout (DESIGN.md section 7)::
+
+    runs/<name>/
+      config.yaml              the resolved RunConfig
+      split.json               the realised few-shot split and noisy labels
+      log.jsonl                one JSON line per completed epoch
+      metrics.json             final test metrics, timings, parameter counts, versions, git SHA
+      checkpoint.safetensors   trainable parameters only
+      state.pt                 optimizer, scheduler, RNG and method state of the last completed epoch (resume)
+      status                   running | done | failed
+      error.txt                the error of a failed run (message and traceback)
+
+Every write goes to a temporary file in the same folder and is moved into place with ``os.replace``, so a
+reader (or a resumed run) never sees half a file. The checkpoint and ``state.pt`` carry the epoch they
+belong to; ``log.jsonl`` is cut back to that epoch on resume, so an interruption between the two writes
+loses at most the epoch in flight.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RunDir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+
+RUNNING, DONE, FAILED = "running", "done", "failed"
+
+
+@contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it over ``path``, on failure remove it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with _atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
+class RunDir:
+    """Read and write the files of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ---------------------------------------------------------------------------------------- paths
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def split_file(self) -> Path:
+        return self.path / "split.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "log.jsonl"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.path / "checkpoint.safetensors"
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "state.pt"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status"
+
+    @property
+    def error_file(self) -> Path:
+        return self.path / "error.txt"
+
+    # --------------------------------------------------------------------------------------- status
+    def status(self) -> str | None:
+        """``running``, ``done``, ``failed``, or None for a fresh directory."""
+        if not self.status_file.is_file():
+            return None
+        return self.status_file.read_text().strip() or None
+
+    def is_done(self) -> bool:
+        return self.status() == DONE
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        if status not in (RUNNING, DONE, FAILED):
+            raise ValueError(f"unknown run status {status!r}")
+        if error is not None:
+            atomic_write_text(self.error_file, error if error.endswith("\n") else error + "\n")
+        elif status != FAILED:
+            self.error_file.unlink(missing_ok=True)
+        atomic_write_text(self.status_file, status + "\n")
+
+    # ------------------------------------------------------------------------------------ plain files
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write_text(self.path / name, text)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.path / name, obj)
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+    # ------------------------------------------------------------------------------------------- log
+    def read_log(self) -> list[dict[str, Any]]:
+        """The epoch records of ``log.jsonl`` (a torn last line, from a crash mid-write, is dropped)."""
+        if not self.log_file.is_file():
+            return []
+        records = []
+        for line in self.log_file.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: dropping an unreadable log line", self.log_file)
+        return records
+
+    def append_log(self, record: Mapping[str, Any]) -> None:
+        """Add one epoch record (the whole file is rewritten atomically: logs are short)."""
+        records = [*self.read_log(), dict(record)]
+        atomic_write_text(self.log_file, "".join(json.dumps(r) + "\n" for r in records))
+
+    def truncate_log(self, epochs: int) -> None:
+        """Keep only the records of the first ``epochs`` epochs (those with ``epoch <= epochs``)."""
+        kept = [r for r in self.read_log() if int(r.get("epoch", 0)) <= epochs]
+        atomic_write_text(self.log_file, "".join(json.dumps(r) + "\n" for r in kept))
+
+    # ------------------------------------------------------------------------------------ checkpoint
+    def save_checkpoint(self, params: Mapping[str, torch.Tensor], epoch: int, state: Mapping[str, Any]) -> None:
+        """Write the trainable parameters (safetensors) and the resume state of completed epoch ``epoch``."""
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in params.items()}
+        with _atomic_path(self.checkpoint_file) as tmp:
+            save_file(tensors, str(tmp), metadata={"epoch": str(epoch), "format": "visprompt-trainable-v1"})
+        buffer = io.BytesIO()
+        torch.save({"epoch": epoch, **state}, buffer)
+        atomic_write_bytes(self.state_file, buffer.getvalue())
+
+    def load_checkpoint(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """The trainable parameters saved by :meth:`save_checkpoint`."""
+        return load_file(str(self.checkpoint_file), device=str(device))
+
+    def checkpoint_epoch(self) -> int | None:
+        """The epoch recorded in the checkpoint's metadata (None without a checkpoint)."""
+        if not self.checkpoint_file.is_file():
+            return None
+        with safe_open(str(self.checkpoint_file), "pt") as f:
+            return int((f.metadata() or {}).get("epoch", -1))
+
+    def load_state(self) -> dict[str, Any] | None:
+        """The resume state (``epoch`` plus what was saved), or None when there is nothing consistent to resume.
+
+        The checkpoint is written before the state; a crash between the two leaves a checkpoint one epoch
+        ahead of the state, which cannot be resumed exactly: that case warns and returns None (fresh start).
+        """
+        if not (self.state_file.is_file() and self.checkpoint_file.is_file()):
+            return None
+        state = torch.load(self.state_file, map_location="cpu", weights_only=False)
+        if state.get("epoch") != self.checkpoint_epoch():
+            log.warning("%s: checkpoint and resume state disagree on the epoch; starting afresh", self.path)
+            return None
+        return state

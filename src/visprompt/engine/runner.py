@@ -1,0 +1,372 @@
+"""One run, end to end: data, backbone, method, training with checkpoints, evaluation, the run directory.
+
+:func:`train_run` is what ``visprompt train`` calls. A run directory whose status is ``done`` is skipped; one
+holding a checkpoint resumes after its last completed epoch with the optimizer, scheduler, RNG and method
+state it saved, and ends with the same metrics as an uninterrupted run. Errors during setup (bad data or
+weights) leave no run directory behind; an error once training started marks the run ``failed`` and keeps
+the error in ``error.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from visprompt.config import RunConfig, load_config, to_dict, to_yaml
+from visprompt.data.pipeline import prepare_fewshot, read_splits, splits_from_json, splits_to_json
+from visprompt.data.records import DatasetSplits, Sample
+from visprompt.data.transforms import build_transform
+from visprompt.engine.data import FeatureData, FeatureSet, ImageData, encode_samples, predict_logits
+from visprompt.engine.loop import fit
+from visprompt.engine.metrics import classification_metrics
+from visprompt.engine.optim import build_optimizer, build_scheduler
+from visprompt.engine.provenance import environment, git_sha, versions
+from visprompt.engine.rundir import DONE, FAILED, RUNNING, RunDir
+from visprompt.engine.runtime import (
+    Precision,
+    get_rng_state,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    set_rng_state,
+)
+from visprompt.errors import ConfigError
+from visprompt.methods import MethodBase, build_method, method_spec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LoadedRun", "RunResult", "load_clip", "load_run", "run_name", "run_splits", "train_run"]
+
+EpochHook = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """What :func:`train_run` returns."""
+
+    run_dir: Path
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+    resumed_from: int | None = None
+
+
+def run_name(cfg: RunConfig) -> str:
+    """``cfg.run.name``, or one derived from the settings that define a run."""
+    if cfg.run.name:
+        return cfg.run.name
+    noise = "clean" if cfg.noise.type == "none" or (cfg.noise.rate == 0 and cfg.noise.false_per_class == 0) else (
+        f"{cfg.noise.type}{cfg.noise.false_per_class}" if cfg.noise.type == "pairs-per-class"
+        else f"{cfg.noise.type}{cfg.noise.rate:g}"
+    )  # fmt: skip
+    arch = Path(cfg.backbone.arch).stem if cfg.backbone.arch.endswith(".json") else cfg.backbone.arch
+    name = f"{cfg.data.dataset}_{cfg.method.name}_{arch}_{cfg.data.shots}shot_{noise}_seed{cfg.run.seed}"
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
+
+
+def load_clip(cfg: RunConfig, device: torch.device) -> nn.Module:
+    """The frozen CLIP of ``cfg.backbone`` on ``device`` (a missing weights file is a one-line WeightsError)."""
+    from visprompt.models.backbone import load_backbone
+
+    b = cfg.backbone
+    return load_backbone(b.arch, b.weights, device=device, cache_dir=b.cache_dir, sha256=b.sha256, seed=cfg.run.seed)
+
+
+def _same_run(saved: RunConfig, cfg: RunConfig) -> bool:
+    """Whether two configs describe the same run (where it runs and writes may differ)."""
+    a, b = to_dict(saved), to_dict(cfg)
+    for d in (a, b):
+        d["run"] = {k: v for k, v in d["run"].items() if k not in ("device", "out_dir", "name")}
+    return a == b
+
+
+def _prepare_splits(cfg: RunConfig, rd: RunDir) -> DatasetSplits:
+    if rd.split_file.is_file():  # a resumed run keeps the exact split it started with
+        return read_splits(rd.split_file)
+    d, n = cfg.data, cfg.noise
+    return prepare_fewshot(
+        d.dataset, d.root, d.shots, n.type, n.rate, n.false_per_class, n.pair_flip, cfg.run.seed,
+        path=d.path, cache_dir=Path(cfg.run.out_dir) / ".splits",
+    )  # fmt: skip
+
+
+def _image_size(clip: nn.Module) -> int:
+    size = clip.image_size
+    return int(size if isinstance(size, int) else size[0])
+
+
+def _uses_tokens(classifier: nn.Module) -> bool:
+    """Whether the classifier reads the visual tokens (else only the pooled embedding is cached).
+
+    Only VisPrompt's cross-modal block with ``vis_tokens="patch"`` does; a classifier may say so itself.
+    """
+    if hasattr(classifier, "uses_tokens"):
+        return bool(classifier.uses_tokens)
+    learner = getattr(classifier, "learner", None)
+    return getattr(learner, "vis_tokens", None) == "patch" and getattr(learner, "film", None) is not None
+
+
+def train_run(
+    cfg: RunConfig,
+    *,
+    on_epoch_end: EpochHook | None = None,
+    show_progress: bool | None = None,
+) -> RunResult:
+    """Train and evaluate one run as ``cfg`` describes, in ``<out_dir>/<name>``; see the module docstring.
+
+    ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written (tests raise there to
+    simulate a crash).
+    """
+    rd = RunDir(Path(cfg.run.out_dir) / run_name(cfg))
+    if rd.is_done():
+        log.info("%s is done; skipping (delete its status file to run it again)", rd.path)
+        metrics = rd.read_json("metrics.json") if rd.metrics_file.is_file() else {}
+        return RunResult(rd.path, DONE, metrics, skipped=True)
+    if rd.config_file.is_file() and not _same_run(load_config([rd.config_file]), cfg):
+        raise ConfigError(f"{rd.path} holds a run with another configuration; choose another --name or --out")
+    started = time.perf_counter()
+    device = resolve_device(cfg.run.device)
+    precision = resolve_precision(cfg.optim.precision, device)
+    clip = load_clip(cfg, device)  # first: a missing weights file is the commonest setup error
+    splits = _prepare_splits(cfg, rd)
+    seed_everything(cfg.run.seed)
+    method = build_method(method_spec(cfg), clip, splits.classnames).to(device)
+    rd.write_text("config.yaml", to_yaml(cfg))
+    if not rd.split_file.is_file():
+        rd.write_json("split.json", splits_to_json(splits))
+    rd.set_status(RUNNING)
+    try:
+        return _train_and_evaluate(
+            cfg, rd, splits, clip, method, device, precision, started, on_epoch_end, show_progress
+        )
+    except BaseException as exc:
+        rd.set_status(FAILED, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        raise
+
+
+def _train_and_evaluate(
+    cfg: RunConfig,
+    rd: RunDir,
+    splits: DatasetSplits,
+    clip: nn.Module,
+    method: MethodBase,
+    device: torch.device,
+    precision: Precision,
+    started: float,
+    on_epoch_end: EpochHook | None,
+    show_progress: bool | None,
+) -> RunResult:
+    o = cfg.optim
+    size = _image_size(clip)
+    eval_tf = build_transform(size, clip.mean, clip.std, train=False)
+    keep_tokens = _uses_tokens(method.classifier)
+    timings: dict[str, float] = {"setup_s": time.perf_counter() - started}
+    resumed_from = None
+    if method.trains:
+        optimizer = build_optimizer(
+            method.trainable_parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+        scheduler = build_scheduler(optimizer, epochs=o.epochs, warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr)
+        scaler = precision.scaler()
+        state = rd.load_state()
+        if state is not None:
+            resumed_from = _restore(rd, state, method, optimizer, scheduler, scaler, device)
+        rd.truncate_log(resumed_from or 0)
+
+        cache: dict[str, FeatureSet] = {}
+
+        def train_features() -> FeatureSet:  # the frozen outputs of the un-augmented training images, once
+            if "train" not in cache:
+                t0 = time.perf_counter()
+                cache["train"] = encode_samples(
+                    clip, splits.train, eval_tf, batch_size=o.eval_batch_size, device=device, precision=precision,
+                    keep_tokens=keep_tokens, num_workers=cfg.data.num_workers, desc="encoding train images",
+                )  # fmt: skip
+                timings["features_s"] = time.perf_counter() - t0
+            return cache["train"]
+
+        common = {"device": device, "precision": precision, "eval_batch_size": o.eval_batch_size}
+        if not cfg.data.augment and cfg.run.cache_features:
+            data: FeatureData | ImageData = FeatureData(splits.train, train_features(), **common)
+        else:
+            train_tf = build_transform(size, clip.mean, clip.std, train=cfg.data.augment)
+            data = ImageData(splits.train, train_tf, train_features, num_workers=cfg.data.num_workers, **common)
+
+        def epoch_end(epoch: int, record: dict[str, Any]) -> None:
+            rd.append_log(record)  # the log first: a crash before the checkpoint re-runs (and re-logs) the epoch
+            resume = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": get_rng_state(),
+                "method": method.extra_state(),
+            }
+            rd.save_checkpoint(method.named_trainable_parameters(), epoch, resume)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+
+        fit(
+            method, data, optimizer, scheduler, epochs=o.epochs, batch_size=o.batch_size, precision=precision,
+            seed=cfg.run.seed, start_epoch=resumed_from or 0, scaler=scaler, on_epoch_end=epoch_end,
+            show_progress=show_progress,
+        )  # fmt: skip
+    else:
+        rd.truncate_log(0)
+        rd.save_checkpoint({}, 0, {"method": method.extra_state()})
+
+    t0 = time.perf_counter()
+    logits = predict_logits(
+        method.classifier, clip, splits.test, eval_tf, batch_size=o.eval_batch_size, device=device,
+        precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers,
+    )  # fmt: skip
+    timings["eval_s"] = time.perf_counter() - t0
+    labels = torch.tensor([s.label for s in splits.test])
+    metrics = _final_metrics(cfg, rd, splits, method, logits, labels, timings, device, precision, resumed_from)
+    rd.write_json("metrics.json", metrics)
+    rd.set_status(DONE)
+    log.info("%s: top-1 %.2f%%, macro-F1 %.2f%% on %d test images", rd.path.name, metrics["top1"],
+             metrics["macro_f1"], metrics["num_test"])  # fmt: skip
+    return RunResult(rd.path, DONE, metrics, resumed_from=resumed_from)
+
+
+def _restore(
+    rd: RunDir,
+    state: dict[str, Any],
+    method: MethodBase,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+) -> int:
+    """Load the last completed epoch's parameters and state; returns that epoch."""
+    _load_params(rd, method, device)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    method.load_extra_state(state.get("method", {}))
+    set_rng_state(state["rng"])
+    log.info("%s: resuming after epoch %d", rd.path.name, state["epoch"])
+    return int(state["epoch"])
+
+
+def _final_metrics(
+    cfg: RunConfig,
+    rd: RunDir,
+    splits: DatasetSplits,
+    method: MethodBase,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    timings: dict[str, float],
+    device: torch.device,
+    precision: Precision,
+    resumed_from: int | None,
+) -> dict[str, Any]:
+    scores = classification_metrics(logits.argmax(dim=-1), labels, splits.classnames)
+    records = rd.read_log()
+    epoch_times = [float(r["epoch_time"]) for r in records if "epoch_time" in r]
+    timings = {**timings, "train_s": sum(epoch_times), "epoch_mean_s": sum(epoch_times) / max(len(epoch_times), 1)}
+    timings["total_s"] = (
+        timings["train_s"] + timings.get("setup_s", 0.0) + timings.get("features_s", 0.0) + timings["eval_s"]
+    )
+    summary = getattr(method.classifier, "summary", None)
+    return {
+        "run": rd.path.name,
+        "method": cfg.method.name,
+        "dataset": splits.name,
+        "top1": scores["top1"],
+        "macro_f1": scores["macro_f1"],
+        "per_class_accuracy": scores["per_class_accuracy"],
+        "num_test": scores["num_samples"],
+        "num_train": len(splits.train),
+        "num_classes": len(splits.classnames),
+        "epochs": len(records),
+        "last_epoch": records[-1] if records else None,
+        "timings": timings,
+        "trainable_parameters": sum(p.numel() for p in method.trainable_parameters()),
+        "parameters": summary() if callable(summary) else {},
+        "precision": precision.name,
+        "resumed_from_epoch": resumed_from,
+        "environment": environment(device),
+        "versions": versions(),
+        "git_sha": git_sha(),
+    }
+
+
+def run_splits(rd: RunDir, cfg: RunConfig, data_root: str | Path | None = None) -> DatasetSplits:
+    """The run's split.json; with ``data_root``, its images are looked up under that root instead of the saved one.
+
+    The saved image folder must lie under the run's ``data.root``; its path relative to that root is kept.
+    """
+    if data_root is None:
+        return read_splits(rd.split_file)
+    record = json.loads(rd.split_file.read_text())
+    old_root = Path(cfg.data.root).resolve()
+    base = Path(record["root"]).resolve()
+    try:
+        relative = base.relative_to(old_root)
+    except ValueError:
+        raise ConfigError(
+            f"{rd.split_file}: its images ({base}) are not under the run's data.root {old_root}"
+        ) from None
+    record["root"] = str(Path(data_root).resolve() / relative)
+    return splits_from_json(record)
+
+
+@dataclass
+class LoadedRun:
+    """A run rebuilt for inference: its config, splits, method (trained parameters loaded) and frozen CLIP."""
+
+    cfg: RunConfig
+    splits: DatasetSplits
+    method: MethodBase
+    clip: nn.Module
+    device: torch.device
+
+    def logits(self, samples: Sequence[Sample], batch_size: int | None = None) -> torch.Tensor:
+        """Logits (N, C) of ``samples`` (images read from their paths) with the evaluation transform."""
+        precision = resolve_precision(self.cfg.optim.precision, self.device)
+        transform = build_transform(_image_size(self.clip), self.clip.mean, self.clip.std, train=False)
+        return predict_logits(
+            self.method.classifier, self.clip, samples, transform,
+            batch_size=batch_size or self.cfg.optim.eval_batch_size, device=self.device, precision=precision,
+            keep_tokens=_uses_tokens(self.method.classifier),
+        )  # fmt: skip
+
+
+def load_run(run_dir: str | Path, device: str = "auto", data_root: str | Path | None = None) -> LoadedRun:
+    """Rebuild a finished (or checkpointed) run with its trained parameters, for eval and predict."""
+    rd = RunDir(run_dir)
+    if not rd.config_file.is_file():
+        raise ConfigError(f"{rd.path} is not a run directory (no config.yaml)")
+    cfg = load_config([rd.config_file])
+    dev = resolve_device(device)
+    splits = run_splits(rd, cfg, data_root)
+    clip = load_clip(cfg, dev)
+    seed_everything(cfg.run.seed)
+    method = build_method(method_spec(cfg), clip, splits.classnames).to(dev)
+    if method.trains:
+        if not rd.checkpoint_file.is_file():
+            raise ConfigError(f"{rd.path} has no checkpoint.safetensors yet (the run has not completed an epoch)")
+        _load_params(rd, method, dev)
+    method.eval()
+    return LoadedRun(cfg, splits, method, clip, dev)
+
+
+def _load_params(rd: RunDir, method: MethodBase, device: torch.device) -> None:
+    params = rd.load_checkpoint(device)
+    own = method.named_trainable_parameters()
+    if set(params) != set(own):
+        raise ConfigError(f"{rd.checkpoint_file}: its parameters do not match the run's method; use another --name")
+    with torch.no_grad():
+        for name, p in own.items():
+            p.copy_(params[name])

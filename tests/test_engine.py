@@ -1,0 +1,208 @@
+"""Engine units: schedule, run directory, metrics, meter, runtime (device, precision, RNG)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from visprompt.engine.loop import EpochMeter, epoch_seed
+from visprompt.engine.metrics import classification_metrics
+from visprompt.engine.optim import build_optimizer, build_scheduler, lr_at
+from visprompt.engine.rundir import RunDir, _atomic_path
+from visprompt.engine.runtime import get_rng_state, resolve_device, resolve_precision, seed_everything, set_rng_state
+from visprompt.errors import ConfigError
+
+# ------------------------------------------------------------------------------------------------ schedule
+
+
+def _dassl_rates(lr: float, epochs: int, warmup: int, warmup_lr: float) -> list[float]:
+    """Dassl's ConstantWarmupScheduler around CosineAnnealingLR(T_max=epochs), stepped once per epoch."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=float(epochs))
+    rates, last_epoch = [], 0
+    for group in opt.param_groups:
+        group["lr"] = warmup_lr if warmup > 0 else lr
+    for _ in range(epochs):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if last_epoch >= warmup:  # the successor counts from 0 after the warm-up
+            cosine.step()
+        else:
+            last_epoch += 1
+            if last_epoch >= warmup:
+                for group in opt.param_groups:
+                    group["lr"] = cosine.get_last_lr()[0]
+    return rates
+
+
+@pytest.mark.parametrize(("epochs", "warmup"), [(10, 1), (5, 0), (7, 2)])
+def test_schedule_matches_dassl_constant_warmup_cosine(epochs: int, warmup: int) -> None:
+    ours = [lr_at(e, lr=0.002, epochs=epochs, warmup_epochs=warmup, warmup_lr=1e-5) for e in range(epochs)]
+    assert ours == pytest.approx(_dassl_rates(0.002, epochs, warmup, 1e-5), rel=1e-9, abs=1e-15)
+    if warmup:
+        assert ours[0] == 1e-5 and ours[warmup] == pytest.approx(0.002)
+    assert ours[-1] > 0  # the period is the full E epochs: the last rate is small, not zero
+
+
+def test_scheduler_steps_per_epoch_and_resumes_from_its_state() -> None:
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = build_optimizer([p], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    sched = build_scheduler(opt, epochs=6, warmup_epochs=1, warmup_lr=1e-3)
+    seen = []
+    for _ in range(3):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    state, opt_state = sched.state_dict(), opt.state_dict()
+    opt2 = build_optimizer([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+    sched2 = build_scheduler(opt2, epochs=6, warmup_epochs=1, warmup_lr=1e-3)
+    opt2.load_state_dict(opt_state)
+    sched2.load_state_dict(state)
+    for _ in range(3, 6):
+        seen.append(opt2.param_groups[0]["lr"])
+        opt2.step()
+        sched2.step()
+    assert seen == pytest.approx([lr_at(e, lr=0.1, epochs=6, warmup_epochs=1, warmup_lr=1e-3) for e in range(6)])
+
+
+def test_optimizer_refuses_frozen_or_no_parameters() -> None:
+    with pytest.raises(ValueError, match="no trainable"):
+        build_optimizer([], lr=0.1)
+    with pytest.raises(ValueError, match="require gradients"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1), requires_grad=False)], lr=0.1)
+
+
+# ---------------------------------------------------------------------------------------------- run directory
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path) -> None:
+    rd = RunDir(tmp_path / "run")
+    rd.write_json("metrics.json", {"top1": 1.0})
+    with pytest.raises(RuntimeError), _atomic_path(rd.metrics_file) as tmp:
+        tmp.write_text("{half")
+        raise RuntimeError("killed mid-write")
+    assert rd.read_json("metrics.json") == {"top1": 1.0}
+    assert sorted(p.name for p in rd.path.iterdir()) == ["metrics.json"]  # no temporary file left
+
+
+def test_status_log_and_checkpoint_roundtrip(tmp_path) -> None:
+    rd = RunDir(tmp_path / "run")
+    assert rd.status() is None and rd.load_state() is None
+    rd.set_status("running")
+    for epoch in (1, 2, 3):
+        rd.append_log({"epoch": epoch, "loss": 1.0 / epoch})
+    rd.truncate_log(2)
+    assert [r["epoch"] for r in rd.read_log()] == [1, 2]
+    params = {"learner.ctx": torch.randn(4, 8), "learner.film.w": torch.randn(3)}
+    rd.save_checkpoint(params, 2, {"optimizer": {"x": torch.ones(2)}})
+    loaded = rd.load_checkpoint()
+    assert set(loaded) == set(params) and all(torch.equal(loaded[k], params[k]) for k in params)
+    state = rd.load_state()
+    assert state["epoch"] == 2 and torch.equal(state["optimizer"]["x"], torch.ones(2))
+    rd.set_status("failed", error="ValueError: boom")
+    assert rd.status() == "failed" and "boom" in rd.error_file.read_text()
+    rd.set_status("done")
+    assert rd.is_done() and not rd.error_file.exists()
+    with pytest.raises(ValueError):
+        rd.set_status("finished")
+
+
+def test_a_checkpoint_ahead_of_its_state_is_not_resumed(tmp_path) -> None:
+    rd = RunDir(tmp_path / "run")
+    rd.save_checkpoint({"a": torch.zeros(1)}, 1, {})
+    state_bytes = rd.state_file.read_bytes()
+    rd.save_checkpoint({"a": torch.ones(1)}, 2, {})
+    rd.state_file.write_bytes(state_bytes)  # as if killed between the two writes of epoch 2
+    assert rd.checkpoint_epoch() == 2 and rd.load_state() is None
+
+
+def test_torn_log_line_is_dropped(tmp_path) -> None:
+    rd = RunDir(tmp_path)
+    rd.log_file.write_text(json.dumps({"epoch": 1}) + "\n" + '{"epoch": 2, "lo')
+    assert rd.read_log() == [{"epoch": 1}]
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+
+def test_metrics_match_scikit_learn() -> None:
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 5, (200,), generator=gen)
+    preds = torch.where(torch.rand(200, generator=gen) < 0.6, labels, torch.randint(0, 5, (200,), generator=gen))
+    preds[preds == 4] = 3  # class 4 is never predicted: its F1 is 0 and still counts in the macro average
+    names = ["a", "b", "c", "d", "e"]
+    m = classification_metrics(preds, labels, names)
+    assert m["top1"] == pytest.approx(100 * accuracy_score(labels, preds))
+    assert m["macro_f1"] == pytest.approx(100 * f1_score(labels, preds, average="macro", zero_division=0))
+    per_class = 100 * recall_score(labels, preds, average=None, zero_division=0)
+    assert [m["per_class_accuracy"][n] for n in names] == pytest.approx(per_class.tolist())
+    assert m["num_samples"] == 200
+
+
+def test_metrics_perfect_and_absent_classes() -> None:
+    labels = torch.tensor([0, 0, 2, 2])
+    m = classification_metrics(labels.clone(), labels, ["x", "y", "z"])
+    assert m["top1"] == 100.0 and m["macro_f1"] == 100.0
+    assert set(m["per_class_accuracy"]) == {"x", "z"}  # no test sample of "y": no accuracy for it
+
+
+def test_meter_sums_counts_and_averages_the_rest() -> None:
+    meter = EpochMeter()
+    meter.update({"loss": torch.tensor(2.0), "n_clean": 3, "sel_hits": 2, "sel_selected": 3, "sel_true_clean": 4}, n=4)
+    meter.update({"loss": 1.0, "n_clean": 1, "sel_hits": 1, "sel_selected": 1, "sel_true_clean": 1}, n=2)
+    s = meter.summary()
+    assert s["loss"] == pytest.approx((2 * 4 + 1 * 2) / 6)
+    assert s["n_clean"] == 4 and s["sel_precision"] == pytest.approx(3 / 4) and s["sel_recall"] == pytest.approx(3 / 5)
+
+
+def test_epoch_seeds_differ_by_epoch_and_seed() -> None:
+    seeds = {epoch_seed(s, e) for s in range(3) for e in range(50)}
+    assert len(seeds) == 150
+
+
+# ---------------------------------------------------------------------------------------------------- runtime
+
+
+def test_device_and_precision_resolution() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match=r"run\.device"):
+        resolve_device("tpu:0")
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu).name == "fp32" and not resolve_precision("auto", cpu).needs_scaler
+    assert resolve_precision("bf16", cpu).dtype is torch.bfloat16
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+    else:  # pragma: no cover - GPU machines
+        assert resolve_precision("auto", torch.device("cuda")).name == "bf16"
+        assert resolve_precision("fp16", torch.device("cuda")).needs_scaler
+
+
+def test_bf16_autocast_on_cpu_runs_matmuls_in_bf16() -> None:
+    p = resolve_precision("bf16", torch.device("cpu"))
+    with p.autocast():
+        out = torch.randn(2, 3) @ torch.randn(3, 4)
+    assert out.dtype is torch.bfloat16
+    with resolve_precision("fp32", torch.device("cpu")).autocast():
+        assert (torch.randn(2, 3) @ torch.randn(3, 4)).dtype is torch.float32
+
+
+def test_rng_state_roundtrip_covers_python_numpy_torch() -> None:
+    seed_everything(7)
+    state = get_rng_state()
+    first = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    seed_everything(123)
+    set_rng_state(state)
+    again = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    assert first == again
+    assert not math.isnan(first[0])
