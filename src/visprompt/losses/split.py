@@ -1,0 +1,108 @@
+r"""The VisPrompt training loss: cross-entropy on the clean subset, a robust loss on the noisy one.
+
+For a batch of B samples with clean mask :math:`m` (from the OT split), given labels :math:`y` and weight
+:math:`\alpha` (default 0.5), with :math:`R` the noisy-subset loss (default GCE, q = 0.5):
+
+.. math::
+
+    L = \frac{1}{B} \Big( \alpha \sum_{i: m_i} \mathrm{CE}_i + (1 - \alpha) \sum_{i: \neg m_i} R_i \Big)
+    \qquad (\texttt{normalize="batch"}, \text{the default})
+
+Both terms use the given (noisy) label. Both sums are divided by the batch size, not by the subset sizes: an
+empty subset simply contributes 0 (no special case, no division by zero), a sample's gradient weight does not
+depend on how many others share its subset, and over an epoch each subset's weight is proportional to its size,
+which is what the authors' sequential clean-then-noisy passes (each a mean over its own batches, one step per
+batch) give. ``normalize="subset"`` instead uses :math:`\alpha\,\mathrm{mean}_{clean}\,\mathrm{CE} + (1 -
+\alpha)\,\mathrm{mean}_{noisy}\,R`, the paper's equation read literally; an empty subset's mean is taken as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+
+from visprompt.losses.robust import LOSSES, cross_entropy
+
+__all__ = ["visprompt_loss", "visprompt_loss_terms"]
+
+Normalize = Literal["batch", "subset"]
+
+
+def visprompt_loss_terms(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    clean_mask: torch.Tensor,
+    *,
+    alpha: float = 0.5,
+    q: float = 0.5,
+    noisy_loss: str = "gce",
+    noisy_kwargs: Mapping[str, float] | None = None,
+    normalize: Normalize = "batch",
+) -> dict[str, torch.Tensor]:
+    """The VisPrompt loss and its two parts (see the module docstring).
+
+    Args:
+        logits: (B, C) logits (any float dtype; computed in float32).
+        labels: (B,) given labels, used by both terms.
+        clean_mask: (B,) bool, True for samples the split trusts.
+        alpha: weight of the clean cross-entropy; 1 - alpha weighs the noisy term.
+        q: GCE exponent, used when ``noisy_loss == "gce"``.
+        noisy_loss: name in :data:`LOSSES` for the noisy subset (``"gce"``, ``"mae"``, ``"sce"``, ``"ce"``).
+        noisy_kwargs: extra hyperparameters of the noisy loss (e.g. ``{"alpha": 0.1, "beta": 1.0}`` for SCE).
+        normalize: ``"batch"`` (divide both sums by B) or ``"subset"`` (mean within each subset).
+
+    Returns:
+        ``{"loss": scalar, "clean": scalar, "noisy": scalar}`` with loss = clean + noisy (the weighted parts,
+        differentiable), all float32.
+    """
+    if clean_mask.shape != labels.shape or clean_mask.dtype != torch.bool:
+        raise ValueError(f"clean_mask must be a bool tensor of shape {tuple(labels.shape)}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
+    if normalize not in ("batch", "subset"):
+        raise ValueError(f"unknown normalize {normalize!r}; expected 'batch' or 'subset'")
+    kwargs = dict(noisy_kwargs or {})
+    if noisy_loss == "gce":
+        kwargs.setdefault("q", q)
+    robust = LOSSES.get(noisy_loss)
+
+    clean_mask = clean_mask.to(logits.device)
+    per_clean = cross_entropy(logits, labels, reduction="none")  # (B,)
+    per_noisy = robust(logits, labels, reduction="none", **kwargs)  # (B,)
+    zero = per_clean.new_zeros(())
+    clean_sum = torch.where(clean_mask, per_clean, zero).sum()  # masked, so NaN-free even if a subset is empty
+    noisy_sum = torch.where(clean_mask, zero, per_noisy).sum()
+    if normalize == "batch":
+        clean_den = noisy_den = max(labels.shape[0], 1)
+    else:
+        clean_den, noisy_den = max(int(clean_mask.sum()), 1), max(int((~clean_mask).sum()), 1)
+    clean = alpha * clean_sum / clean_den
+    noisy = (1.0 - alpha) * noisy_sum / noisy_den
+    return {"loss": clean + noisy, "clean": clean, "noisy": noisy}
+
+
+def visprompt_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    clean_mask: torch.Tensor,
+    alpha: float = 0.5,
+    q: float = 0.5,
+    noisy_loss: str = "gce",
+    *,
+    noisy_kwargs: Mapping[str, float] | None = None,
+    normalize: Normalize = "batch",
+) -> torch.Tensor:
+    """Scalar ``alpha * CE(clean) + (1 - alpha) * R(noisy)``; see :func:`visprompt_loss_terms`."""
+    terms = visprompt_loss_terms(
+        logits,
+        labels,
+        clean_mask,
+        alpha=alpha,
+        q=q,
+        noisy_loss=noisy_loss,
+        noisy_kwargs=noisy_kwargs,
+        normalize=normalize,
+    )
+    return terms["loss"]

@@ -1,0 +1,196 @@
+r"""Optimal-transport split of noisy-labelled samples into clean and noisy (VisPrompt, NLPrompt).
+
+Notation: N samples, C classes, :math:`p \in \Delta_C^N` the model's class probabilities (rows sum to 1),
+:math:`\tilde y` the given (possibly wrong) labels.
+
+1. Cost. ``"neglogp"``: :math:`M_{ik} = -\log p_{ik}` (VisPrompt); ``"negp"``: :math:`M_{ik} = -p_{ik}` (the
+   cost NLPrompt's code effectively uses). Probabilities are clamped at the smallest positive float64 first.
+2. Plan. Entropic OT with uniform marginals, :math:`a_i = 1/N` (every sample is transported once) and
+   :math:`b_k = 1/C` (every class receives the same mass, which keeps pseudo-labels from collapsing onto a few
+   confident classes), :math:`\varepsilon = 0.01`, solved in float64 by :func:`sinkhorn_log`.
+3. Pseudo-labels :math:`\hat y_i = \arg\max_k Q_{ik}` and confidence
+   :math:`c_i = \max_k Q_{ik} / \sum_k Q_{ik}` (:math:`= N \max_k Q_{ik}` when rows are exact).
+4. Clean set :math:`\{i : \hat y_i = \tilde y_i\}`. With a curriculum ``budget`` :math:`\rho < 1` only the
+   :math:`\lfloor \rho N \rfloor` samples of highest confidence may be clean (NLPrompt's top-:math:`\rho` rule,
+   ranked over all N; ties go to the lower index).
+
+Scope is the caller's choice of rows: pass the whole training set for one OT over it (NLPrompt, ``"full"``),
+one mini-batch at a time (the VisPrompt authors, ``"minibatch"``), or use :func:`ot_split_per_batch` with the
+epoch's index partition. Each problem is balanced on its own rows; a batch must not be tiny (with N = 1 the plan
+is b itself and carries no information).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from visprompt.selection.result import SplitResult
+from visprompt.selection.sinkhorn import SinkhornStats, sinkhorn_log
+
+__all__ = ["OtCost", "SinkhornStats", "curriculum_budget", "ot_split", "ot_split_per_batch", "sinkhorn_log"]
+
+OtCost = Literal["neglogp", "negp"]
+_PROB_ATOL = 1e-3  # tolerance on row sums of the probabilities (fp16 softmax rows are off by ~1e-3)
+
+
+def _check_split_inputs(probs: torch.Tensor, labels: torch.Tensor, budget: float) -> None:
+    if probs.dim() != 2 or probs.shape[0] == 0:
+        raise ValueError(f"probs must be a non-empty (N, C) matrix, got shape {tuple(probs.shape)}")
+    if labels.shape != probs.shape[:1]:
+        raise ValueError(f"labels must have shape ({probs.shape[0]},), got {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if not torch.isfinite(probs).all():
+        raise ValueError("probs contains NaN or infinite entries")
+    rows = probs.double().sum(1)
+    if (probs < 0).any() or (rows - 1).abs().max() > _PROB_ATOL:
+        raise ValueError("probs must be probabilities (non-negative, rows summing to 1); pass softmax(logits)")
+    if ((labels < 0) | (labels >= probs.shape[1])).any():
+        raise ValueError(f"labels must lie in [0, {probs.shape[1]})")
+    if not 0.0 <= budget <= 1.0:
+        raise ValueError(f"budget must lie in [0, 1], got {budget!r}")
+
+
+def _cost(probs: torch.Tensor, cost: str) -> torch.Tensor:
+    p = probs.double().clamp_min(torch.finfo(torch.float64).tiny)  # (N, C)  -log 0 -> 708, not inf
+    if cost == "neglogp":
+        return -p.log()
+    if cost == "negp":
+        return -p
+    raise ValueError(f"unknown OT cost {cost!r}; expected 'neglogp' or 'negp'")
+
+
+@torch.no_grad()
+def ot_split(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    cost: OtCost = "neglogp",
+    eps: float = 0.01,
+    tol: float = 1e-6,
+    max_iter: int = 20000,
+    budget: float = 1.0,
+    eps_scaling: bool = True,
+) -> SplitResult:
+    """Split N samples into clean and noisy by entropic OT from their probabilities to uniform classes.
+
+    Args:
+        probs: (N, C) class probabilities, ``softmax(logits)`` (any float dtype, any device). Logits are rejected.
+        labels: (N,) given (noisy) labels in [0, C).
+        cost: ``"neglogp"`` (M = -log p, VisPrompt) or ``"negp"`` (M = -p, NLPrompt).
+        eps: entropic regularisation.
+        tol: marginal-error tolerance of the solver (L1, see :func:`sinkhorn_log`).
+        max_iter: cap on Sinkhorn sweeps; reaching it warns and sets ``stats["converged"] = False``.
+        budget: curriculum fraction in [0, 1]; only the top ``floor(budget * N)`` samples by confidence can be clean.
+        eps_scaling: anneal eps in the solver (same solution, faster).
+
+    Returns:
+        :class:`SplitResult` on ``probs.device``: ``clean`` (pseudo-label == label, within budget),
+        ``pseudo_labels`` (argmax of the plan rows), ``confidence`` (row-normalised max of the plan) and ``stats``
+        with ``n``, ``num_clean``, ``clean_fraction``, ``relabel_fraction`` (pseudo-label != label), ``cost``,
+        ``budget`` and the solver's ``iterations``, ``marginal_error``, ``converged``, ``stages``, ``eps``, ``tol``.
+
+    Raises:
+        ValueError: malformed probabilities or labels, NaN, a budget outside [0, 1], or an unknown cost.
+    """
+    _check_split_inputs(probs, labels, budget)
+    n = probs.shape[0]
+    plan, solver = sinkhorn_log(_cost(probs, cost), eps=eps, tol=tol, max_iter=max_iter, eps_scaling=eps_scaling)
+    top, pseudo = plan.max(dim=1)  # (N,), (N,)  argmax_k Q_ik
+    confidence = top / plan.sum(dim=1)  # (N,)  share of row i's mass on its pseudo-label
+
+    labels = labels.to(device=probs.device, dtype=torch.long)
+    clean = pseudo == labels  # (N,)
+    if budget < 1.0:
+        keep = torch.zeros_like(clean)
+        order = torch.argsort(confidence, descending=True, stable=True)
+        keep[order[: math.floor(budget * n)]] = True
+        clean &= keep
+
+    num_clean = int(clean.sum())
+    stats = {
+        "n": n,
+        "num_clean": num_clean,
+        "clean_fraction": num_clean / n,
+        "relabel_fraction": float((pseudo != labels).double().mean()),
+        "cost": cost,
+        "budget": float(budget),
+        **solver.as_dict(),
+    }
+    return SplitResult(clean=clean, pseudo_labels=pseudo, confidence=confidence.float(), stats=stats)
+
+
+@torch.no_grad()
+def ot_split_per_batch(
+    probs: torch.Tensor, labels: torch.Tensor, batches: Sequence[torch.Tensor], **kwargs: object
+) -> SplitResult:
+    """One :func:`ot_split` per mini-batch of an index partition, assembled back into dataset order.
+
+    Args:
+        probs: (N, C) probabilities of the whole training set.
+        labels: (N,) given labels.
+        batches: index tensors (or lists) that partition ``range(N)``: every row exactly once.
+        **kwargs: keyword arguments of :func:`ot_split` (cost, eps, tol, max_iter, budget applied per batch, ...).
+
+    Returns:
+        A :class:`SplitResult` over all N rows. ``stats``: ``n``, ``num_clean``, ``clean_fraction``,
+        ``relabel_fraction`` over all rows; ``problems`` (number of batches); ``iterations`` (sum),
+        ``max_iterations``; ``marginal_error`` (max); ``converged`` (all of them).
+    """
+    n = probs.shape[0]
+    if len(batches) == 0:
+        raise ValueError("batches is empty; pass the index partition of range(N)")
+    index = [torch.as_tensor(batch, dtype=torch.long, device=probs.device).reshape(-1) for batch in batches]
+    seen = torch.cat(index) if index else torch.empty(0, dtype=torch.long, device=probs.device)
+    if seen.numel() != n or not torch.equal(torch.sort(seen).values, torch.arange(n, device=probs.device)):
+        raise ValueError(f"batches must partition range({n}): every row exactly once")
+
+    clean = torch.zeros(n, dtype=torch.bool, device=probs.device)
+    pseudo = torch.zeros(n, dtype=torch.long, device=probs.device)
+    confidence = torch.zeros(n, dtype=torch.float32, device=probs.device)
+    parts = []
+    for idx in index:
+        part = ot_split(probs[idx], labels[idx], **kwargs)  # type: ignore[arg-type]
+        clean[idx], pseudo[idx], confidence[idx] = part.clean, part.pseudo_labels, part.confidence
+        parts.append(part.stats)
+
+    num_clean = int(clean.sum())
+    labels = labels.to(device=probs.device, dtype=torch.long)
+    stats = {
+        "n": n,
+        "num_clean": num_clean,
+        "clean_fraction": num_clean / n,
+        "relabel_fraction": float((pseudo != labels).double().mean()),
+        "problems": len(parts),
+        "iterations": sum(int(s["iterations"]) for s in parts),
+        "max_iterations": max(int(s["iterations"]) for s in parts),
+        "marginal_error": max(float(s["marginal_error"]) for s in parts),
+        "converged": all(bool(s["converged"]) for s in parts),
+    }
+    for key in ("cost", "budget", "eps", "tol"):
+        stats[key] = parts[0][key]
+    return SplitResult(clean=clean, pseudo_labels=pseudo, confidence=confidence, stats=stats)
+
+
+def curriculum_budget(
+    epoch: int, ramp_epochs: int, begin: float, end: float = 1.0, mode: Literal["linear", "exp"] = "linear"
+) -> float:
+    """Budget for ``epoch`` of a curriculum that grows from ``begin`` to ``end`` over ``ramp_epochs`` epochs.
+
+    ``"linear"``: begin + (end - begin) t; ``"exp"``: begin + (end - begin) (1 - exp(-4 t)), with t = epoch /
+    ramp_epochs (NLPrompt's schedules). From ``ramp_epochs`` on the budget is ``end``.
+    """
+    if ramp_epochs <= 0 or epoch >= ramp_epochs:
+        return float(end)
+    t = max(epoch, 0) / ramp_epochs
+    if mode == "linear":
+        ratio = t
+    elif mode == "exp":
+        ratio = 1.0 - math.exp(-4.0 * t)
+    else:
+        raise ValueError(f"unknown curriculum mode {mode!r}; expected 'linear' or 'exp'")
+    return float(begin + ratio * (end - begin))
