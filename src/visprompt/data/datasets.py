@@ -46,6 +46,7 @@ __all__ = [
     "DATASETS",
     "DatasetSpec",
     "ExpectedCounts",
+    "coop_spec",
     "dataset_dir",
     "get_spec",
     "load_dataset",
@@ -102,7 +103,7 @@ def _read_image_folder(dataset_dir: Path, image_dir: Path, ignored: tuple[str, .
     return split_image_folder(image_dir, ignored=ignored, renames=renames)
 
 
-def register_coop_dataset(
+def coop_spec(
     name: str,
     folder: str,
     split_file: str | None,
@@ -114,12 +115,12 @@ def register_coop_dataset(
     aliases: tuple[str, ...] = (),
     folder_aliases: tuple[str, ...] = (),
 ) -> DatasetSpec:
-    """Register a dataset in the CoOp layout; without ``reader``, a missing split file is created from
+    """The spec of a dataset in the CoOp layout; without ``reader``, a missing split file is created from
     ``image_dir/<class>/<image>`` with CoOp's 50/20/30 per-class rule (minus the ``ignored`` class folders)."""
     renames = dict(renames or {})
     if reader is None:
         reader = functools.partial(_read_image_folder, ignored=tuple(ignored), renames=renames)
-    spec = DatasetSpec(
+    return DatasetSpec(
         name=name,
         folder=folder,
         image_dir=image_dir,
@@ -130,7 +131,18 @@ def register_coop_dataset(
         aliases=tuple(aliases),
         folder_aliases=tuple(folder_aliases),
     )
-    return register_dataset(spec)
+
+
+def register_coop_dataset(
+    name: str,
+    folder: str,
+    split_file: str | None,
+    image_dir: str = "images",
+    expected: ExpectedCounts | tuple[int, int, int, int] | None = None,
+    **options,
+) -> DatasetSpec:
+    """Register a dataset in the CoOp layout (one call); ``options`` as for :func:`coop_spec`."""
+    return register_dataset(coop_spec(name, folder, split_file, image_dir, expected, **options))
 
 
 def _norm(name: str) -> str:
