@@ -199,9 +199,9 @@ def run_sweep(
             progress(0)
         except BaseException:
             interrupted = True
-            for ref, run in in_flight.items():
-                ray.cancel(ref, force=True)
+            for run in in_flight.values():
                 events.write(run.name, "interrupted", attempt=attempts[run.name])
+            _stop(ray, list(in_flight))
             log.warning("sweep interrupted with %d runs in flight; run it again to resume", len(in_flight))
             raise
         finally:
@@ -248,6 +248,24 @@ def _outcome(ray: Any, ref: Any, run: SweepRun) -> str | None:
         return f"{type(err).__name__}: {lines[0] if lines else ''}"[:500]
     status = read_status(run.path)
     return None if status == DONE else f"the run function returned but the run's status is {status!r}"
+
+
+def _stop(ray: Any, refs: list[Any], timeout: float = 30.0) -> None:
+    """Cancel tasks and wait until they have stopped, so that a restarted sweep never races a dying worker.
+
+    A cancellation that reaches a task while it is being handed to a worker can be lost; it is re-sent every
+    second until the task stops or ``timeout`` passes.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        while refs and time.monotonic() < deadline:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            _, refs = ray.wait(refs, num_returns=len(refs), timeout=1.0)
+    except BaseException:  # a second Ctrl-C: stop waiting
+        pass
+    if refs:
+        log.warning("%d cancelled runs may still be running", len(refs))
 
 
 def _capacity(ray: Any, cpus_per_run: float, gpus_per_run: float, local: bool) -> int:

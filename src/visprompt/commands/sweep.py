@@ -1,0 +1,109 @@
+"""``visprompt sweep GRID.yaml``: run every run of a grid file on Ray, skipping finished runs, retrying failed ones."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any
+
+from visprompt.errors import ConfigError
+from visprompt.sweep import SweepProgress, expand_sweep, load_sweep, read_status, run_sweep
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="run a grid of runs on Ray (resumable)",
+        description="Expand GRID.yaml into runs and run them as Ray tasks. Finished runs (status done) are "
+        "skipped, so running the same command again resumes an interrupted sweep; failed runs are retried.",
+    )
+    parser.add_argument("grid", metavar="GRID.yaml", help="grid file (see configs/sweeps/)")
+    parser.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    parser.add_argument("--gpus-per-run", type=float, default=0.0, metavar="F", help="GPUs per run, e.g. 0.25")
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, metavar="F", help="CPUs per run (default 1)")
+    parser.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--max-retries", type=int, default=1, metavar="N", help="retries of a failed run (default 1)")
+    parser.add_argument("--out", metavar="DIR", help="folder of the run directories (default: the grid's out_dir)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides", help="add to the grid's base"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their status, run nothing")
+    parser.add_argument("--run-fn", metavar="MODULE:FUNCTION", help="run function (default: the training engine)")
+    parser.set_defaults(func=run)
+
+
+class ProgressDisplay:
+    """A tqdm bar (done + failed of total) with the counts as postfix on a terminal; count lines otherwise."""
+
+    def __init__(self, interactive: bool | None = None) -> None:
+        self.interactive = sys.stderr.isatty() if interactive is None else interactive
+        self.bar: Any = None
+        self.last = ""
+
+    def __call__(self, p: SweepProgress) -> None:
+        line = str(p)
+        if line == self.last:
+            return
+        self.last = line
+        if not self.interactive:
+            print(f"sweep: {line}", file=sys.stderr, flush=True)
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=p.total, desc="sweep", unit="run", dynamic_ncols=True)
+        self.bar.n = p.done + p.failed
+        self.bar.set_postfix_str(f"running {p.running}, failed {p.failed}, remaining {p.remaining}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_sweep(args.grid, out_dir=args.out, overrides=args.overrides)
+    runs = expand_sweep(spec)
+    if args.dry_run:
+        for sweep_run in runs:
+            print(f"{read_status(sweep_run.path) or 'pending':8s} {sweep_run.name}")
+        print(f"{len(runs)} runs in {spec.out_dir}")
+        return 0
+    display = ProgressDisplay()
+    try:
+        result = run_sweep(
+            runs,
+            _load_run_fn(args.run_fn) if args.run_fn else None,
+            out_dir=spec.out_dir,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
+            max_retries=args.max_retries,
+            on_progress=display,
+        )
+    finally:
+        display.close()
+    done = sum(o.status in ("done", "skipped") for o in result.outcomes)
+    retried = sum(o.attempts > 1 for o in result.outcomes if o.status == "done")
+    print(f"sweep {spec.name}: {done}/{len(runs)} runs done ({retried} after a retry), {len(result.failed)} failed, "
+          f"{result.seconds:.1f} s; results in {spec.out_dir}")  # fmt: skip
+    for outcome in result.failed:
+        print(f"  failed after {outcome.attempts} attempt(s): {outcome.name}: {outcome.error}")
+    if result.failed:
+        print("  (errors in <run dir>/error.txt and worker.log; run the same command again to retry)")
+    print(f"report: visprompt report {spec.out_dir}")
+    return 0 if result.ok else 1
+
+
+def _load_run_fn(spec: str) -> Any:
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ConfigError(f"--run-fn {spec!r}: expected MODULE:FUNCTION, e.g. mypackage.train:run")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--run-fn {spec!r}: cannot import it ({exc})") from None
+    if not callable(fn):
+        raise ConfigError(f"--run-fn {spec!r}: not callable")
+    return fn
