@@ -15,6 +15,7 @@ Class names are cleaned as the field does at prompt time: a dataset's renames fi
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -193,8 +194,8 @@ def classnames_from_rows(split: Mapping[str, Sequence[Row]], source: str) -> tup
 
 def rows_to_samples(rows: Sequence[Row], base_dir: str | Path, classnames: Sequence[str]) -> tuple[Sample, ...]:
     """Samples with absolute paths under ``base_dir``, true label = label, cleaned class names."""
-    base = Path(base_dir).absolute()
+    prefix = str(Path(base_dir).absolute()) + os.sep  # string joins: pathlib would dominate large loads
     return tuple(
-        Sample(index=i, path=str(base / path), label=label, true_label=label, classname=classnames[label])
+        Sample(index=i, path=prefix + path, label=label, true_label=label, classname=classnames[label])
         for i, (path, label, _) in enumerate(rows)
     )

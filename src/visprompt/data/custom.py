@@ -15,6 +15,7 @@ Neither loader writes into the user's folder: the split is recomputed determinis
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,13 +31,14 @@ _CSV_COLUMNS = ("path", "label", "split", "true_label")
 
 def _to_splits(name: str, classes: Sequence[str], split: RawSplit, base: Path, true: dict[str, list]) -> DatasetSplits:
     classnames = tuple(clean_classname(c) for c in classes)
+    root = str(base.absolute())
     parts = {}
     for key in SPLIT_NAMES:
         truths = true.get(key)
         parts[key] = tuple(
             Sample(
                 index=i,
-                path=str((base / path).absolute()),
+                path=os.path.join(root, path),
                 label=label,
                 true_label=label if truths is None else truths[i],
                 classname=classnames[label],

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -222,12 +223,15 @@ def _food101n_rows(ddir: Path, label_of: Mapping[str, int]) -> tuple[list[tuple[
                 key, _, flag = line.partition("\t")
                 if flag.strip() in ("0", "1"):
                     verified[key] = int(flag)
+    labels: dict[str, int] = {}  # raw folder name -> label
     rows = []
     for key in keys:
-        cls = clean_classname(key.split("/", 1)[0])
-        if cls not in label_of:
-            raise DataError(f"{ddir}: Food-101N class {cls!r} is not a Food-101 class (at {key})")
-        rows.append((key, label_of[cls]))
+        raw = key.split("/", 1)[0]
+        if raw not in labels:
+            if clean_classname(raw) not in label_of:
+                raise DataError(f"{ddir}: Food-101N class {raw!r} is not a Food-101 class (at {key})")
+            labels[raw] = label_of[clean_classname(raw)]
+        rows.append((key, labels[raw]))
     return rows, verified
 
 
@@ -241,11 +245,11 @@ def _load_food101n(spec: DatasetSpec, root: str | Path, path: str | None, save_s
     if not (ddir / "images").is_dir():
         raise DataError(f"wrong layout: {ddir / 'images'} does not exist ({spec.name} expects {root}/{spec.layout})")
     rows, verified = _food101n_rows(ddir, {name: i for i, name in enumerate(food.classnames)})
-    images = (ddir / "images").absolute()
+    prefix = str((ddir / "images").absolute()) + os.sep
     train = tuple(
         Sample(
             index=i,
-            path=str(images / key),
+            path=prefix + key,
             label=label,
             true_label=label if verified.get(key) == 1 else None,
             classname=food.classnames[label],

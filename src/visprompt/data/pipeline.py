@@ -44,7 +44,7 @@ def splits_fingerprint(splits: DatasetSplits) -> str:
     h = hashlib.sha256(repr(splits.classnames).encode())
     for key in ("train", "val", "test"):
         for s in getattr(splits, key):
-            tail = "/".join(Path(s.path).parts[-2:])
+            tail = "/".join(s.path.replace(os.sep, "/").rsplit("/", 2)[-2:])
             h.update(f"{key}\t{s.index}\t{s.label}\t{tail}\n".encode())
     return h.hexdigest()[:16]
 
@@ -161,10 +161,15 @@ def prepare_fewshot(
 # ------------------------------------------------------------------------------------------- run-directory record
 
 
+def _relative(path: str, base: str) -> str:
+    prefix = base.rstrip(os.sep) + os.sep
+    return path[len(prefix) :] if base and path.startswith(prefix) else os.path.relpath(path, base) if base else path
+
+
 def _columns(samples: Sequence[Sample], base: str) -> dict[str, list[Any]]:
     return {
         "index": [s.index for s in samples],
-        "path": [os.path.relpath(s.path, base) if base else s.path for s in samples],
+        "path": [_relative(s.path, base) for s in samples],
         "label": [s.label for s in samples],
         "true_label": [s.true_label for s in samples],
     }
