@@ -21,10 +21,10 @@ from visprompt.errors import WeightsError
 logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-CHECKPOINT_NAME = "tiny_clip.safetensors"
-CONFIG_NAME = "tiny_clip_config.json"
-VOCAB_NAME = "vocab.json"
-ARCH_NAME = "testbed-tiny-vit"
+ARCH_NAME = "testbed_tiny_clip"  # the backbone loader labels a config-file model by the file's stem
+CHECKPOINT_NAME = f"{ARCH_NAME}.safetensors"
+CONFIG_NAME = f"{ARCH_NAME}.json"
+VOCAB_NAME = "testbed_vocab.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation, kept for the testbed
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -52,8 +52,8 @@ class TinyClipConfig:
             raise ValueError(f"vocab_size {self.vocab_size} must hold pad, UNK, SOT and EOT")
 
     def to_open_clip(self) -> dict[str, Any]:
-        """The open_clip model-config dict (the JSON format of ``open_clip/model_configs``)."""
-        return {
+        """The open_clip config: ``{"model_cfg": ..., "preprocess_cfg": ...}`` (open_clip_config.json's format)."""
+        model_cfg = {
             "embed_dim": self.embed_dim,
             "quick_gelu": False,
             "vision_cfg": {
@@ -70,15 +70,17 @@ class TinyClipConfig:
                 "heads": self.text_heads,
                 "layers": self.text_layers,
             },
-            "preprocess_cfg": {"mean": list(CLIP_MEAN), "std": list(CLIP_STD), "interpolation": "bicubic"},
         }
+        preprocess = {"mean": list(CLIP_MEAN), "std": list(CLIP_STD), "interpolation": "bicubic"}
+        return {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
 
 
-def build_clip(model_cfg: dict[str, Any]) -> torch.nn.Module:
-    """An ``open_clip.CLIP`` (random init) from an open_clip model-config dict."""
+def build_clip(config: dict[str, Any]) -> torch.nn.Module:
+    """An ``open_clip.CLIP`` (random init) from an open_clip config (wrapped in ``model_cfg`` or bare)."""
     import open_clip
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
+    model_cfg = config.get("model_cfg", config)
     return open_clip.CLIP(
         embed_dim=model_cfg["embed_dim"],
         vision_cfg=CLIPVisionCfg(**model_cfg["vision_cfg"]),
@@ -93,7 +95,7 @@ def save_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype = torch.
 
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp))
+    save_file(state, str(tmp), metadata={"quick_gelu": "false", "arch": ARCH_NAME})
     tmp.replace(path)
 
 
@@ -126,3 +128,14 @@ def load_testbed_model(directory: str | Path | None = None, device: str | torch.
     load_weights(model, directory / CHECKPOINT_NAME)
     tokenizer = CompactTokenizer.load(directory / VOCAB_NAME)
     return model.to(device).eval(), tokenizer
+
+
+def load_testbed_clip(device: str | torch.device = "cpu", directory: str | Path | None = None):
+    """The shipped testbed CLIP as a :class:`~visprompt.models.frozen_clip.FrozenCLIP`, through the same backbone
+    loader as real weights (model-config JSON + safetensors), with its compact tokenizer."""
+    from visprompt.models.backbone import load_backbone
+    from visprompt.testbed.vocab import CompactTokenizer
+
+    directory = Path(directory) if directory is not None else ASSETS
+    tokenizer = CompactTokenizer.load(directory / VOCAB_NAME)
+    return load_backbone(directory / CONFIG_NAME, directory / CHECKPOINT_NAME, device=device, tokenizer=tokenizer)

@@ -75,10 +75,10 @@ class TaskSpec:
 
 TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(
-        "testbed_shapes", "testbed_shapes", "split_zhou_TestbedShapes.json", "shape", SHAPES, "a photo of a {}.", SHIFT
+        "testbed-shapes", "testbed_shapes", "split_zhou_TestbedShapes.json", "shape", SHAPES, "a photo of a {}.", SHIFT
     ),
     TaskSpec(
-        "testbed_patterns",
+        "testbed-patterns",
         "testbed_patterns",
         "split_zhou_TestbedPatterns.json",
         "pattern",
@@ -87,7 +87,7 @@ TASKS: tuple[TaskSpec, ...] = (
         SHIFT,
     ),
     TaskSpec(
-        "testbed_positions",
+        "testbed-positions",
         "testbed_positions",
         "split_zhou_TestbedPositions.json",
         "position",
@@ -96,7 +96,7 @@ TASKS: tuple[TaskSpec, ...] = (
         SHIFT,
     ),
     TaskSpec(
-        "testbed_backgrounds",
+        "testbed-backgrounds",
         "testbed_backgrounds",
         "split_zhou_TestbedBackgrounds.json",
         "background",

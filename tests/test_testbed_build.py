@@ -1,0 +1,88 @@
+"""The testbed task builder: CoOp layout, determinism, idempotence, atomicity, and the data layer reading it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visprompt.errors import DataError
+from visprompt.testbed import build
+from visprompt.testbed.tasks import TASKS, TASKS_BY_NAME
+
+
+def _small(name: str = "testbed-positions") -> build.TaskSpec:
+    return dataclasses.replace(TASKS_BY_NAME[name], train_per_class=3, val_per_class=1, test_per_class=2)
+
+
+def test_task_specs_are_registry_ready() -> None:
+    assert len(TASKS) >= 3
+    for t in TASKS:
+        assert 6 <= t.num_classes <= 12 and len(set(t.classnames)) == t.num_classes
+        assert t.split_file.startswith("split_zhou_") and t.split_file.endswith(".json")
+        assert t.expected_counts["train"] >= 16 * t.num_classes  # room for 16-shot sampling
+        assert "{}" in t.template
+
+
+def test_build_writes_coop_layout(tmp_path) -> None:
+    task = _small()
+    folder = build.build_task(tmp_path, task, seed=0)
+    split = json.loads((folder / task.split_file).read_text())
+    assert {k: len(v) for k, v in split.items()} == task.expected_counts
+    for path, label, classname in split["train"] + split["test"]:
+        assert classname == task.classnames[label].replace(" ", "_")
+        assert path.startswith(classname + "/")
+        with Image.open(folder / "images" / path) as im:
+            assert im.size == (32, 32) and im.mode == "RGB"
+    labels = [label for _, label, _ in split["test"]]
+    assert np.bincount(labels).tolist() == [task.test_per_class] * task.num_classes  # balanced
+    assert not list(tmp_path.glob(".*tmp"))  # the temporary folder was renamed away
+
+
+def test_build_is_deterministic_and_idempotent(tmp_path) -> None:
+    task = _small()
+    a = build.build_task(tmp_path / "a", task, seed=5)
+    b = build.build_task(tmp_path / "b", task, seed=5)
+    c = build.build_task(tmp_path / "c", task, seed=6)
+    rel = sorted(p.relative_to(a) for p in a.rglob("*.png"))
+    assert all((a / p).read_bytes() == (b / p).read_bytes() for p in rel)
+    assert any((a / p).read_bytes() != (c / p).read_bytes() for p in rel)
+    stamp = (a / task.split_file).stat().st_mtime_ns
+    build.build_task(tmp_path / "a", task, seed=5)  # complete: skipped
+    assert (a / task.split_file).stat().st_mtime_ns == stamp
+    with pytest.raises(DataError, match="seed 5"):
+        build.build_task(tmp_path / "a", task, seed=7)
+
+
+def test_build_refuses_foreign_folder_and_unknown_task(tmp_path) -> None:
+    task = _small()
+    (tmp_path / task.folder).mkdir()
+    with pytest.raises(DataError, match="not written by the testbed"):
+        build.build_task(tmp_path, task)
+    with pytest.raises(DataError, match="unknown testbed task 'nope'"):
+        build.build_testbed(tmp_path, ["nope"])
+
+
+def test_split_images_match_in_memory_render(tmp_path) -> None:
+    task = _small("testbed-shapes")
+    folder = build.build_task(tmp_path, task, seed=0)
+    rows = build.split_rows(task, "val")
+    images = build.render_split(task, "val", seed=0)
+    for (path, _, _), image in zip(rows, images, strict=True):
+        assert np.array_equal(np.asarray(Image.open(folder / "images" / path)), image)  # PNG is lossless
+
+
+def test_data_layer_reads_a_built_task(tmp_path) -> None:
+    datasets = pytest.importorskip("visprompt.data.datasets")
+    task = _small()
+    build.build_task(tmp_path, task, seed=0)
+    name = "testbed-positions-test-small"
+    if name not in datasets.DATASETS:
+        datasets.register_coop_dataset(name, folder=task.folder, split_file=task.split_file)
+    splits = datasets.load_dataset(name, tmp_path)
+    assert splits.classnames == task.classnames
+    assert len(splits.train) == task.expected_counts["train"]
+    assert splits.test[0].true_label == splits.test[0].label
