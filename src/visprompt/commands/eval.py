@@ -11,7 +11,11 @@ import torch
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a trained run on its test split")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by visprompt train")
-    parser.add_argument("--data", metavar="ROOT", help="data root to read the images from (default: the run's)")
+    parser.add_argument(
+        "--data",
+        metavar="ROOT",
+        help="where the run's data root is now (for folder/CSV data: the folder; default: as saved)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--per-class", action="store_true", help="also print per-class accuracy")

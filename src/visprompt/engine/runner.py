@@ -305,20 +305,22 @@ def _final_metrics(
 def run_splits(rd: RunDir, cfg: RunConfig, data_root: str | Path | None = None) -> DatasetSplits:
     """The run's split.json; with ``data_root``, its images are looked up under that root instead of the saved one.
 
-    The saved image folder must lie under the run's ``data.root``; its path relative to that root is kept.
+    The saved root is ``data.root`` for registered datasets, the image folder for ``folder`` data and the CSV's
+    folder for ``csv`` data; image paths keep their place relative to it.
     """
     if data_root is None:
         return read_splits(rd.split_file)
     record = json.loads(rd.split_file.read_text())
-    old_root = Path(cfg.data.root).resolve()
-    base = Path(record["root"]).resolve()
+    d = cfg.data
+    old_root = Path(d.path if d.dataset == "folder" else Path(d.path).parent if d.dataset == "csv" else d.root)
+    old_root, base = old_root.absolute(), Path(record["root"]).absolute()
     try:
         relative = base.relative_to(old_root)
     except ValueError:
         raise ConfigError(
-            f"{rd.split_file}: its images ({base}) are not under the run's data.root {old_root}"
+            f"{rd.split_file}: its images ({base}) are not under the run's data root {old_root}"
         ) from None
-    record["root"] = str(Path(data_root).resolve() / relative)
+    record["root"] = str(Path(data_root).absolute() / relative)
     return splits_from_json(record)
 
 

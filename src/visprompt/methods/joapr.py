@@ -10,7 +10,9 @@ Then, before every epoch, on the whole training set (current model, no augmentat
     l_i  = CE(p_i, y_i) + H(p_i)                      per-sample loss plus entropy
     l_i <- (l_i - min l) / (max l - min l)            normalised, then averaged over the last 5 epochs
     w_i  = P(low-loss component | l_i)                a 2-component 1-D GMM (visprompt.selection.gmm)
-    clean_i = w_i > tau                               tau adapts: tau <- fraction of samples with w_i <= tau
+    clean_i = w_i > tau  or  l_i < x*                 tau adapts: tau <- fraction of samples with w_i <= tau;
+                                                      x*: where the two Gaussians' densities cross
+                                                      (tau is capped at 0.95 so the clean set cannot vanish)
     w_i <- w_i * p_i[y_i]                             after the first selection epoch (the authors' code)
 
 and each step refurbishes the labels and trains on a mixup of the batch (T = 2, Beta(a, a) mixup):
@@ -28,6 +30,7 @@ and token features) instead of the pixels.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -38,6 +41,26 @@ from visprompt.methods.base import METHODS, Batch, MethodBase, TrainView
 from visprompt.methods.selection import split_counts
 
 __all__ = ["JoAPRMethod", "sharpen"]
+
+
+def _crossing(stats: Any) -> float:
+    """Where the clean component's density falls below the noisy one's, between the two means (-inf if none).
+
+    Solves N(x; m_c, v_c) = N(x; m_n, v_n): a x^2 + b x + c = 0 with a = 1/v_c - 1/v_n,
+    b = 2 (m_n/v_n - m_c/v_c), c = m_c^2/v_c - m_n^2/v_n + log(v_c / v_n).
+    """
+    if "means" not in stats:
+        return float("-inf")
+    (m_c, m_n), (v_c, v_n) = stats["means"], stats["variances"]
+    a, b = 1.0 / v_c - 1.0 / v_n, 2.0 * (m_n / v_n - m_c / v_c)
+    c = m_c**2 / v_c - m_n**2 / v_n + math.log(v_c / v_n)
+    roots = [-c / b] if abs(a) < 1e-12 and abs(b) > 1e-12 else []
+    if abs(a) >= 1e-12 and b * b - 4 * a * c >= 0:
+        disc = math.sqrt(b * b - 4 * a * c)
+        roots = [(-b - disc) / (2 * a), (-b + disc) / (2 * a)]
+    inside = [r for r in roots if min(m_c, m_n) <= r <= max(m_c, m_n)]
+    return float(inside[0]) if inside else float("-inf")
+
 
 _INPUT_KEYS = ("images", "pooled", "tokens")
 
@@ -91,10 +114,11 @@ class JoAPRMethod(MethodBase):
         loss = F.cross_entropy(logits, labels, reduction="none") - (probs * probs.clamp_min(1e-12).log()).sum(-1)
         loss = (loss - loss.min()) / (loss.max() - loss.min()).clamp_min(1e-12)  # (N,) in [0, 1]
         self._losses = [*self._losses, loss.cpu()][-self.history :]
-        result = gmm_split(torch.stack(self._losses).mean(0), threshold=self.threshold)
-        posterior = result.confidence.float().cpu()  # (N,) posterior of the low-loss component
-        self.threshold = float((posterior <= self.threshold).float().mean())  # adaptive: estimated noise rate
-        self._clean = posterior > self.threshold
+        averaged = torch.stack(self._losses).mean(0)  # (N,)
+        result = gmm_split(averaged, threshold=self.threshold, normalize=False)
+        posterior = result.confidence.float().cpu()  # (N,) P(low-loss component | loss)
+        self.threshold = min(float((posterior <= self.threshold).float().mean()), 0.95)  # estimated noise rate
+        self._clean = (posterior > self.threshold) | (averaged < _crossing(result.stats))
         self._weight = posterior
         if epoch > self.warmup_epochs:
             self._weight = posterior * probs.gather(1, labels[:, None]).squeeze(1).cpu()  # w_i * p_i[y_i]
@@ -130,14 +154,14 @@ class JoAPRMethod(MethodBase):
         prior = torch.full((self.num_classes,), 1.0 / self.num_classes, device=logits.device)  # (C,)
         mean_p = logits.softmax(dim=-1).mean(0)  # (C,)
         penalty = (prior * (prior / mean_p.clamp_min(1e-12)).log()).sum()
-        return {"loss": soft_ce + self.prior_weight * penalty, "loss_mix": float(soft_ce), "mixup_lambda": lam}
+        return {"loss": soft_ce + self.prior_weight * penalty, "loss_mix": float(soft_ce.detach()), "mixup_lambda": lam}
 
     def _warmup_step(self, batch: Batch) -> dict[str, Any]:
         logits = self.logits(batch).float()  # (B, C)
         ce = F.cross_entropy(logits, batch["labels"])
         probs = logits.softmax(dim=-1)
         neg_entropy = (probs * logits.log_softmax(dim=-1)).sum(-1).mean()
-        return {"loss": ce + self.entropy_weight * neg_entropy, "loss_clean": float(ce)}
+        return {"loss": ce + self.entropy_weight * neg_entropy, "loss_clean": float(ce.detach())}
 
 
 @METHODS.register("joapr")

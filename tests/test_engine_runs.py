@@ -1,0 +1,147 @@
+"""End to end: every method trains on a tiny fabricated dataset with a tiny random CLIP; resume is exact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from visprompt.config import load_config
+from visprompt.engine.runner import load_run, train_run
+from visprompt.methods import METHODS
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 60, 220)}
+
+
+def make_folder_dataset(root: Path, train: int = 6, test: int = 3, size: int = 16, seed: int = 0) -> Path:
+    """FOLDER/{train,test}/<class>/*.png: small noisy squares in the class colour."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("test", test)):
+        for name, colour in COLOURS.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = np.clip(np.array(colour) + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    from visprompt.models.tiny import tiny_config
+
+    base = tmp_path_factory.mktemp("engine")
+    arch = base / "tiny-vit.json"
+    arch.write_text(json.dumps(tiny_config("vit")))
+    return {"data": make_folder_dataset(base / "images"), "arch": arch, "base": base}
+
+
+def config(world: dict[str, Path], method: str, out: Path, *overrides: str):
+    from visprompt.config import config_dir
+
+    preset = config_dir() / "methods" / f"{method}.yaml"
+    base = [
+        "data.dataset=folder", f"data.path={world['data']}", "data.shots=4", "data.augment=false",
+        f"backbone.arch={world['arch']}", "backbone.weights=null", "noise.type=sym", "noise.rate=0.25",
+        "optim.epochs=2", "optim.batch_size=4", "optim.eval_batch_size=8", "prompt.n_ctx=4",
+        "run.device=cpu", f"run.out_dir={out}", "run.name=run",
+    ]  # fmt: skip
+    return load_config([preset], [*base, *overrides])
+
+
+LOG_FIELDS = {"epoch", "lr", "loss", "epoch_time"}
+METRIC_FIELDS = {"top1", "macro_f1", "per_class_accuracy", "timings", "trainable_parameters", "parameters",
+                 "versions", "git_sha", "num_test", "epochs"}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_trains_end_to_end(world, tmp_path, method: str) -> None:
+    overrides = ["optim.batch_size=2"] if method == "cocoop" else []
+    cfg = config(world, method, tmp_path, *overrides)
+    result = train_run(cfg, show_progress=False)
+    rd = result.run_dir
+    assert {p.name for p in rd.iterdir()} >= {"config.yaml", "split.json", "log.jsonl", "metrics.json",
+                                              "checkpoint.safetensors", "status"}  # fmt: skip
+    assert (rd / "status").read_text().strip() == "done"
+    assert load_config([rd / "config.yaml"]) == cfg
+    split = json.loads((rd / "split.json").read_text())
+    assert len(split["train"]["label"]) == 12 and len(split["test"]["label"]) == 9
+    metrics = json.loads((rd / "metrics.json").read_text())
+    assert set(metrics) >= METRIC_FIELDS
+    assert 0.0 <= metrics["top1"] <= 100.0 and set(metrics["per_class_accuracy"]) == set(COLOURS)
+    log = [json.loads(line) for line in (rd / "log.jsonl").read_text().splitlines()]
+    from safetensors.torch import load_file
+
+    params = load_file(rd / "checkpoint.safetensors")
+    if method == "zeroshot":
+        assert log == [] and params == {} and metrics["trainable_parameters"] == 0
+        return
+    assert [r["epoch"] for r in log] == [1, 2] and all(set(r) >= LOG_FIELDS for r in log)
+    assert all(np.isfinite(r["loss"]) for r in log)
+    assert sum(v.numel() for v in params.values()) == metrics["trainable_parameters"] > 0
+    if method in ("visprompt", "nlprompt"):
+        assert {"n_clean", "sel_precision", "sel_recall", "ot_iterations"} <= set(log[-1])
+    if method == "visprompt":
+        assert {"gate_mean", "gate_std"} <= set(log[-1])
+    if method == "joapr":
+        assert "n_clean" in log[-1]  # the GMM split of the second epoch (the first is the warm-up)
+    # a finished run is skipped
+    again = train_run(cfg, show_progress=False)
+    assert again.skipped and again.metrics == metrics
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def _crash_after(k: int):
+    def hook(epoch: int, record: dict) -> None:
+        if epoch == k:
+            raise Crash(f"killed after epoch {epoch}")
+
+    return hook
+
+
+def _comparable(rd: Path) -> tuple[dict, list[dict]]:
+    metrics = json.loads((rd / "metrics.json").read_text())
+    log = [json.loads(line) for line in (rd / "log.jsonl").read_text().splitlines()]
+    keep = ("top1", "macro_f1", "per_class_accuracy")
+    return {k: metrics[k] for k in keep}, [{k: v for k, v in r.items() if k != "epoch_time"} for r in log]
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides"),
+    [
+        ("visprompt", ("data.augment=true",)),  # images, augmentation and attention dropout: RNG state matters
+        ("joapr", ()),  # method state (loss history, adaptive threshold) must survive the restart
+        ("nlprompt", ("method.loss.schedule=sequential",)),
+    ],
+)
+def test_killed_run_resumes_to_identical_metrics(world, tmp_path, method: str, overrides: tuple[str, ...]) -> None:
+    settings = ("optim.epochs=3", *overrides)
+    full = train_run(config(world, method, tmp_path / "full", *settings), show_progress=False)
+    cfg = config(world, method, tmp_path / "killed", *settings)
+    with pytest.raises(Crash):
+        train_run(cfg, on_epoch_end=_crash_after(1), show_progress=False)
+    rd = tmp_path / "killed" / "run"
+    assert (rd / "status").read_text().strip() == "failed" and "Crash" in (rd / "error.txt").read_text()
+    assert [json.loads(x)["epoch"] for x in (rd / "log.jsonl").read_text().splitlines()] == [1]
+    resumed = train_run(cfg, show_progress=False)
+    assert resumed.resumed_from == 1 and full.resumed_from is None
+    assert _comparable(rd) == _comparable(full.run_dir)
+
+
+def test_eval_and_predict_reload_the_trained_prompt(world, tmp_path) -> None:
+    cfg = config(world, "coop", tmp_path)
+    result = train_run(cfg, show_progress=False)
+    loaded = load_run(result.run_dir, device="cpu")
+    logits = loaded.logits(loaded.splits.test)
+    labels = torch.tensor([s.label for s in loaded.splits.test])
+    top1 = 100.0 * float((logits.argmax(-1) == labels).float().mean())
+    assert top1 == pytest.approx(result.metrics["top1"])
+    assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["method"]["name"] == "coop"
