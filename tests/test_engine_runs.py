@@ -115,25 +115,36 @@ def _comparable(rd: Path) -> tuple[dict, list[dict]]:
 
 
 @pytest.mark.parametrize(
-    ("method", "overrides"),
+    ("method", "kill_after", "overrides"),
     [
-        ("visprompt", ("data.augment=true",)),  # images, augmentation and attention dropout: RNG state matters
-        ("joapr", ()),  # method state (loss history, adaptive threshold) must survive the restart
-        ("nlprompt", ("method.loss.schedule=sequential",)),
+        ("visprompt", 1, ("data.augment=true",)),  # images, augmentation, attention dropout: the RNG state matters
+        ("joapr", 2, ()),  # method state (loss history, adaptive threshold) must survive the restart
+        ("nlprompt", 1, ("method.loss.schedule=sequential",)),
     ],
 )
-def test_killed_run_resumes_to_identical_metrics(world, tmp_path, method: str, overrides: tuple[str, ...]) -> None:
+def test_killed_run_resumes_to_identical_metrics(world, tmp_path, method: str, kill_after: int, overrides) -> None:
     settings = ("optim.epochs=3", *overrides)
     full = train_run(config(world, method, tmp_path / "full", *settings), show_progress=False)
     cfg = config(world, method, tmp_path / "killed", *settings)
     with pytest.raises(Crash):
-        train_run(cfg, on_epoch_end=_crash_after(1), show_progress=False)
+        train_run(cfg, on_epoch_end=_crash_after(kill_after), show_progress=False)
     rd = tmp_path / "killed" / "run"
     assert (rd / "status").read_text().strip() == "failed" and "Crash" in (rd / "error.txt").read_text()
-    assert [json.loads(x)["epoch"] for x in (rd / "log.jsonl").read_text().splitlines()] == [1]
+    logged = [json.loads(x)["epoch"] for x in (rd / "log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, kill_after + 1))
     resumed = train_run(cfg, show_progress=False)
-    assert resumed.resumed_from == 1 and full.resumed_from is None
+    assert resumed.resumed_from == kill_after and full.resumed_from is None
     assert _comparable(rd) == _comparable(full.run_dir)
+
+
+def test_a_changed_config_does_not_resume_into_an_old_run(world, tmp_path) -> None:
+    from visprompt.errors import ConfigError
+
+    cfg = config(world, "coop", tmp_path)
+    with pytest.raises(Crash):
+        train_run(cfg, on_epoch_end=_crash_after(1), show_progress=False)
+    with pytest.raises(ConfigError, match="another configuration"):
+        train_run(config(world, "coop", tmp_path, "optim.lr=0.01"), show_progress=False)
 
 
 def test_eval_and_predict_reload_the_trained_prompt(world, tmp_path) -> None:

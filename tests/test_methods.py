@@ -165,7 +165,9 @@ def test_joapr_warms_up_then_splits_and_its_state_roundtrips() -> None:
     state = method.extra_state()
     other = JoAPRMethod(_identity_probe(), 4)
     other.load_extra_state(state)
-    assert other.threshold == method.threshold and all(torch.equal(a, b) for a, b in zip(other._losses, method._losses))
+    assert other.threshold == method.threshold and all(
+        torch.equal(a, b) for a, b in zip(other._losses, method._losses, strict=True)
+    )
 
 
 # ------------------------------------------------------------------------------------------ the config boundary

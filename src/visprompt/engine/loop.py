@@ -102,8 +102,11 @@ def fit(
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         plan = method.plan_epoch(epoch, data.num_samples, batch_size, generator)
         lr = optimizer.param_groups[0]["lr"]
-        steps = _steps(method, data.batches(plan, seed=epoch_seed(seed, epoch) + 1), meter)
-        for part in progress(steps, desc=f"epoch {epoch + 1}", leave=False, enabled=show_progress):
+        batches = progress(
+            data.batches(plan, seed=epoch_seed(seed, epoch) + 1),
+            desc=f"epoch {epoch + 1}", total=len(plan), leave=False, enabled=show_progress,
+        )  # fmt: skip
+        for part in _steps(method, batches, meter):
             with precision.autocast():
                 out = method(part)
             loss = out.pop("loss")
