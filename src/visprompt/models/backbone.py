@@ -100,8 +100,9 @@ def build_open_clip_model(name_or_cfg: str | dict[str, Any], quick_gelu: bool) -
 
 def load_state_dict_into(model: nn.Module, wf: WeightsFile, label: str) -> None:
     """Load a state dict strictly; a mismatch is one line counting missing, unexpected and reshaped keys."""
-    sd = dict(wf.state_dict)
     own = model.state_dict()
+    derived = {name for name, _ in model.named_buffers()} - set(own)  # non-persistent buffers (attn_mask)
+    sd = {k: v for k, v in wf.state_dict.items() if k not in derived}  # TorchScript archives keep them
     if "logit_scale" in sd and "logit_scale" in own:
         sd["logit_scale"] = sd["logit_scale"].reshape(own["logit_scale"].shape)
     missing = sorted(set(own) - set(sd))

@@ -127,5 +127,10 @@ class CrossModalFiLM(nn.Module):
 
     @torch.no_grad()
     def attention_weights(self, ctx: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """Per-head attention of the context over the visual tokens (B, H, Q, T), for inspection."""
-        return self._attend(ctx, vis, need_weights=True)[3]
+        """Per-head attention of the context over the visual tokens (B, H, Q, T), for inspection (no dropout)."""
+        was_training = self.attn.training
+        self.attn.eval()
+        try:
+            return self._attend(ctx, vis, need_weights=True)[3]
+        finally:
+            self.attn.train(was_training)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,9 @@ def read_weights(path: str | Path, *, expected_sha256: str | None = None) -> Wei
             )
     try:
         if is_torchscript_archive(path):
-            module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; OpenAI shipped it
+                module = torch.jit.load(str(path), map_location="cpu")
             sd = {k: v for k, v in module.state_dict().items() if k not in _OPENAI_EXTRA_KEYS}
             return WeightsFile(path, _clean_state_dict(sd, path), "torchscript", True, digest)
         if path.suffix == ".safetensors":
