@@ -1,0 +1,102 @@
+"""Reports of a runs folder: CSV and Markdown tables (mean ± std over seeds) and PNG plots.
+
+>>> from visprompt.report import build_report
+>>> report = build_report("runs/paper-rn50")  # doctest: +SKIP
+>>> report.markdown  # runs/paper-rn50/report/results.md  # doctest: +SKIP
+
+Files written to ``out_dir`` (default ``<runs_dir>/report``):
+
+* ``runs.csv``: one row per run (identity, status, metrics, the last epoch's log values, error);
+* ``epochs.csv``: one row per run and epoch (every value of ``log.jsonl``);
+* ``summary.csv``: mean, std and n over seeds per dataset, method, noise type and rate;
+* ``results.md``: one table per dataset with the best mean per column in bold, an average over datasets and
+  the unfinished runs;
+* ``plots/accuracy_<dataset>.png``: the metric against noise rate, a line per method;
+* ``plots/selection_<dataset>_<noise>-<rate>.png``: clean-set selection precision and recall against epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from visprompt.errors import VispromptError
+from visprompt.report.collect import RunRecord, collect_runs, label_methods
+from visprompt.report.plots import accuracy_figure, method_colors, save_figure, selection_figure
+from visprompt.report.tables import (
+    epochs_rows,
+    markdown_report,
+    runs_rows,
+    summarize,
+    summary_rows,
+    write_csv,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Report", "RunRecord", "build_report", "collect_runs"]
+
+
+@dataclass(frozen=True)
+class Report:
+    """The files of a report and what went into it."""
+
+    out_dir: Path
+    runs_csv: Path
+    epochs_csv: Path
+    summary_csv: Path
+    markdown: Path
+    accuracy_plots: tuple[Path, ...]
+    selection_plots: tuple[Path, ...]
+    num_runs: int
+    num_finished: int
+
+    @property
+    def files(self) -> list[Path]:
+        files = [self.runs_csv, self.epochs_csv, self.summary_csv, self.markdown]
+        return [*files, *self.accuracy_plots, *self.selection_plots]
+
+
+def build_report(
+    runs_dir: str | Path, out_dir: str | Path | None = None, metric: str = "top1", higher_is_better: bool = True
+) -> Report:
+    """Collect every run under ``runs_dir`` and write the tables and plots; returns their paths."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise VispromptError(f"runs folder {runs_dir} does not exist")
+    records = collect_runs(runs_dir)
+    if not records:
+        raise VispromptError(f"no run directories (folders with a config.yaml) under {runs_dir}")
+    out = Path(out_dir) if out_dir is not None else runs_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    labels = label_methods(records)
+    cells = summarize(records, labels, metric)
+    finished = sum(r.finished for r in records)
+    if finished and not cells:
+        raise VispromptError(f"metric {metric!r} is in none of the metrics.json files under {runs_dir}")
+    runs_csv = write_csv(out / "runs.csv", runs_rows(records, labels, metric))
+    epochs_csv = write_csv(out / "epochs.csv", epochs_rows(records, labels))
+    summary_csv = write_csv(out / "summary.csv", summary_rows(cells, metric))
+    markdown = out / "results.md"
+    markdown.write_text(markdown_report(cells, records, metric, higher_is_better))
+
+    colors = method_colors(sorted(set(labels.values())))
+    accuracy_plots = []
+    for dataset in sorted({c.dataset for c in cells}):
+        fig = accuracy_figure(cells, dataset, metric, colors)
+        if fig is not None:
+            accuracy_plots.append(save_figure(fig, out / "plots" / f"accuracy_{_slug(dataset)}.png"))
+    selection_plots = []
+    for dataset, (noise, rate) in sorted({(r.dataset, r.noise) for r in records}):
+        fig = selection_figure(records, labels, dataset, noise, rate, colors)
+        if fig is not None:
+            name = f"selection_{_slug(dataset)}_{noise}-{rate:g}.png"
+            selection_plots.append(save_figure(fig, out / "plots" / name))
+    log.info("report of %d runs (%d finished) in %s", len(records), finished, out)
+    return Report(out, runs_csv, epochs_csv, summary_csv, markdown, tuple(accuracy_plots), tuple(selection_plots),
+                  len(records), finished)  # fmt: skip
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)

@@ -1,0 +1,156 @@
+"""Read run directories: the resolved config, status, final metrics and per-epoch log of every run under a folder.
+
+A run directory is any folder holding a ``config.yaml`` (DESIGN.md section 7); runs that have not finished
+(no ``metrics.json``, or a status other than ``done``) are kept, so that a report can list them. Nested
+values are flattened to dotted keys (``method.selection.kind``, ``timings.train_s``).
+
+Runs are grouped by dataset, method, noise type and noise rate. The clean setting (rate 0, or noise type
+``none`` as for Food101N) is one group whatever the noise type. When runs of one method differ in other
+config values (an ablation such as ``prompt.gate``), those values join the method's label:
+``visprompt[prompt.gate=zero]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CLEAN", "RunRecord", "collect_runs", "flatten", "label_methods", "metric_value"]
+
+CLEAN = "clean"  # the noise type of every clean run (rate 0 or type none)
+# Config keys that never distinguish methods: where a run lives and how it executes.
+_NOT_VARIANTS = ("run.", "data.dataset", "data.root", "data.path", "data.num_workers", "noise.", "method.name",
+                 "backbone.cache_dir", "optim.eval_batch_size")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything a report needs from one run directory."""
+
+    path: Path  # the run directory
+    name: str  # its path relative to the folder the report reads
+    status: str | None  # running | done | failed | None
+    config: dict[str, Any]  # flattened resolved config
+    metrics: dict[str, Any] = field(default_factory=dict)  # flattened metrics.json ({} if absent)
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # flattened log.jsonl records
+    error: str | None = None  # first line of error.txt
+
+    @property
+    def dataset(self) -> str:
+        return str(self.config.get("data.dataset", "?"))
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("method.name", "?"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("run.seed", 0))
+
+    @property
+    def noise(self) -> tuple[str, float]:
+        """(noise type, rate); clean runs are ``("clean", 0.0)``, pairs-per-class uses its count as the rate."""
+        kind = str(self.config.get("noise.type", "none"))
+        if kind == "pairs-per-class":
+            count = int(self.config.get("noise.false_per_class", 0))
+            flip = bool(self.config.get("noise.pair_flip", False))
+            return ("pairs-flip" if flip else "pairs", float(count)) if count else (CLEAN, 0.0)
+        rate = float(self.config.get("noise.rate", 0.0))
+        return (CLEAN, 0.0) if kind == "none" or rate == 0 else (kind, rate)
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "done" and bool(self.metrics)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def collect_runs(runs_dir: str | Path) -> list[RunRecord]:
+    """Every run directory under ``runs_dir`` (at any depth), sorted by path."""
+    root = Path(runs_dir)
+    records = []
+    for config_file in sorted(root.rglob("config.yaml")):
+        run_dir = config_file.parent
+        if any(part.startswith(".") for part in run_dir.relative_to(root).parts):
+            continue
+        try:
+            records.append(_read_run(run_dir, root))
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # one unreadable run must not sink the report
+            log.warning("skipping %s: %s", run_dir, exc)
+    return records
+
+
+def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
+    """``metrics[metric]``, else the one key ending in ``.metric`` (``test.`` preferred), as a float."""
+    if metric in metrics:
+        return _as_float(metrics[metric])
+    candidates = sorted((k for k in metrics if k.endswith("." + metric)), key=lambda k: (not k.startswith("test"), k))
+    return _as_float(metrics[candidates[0]]) if candidates else None
+
+
+def label_methods(records: Sequence[RunRecord]) -> dict[str, str]:
+    """Run name -> method label: the method name, plus the config values that differ among its runs."""
+    by_method: dict[str, list[RunRecord]] = {}
+    for record in records:
+        by_method.setdefault(record.method, []).append(record)
+    labels = {}
+    for method, group in by_method.items():
+        keys = sorted({k for r in group for k in r.config})
+        varying = [
+            k for k in keys if not k.startswith(_NOT_VARIANTS) and len({_key(r.config.get(k)) for r in group}) > 1
+        ]
+        for record in group:
+            parts = [f"{k}={record.config.get(k)}" for k in varying]
+            labels[record.name] = f"{method}[{','.join(parts)}]" if parts else method
+    return labels
+
+
+def _read_run(run_dir: Path, root: Path) -> RunRecord:
+    config = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    status_file, metrics_file, error_file = run_dir / "status", run_dir / "metrics.json", run_dir / "error.txt"
+    status = status_file.read_text().split()[0] if status_file.is_file() and status_file.read_text().strip() else None
+    metrics = flatten(json.loads(metrics_file.read_text())) if metrics_file.is_file() else {}
+    error = None
+    if error_file.is_file():
+        lines = [line for line in error_file.read_text().splitlines() if line.strip()]
+        error = lines[0].strip() if lines else None  # the message (a traceback follows)
+    name = run_dir.relative_to(root).as_posix()
+    return RunRecord(run_dir, name, status, config, metrics, list(_read_log(run_dir / "log.jsonl")), error)
+
+
+def _read_log(path: Path) -> Iterable[dict[str, Any]]:
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        try:
+            yield flatten(json.loads(line))
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a line torn by a crash
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)

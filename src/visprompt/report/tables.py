@@ -1,0 +1,209 @@
+"""Tables of a runs folder: per-run and per-epoch CSV, mean ± std over seeds as CSV and Markdown.
+
+A summary cell is one (dataset, method, noise type, noise rate): the mean and the sample standard deviation
+(n - 1 in the denominator; 0 for a single seed) of a metric over the finished runs, which differ by seed.
+The Markdown report has one table per dataset (a row per method, a column per noise setting) with the best
+mean of each column in bold, an average over datasets, and the runs that have not finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visprompt.report.collect import CLEAN, RunRecord, metric_value
+
+__all__ = [
+    "SummaryCell",
+    "epochs_rows",
+    "markdown_report",
+    "runs_rows",
+    "setting_label",
+    "setting_order",
+    "summarize",
+    "summary_rows",
+    "write_csv",
+]
+
+_NOISE_ORDER = {CLEAN: 0, "sym": 1, "asym": 2}
+
+
+@dataclass(frozen=True)
+class SummaryCell:
+    dataset: str
+    method: str  # method label
+    noise: str  # noise type, or "clean"
+    rate: float  # noise rate (the count of false labels per class for pairs-per-class)
+    mean: float
+    std: float  # sample standard deviation over seeds (0 for one seed)
+    n: int  # number of finished runs (seeds)
+    seeds: tuple[int, ...]
+
+
+def setting_order(noise: str, rate: float) -> tuple[int, str, float]:
+    return (_NOISE_ORDER.get(noise, 3), noise, rate)
+
+
+def setting_label(noise: str, rate: float) -> str:
+    """``clean``, ``sym 12.5%``, ``pairs 2/class``."""
+    if noise == CLEAN:
+        return CLEAN
+    if noise.startswith("pairs"):
+        return f"{noise} {rate:g}/class"
+    return f"{noise} {100 * rate:g}%"
+
+
+def summarize(records: Sequence[RunRecord], labels: Mapping[str, str], metric: str) -> list[SummaryCell]:
+    """Mean ± std of ``metric`` over the finished runs of each (dataset, method, noise, rate)."""
+    groups: dict[tuple[str, str, str, float], list[tuple[int, float]]] = {}
+    for record in records:
+        value = metric_value(record.metrics, metric) if record.finished else None
+        if value is None:
+            continue
+        key = (record.dataset, labels[record.name], *record.noise)
+        groups.setdefault(key, []).append((record.seed, value))
+    cells = []
+    for (dataset, method, noise, rate), items in groups.items():
+        values = [v for _, v in items]
+        mean = math.fsum(values) / len(values)
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        seeds = tuple(sorted(s for s, _ in items))
+        cells.append(SummaryCell(dataset, method, noise, rate, mean, std, len(values), seeds))
+    return sorted(cells, key=lambda c: (c.dataset, c.method, setting_order(c.noise, c.rate)))
+
+
+# ------------------------------------------------------------------------------------------------------ CSV
+
+
+def runs_rows(records: Sequence[RunRecord], labels: Mapping[str, str], metric: str) -> list[dict[str, Any]]:
+    """One row per run: identity, status, ``metric``, the other scalar metrics and the last epoch's log values."""
+    rows = []
+    for record in records:
+        noise, rate = record.noise
+        row: dict[str, Any] = {
+            "run": record.name, "status": record.status, "dataset": record.dataset, "method": labels[record.name],
+            "noise_type": noise, "noise_rate": rate, "seed": record.seed,
+            metric: metric_value(record.metrics, metric),
+        }  # fmt: skip
+        row.update({k: v for k, v in record.metrics.items() if _scalar(v) and not k.startswith("per_class")})
+        if record.epochs:
+            row["epochs_logged"] = len(record.epochs)
+            row.update({f"last.{k}": v for k, v in record.epochs[-1].items() if _scalar(v) and k != "epoch"})
+        row["error"] = record.error
+        rows.append(row)
+    return rows
+
+
+def epochs_rows(records: Sequence[RunRecord], labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One row per (run, epoch) with every scalar of the log record."""
+    rows = []
+    for record in records:
+        noise, rate = record.noise
+        ident = {"run": record.name, "dataset": record.dataset, "method": labels[record.name],
+                 "noise_type": noise, "noise_rate": rate, "seed": record.seed}  # fmt: skip
+        rows += [{**ident, **{k: v for k, v in epoch.items() if _scalar(v)}} for epoch in record.epochs]
+    return rows
+
+
+def summary_rows(cells: Sequence[SummaryCell], metric: str) -> list[dict[str, Any]]:
+    return [
+        {"dataset": c.dataset, "method": c.method, "noise_type": c.noise, "noise_rate": c.rate,
+         f"{metric}_mean": c.mean, f"{metric}_std": c.std, "n": c.n, "seeds": " ".join(map(str, c.seeds))}
+        for c in cells
+    ]  # fmt: skip
+
+
+def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Rows (dicts) as CSV; the columns are the union of the keys in first-seen order."""
+    rows = list(rows)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    path = Path(path)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- Markdown
+
+
+def markdown_report(
+    cells: Sequence[SummaryCell], records: Sequence[RunRecord], metric: str, higher_is_better: bool = True
+) -> str:
+    """Per-dataset tables of mean ± std over seeds (best per column in bold), an average, unfinished runs."""
+    finished = sum(r.finished for r in records)
+    lines = [
+        f"# Results: {metric}",
+        "",
+        f"Mean ± sample std over seeds; the best mean of each column in **bold**; (n=k) marks cells with fewer "
+        f"seeds than the others. {len(records)} runs found, {finished} finished.",
+    ]
+    datasets = sorted({c.dataset for c in cells})
+    for dataset in datasets:
+        lines += ["", f"## {dataset}", ""]
+        lines += _table([c for c in cells if c.dataset == dataset], higher_is_better, with_std=True)
+    if len(datasets) > 1:
+        average = _average(cells, datasets)
+        if average:
+            lines += ["", f"## Average over {len(datasets)} datasets", "",
+                      "Mean over datasets of the per-dataset means (settings run on every dataset).", ""]  # fmt: skip
+            lines += _table(average, higher_is_better, with_std=False)
+    unfinished = [r for r in records if not r.finished]
+    if unfinished:
+        lines += ["", "## Runs not finished", "", "| run | status | error |", "| --- | --- | --- |"]
+        lines += [f"| {r.name} | {r.status or 'no status'} | {_escape(r.error or '')} |" for r in unfinished]
+    return "\n".join(lines) + "\n"
+
+
+def _table(cells: Sequence[SummaryCell], higher_is_better: bool, with_std: bool) -> list[str]:
+    settings = sorted({(c.noise, c.rate) for c in cells}, key=lambda s: setting_order(*s))
+    methods = sorted({c.method for c in cells})
+    grid = {(c.method, c.noise, c.rate): c for c in cells}
+    full_n = max(c.n for c in cells)
+    pick = max if higher_is_better else min
+    best = {}
+    for setting in settings:
+        means = [grid[(m, *setting)].mean for m in methods if (m, *setting) in grid]
+        best[setting] = pick(means)
+    lines = ["| method | " + " | ".join(setting_label(*s) for s in settings) + " |"]
+    lines.append("| --- |" + " ---: |" * len(settings))
+    for method in methods:
+        row = []
+        for setting in settings:
+            cell = grid.get((method, *setting))
+            if cell is None:
+                row.append("")
+                continue
+            text = f"{cell.mean:.2f} ± {cell.std:.2f}" if with_std else f"{cell.mean:.2f}"
+            if math.isclose(cell.mean, best[setting], rel_tol=0, abs_tol=1e-9):
+                text = f"**{text}**"
+            if cell.n < full_n:
+                text += f" (n={cell.n})"
+            row.append(text)
+        lines.append(f"| {_escape(method)} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _average(cells: Sequence[SummaryCell], datasets: Sequence[str]) -> list[SummaryCell]:
+    groups: dict[tuple[str, str, float], list[SummaryCell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.method, cell.noise, cell.rate), []).append(cell)
+    out = []
+    for (method, noise, rate), group in groups.items():
+        if len(group) == len(datasets):
+            mean = math.fsum(c.mean for c in group) / len(group)
+            out.append(SummaryCell("average", method, noise, rate, mean, 0.0, min(c.n for c in group), ()))
+    return out
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (int, float, str, bool))
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,212 @@
+"""Reports from a fabricated runs folder: CSV rows, mean ± std over seeds, best marked, valid PNG plots."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.colors import to_rgb
+from PIL import Image
+
+from visprompt.commands import report as report_command
+from visprompt.config import load_config, to_yaml
+from visprompt.errors import VispromptError
+from visprompt.report import build_report, collect_runs
+from visprompt.report.collect import label_methods
+from visprompt.report.plots import accuracy_figure, method_colors, selection_figure
+from visprompt.report.tables import summarize
+
+BASE = {"coop": 80.0, "nlprompt": 78.0, "visprompt": 79.0}  # clean accuracy
+SLOPE = {"coop": 60.0, "nlprompt": 40.0, "visprompt": 20.0}  # accuracy lost per unit of noise rate
+SETTINGS = [("sym", 0.0), ("sym", 0.25), ("sym", 0.5), ("asym", 0.5)]
+DATASETS = ["dtd", "eurosat"]
+
+
+def accuracy(method: str, rate: float, seed: int) -> float:
+    return BASE[method] - SLOPE[method] * rate + (-1.0 if seed == 1 else 1.0)
+
+
+def write_run(root: Path, name: str, overrides: list[str], status: str = "done", metrics: dict | None = None,
+              epochs: list[dict] | None = None, error: str | None = None) -> Path:  # fmt: skip
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(to_yaml(load_config(overrides=overrides)))
+    (run_dir / "status").write_text(status + "\n")
+    if metrics is not None:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    if epochs:
+        (run_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    if error:
+        (run_dir / "error.txt").write_text(error + "\nTraceback (most recent call last):\n  ...\n")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report") / "runs"
+    for dataset in DATASETS:
+        for method in BASE:
+            for noise, rate in SETTINGS:
+                for seed in (1, 2):
+                    shift = {"coop": None, "nlprompt": 0.0, "visprompt": 0.1}[method]  # coop selects nothing
+                    epochs = [{"epoch": e, "loss": 1.0 / e, "lr": 0.002, "timings": {"epoch_s": 0.5}}
+                              for e in (1, 2, 3)]  # fmt: skip
+                    if shift is not None:
+                        for e in epochs:
+                            e.update(sel_precision=0.4 + shift + 0.1 * e["epoch"], sel_recall=0.9 - 0.1 * e["epoch"])
+                    metrics = {"top1": accuracy(method, rate, seed), "macro_f1": 50.0,
+                               "per_class_accuracy": {"a": 1.0, "b": 2.0}, "timings": {"train_s": 3.0}}  # fmt: skip
+                    overrides = [f"data.dataset={dataset}", f"method.name={method}", f"noise.type={noise}",
+                                 f"noise.rate={rate}", f"run.seed={seed}"]  # fmt: skip
+                    write_run(root, f"{dataset}/{method}/{noise}-{rate:g}/seed{seed}", overrides, metrics=metrics,
+                              epochs=epochs)  # fmt: skip
+    write_run(root, "dtd/coop/sym-0.75/seed1", ["data.dataset=dtd", "method.name=coop", "noise.rate=0.75"],
+              status="failed", error="RuntimeError: out of memory")  # fmt: skip
+    write_run(root, "dtd/coop/sym-0.75/seed2", ["data.dataset=dtd", "method.name=coop", "noise.rate=0.75",
+              "run.seed=2"], status="running", epochs=[{"epoch": 1, "loss": 2.0}])  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(runs_dir):
+    return build_report(runs_dir)  # built once: drawing the plots takes most of this module's time
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def tab10_lines_in_png(path: Path, min_pixels: int = 40) -> int:
+    """How many of matplotlib's cycle colours appear in the PNG: one per drawn line (bands are translucent).
+
+    C7 (grey) is left out: anti-aliased black text and spines produce it too.
+    """
+    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)  # (H*W, 3)
+    count = 0
+    for i in (0, 1, 2, 3, 4, 5, 6, 8, 9):
+        rgb = np.round(np.array(to_rgb(f"C{i}")) * 255).astype(int)
+        count += int((np.abs(pixels - rgb).max(axis=1) <= 2).sum() >= min_pixels)
+    return count
+
+
+def test_tables_hold_every_run_and_the_mean_and_std_over_seeds(report) -> None:
+    assert report.num_runs == 2 * 3 * 4 * 2 + 2 and report.num_finished == 48
+    rows = read_csv(report.runs_csv)
+    assert len(rows) == 50
+    row = next(r for r in rows if r["run"] == "eurosat/nlprompt/sym-0.25/seed2")
+    assert float(row["top1"]) == accuracy("nlprompt", 0.25, 2) and row["noise_type"] == "sym"
+    assert (
+        row["timings.train_s"] == "3.0"
+        and float(row["last.sel_precision"]) == pytest.approx(0.7)
+        and row["epochs_logged"] == "3"
+    )
+    assert "per_class_accuracy.a" not in row
+    clean = next(r for r in rows if r["run"] == "dtd/coop/sym-0/seed1")
+    assert (clean["noise_type"], float(clean["noise_rate"])) == ("clean", 0.0)
+    failed = next(r for r in rows if r["run"] == "dtd/coop/sym-0.75/seed1")
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: out of memory" and failed["top1"] == ""
+
+    epochs = read_csv(report.epochs_csv)
+    assert len(epochs) == 48 * 3 + 1 and {"epoch", "loss", "sel_recall", "timings.epoch_s"} <= set(epochs[0])
+
+    summary = read_csv(report.summary_csv)
+    assert len(summary) == 2 * 3 * 4
+    for row in summary:
+        rate = float(row["noise_rate"])
+        assert float(row["top1_mean"]) == pytest.approx(BASE[row["method"]] - SLOPE[row["method"]] * rate)
+        assert float(row["top1_std"]) == pytest.approx(math.sqrt(2.0))  # seeds at -1 and +1: sample std
+        assert row["n"] == "2" and row["seeds"] == "1 2"
+
+
+def test_markdown_marks_the_best_mean_per_column(report) -> None:
+    text = report.markdown.read_text()
+    lines = text.splitlines()
+    dtd = lines.index("## dtd")
+    assert lines[dtd + 2] == "| method | clean | sym 25% | sym 50% | asym 50% |"
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[dtd + 4 : dtd + 7]}
+    assert rows["coop"].startswith("| coop | **80.00 ± 1.41** | 65.00 ± 1.41 |")  # best clean
+    assert "| **74.00 ± 1.41** | **69.00 ± 1.41** | **69.00 ± 1.41** |" in rows["visprompt"]  # best noisy
+    assert rows["nlprompt"].count("**") == 0
+    assert "## Average over 2 datasets" in text
+    assert "| dtd/coop/sym-0.75/seed1 | failed | RuntimeError: out of memory |" in text
+    assert "| dtd/coop/sym-0.75/seed2 | running |  |" in text
+
+
+def test_plots_are_valid_pngs_with_a_line_per_method(runs_dir, report) -> None:
+    assert [p.name for p in report.accuracy_plots] == ["accuracy_dtd.png", "accuracy_eurosat.png"]
+    assert len(report.selection_plots) == 2 * 4  # per dataset and noise setting; coop selects nothing
+    for path in (*report.accuracy_plots, *report.selection_plots):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(path) as image:
+            image.verify()
+    assert tab10_lines_in_png(report.accuracy_plots[0]) == 3  # coop, nlprompt, visprompt
+    assert tab10_lines_in_png(report.selection_plots[0]) == 2  # nlprompt, visprompt
+
+    records = collect_runs(runs_dir)
+    labels = label_methods(records)
+    cells = summarize(records, labels, "top1")
+    fig = accuracy_figure(cells, "dtd", "top1", method_colors(sorted(BASE)))
+    sym, asym = fig.axes[:2]
+    assert [line.get_label() for line in sym.get_lines()] == ["coop", "nlprompt", "visprompt"]
+    assert len(asym.get_lines()) == 3
+    coop = sym.get_lines()[0]
+    assert list(coop.get_xdata()) == [0.0, 25.0, 50.0] and list(coop.get_ydata()) == [80.0, 65.0, 50.0]
+    assert list(asym.get_lines()[0].get_xdata()) == [0.0, 50.0]  # the clean point starts every panel
+    fig = selection_figure(records, labels, "dtd", "sym", 0.5)
+    precision, recall = fig.axes[:2]
+    assert len(precision.get_lines()) == 2 and len(recall.get_lines()) == 2
+    assert np.allclose(precision.get_lines()[0].get_ydata(), [0.5, 0.6, 0.7])  # nlprompt
+    assert np.allclose(precision.get_lines()[1].get_ydata(), [0.6, 0.7, 0.8])  # visprompt
+    assert selection_figure(records, labels, "dtd", "pairs", 2.0) is None
+
+
+def write_ablation(root: Path) -> None:
+    for gate in ("learned", "zero"):
+        for seed in (1, 2):
+            write_run(root, f"visprompt/{gate}/seed{seed}",
+                      ["method.name=visprompt", f"prompt.gate={gate}", f"run.seed={seed}", "noise.rate=0.5"],
+                      metrics={"top1": 60.0 + seed + (5 if gate == "zero" else 0)})  # fmt: skip
+    write_run(root, "coop/seed1", ["method.name=coop", "noise.rate=0.5"], metrics={"top1": 40.0})
+
+
+def test_ablation_values_join_the_method_label(tmp_path) -> None:
+    write_ablation(tmp_path)
+    records = collect_runs(tmp_path)
+    labels = label_methods(records)
+    assert sorted(set(labels.values())) == ["coop", "visprompt[prompt.gate=learned]", "visprompt[prompt.gate=zero]"]
+    text = build_report(tmp_path, metric="top1").markdown.read_text()
+    assert "| visprompt[prompt.gate=zero] | **66.50 ± 0.71** |" in text
+    assert "| coop | 40.00 ± 0.00 (n=1) |" in text
+
+
+def test_nested_metric_keys_are_found(tmp_path) -> None:
+    write_run(tmp_path, "a", ["noise.rate=0.5"], metrics={"test": {"top1": 70.0}, "val": {"top1": 10.0}})
+    rows = read_csv(build_report(tmp_path).runs_csv)
+    assert float(rows[0]["top1"]) == 70.0
+
+
+def test_errors(tmp_path) -> None:
+    with pytest.raises(VispromptError, match="does not exist"):
+        build_report(tmp_path / "missing")
+    with pytest.raises(VispromptError, match="no run directories"):
+        build_report(tmp_path)
+    write_run(tmp_path, "a", [], metrics={"top1": 1.0})
+    with pytest.raises(VispromptError, match="metric 'acc' is in none"):
+        build_report(tmp_path, metric="acc")
+
+
+def test_report_command_prints_the_files(tmp_path, capsys) -> None:
+    write_ablation(tmp_path / "runs")
+    parser = argparse.ArgumentParser()
+    report_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("5 runs, 5 finished; report in")
+    assert str(tmp_path / "rep" / "results.md") in out and "accuracy_testbed-backgrounds.png" in out
