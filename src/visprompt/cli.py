@@ -17,7 +17,7 @@ from visprompt import __version__
 from visprompt.errors import VispromptError
 
 # Subcommand modules, each with ``add_parser(subparsers)`` (which sets ``func``) and ``run(args) -> int``.
-COMMAND_MODULES = ("config",)
+COMMAND_MODULES = ("config", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
