@@ -96,13 +96,15 @@ def test_every_learner_runs_forward_and_backward(clip, images, name: str) -> Non
     assert params and all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
     assert clf.learner.context.ctx.grad.abs().max() > 0
     assert all(p.grad is None for p in clip.parameters())
+    assert clf.uses_tokens == (name in ("visprompt", "visprompt-noffn-gateoff", "visprompt-identity-csc-front"))
     summary = clf.summary()
     assert summary["trainable_total"] == sum(p.numel() for p in clf.learner.parameters())
     assert sum(summary["trainable"].values()) == summary["trainable_total"]
     pooled, tokens = clip.encode_image(images)
     clf.eval()
     with torch.no_grad():
-        assert torch.allclose(clf.logits_from_features(pooled, tokens), clf(images), atol=1e-5)
+        cached = clf.logits_from_features(pooled, tokens if clf.uses_tokens else None)  # what the engine caches
+        assert torch.allclose(cached, clf(images), atol=1e-5)
 
 
 def test_gate_modes_and_logged_statistics(clip, images) -> None:

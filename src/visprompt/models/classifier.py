@@ -74,6 +74,11 @@ class PromptClassifier(nn.Module):
     def num_classes(self) -> int:
         return int(self.learner.pool_index.shape[0])
 
+    @property
+    def uses_tokens(self) -> bool:
+        """Whether :meth:`logits_from_features` reads the visual tokens (callers may cache pooled features only)."""
+        return bool(getattr(self.learner, "uses_tokens", True))
+
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen image outputs: pooled (B, E) and visual tokens (B, T, E)."""
         return self.clip.encode_image(images)
@@ -168,6 +173,8 @@ class ZeroShotClassifier(nn.Module):
             feats = F.normalize(feats, dim=-1).reshape(len(self.classnames), len(self.templates), -1)  # (C, T, E)
             weights = F.normalize(feats.mean(dim=1), dim=-1)  # (C, E)
         self.register_buffer("class_embeddings", weights, persistent=False)
+
+    uses_tokens = False
 
     @property
     def num_classes(self) -> int:

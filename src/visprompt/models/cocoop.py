@@ -34,7 +34,8 @@ class CoCoOpPromptLearner(nn.Module):
         reduction: the meta-net's hidden width is E // reduction.
     """
 
-    per_image = True
+    per_image = True  # one context per image (P = B)
+    uses_tokens = False  # only the pooled embedding is read
 
     def __init__(
         self,

@@ -30,7 +30,8 @@ class CoOpPromptLearner(nn.Module):
         class_token_position: ``"end"``, ``"middle"`` or ``"front"``.
     """
 
-    per_image = False
+    per_image = False  # the prompts do not depend on the image (P = 1)
+    uses_tokens = False  # the visual tokens are not read
 
     def __init__(
         self,

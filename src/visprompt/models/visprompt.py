@@ -81,6 +81,11 @@ class VisPromptLearner(nn.Module):
         return self.film is not None
 
     @property
+    def uses_tokens(self) -> bool:
+        """Whether forward reads the visual tokens (else the pooled embedding suffices)."""
+        return self.film is not None and self.vis_tokens == "patch"
+
+    @property
     def prefix_len(self) -> int:
         return self.context.prefix_len
 
