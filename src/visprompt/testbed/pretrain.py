@@ -110,6 +110,20 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch
     return loss, acc
 
 
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)`` computed on the first L' = (longest text in the batch) positions only.
+
+    Exact: under the causal mask no position attends to a later one, so the padding after the last EOT never
+    reaches the pooled (EOT) position. Saves the text tower's work on padding.
+    """
+    length = int((tokens > 0).sum(1).max())  # L'
+    x = model.token_embedding(tokens[:, :length]) + model.positional_embedding[:length]  # (B, L', D)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = x[torch.arange(len(x)), tokens[:, :length].argmax(-1)]  # (B, D) at the EOT (the max id)
+    return x @ model.text_projection  # (B, E)
+
+
 def _lr(cfg: PretrainConfig, step: int, progress: float) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -173,7 +187,7 @@ def pretrain(out: Path, tokenizer: CompactTokenizer, cfg: PretrainConfig, arch: 
         for group in opt.param_groups:
             group["lr"] = lr
         image_features = model.encode_image(normalise(images))  # (B, E)
-        text_features = model.encode_text(tokens)  # (B, E)
+        text_features = encode_text_trimmed(model, tokens)  # (B, E)
         loss, acc = contrastive_loss(image_features, text_features, model.logit_scale, tokens)
         opt.zero_grad(set_to_none=True)
         loss.backward()
