@@ -228,7 +228,7 @@ def test_visprompt_with_the_gate_closed_trains_exactly_like_coop() -> None:
             opt.zero_grad()
             out["loss"].backward()
             opt.step()
-            trace.append(float(out["loss"]))
+            trace.append(float(out["loss"].detach()))
         losses[name] = trace
     assert losses["visprompt"] == pytest.approx(losses["coop"], abs=1e-5)
     assert losses["coop"][-1] < losses["coop"][0]

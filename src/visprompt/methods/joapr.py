@@ -31,7 +31,7 @@ and token features) instead of the pixels.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ from torch import nn
 
 from visprompt.methods.base import METHODS, Batch, MethodBase, TrainView
 from visprompt.methods.selection import split_counts
+
+if TYPE_CHECKING:
+    from visprompt.methods.build import MethodSpec
 
 __all__ = ["JoAPRMethod", "sharpen"]
 
@@ -165,7 +168,7 @@ class JoAPRMethod(MethodBase):
 
 
 @METHODS.register("joapr")
-def joapr(clip: nn.Module, classnames: tuple[str, ...], spec: Any) -> JoAPRMethod:
+def joapr(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> JoAPRMethod:
     """JoAPR on a CoOp prompt; GMM threshold and mixup from the spec, the rest at the authors' defaults."""
     from visprompt.models.classifier import PromptClassifier
     from visprompt.models.coop import CoOpPromptLearner

@@ -13,7 +13,7 @@ every clean batch before any noisy one, as NLPrompt's loop does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -21,6 +21,9 @@ from torch import nn
 from visprompt.methods.base import METHODS, Batch, MethodBase, TrainView, select_batch, shuffled_batches
 from visprompt.methods.objective import SplitLoss
 from visprompt.methods.selection import NoSelection, OTSelection, split_counts
+
+if TYPE_CHECKING:
+    from visprompt.methods.build import MethodSpec
 
 __all__ = ["PromptMethod"]
 
@@ -96,26 +99,26 @@ def _classifier(clip: nn.Module, learner: nn.Module) -> nn.Module:
     return PromptClassifier(clip, learner)
 
 
-def _coop_learner(clip: nn.Module, classnames: tuple[str, ...], spec: Any) -> nn.Module:
+def _coop_learner(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> nn.Module:
     from visprompt.models.coop import CoOpPromptLearner
 
     return CoOpPromptLearner(clip, classnames, **spec.coop)
 
 
 @METHODS.register("coop")
-def coop(clip: nn.Module, classnames: tuple[str, ...], spec: Any) -> PromptMethod:
+def coop(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
     """CoOp: shared context, cross-entropy on the given labels (preset: no selection, alpha = 1)."""
     return PromptMethod(_classifier(clip, _coop_learner(clip, classnames, spec)), spec.selector, spec.loss)
 
 
 @METHODS.register("coop-gce")
-def coop_gce(clip: nn.Module, classnames: tuple[str, ...], spec: Any) -> PromptMethod:
+def coop_gce(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
     """CoOp trained with the generalised cross-entropy (PTNL): the loss is the preset's (gce, q = 0.5)."""
     return PromptMethod(_classifier(clip, _coop_learner(clip, classnames, spec)), spec.selector, spec.loss)
 
 
 @METHODS.register("cocoop")
-def cocoop(clip: nn.Module, classnames: tuple[str, ...], spec: Any) -> PromptMethod:
+def cocoop(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
     """CoCoOp: the context shifted per image by a meta-net on the pooled image embedding."""
     from visprompt.models.cocoop import CoCoOpPromptLearner
 
@@ -124,13 +127,13 @@ def cocoop(clip: nn.Module, classnames: tuple[str, ...], spec: Any) -> PromptMet
 
 
 @METHODS.register("nlprompt")
-def nlprompt(clip: nn.Module, classnames: tuple[str, ...], spec: Any) -> PromptMethod:
+def nlprompt(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
     """NLPrompt: CoOp with a full-set OT split, CE on the clean part and MAE on the rest (the preset's)."""
     return PromptMethod(_classifier(clip, _coop_learner(clip, classnames, spec)), spec.selector, spec.loss)
 
 
 @METHODS.register("visprompt")
-def visprompt(clip: nn.Module, classnames: tuple[str, ...], spec: Any) -> PromptMethod:
+def visprompt(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
     """VisPrompt: cross-modal FiLM prompts, OT split, alpha * CE(clean) + (1 - alpha) * GCE(noisy)."""
     from visprompt.models.visprompt import VisPromptLearner
 

@@ -7,11 +7,14 @@ the ImageNet ensemble, or the plain "a photo of a {}.".
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from visprompt.methods.base import METHODS, Batch, MethodBase
+
+if TYPE_CHECKING:
+    from visprompt.methods.build import MethodSpec
 
 __all__ = ["ZeroShotMethod"]
 
@@ -29,7 +32,7 @@ class ZeroShotMethod(MethodBase):
 
 
 @METHODS.register("zeroshot")
-def zeroshot(clip: nn.Module, classnames: tuple[str, ...], spec: Any) -> ZeroShotMethod:
+def zeroshot(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> ZeroShotMethod:
     from visprompt.models import ZeroShotClassifier, templates_for
     from visprompt.models.templates import DEFAULT_TEMPLATE
 
