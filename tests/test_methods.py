@@ -70,6 +70,18 @@ def test_split_loss_joint_normalises_by_the_batch() -> None:
     assert float(loss) == pytest.approx(float((0.3 * ce[clean].sum() + 0.7 * gce[~clean].sum()) / 10), abs=1e-6)
 
 
+@pytest.mark.parametrize("noisy", ["gce", "mae", "ce"])
+def test_split_loss_equals_the_losses_module_visprompt_loss(noisy: str) -> None:
+    from visprompt.losses.split import visprompt_loss
+
+    gen = torch.Generator().manual_seed(5)
+    logits, labels = torch.randn(12, 4, generator=gen), torch.randint(0, 4, (12,), generator=gen)
+    clean = torch.rand(12, generator=gen) < 0.6
+    ours, _ = SplitLoss(clean="ce", noisy=noisy, alpha=0.4, q=0.7)(logits, labels, clean)
+    theirs = visprompt_loss(logits, labels, clean, alpha=0.4, q=0.7, noisy_loss=noisy, normalize="batch")
+    assert float(ours) == pytest.approx(float(theirs), abs=1e-6)
+
+
 def test_split_loss_sequential_parts_are_plain_means_and_noisy_none_has_no_gradient() -> None:
     logits = torch.randn(4, 3, requires_grad=True)
     labels = torch.tensor([0, 1, 2, 0])
