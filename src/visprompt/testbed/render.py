@@ -37,6 +37,8 @@ class Style:
     distractors: tuple[int, int] = (0, 0)  # number of small distractor objects (inclusive range, at most 3)
     texture_prob: float = 0.0  # probability of blending an unseen texture into the background
     texture_alpha: tuple[float, float] = (0.0, 0.0)  # its blending weight range
+    hue_shift: float = 0.0  # maximum rotation (degrees) of every colour about the grey axis, uniform per image
+    grey_prob: float = 0.0  # probability of turning the image to greyscale (a style change)
 
 
 CLEAN = Style()
@@ -304,8 +306,21 @@ def render(scenes: Scenes, style: Style = CLEAN, *, image_size: int = 32, supers
     return _corrupt(img, style, p, gauss)
 
 
+def _hue_rotation(theta: np.ndarray) -> np.ndarray:
+    """Rotation matrices (n, 3, 3) by ``theta`` (n,) radians about the grey axis (1, 1, 1) / sqrt(3) (Rodrigues)."""
+    k = np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], dtype=np.float32) / np.sqrt(3)  # cross-product matrix
+    c, s = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]  # (n, 1, 1)
+    return (c * np.eye(3) + (1 - c) * np.full((3, 3), 1 / 3) + s * k).astype(np.float32)
+
+
 def _corrupt(img: np.ndarray, style: Style, p: np.ndarray, gauss: np.ndarray | None) -> np.ndarray:
-    """Tint, contrast, blur and noise (per-image draws from ``p``), then quantise to uint8."""
+    """Hue, greyscale, tint, contrast, blur and noise (per-image draws from ``p``), then quantise to uint8."""
+    if style.hue_shift > 0:
+        theta = np.deg2rad((2 * p[:, 36] - 1) * style.hue_shift)  # (N,)
+        img = np.einsum("nhwc,ndc->nhwd", img, _hue_rotation(theta))  # rotate every pixel's colour
+    if style.grey_prob > 0:
+        grey = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (N, H, W)
+        img = np.where((p[:, 37] < style.grey_prob)[:, None, None, None], grey[..., None], img)
     if style.tint > 0:
         img = img * (1 + (p[:, None, None, 27:30] - 0.5) * 2 * style.tint)
     if style.contrast != (1.0, 1.0):
