@@ -86,3 +86,20 @@ def test_data_layer_reads_a_built_task(tmp_path) -> None:
     assert splits.classnames == task.classnames
     assert len(splits.train) == task.expected_counts["train"]
     assert splits.test[0].true_label == splits.test[0].label
+
+
+def test_registry_entries_register_with_the_data_layer(tmp_path) -> None:
+    datasets = pytest.importorskip("visprompt.data.datasets")
+    from visprompt.testbed.tasks import registry_entries
+
+    entries = registry_entries()
+    assert [e["name"] for e in entries] == [t.name for t in TASKS]
+    for e in entries:
+        assert e["expected"][0] == TASKS_BY_NAME[e["name"]].num_classes
+        spec = datasets.DatasetSpec(
+            name=e["name"],
+            folder=e["folder"],
+            split_file=e["split_file"],
+            expected=datasets.ExpectedCounts(*e["expected"]),
+        )
+        assert spec.layout == f"{e['folder']}/images/ and {e['folder']}/{e['split_file']}"

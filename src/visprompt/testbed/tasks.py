@@ -57,6 +57,7 @@ class TaskSpec:
     train_per_class: int = 50  # train images per class (16-shot sampling with noisy labels draws from these)
     val_per_class: int = 10
     test_per_class: int = 100
+    flip_invariant: bool = True  # False when a horizontal flip or a crop can change the label (positions)
 
     @property
     def image_dir(self) -> str:
@@ -94,6 +95,7 @@ TASKS: tuple[TaskSpec, ...] = (
         POSITIONS,
         "a photo of an object in the {}.",
         SHIFT,
+        flip_invariant=False,
     ),
     TaskSpec(
         "testbed-backgrounds",
@@ -106,6 +108,16 @@ TASKS: tuple[TaskSpec, ...] = (
     ),
 )
 TASKS_BY_NAME = {t.name: t for t in TASKS}
+
+
+def registry_entries() -> list[dict]:
+    """Keyword arguments of ``visprompt.data.datasets.register_coop_dataset`` for every task."""
+    entries = []
+    for t in TASKS:
+        c = t.expected_counts
+        expected = (t.num_classes, c["train"], c["val"], c["test"])
+        entries.append({"name": t.name, "folder": t.folder, "split_file": t.split_file, "expected": expected})
+    return entries
 
 
 def vocabulary_phrases() -> list[str]:
