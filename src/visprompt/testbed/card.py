@@ -1,8 +1,7 @@
 """Ship a pretraining checkpoint as the testbed's assets and write its model card.
 
-:func:`export_assets` copies a pretraining run's checkpoint into ``assets/`` under the shipped names (rewriting
-the config in open_clip's wrapped format); :func:`measure` evaluates it on every task
-(:mod:`visprompt.testbed.evaluate`); :func:`write_model_card` renders ``MODEL_CARD.md`` from the run's
+:func:`export_assets` copies a pretraining run's checkpoint into ``assets/``; :func:`measure` evaluates it on
+every task (:mod:`visprompt.testbed.evaluate`); :func:`write_model_card` renders ``MODEL_CARD.md`` from the run's
 ``pretrain_meta.json``, those measurements and, when given, the prompt-learning results the engine measured
 (clean 16-shot CoOp and CoOp at 75% symmetric noise per task).
 """
@@ -27,28 +26,19 @@ logger = logging.getLogger(__name__)
 META_NAME = "pretrain_meta.json"
 EVAL_NAME = "testbed_eval.json"
 CARD_NAME = "MODEL_CARD.md"
-_LEGACY = {CHECKPOINT_NAME: "tiny_clip.safetensors", CONFIG_NAME: "tiny_clip_config.json", VOCAB_NAME: "vocab.json"}
-
-
-def _find(run: Path, name: str) -> Path:
-    """A run file under its current name, or the name the first pretraining run wrote it under."""
-    return run / name if (run / name).is_file() else run / _LEGACY[name]
 
 
 def export_assets(run: str | Path, assets: str | Path = ASSETS) -> Path:
-    """Copy a run's checkpoint, config (wrapped format), vocabulary and meta into ``assets``; returns it."""
+    """Copy a run's checkpoint (fp16), config, vocabulary and meta into ``assets``; returns it."""
     from visprompt.testbed.model import save_weights
 
     run, assets = Path(run), Path(assets)
     assets.mkdir(parents=True, exist_ok=True)
-    config = json.loads(_find(run, CONFIG_NAME).read_text())
-    if "model_cfg" not in config:  # the first run wrote the bare model config
-        preprocess = config.pop("preprocess_cfg", {})
-        config = {"model_cfg": config, "preprocess_cfg": preprocess}
-    model = load_weights(build_clip(config), _find(run, CHECKPOINT_NAME))
+    config = json.loads((run / CONFIG_NAME).read_text())
+    model = load_weights(build_clip(config), run / CHECKPOINT_NAME)
     save_weights(model, assets / CHECKPOINT_NAME)  # fp16, with the activation in the metadata
     (assets / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    shutil.copyfile(_find(run, VOCAB_NAME), assets / VOCAB_NAME)
+    shutil.copyfile(run / VOCAB_NAME, assets / VOCAB_NAME)
     shutil.copyfile(run / META_NAME, assets / META_NAME)
     return assets
 
