@@ -34,7 +34,7 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain")
     tok = build_vocabulary(vocabulary_phrases())
     arch = model.TinyClipConfig(vocab_size=tok.vocab_size, vision_layers=1, text_layers=1, embed_dim=32)
-    cfg = PretrainConfig(batch_size=8, max_steps=2, warmup_steps=1, threads=1)
+    cfg = PretrainConfig(batch_size=8, max_steps=2, warmup_steps=1, threads=1, workers=0)
     meta = pretrain(out, tok, cfg, arch)
     return out, tok, cfg, arch, meta
 

@@ -61,6 +61,7 @@ class PretrainConfig:
     log_every: int = 25  # steps between log lines
     hard_negative_frac: float = 0.5  # fraction of each batch drawn from two colours
     threads: int = 2  # torch intra-op threads of the training process
+    workers: int = 1  # rendering processes (0: render in the training process)
 
     def __post_init__(self) -> None:
         if self.batch_size < 2 or self.max_steps < 1 or self.time_budget_min <= 0:
@@ -82,7 +83,8 @@ class WorldBatches(torch.utils.data.IterableDataset):
         return images, self.tokenizer(captions(rng, scenes))  # (B, 3, H, W), (B, L)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        torch.set_num_threads(1)
+        if torch.utils.data.get_worker_info() is not None:
+            torch.set_num_threads(1)
         step = self.start
         while True:
             yield self.batch(step)
