@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from visprompt.config import load_config
-from visprompt.engine.runner import load_run, train_run
+from visprompt.engine import load_run, train_run
 from visprompt.methods import METHODS
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 60, 220)}

@@ -23,8 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from visprompt.engine.inference import load_run
     from visprompt.engine.metrics import classification_metrics
-    from visprompt.engine.runner import load_run
 
     loaded = load_run(args.run_dir, device=args.device, data_root=args.data)
     test = loaded.splits.test

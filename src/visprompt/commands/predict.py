@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from visprompt.data.records import Sample
-    from visprompt.engine.runner import load_run
+    from visprompt.engine.inference import load_run
 
     for image in args.images:
         if not Path(image).is_file():

@@ -67,10 +67,11 @@ class EpochMeter:
         return out
 
 
-def _steps(method: MethodBase, batches: Iterable[Batch], meter: EpochMeter) -> Iterator[Batch]:
+def _steps(method: MethodBase, batches: Iterable[Batch], meter: EpochMeter, precision: Precision) -> Iterator[Batch]:
     """Every update step of the epoch: the parts ``method.split`` makes of each batch."""
     for batch in batches:
-        parts, stats = method.split(batch)
+        with precision.autocast():
+            parts, stats = method.split(batch)
         meter.update(stats)
         yield from parts
 
@@ -106,7 +107,7 @@ def fit(
             data.batches(plan, seed=epoch_seed(seed, epoch) + 1),
             desc=f"epoch {epoch + 1}", total=len(plan), leave=False, enabled=show_progress,
         )  # fmt: skip
-        for part in _steps(method, batches, meter):
+        for part in _steps(method, batches, meter, precision):
             with precision.autocast():
                 out = method(part)
             loss = out.pop("loss")

@@ -9,12 +9,11 @@ the error in ``error.txt``.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ import torch
 from torch import nn
 
 from visprompt.config import RunConfig, load_config, to_dict, to_yaml
-from visprompt.data.pipeline import prepare_fewshot, read_splits, splits_from_json, splits_to_json
-from visprompt.data.records import DatasetSplits, Sample
+from visprompt.data.pipeline import prepare_fewshot, read_splits, splits_to_json
+from visprompt.data.records import DatasetSplits
 from visprompt.data.transforms import build_transform
 from visprompt.engine.data import FeatureData, FeatureSet, ImageData, encode_samples, predict_logits
 from visprompt.engine.loop import fit
@@ -45,7 +44,7 @@ from visprompt.methods import MethodBase, build_method, method_spec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadedRun", "RunResult", "load_clip", "load_run", "run_name", "run_splits", "train_run"]
+__all__ = ["RunResult", "input_size", "load_clip", "load_trainable", "run_name", "train_run", "uses_tokens"]
 
 EpochHook = Callable[[int, dict[str, Any]], None]
 
@@ -100,12 +99,13 @@ def _prepare_splits(cfg: RunConfig, rd: RunDir) -> DatasetSplits:
     )  # fmt: skip
 
 
-def _image_size(clip: nn.Module) -> int:
+def input_size(clip: nn.Module) -> int:
+    """The square input side of the image tower."""
     size = clip.image_size
     return int(size if isinstance(size, int) else size[0])
 
 
-def _uses_tokens(classifier: nn.Module) -> bool:
+def uses_tokens(classifier: nn.Module) -> bool:
     """Whether the classifier reads the visual tokens (else only the pooled embedding is cached).
 
     Only VisPrompt's cross-modal block with ``vis_tokens="patch"`` does; a classifier may say so itself.
@@ -167,9 +167,9 @@ def _train_and_evaluate(
     show_progress: bool | None,
 ) -> RunResult:
     o = cfg.optim
-    size = _image_size(clip)
+    size = input_size(clip)
     eval_tf = build_transform(size, clip.mean, clip.std, train=False)
-    keep_tokens = _uses_tokens(method.classifier)
+    keep_tokens = uses_tokens(method.classifier)
     timings: dict[str, float] = {"setup_s": time.perf_counter() - started}
     resumed_from = None
     if method.trains:
@@ -249,7 +249,7 @@ def _restore(
     device: torch.device,
 ) -> int:
     """Load the last completed epoch's parameters and state; returns that epoch."""
-    _load_params(rd, method, device)
+    load_trainable(rd, method, device)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
@@ -302,69 +302,8 @@ def _final_metrics(
     }
 
 
-def run_splits(rd: RunDir, cfg: RunConfig, data_root: str | Path | None = None) -> DatasetSplits:
-    """The run's split.json; with ``data_root``, its images are looked up under that root instead of the saved one.
-
-    The saved root is ``data.root`` for registered datasets, the image folder for ``folder`` data and the CSV's
-    folder for ``csv`` data; image paths keep their place relative to it.
-    """
-    if data_root is None:
-        return read_splits(rd.split_file)
-    record = json.loads(rd.split_file.read_text())
-    d = cfg.data
-    old_root = Path(d.path if d.dataset == "folder" else Path(d.path).parent if d.dataset == "csv" else d.root)
-    old_root, base = old_root.absolute(), Path(record["root"]).absolute()
-    try:
-        relative = base.relative_to(old_root)
-    except ValueError:
-        raise ConfigError(
-            f"{rd.split_file}: its images ({base}) are not under the run's data root {old_root}"
-        ) from None
-    record["root"] = str(Path(data_root).absolute() / relative)
-    return splits_from_json(record)
-
-
-@dataclass
-class LoadedRun:
-    """A run rebuilt for inference: its config, splits, method (trained parameters loaded) and frozen CLIP."""
-
-    cfg: RunConfig
-    splits: DatasetSplits
-    method: MethodBase
-    clip: nn.Module
-    device: torch.device
-
-    def logits(self, samples: Sequence[Sample], batch_size: int | None = None) -> torch.Tensor:
-        """Logits (N, C) of ``samples`` (images read from their paths) with the evaluation transform."""
-        precision = resolve_precision(self.cfg.optim.precision, self.device)
-        transform = build_transform(_image_size(self.clip), self.clip.mean, self.clip.std, train=False)
-        return predict_logits(
-            self.method.classifier, self.clip, samples, transform,
-            batch_size=batch_size or self.cfg.optim.eval_batch_size, device=self.device, precision=precision,
-            keep_tokens=_uses_tokens(self.method.classifier),
-        )  # fmt: skip
-
-
-def load_run(run_dir: str | Path, device: str = "auto", data_root: str | Path | None = None) -> LoadedRun:
-    """Rebuild a finished (or checkpointed) run with its trained parameters, for eval and predict."""
-    rd = RunDir(run_dir)
-    if not rd.config_file.is_file():
-        raise ConfigError(f"{rd.path} is not a run directory (no config.yaml)")
-    cfg = load_config([rd.config_file])
-    dev = resolve_device(device)
-    splits = run_splits(rd, cfg, data_root)
-    clip = load_clip(cfg, dev)
-    seed_everything(cfg.run.seed)
-    method = build_method(method_spec(cfg), clip, splits.classnames).to(dev)
-    if method.trains:
-        if not rd.checkpoint_file.is_file():
-            raise ConfigError(f"{rd.path} has no checkpoint.safetensors yet (the run has not completed an epoch)")
-        _load_params(rd, method, dev)
-    method.eval()
-    return LoadedRun(cfg, splits, method, clip, dev)
-
-
-def _load_params(rd: RunDir, method: MethodBase, device: torch.device) -> None:
+def load_trainable(rd: RunDir, method: MethodBase, device: torch.device) -> None:
+    """Copy the checkpoint's trainable parameters into ``method`` (their names must match exactly)."""
     params = rd.load_checkpoint(device)
     own = method.named_trainable_parameters()
     if set(params) != set(own):

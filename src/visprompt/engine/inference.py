@@ -1,0 +1,86 @@
+"""Trained runs rebuilt for inference: ``visprompt eval`` and ``visprompt predict``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from visprompt.config import RunConfig, load_config
+from visprompt.data.pipeline import read_splits, splits_from_json
+from visprompt.data.records import DatasetSplits, Sample
+from visprompt.data.transforms import build_transform
+from visprompt.engine.data import predict_logits
+from visprompt.engine.rundir import RunDir
+from visprompt.engine.runner import input_size, load_clip, load_trainable, uses_tokens
+from visprompt.engine.runtime import resolve_device, resolve_precision, seed_everything
+from visprompt.errors import ConfigError
+from visprompt.methods import MethodBase, build_method, method_spec
+
+__all__ = ["LoadedRun", "load_run", "run_splits"]
+
+
+def run_splits(rd: RunDir, cfg: RunConfig, data_root: str | Path | None = None) -> DatasetSplits:
+    """The run's split.json; with ``data_root``, its images are looked up under that root instead of the saved one.
+
+    The saved root is ``data.root`` for registered datasets, the image folder for ``folder`` data and the CSV's
+    folder for ``csv`` data; image paths keep their place relative to it.
+    """
+    if data_root is None:
+        return read_splits(rd.split_file)
+    record = json.loads(rd.split_file.read_text())
+    d = cfg.data
+    old_root = Path(d.path if d.dataset == "folder" else Path(d.path).parent if d.dataset == "csv" else d.root)
+    old_root, base = old_root.absolute(), Path(record["root"]).absolute()
+    try:
+        relative = base.relative_to(old_root)
+    except ValueError:
+        raise ConfigError(
+            f"{rd.split_file}: its images ({base}) are not under the run's data root {old_root}"
+        ) from None
+    record["root"] = str(Path(data_root).absolute() / relative)
+    return splits_from_json(record)
+
+
+@dataclass
+class LoadedRun:
+    """A run rebuilt for inference: its config, splits, method (trained parameters loaded) and frozen CLIP."""
+
+    cfg: RunConfig
+    splits: DatasetSplits
+    method: MethodBase
+    clip: nn.Module
+    device: torch.device
+
+    def logits(self, samples: Sequence[Sample], batch_size: int | None = None) -> torch.Tensor:
+        """Logits (N, C) of ``samples`` (images read from their paths) with the evaluation transform."""
+        precision = resolve_precision(self.cfg.optim.precision, self.device)
+        transform = build_transform(input_size(self.clip), self.clip.mean, self.clip.std, train=False)
+        return predict_logits(
+            self.method.classifier, self.clip, samples, transform,
+            batch_size=batch_size or self.cfg.optim.eval_batch_size, device=self.device, precision=precision,
+            keep_tokens=uses_tokens(self.method.classifier),
+        )  # fmt: skip
+
+
+def load_run(run_dir: str | Path, device: str = "auto", data_root: str | Path | None = None) -> LoadedRun:
+    """Rebuild a finished (or checkpointed) run with its trained parameters, for eval and predict."""
+    rd = RunDir(run_dir)
+    if not rd.config_file.is_file():
+        raise ConfigError(f"{rd.path} is not a run directory (no config.yaml)")
+    cfg = load_config([rd.config_file])
+    dev = resolve_device(device)
+    splits = run_splits(rd, cfg, data_root)
+    clip = load_clip(cfg, dev)
+    seed_everything(cfg.run.seed)
+    method = build_method(method_spec(cfg), clip, splits.classnames).to(dev)
+    if method.trains:
+        if not rd.checkpoint_file.is_file():
+            raise ConfigError(f"{rd.path} has no checkpoint.safetensors yet (the run has not completed an epoch)")
+        load_trainable(rd, method, dev)
+    method.eval()
+    return LoadedRun(cfg, splits, method, clip, dev)
