@@ -71,45 +71,57 @@ def test_statistics_are_those_of_the_returned_plan() -> None:
         assert stats.marginal_error <= tol * (1 + 1e-6)
         assert 1 <= stats.iterations <= 20000 and stats.stages >= 1
         assert stats.eps == 0.05 and stats.tol == tol
-        assert set(stats.as_dict()) == {"iterations", "marginal_error", "converged", "stages", "eps", "tol"}
-    # A tighter tolerance takes more sweeps and lands closer to the marginals.
-    loose, tight = sinkhorn_log(cost, a, b, 0.05, tol=1e-3)[1], sinkhorn_log(cost, a, b, 0.05, tol=1e-10)[1]
-    assert tight.iterations > loose.iterations and tight.marginal_error < loose.marginal_error
+        keys = {"iterations", "newton_steps", "marginal_error", "converged", "stages", "eps", "tol"}
+        assert set(stats.as_dict()) == keys
+    # A tighter tolerance takes more work and lands closer to the marginals.
+    for max_newton in (0, 50):
+        loose = sinkhorn_log(cost, a, b, 0.05, tol=1e-3, max_newton=max_newton)[1]
+        tight = sinkhorn_log(cost, a, b, 0.05, tol=1e-10, max_newton=max_newton)[1]
+        assert tight.iterations + tight.newton_steps > loose.iterations + loose.newton_steps
+        assert tight.marginal_error < loose.marginal_error
 
 
 def test_non_convergence_warns_and_is_recorded() -> None:
     probs, _ = _probs(200, 50, seed=5)
     with pytest.warns(ConvergenceWarning, match="did not converge"):
-        plan, stats = sinkhorn_log(-probs.log(), eps=0.01, tol=1e-9, max_iter=30, eps_scaling=False)
+        plan, stats = sinkhorn_log(-probs.log(), eps=0.01, tol=1e-9, max_iter=30, eps_scaling=False, max_newton=0)
     assert not stats.converged
-    assert stats.iterations == 30
+    assert stats.iterations == 30 and stats.newton_steps == 0
     assert stats.marginal_error > 1e-9
     assert stats.marginal_error == pytest.approx(
         _marginal_error(plan, torch.full((200,), 1 / 200), torch.full((50,), 0.02))
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        sinkhorn_log(-probs.log(), eps=0.01, tol=1e-9, max_iter=30, warn=False)  # silenced on request
+        sinkhorn_log(-probs.log(), eps=0.01, tol=1e-9, max_iter=30, max_newton=0, warn=False)  # silenced
+    with pytest.warns(ConvergenceWarning):  # Newton capped too
+        stats = sinkhorn_log(-probs.log(), eps=0.01, tol=1e-12, max_iter=30, eps_scaling=False, max_newton=1)[1]
+    assert not stats.converged and stats.newton_steps == 1
 
 
 def test_default_settings_converge_on_the_hard_case() -> None:
-    """eps = 0.01 with -log p costs on 256 x 100: where 1000 plain iterations are far from enough."""
-    probs, _ = _probs(256, 100, seed=6)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no ConvergenceWarning
-        _, stats = sinkhorn_log(-probs.log())
-    assert stats.converged and stats.marginal_error <= 1e-6
-    plain = sinkhorn_log(-probs.log(), tol=1e-6, max_iter=1000, eps_scaling=False, warn=False)[1]
-    assert not plain.converged  # the authors' 1000 iterations
-    assert stats.iterations < 20000
+    """eps = 0.01 with -log p costs: where plain Sinkhorn crawls (the authors' 1000 iterations are not enough)."""
+    for probs in (_probs(256, 100, seed=6)[0], _probs(120, 20, seed=7)[0]):  # the second: 10^5 sweeps reach 1e-6
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no ConvergenceWarning
+            _, stats = sinkhorn_log(-probs.log(), tol=1e-10)
+        assert stats.converged and stats.marginal_error <= 1e-10
+        assert stats.iterations + 50 * stats.newton_steps < 2000  # a Newton step costs ~C sweeps at most
+        plain = sinkhorn_log(-probs.log(), tol=1e-6, max_iter=1000, eps_scaling=False, max_newton=0, warn=False)[1]
+        assert not plain.converged
 
 
-def test_eps_scaling_reaches_the_same_plan() -> None:
+def test_accelerations_reach_the_same_plan() -> None:
+    """eps-scaling and the Newton finish change the path, not the solution."""
     probs, _ = _probs(64, 8, seed=7, gap=1.0, sigma=0.05)
-    scaled, s1 = sinkhorn_log(-probs.log(), tol=1e-12, max_iter=20_000)
-    plain, s2 = sinkhorn_log(-probs.log(), tol=1e-12, max_iter=20_000, eps_scaling=False)
-    assert s1.converged and s2.converged and s1.stages > 1 and s2.stages == 1
-    assert float((scaled - plain).abs().max()) < 1e-10
+    plain, ref = sinkhorn_log(-probs.log(), tol=1e-12, max_iter=50_000, eps_scaling=False, max_newton=0)
+    assert ref.converged and ref.stages == 1 and ref.newton_steps == 0
+    for eps_scaling, max_newton in ((True, 0), (False, 50), (True, 50)):
+        plan, stats = sinkhorn_log(-probs.log(), tol=1e-12, eps_scaling=eps_scaling, max_newton=max_newton)
+        assert stats.converged and (stats.stages > 1) == eps_scaling
+        assert float((plan - plain).abs().max()) < 1e-11
+        if max_newton:
+            assert stats.newton_steps > 0 and stats.iterations < ref.iterations
 
 
 @pytest.mark.parametrize(
