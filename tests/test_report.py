@@ -69,6 +69,13 @@ def runs_dir(tmp_path_factory) -> Path:
               status="failed", error="RuntimeError: out of memory")  # fmt: skip
     write_run(root, "dtd/coop/sym-0.75/seed2", ["data.dataset=dtd", "method.name=coop", "noise.rate=0.75",
               "run.seed=2"], status="running", epochs=[{"epoch": 1, "loss": 2.0}])  # fmt: skip
+    sweep = {
+        "runs": [
+            {"name": "dtd/coop/sym-0/seed1", "status": "skipped", "error": None},
+            {"name": "dtd/joapr/sym-0/seed1", "status": "failed", "error": "WeightsError: no RN50.pt"},
+        ]
+    }
+    (root / "sweep.json").write_text(json.dumps(sweep))  # a run that failed before writing its directory
     return root
 
 
@@ -136,6 +143,9 @@ def test_markdown_marks_the_best_mean_per_column(report) -> None:
     assert "## Average over 2 datasets" in text
     assert "| dtd/coop/sym-0.75/seed1 | failed | RuntimeError: out of memory |" in text
     assert "| dtd/coop/sym-0.75/seed2 | running |  |" in text
+    assert (
+        "| dtd/joapr/sym-0/seed1 | failed | WeightsError: no RN50.pt |" in text and "dtd/coop/sym-0/seed1 |" not in text
+    )
 
 
 def test_plots_are_valid_pngs_with_a_line_per_method(runs_dir, report) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visprompt.errors import VispromptError
-from visprompt.report.collect import RunRecord, collect_runs, label_methods
+from visprompt.report.collect import RunRecord, collect_runs, label_methods, sweep_failures
 from visprompt.report.plots import accuracy_figure, method_colors, save_figure, selection_figure
 from visprompt.report.tables import (
     epochs_rows,
@@ -79,7 +79,8 @@ def build_report(
     epochs_csv = write_csv(out / "epochs.csv", epochs_rows(records, labels))
     summary_csv = write_csv(out / "summary.csv", summary_rows(cells, metric))
     markdown = out / "results.md"
-    markdown.write_text(markdown_report(cells, records, metric, higher_is_better))
+    missing = sweep_failures(runs_dir, known=(r.name for r in records))
+    markdown.write_text(markdown_report(cells, records, metric, higher_is_better, missing))
 
     colors = method_colors(sorted(set(labels.values())))
     accuracy_plots = []

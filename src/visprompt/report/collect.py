@@ -24,7 +24,7 @@ import yaml
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CLEAN", "RunRecord", "collect_runs", "flatten", "label_methods", "metric_value"]
+__all__ = ["CLEAN", "RunRecord", "collect_runs", "flatten", "label_methods", "metric_value", "sweep_failures"]
 
 CLEAN = "clean"  # the noise type of every clean run (rate 0 or type none)
 # Config keys that never distinguish methods: where a run lives and how it executes.
@@ -96,6 +96,27 @@ def collect_runs(runs_dir: str | Path) -> list[RunRecord]:
         except (OSError, ValueError, yaml.YAMLError) as exc:  # one unreadable run must not sink the report
             log.warning("skipping %s: %s", run_dir, exc)
     return records
+
+
+def sweep_failures(runs_dir: str | Path, known: Iterable[str] = ()) -> list[tuple[str, str, str | None]]:
+    """(run, status, error) of the runs that a sweep's ``sweep.json`` lists as not done and that left no config.
+
+    A run that fails while it is set up (missing data or weights) writes no run directory; the sweep records it.
+    """
+    root = Path(runs_dir)
+    known = set(known)
+    missing = []
+    for path in sorted(root.rglob("sweep.json")):
+        prefix = path.parent.relative_to(root).as_posix()
+        try:
+            runs = json.loads(path.read_text()).get("runs", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        for run in runs:
+            name = f"{prefix}/{run.get('name')}" if prefix != "." else str(run.get("name"))
+            if name not in known and run.get("status") not in ("done", "skipped"):
+                missing.append((name, str(run.get("status") or "pending"), run.get("error")))
+    return missing
 
 
 def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:

@@ -133,9 +133,16 @@ def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
 
 
 def markdown_report(
-    cells: Sequence[SummaryCell], records: Sequence[RunRecord], metric: str, higher_is_better: bool = True
+    cells: Sequence[SummaryCell],
+    records: Sequence[RunRecord],
+    metric: str,
+    higher_is_better: bool = True,
+    missing: Sequence[tuple[str, str, str | None]] = (),
 ) -> str:
-    """Per-dataset tables of mean ± std over seeds (best per column in bold), an average, unfinished runs."""
+    """Per-dataset tables of mean ± std over seeds (best per column in bold), an average, unfinished runs.
+
+    ``missing`` adds (run, status, error) of runs that left no run directory (see ``collect.sweep_failures``).
+    """
     finished = sum(r.finished for r in records)
     lines = [
         f"# Results: {metric}",
@@ -153,10 +160,10 @@ def markdown_report(
             lines += ["", f"## Average over {len(datasets)} datasets", "",
                       "Mean over datasets of the per-dataset means (settings run on every dataset).", ""]  # fmt: skip
             lines += _table(average, higher_is_better, with_std=False)
-    unfinished = [r for r in records if not r.finished]
+    unfinished = [(r.name, r.status or "no status", r.error) for r in records if not r.finished] + list(missing)
     if unfinished:
         lines += ["", "## Runs not finished", "", "| run | status | error |", "| --- | --- | --- |"]
-        lines += [f"| {r.name} | {r.status or 'no status'} | {_escape(r.error or '')} |" for r in unfinished]
+        lines += [f"| {name} | {status} | {_escape(error or '')} |" for name, status, error in unfinished]
     return "\n".join(lines) + "\n"
 
 

@@ -94,11 +94,13 @@ def read_status(run_dir: str | Path) -> str | None:
     return text.split()[0] if text else None
 
 
-def engine_run(cfg: RunConfig) -> Mapping[str, Any] | None:
-    """The default run function: train and evaluate one run with the training engine."""
-    from visprompt.engine import run_training  # imported in the Ray worker
+def engine_run(cfg: RunConfig) -> dict[str, Any]:
+    """The default run function: :func:`visprompt.engine.train_run` (it skips done runs and resumes the others)."""
+    from visprompt.engine import train_run  # imported in the Ray worker
 
-    return run_training(cfg)
+    result = train_run(cfg, show_progress=False)
+    return {"status": result.status, "skipped": result.skipped, "resumed_from": result.resumed_from,
+            "top1": result.metrics.get("top1")}  # fmt: skip
 
 
 def _import_ray() -> Any:
@@ -137,11 +139,13 @@ def run_sweep(
     gpus_per_run: float = 0.0,
     max_retries: int = 1,
     on_progress: Callable[[SweepProgress], None] | None = None,
+    poll_s: float = 5.0,
 ) -> SweepResult:
     """Run every run not yet done as a Ray task (``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs each).
 
     ``run_fn(cfg)`` runs one run into ``cfg.run.out_dir / cfg.run.name`` (default: the training engine); it
-    must be importable or picklable by Ray. ``on_progress`` is called whenever a count changes.
+    must be importable or picklable by Ray. ``on_progress`` is called when a run finishes or fails, and at
+    least every ``poll_s`` seconds.
     """
     if max_retries < 0 or cpus_per_run < 0 or gpus_per_run < 0:
         raise ConfigError("sweep: max_retries, cpus_per_run and gpus_per_run must be >= 0")
@@ -180,7 +184,7 @@ def run_sweep(
                     opts = {"num_cpus": cpus_per_run, "num_gpus": gpus_per_run, "max_retries": 0, "name": run.name}
                     in_flight[task.options(**opts).remote(fn_ref, run.config)] = run
                 progress(len(in_flight))
-                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=5.0)
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll_s)
                 for ref in ready:
                     run = in_flight.pop(ref)
                     error = _outcome(ray, ref, run)
@@ -313,4 +317,5 @@ def _write_summary(path: Path, runs: Sequence[SweepRun], outcomes: list[RunOutco
     fd, tmp = tempfile.mkstemp(prefix=".sweep.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         json.dump(summary, f, indent=2, default=str)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private
     os.replace(tmp, path)
