@@ -9,6 +9,7 @@ from visprompt.models.backbone import PAPER_ARCHS, load_backbone
 from visprompt.models.classifier import PromptClassifier
 from visprompt.models.coop import CoOpPromptLearner
 from visprompt.models.tiny import tiny_clip, tiny_image_batch
+from visprompt.models.visprompt import VisPromptLearner
 
 
 @pytest.mark.parametrize(("tower", "n_tokens"), [("vit", 1 + 4 * 4), ("resnet", 1 + 2 * 2)])
@@ -70,11 +71,19 @@ def test_attributes_transforms_need() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["RN50", "ViT-B/16"])
-def test_paper_backbones_build_offline_with_random_weights(arch: str) -> None:
+@pytest.mark.parametrize(("arch", "visprompt_params"), [("RN50", 4_212_225), ("ViT-B/16", 3_950_081)])
+def test_paper_backbones_build_offline_and_count_parameters(arch: str, visprompt_params: int) -> None:
+    import open_clip
+
     clip = load_backbone(arch, None)
     assert clip.arch == PAPER_ARCHS[arch]
     assert clip.width == 512 and clip.context_length == 77
+    reference = open_clip.create_model(PAPER_ARCHS[arch], pretrained=None)
+    assert sum(p.numel() for p in clip.parameters()) == sum(p.numel() for p in reference.parameters())
     images = torch.zeros(1, 3, clip.image_size, clip.image_size)
     _, tokens = clip.encode_image(images)
     assert tokens.shape == (1, 50 if arch == "RN50" else 197, clip.embed_dim)
+    names = [f"class {i}" for i in range(10)]
+    visprompt = PromptClassifier(clip, VisPromptLearner(clip, names)).summary()
+    assert visprompt["trainable_total"] == visprompt_params  # the figures DESIGN.md asks to report
+    assert PromptClassifier(clip, CoOpPromptLearner(clip, names)).summary()["trainable_total"] == 16 * 512

@@ -83,15 +83,18 @@ def _decide_quick_gelu(label: str, stated: bool | None, declared: bool | None, s
 
 
 def build_open_clip_model(name_or_cfg: str | dict[str, Any], quick_gelu: bool) -> nn.Module:
+    """An open_clip ``CLIP`` (or ``CustomTextCLIP``) with random weights, from a registered name or a config dict.
+
+    Built directly rather than through ``open_clip.create_model``, which logs "initialized randomly" even when
+    weights are loaded right after and may reach for the network for some towers.
+    """
     import open_clip
 
-    if isinstance(name_or_cfg, str):
-        name = name_or_cfg
-        if quick_gelu and not name.endswith("-quickgelu") and f"{name}-quickgelu" in open_clip.list_models():
-            name = f"{name}-quickgelu"
-        return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
-    cfg = dict(name_or_cfg, quick_gelu=quick_gelu)
+    cfg = copy.deepcopy(open_clip.get_model_config(name_or_cfg)) if isinstance(name_or_cfg, str) else dict(name_or_cfg)
+    cfg["quick_gelu"] = quick_gelu
     custom_text = cfg.pop("custom_text", False)
+    if "multimodal_cfg" in cfg:
+        raise ConfigError("CoCa models (a multimodal text decoder) are not supported as prompt-learning backbones")
     try:
         return (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**cfg)
     except TypeError as err:
