@@ -216,10 +216,25 @@ def load_backbone(
     if model_cfg is not None:
         model_cfg["quick_gelu"] = use_quick_gelu
     if tokenizer is None:
-        tokenizer = open_clip.get_tokenizer(label) if isinstance(spec, str) else clip_tokenizer(model.context_length)
+        tokenizer = _default_tokenizer(label, spec, model)
     mean = preprocess.get("mean", OPENAI_MEAN)
     std = preprocess.get("std", OPENAI_STD)
     return FrozenCLIP(model, tokenizer, arch=label, mean=mean, std=std, model_cfg=model_cfg)
+
+
+def _default_tokenizer(label: str, spec: str | dict[str, Any], model: nn.Module) -> Tokenizer:
+    """The CLIP BPE tokenizer for config files; open_clip's tokenizer of a registered name (offline)."""
+    import open_clip
+
+    if isinstance(spec, dict):
+        if spec.get("text_cfg", {}).get("hf_tokenizer_name"):
+            raise ConfigError(f"{label}: the config names a Hugging Face tokenizer; pass tokenizer= explicitly")
+        return clip_tokenizer(int(model.context_length))
+    try:
+        return open_clip.get_tokenizer(label)
+    except Exception as err:  # a Hugging Face tokenizer that is not in the local cache
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"{label}: its tokenizer is not available offline ({first}); pass tokenizer=") from err
 
 
 def save_backbone(clip: FrozenCLIP, weights_path: str | Path, config_path: str | Path | None = None) -> None:
