@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -185,9 +186,22 @@ def test_sweep_command(tmp_path, capsys, monkeypatch) -> None:
     assert "sweep: done 1/2, running 0, failed 1, remaining 0" in captured.err  # the non-terminal display
 
 
+def make_folder_dataset(root: Path, size: int = 16) -> Path:
+    """FOLDER/{train,test}/<colour>/*.png: noisy squares of three colours (6 train, 3 test images each)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 3)):
+        for name, colour in {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 60, 220)}.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(np.array(colour) + rng.normal(0, 30, (size, size, 3)), 0, 255)  # (H, W, 3)
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
+    return root
+
+
 def test_end_to_end_sweep_with_the_engine_then_a_report(tmp_path) -> None:
     """Four real runs (tiny random CLIP, fabricated images) through the engine on Ray, then the report."""
-    from test_engine_runs import make_folder_dataset
     from visprompt.models.tiny import tiny_config
     from visprompt.report import build_report
 
