@@ -151,3 +151,15 @@ def test_testbed_benchmark_grid() -> None:
     assert {c.run.seed for c in cfgs} == {1, 2, 3}
     per_task = len(methods) * 3 * 13
     assert len(runs) == per_task * len({c.data.dataset for c in cfgs})
+
+
+def test_missing_ray_is_a_one_line_error(tmp_path, monkeypatch) -> None:
+    import sys
+
+    from visprompt.errors import VispromptError
+    from visprompt.sweep import run_sweep
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    runs = expand_sweep(load_sweep(write_grid(tmp_path, {}), out_dir=tmp_path / "runs"))
+    with pytest.raises(VispromptError, match=r"not installed: pip install 'visprompt\[sweep\]'"):
+        run_sweep(runs, print)

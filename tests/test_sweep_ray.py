@@ -23,6 +23,7 @@ ray = pytest.importorskip("ray")
 
 from visprompt.commands import sweep as sweep_command  # noqa: E402
 from visprompt.config import RunConfig, to_yaml  # noqa: E402
+from visprompt.errors import ConfigError, VispromptError  # noqa: E402
 from visprompt.sweep import expand_sweep, load_sweep, read_status, run_sweep  # noqa: E402
 
 
@@ -162,6 +163,16 @@ def test_failed_runs_are_retried_and_reported(tmp_path) -> None:
 
     again = run_sweep(runs, FakeRun(), max_retries=0)  # a new sweep retries what failed before
     assert again.ok and {o.name for o in again.outcomes if o.status == "done"} == {broken}
+
+
+def test_gpus_per_run_needs_a_gpu_and_bad_resources_are_refused(tmp_path) -> None:
+    runs = make_runs(tmp_path)
+    if not ray.cluster_resources().get("GPU"):
+        with pytest.raises(VispromptError, match=r"--gpus-per-run 0\.5: this machine has no GPU"):
+            run_sweep(runs, FakeRun(), gpus_per_run=0.5)
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        run_sweep(runs, FakeRun(), max_retries=-1)
+    assert not any(read_status(r.path) for r in runs)
 
 
 def test_sweep_command(tmp_path, capsys, monkeypatch) -> None:
