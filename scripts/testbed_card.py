@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--coop", type=Path, help="JSON with the engine's CoOp accuracies per task")
     parser.add_argument("--command", default=PRETRAIN_COMMAND, help="the pretraining command, for the card")
+    parser.add_argument("--note", action="append", default=[], help="extra line for the card's pretraining section")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluation = {**measure(args.assets, args.test_per_class), "test_per_class": args.test_per_class}
     (args.assets / EVAL_NAME).write_text(json.dumps(evaluation, indent=2) + "\n")
     coop = json.loads(args.coop.read_text()) if args.coop else None
-    print(write_model_card(args.assets, evaluation, args.command, coop).read_text())
+    print(write_model_card(args.assets, evaluation, args.command, coop, args.note).read_text())
     return 0
 
 

@@ -49,6 +49,7 @@ def test_pretrain_writes_a_loadable_checkpoint_and_resumes(tiny_run) -> None:
     assert not any(p.requires_grad for p in clip.parameters())
     meta2 = pretrain(out, tok, dataclasses.replace(cfg, max_steps=3), arch)  # resumes from state.pt
     assert meta2["steps"] == 3 and meta2["samples"] == 24
+    assert [seg["start_step"] for seg in meta2["segments"]] == [0, 2]
 
 
 def test_export_and_model_card(tiny_run, tmp_path) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import platform
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +62,17 @@ def _pct(x: float | None) -> str:
 
 
 def write_model_card(
-    directory: str | Path, evaluation: dict[str, Any], command: str, coop: dict[str, dict[str, float]] | None = None
+    directory: str | Path,
+    evaluation: dict[str, Any],
+    command: str,
+    coop: dict[str, dict[str, float]] | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write ``MODEL_CARD.md`` in ``directory`` (which holds the checkpoint, config and ``pretrain_meta.json``).
 
     ``evaluation`` is :func:`measure`'s result plus ``"test_per_class"``; ``coop`` maps task name to
-    ``{"coop_clean": acc, "coop_noise75": acc}`` when the engine has measured them.
+    ``{"coop_clean": acc, "coop_noise75": acc}`` when the engine has measured them; ``notes`` are extra lines
+    for the pretraining section (e.g. how a run was resumed).
     """
     directory = Path(directory)
     meta = json.loads((directory / META_NAME).read_text())
@@ -106,6 +112,12 @@ def write_model_card(
         f"over the wall-clock budget ({pre['time_budget_min']} min), batch {pre['batch_size']}, "
         f"{pre['threads']} CPU threads.",
         f"- Command: `{command}`",
+        *[
+            f"  - from step {g['start_step']} ({g['start_minutes']:.1f} min): batch {g['batch_size']}, "
+            f"{g['threads']} thread(s), max {g['max_steps']} steps, budget {g['time_budget_min']} min"
+            for g in meta.get("segments", [])
+        ],
+        *[f"- {note}" for note in notes],
         f"- Ran: {meta['steps']:,} steps, {meta['samples']:,} samples, {meta['minutes']:.1f} min wall clock on a "
         "shared 2-core CPU (other jobs running) "
         f"; final batch loss {meta['loss']:.3f}, in-batch image-to-text accuracy {meta['acc']:.3f}.",

@@ -161,13 +161,18 @@ def pretrain(out: Path, tokenizer: CompactTokenizer, cfg: PretrainConfig, arch: 
     torch.manual_seed(cfg.seed)
     model = build_clip(arch.to_open_clip())
     opt = _optimizer(model, cfg)
-    meta = {"steps": 0, "samples": 0, "minutes": 0.0, "loss": None, "acc": None}
+    meta = {"steps": 0, "samples": 0, "minutes": 0.0, "loss": None, "acc": None, "segments": []}
     if (out / "state.pt").is_file():
         state = torch.load(out / "state.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        meta.update({k: state["meta"][k] for k in meta})
+        meta.update({k: state["meta"].get(k, meta[k]) for k in meta})
         logger.info("resuming at step %d (%.1f min used)", meta["steps"], meta["minutes"])
+    # each start or resume, with the settings it ran under (a resumed run may change batch size, budget, ...)
+    meta["segments"] = [
+        *meta["segments"],
+        {"start_step": meta["steps"], "start_minutes": meta["minutes"], **asdict(cfg)},
+    ]
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("tiny CLIP: %d parameters; config %s", n_params, asdict(cfg))
     meta["parameters"] = n_params
