@@ -206,3 +206,17 @@ def test_rng_state_roundtrip_covers_python_numpy_torch() -> None:
     again = (random.random(), float(np.random.rand()), float(torch.rand(())))
     assert first == again
     assert not math.isnan(first[0])
+
+
+def test_the_testbed_backbone_goes_through_the_testbed_loader(monkeypatch) -> None:
+    import visprompt.testbed
+    from visprompt.config import load_config
+    from visprompt.engine.runner import load_clip
+
+    calls = []
+    monkeypatch.setattr(
+        visprompt.testbed, "load_testbed_clip", lambda device, directory=None: calls.append((device, directory))
+    )
+    load_clip(load_config([], ["backbone.arch=testbed", "backbone.weights=/some/folder"]), torch.device("cpu"))
+    load_clip(load_config([], ["backbone.arch=testbed", "backbone.weights=null"]), torch.device("cpu"))
+    assert calls == [(torch.device("cpu"), "/some/folder"), (torch.device("cpu"), None)]

@@ -74,10 +74,18 @@ def run_name(cfg: RunConfig) -> str:
 
 
 def load_clip(cfg: RunConfig, device: torch.device) -> nn.Module:
-    """The frozen CLIP of ``cfg.backbone`` on ``device`` (a missing weights file is a one-line WeightsError)."""
+    """The frozen CLIP of ``cfg.backbone`` on ``device`` (a missing weights file is a one-line WeightsError).
+
+    ``backbone.arch = "testbed"`` is the offline testbed's tiny CLIP with its compact tokenizer
+    (``backbone.weights``: the folder holding its files; null = the copy shipped with the package).
+    """
     from visprompt.models.backbone import load_backbone
 
     b = cfg.backbone
+    if b.arch == "testbed":
+        from visprompt.testbed import load_testbed_clip
+
+        return load_testbed_clip(device, directory=b.weights)
     return load_backbone(b.arch, b.weights, device=device, cache_dir=b.cache_dir, sha256=b.sha256, seed=cfg.run.seed)
 
 
