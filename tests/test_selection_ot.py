@@ -221,6 +221,8 @@ def test_low_precision_probabilities_are_accepted() -> None:
         result = ot_split(probs.to(dtype), labels)
         assert torch.equal(result.pseudo_labels, true)
         assert result.confidence.dtype == torch.float32 and result.clean.device == probs.device
+    on_cpu = ot_split(probs, labels, device="cpu")
+    assert torch.equal(on_cpu.clean, ot_split(probs, labels).clean) and on_cpu.clean.device == probs.device
 
 
 @pytest.mark.parametrize(

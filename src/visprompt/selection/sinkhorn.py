@@ -185,8 +185,8 @@ def sinkhorn_log(
         tol: stop when max(|Q 1 - a|_1, |Q^T 1 - b|_1) <= tol. The L1 norm of a sum-one marginal is scale-free in N.
         max_iter: cap on Sinkhorn sweeps, summed over eps-scaling stages.
         eps_scaling: anneal eps from the cost range down to ``eps`` (same solution, far fewer sweeps at small eps).
-        max_newton: cap on Newton steps when Sinkhorn has not converged after a few hundred sweeps at ``eps``
-            (see :mod:`visprompt.selection.newton`); 0 gives plain Sinkhorn.
+        max_newton: cap on Newton steps, used when Sinkhorn has not converged after 20 sweeps at ``eps`` (see
+            :mod:`visprompt.selection.newton`; a step costs O(N C^2)); 0 gives plain Sinkhorn.
         warn: issue a :class:`ConvergenceWarning` when ``tol`` is not reached.
 
     Returns:
@@ -244,7 +244,7 @@ def sinkhorn_log(
     if not converged and warn:
         warnings.warn(
             f"Sinkhorn did not converge: marginal error {marginal_error:.2e} > tol {tol:.1e} after {sweeps} sweeps "
-            f"(eps={eps}, N={n}, C={c}); increase max_iter or eps",
+            f"and {newton_steps} Newton steps (eps={eps}, N={n}, C={c}); increase max_iter or eps",
             ConvergenceWarning,
             stacklevel=3,  # the caller of the no_grad wrapper
         )
