@@ -49,11 +49,12 @@ def _evaluate(kernel: torch.Tensor, a: torch.Tensor, b: torch.Tensor, v: torch.T
     return lse, float(b @ v - a @ lse), plan, plan.sum(dim=0)
 
 
-def _solve_spd(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+def _solve_spd(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor | None:
+    """matrix^-1 rhs by Cholesky; None when the matrix is not numerically positive definite."""
     chol, info = torch.linalg.cholesky_ex(matrix)
-    if int(info) == 0:
-        return torch.cholesky_solve(rhs[:, None], chol).squeeze(1)
-    return torch.linalg.lstsq(matrix, rhs[:, None]).solution.squeeze(1)  # numerically indefinite: least squares
+    if int(info) != 0:
+        return None
+    return torch.cholesky_solve(rhs[:, None], chol).squeeze(1)
 
 
 def newton_semidual(
@@ -75,6 +76,9 @@ def newton_semidual(
         diag = torch.diag(col.clamp_min(torch.finfo(col.dtype).tiny))  # (C, C)  LM metric diag(c)
         while mu <= _MU_MAX:  # find a damping that gives progress
             delta = _solve_spd(hess + mu * diag + gauge, grad)  # (C,)
+            if delta is None:  # H's rounding made the system indefinite: damp more
+                mu *= 4.0
+                continue
             predicted = float(grad @ delta - 0.5 * delta @ (hess @ delta))
             trial = _evaluate(kernel, a, b, v + delta)
             trial_err = float((b - trial[3]).abs().sum())
