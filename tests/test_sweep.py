@@ -73,6 +73,14 @@ def test_other_axes_get_their_own_path_segment(tmp_path) -> None:
     assert load_sweep(write_grid(tmp_path, grid)).out_dir == (Path.cwd() / "runs" / "grid").resolve()
 
 
+def test_yaml_exponents_without_a_dot_are_numbers(tmp_path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text("base:\n  optim.warmup_lr: 1e-5\ngrid:\n  optim.lr: [1e-3, 2e-3]\n")  # YAML 1.1: strings
+    runs = expand_sweep(load_sweep(path))
+    assert [r.config.optim.lr for r in runs] == [1e-3, 2e-3] and runs[0].config.optim.warmup_lr == 1e-5
+    assert runs[0].name.endswith("/optim.lr-1e-3/seed1")
+
+
 def test_a_list_of_grids_is_a_union_and_overlaps_run_once(tmp_path) -> None:
     grid = {"grid": [
         {"noise.type": ["sym"], "noise.rate": [0.0, 0.5]},
@@ -105,6 +113,7 @@ def test_relative_data_root_is_made_absolute(tmp_path, monkeypatch) -> None:
         ({"base": {"shots": 16}}, "unknown key 'shots'"),
         ({"grid": {"noise.rate": []}}, "grid.noise.rate: expected a non-empty list"),
         ({"grids": {}}, "unknown key 'grids'"),
+        ({"base": {"data.shots.x": 1}}, "data.shots: expected an integer"),
         ({"base": {"config": ["missing.yaml"]}}, "missing.yaml does not exist"),
         ({"grid": {"data.path": ["a/b", "a-b"]}}, "share the directory"),
     ],

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -51,6 +51,7 @@ RESERVED_KEYS = ("run.name", "run.out_dir")  # set by the sweep itself
 NAMED_KEYS = {"dataset", "method", "data.dataset", "method.name", "noise.type", "noise.rate", "run.seed",
               "noise.false_per_class", "noise.pair_flip"}  # fmt: skip  # already part of the run directory name
 PATH_KEYS = ("data.root", "data.path")  # made absolute, since Ray workers may run elsewhere
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 @dataclass(frozen=True)
@@ -148,16 +149,16 @@ def expand_sweep(spec: SweepSpec) -> list[SweepRun]:
 def resolve_run_config(settings: Mapping[str, Any], config_files: Iterable[Path], out_dir: Path) -> RunConfig:
     """Presets, then ``config_files``, then the dotted keys of ``settings``; ``run.out_dir`` set to ``out_dir``."""
     files: list[Path] = []
-    overrides: list[str] = []
+    values: dict[str, Any] = {}  # dotted key -> value, applied after the files
     if settings.get("dataset") is not None:
         files += filter(None, [_preset("datasets", str(settings["dataset"]))])
-        overrides.append(f"data.dataset={json.dumps(str(settings['dataset']))}")
+        values["data.dataset"] = str(settings["dataset"])
     if settings.get("backbone") is not None:
         preset = _preset("backbones", str(settings["backbone"]))
         if preset is not None:
             files.append(preset)
         else:
-            overrides.append(f"backbone.arch={json.dumps(str(settings['backbone']))}")
+            values["backbone.arch"] = str(settings["backbone"])
     if settings.get("method") is not None:
         preset = _preset("methods", str(settings["method"]))
         if preset is None:
@@ -165,21 +166,25 @@ def resolve_run_config(settings: Mapping[str, Any], config_files: Iterable[Path]
             raise ConfigError(f"unknown method {settings['method']!r} (known: {', '.join(known)})")
         files.append(preset)
     files += config_files
-    for key, value in settings.items():
-        if key in PRESET_KEYS:
-            continue
-        if key in PATH_KEYS and isinstance(value, str):
-            value = str(Path(value).expanduser().resolve())
-        overrides.append(f"{key}={json.dumps(value)}")
+    values.update((k, _number(v)) for k, v in settings.items() if k not in PRESET_KEYS)
+    values["run.out_dir"] = str(out_dir)
     tree: dict[str, Any] = {}
     for file in files:
         _deep_merge(tree, _read_yaml(file))
-    for key in PATH_KEYS:  # a relative data root in a YAML layer means: relative to where the sweep starts
+    for key, value in values.items():
+        node = tree
+        *sections, name = key.split(".")
+        for section in sections:
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"unknown config key {key} ({section} is a value, not a section)")
+        node[name] = value
+    for key in PATH_KEYS:  # relative data paths are relative to where the sweep starts, not to the workers
         section, name = key.split(".")
         value = tree.get(section, {}).get(name)
         if isinstance(value, str):
             tree[section][name] = str(Path(value).expanduser().resolve())
-    return load_config(overrides=[*overrides, f"run.out_dir={json.dumps(str(out_dir))}"], base=tree)
+    return load_config(base=tree)
 
 
 def run_name(cfg: RunConfig, extra: Mapping[str, Any]) -> str:
@@ -196,6 +201,13 @@ def run_name(cfg: RunConfig, extra: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; the command line's overrides read it as a number, so do we."""
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def _fmt(value: Any) -> str:
