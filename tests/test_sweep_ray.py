@@ -111,6 +111,11 @@ def test_four_runs_complete_then_a_rerun_skips_them(tmp_path) -> None:
     again = run_sweep(runs, FakeRun())
     assert [o.status for o in again.outcomes] == ["skipped"] * 4
     assert {r.name: snapshot(r.path) for r in runs} == before  # not even called
+    assert again.stale == ()
+
+    changed = run_sweep(make_runs(tmp_path, epochs=5), FakeRun())  # the grid changed since: warn, keep results
+    assert [o.status for o in changed.outcomes] == ["skipped"] * 4 and len(changed.stale) == 4
+    assert changed.stale[0] == f"{runs[0].name}: optim.epochs 3 -> 5"
 
 
 def test_interrupted_sweep_resumes_without_touching_finished_runs(tmp_path) -> None:

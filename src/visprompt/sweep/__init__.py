@@ -6,15 +6,8 @@
 """
 
 from visprompt.sweep.grid import SweepRun, SweepSpec, expand_sweep, load_sweep, resolve_run_config, run_name
-from visprompt.sweep.runner import (
-    RunOutcome,
-    SweepProgress,
-    SweepResult,
-    engine_run,
-    ray_session,
-    read_status,
-    run_sweep,
-)
+from visprompt.sweep.runner import SweepProgress, SweepResult, engine_run, ray_session, run_sweep
+from visprompt.sweep.state import RunOutcome, read_status
 
 __all__ = [
     "RunOutcome",

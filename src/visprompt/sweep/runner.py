@@ -19,12 +19,8 @@ sweep's ``out_dir`` and the data must be on a filesystem every node sees.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,10 +32,11 @@ from typing import Any
 from visprompt.config import RunConfig
 from visprompt.errors import ConfigError, VispromptError
 from visprompt.sweep.grid import SweepRun
+from visprompt.sweep.state import EventLog, RunOutcome, config_change, read_status, write_summary
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunOutcome", "SweepProgress", "SweepResult", "engine_run", "ray_session", "read_status", "run_sweep"]
+__all__ = ["SweepProgress", "SweepResult", "engine_run", "ray_session", "run_sweep"]
 
 RunFn = Callable[[RunConfig], Mapping[str, Any] | None]
 DONE, FAILED = "done", "failed"
@@ -62,18 +59,11 @@ class SweepProgress:
 
 
 @dataclass(frozen=True)
-class RunOutcome:
-    name: str  # run directory relative to the sweep's out_dir
-    status: str  # done | failed | skipped (done before this sweep started)
-    attempts: int  # tasks submitted for it by this sweep
-    error: str | None = None  # the last attempt's error, one line
-
-
-@dataclass(frozen=True)
 class SweepResult:
     out_dir: Path
     outcomes: tuple[RunOutcome, ...]
     seconds: float
+    stale: tuple[str, ...] = ()  # finished runs whose config.yaml differs from the grid's: "<run>: <key> a -> b"
 
     @property
     def failed(self) -> list[RunOutcome]:
@@ -82,16 +72,6 @@ class SweepResult:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def read_status(run_dir: str | Path) -> str | None:
-    """The first word of ``<run_dir>/status`` (running, done, failed), or None when there is none."""
-    path = Path(run_dir) / "status"
-    try:
-        text = path.read_text().strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return text.split()[0] if text else None
 
 
 def engine_run(cfg: RunConfig) -> dict[str, Any]:
@@ -158,9 +138,13 @@ def run_sweep(
     errors: dict[str, str] = {}
     done: list[str] = []
     failed: list[str] = []
-    events = _EventLog(out / "sweep-events.jsonl")
+    events = EventLog(out / "sweep-events.jsonl")
+    stale = tuple(filter(None, (config_change(r) for r in skipped)))
     for run in skipped:
         events.write(run.name, "skipped")
+    if stale:
+        log.warning("%d finished runs were made with another config than the grid gives now, e.g. %s; their "
+                    "results are kept (delete them, or use another out_dir)", len(stale), stale[0])  # fmt: skip
     log.info("sweep %s: %d runs, %d already done, %d to run", out, len(runs), len(skipped), len(queue))
 
     def progress(running: int) -> None:
@@ -212,10 +196,10 @@ def run_sweep(
             outcomes = [RunOutcome(r.name, "skipped", 0) for r in skipped]
             outcomes += [RunOutcome(n, DONE, attempts[n], errors.get(n)) for n in done]
             outcomes += [RunOutcome(n, FAILED, attempts[n], errors[n]) for n in failed]
-            _write_summary(out / "sweep.json", runs, outcomes, interrupted)
+            write_summary(out / "sweep.json", runs, outcomes, interrupted)
     seconds = time.perf_counter() - start
     log.info("sweep %s finished in %.1f s: %d done, %d failed", out, seconds, len(skipped) + len(done), len(failed))
-    return SweepResult(out, tuple(outcomes), seconds)
+    return SweepResult(out, tuple(outcomes), seconds, stale)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -291,31 +275,3 @@ def _common_out_dir(runs: Sequence[SweepRun]) -> Path:
     if len(dirs) != 1:
         raise ConfigError(f"sweep: runs write to {len(dirs)} different out_dirs; pass out_dir explicitly")
     return dirs.pop()
-
-
-class _EventLog:
-    """Append-only JSON lines: one per started, finished, failed, skipped or interrupted run attempt."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, run: str, event: str, **fields: Any) -> None:
-        record = {"time": round(time.time(), 3), "run": run, "event": event, **fields}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-
-def _write_summary(path: Path, runs: Sequence[SweepRun], outcomes: list[RunOutcome], interrupted: bool) -> None:
-    """``sweep.json``: every run with its status, attempts, last error and axis values (atomic write)."""
-    by_name = {o.name: o for o in outcomes}
-    records = []
-    for run in runs:
-        outcome = by_name.get(run.name) or RunOutcome(run.name, read_status(run.path) or "pending", 0)
-        records.append({**dataclasses.asdict(outcome), "assignment": run.assignment})
-    summary = {"interrupted": interrupted, "total": len(runs), "runs": records}
-    fd, tmp = tempfile.mkstemp(prefix=".sweep.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(summary, f, indent=2, default=str)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private
-    os.replace(tmp, path)

@@ -1,0 +1,100 @@
+"""What a sweep keeps on disk: run status, an append-only event log, a summary, and config drift checks.
+
+* ``<run dir>/status`` (written by the run function): ``running``, ``done`` or ``failed``; the source of truth.
+* ``<out_dir>/sweep-events.jsonl``: one JSON line per started, finished, failed, skipped or interrupted attempt.
+* ``<out_dir>/sweep.json``: the last sweep's view of every run (status, attempts, last error, axis values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visprompt.config import RunConfig, load_config, to_dict
+from visprompt.errors import ConfigError
+from visprompt.sweep.grid import SweepRun
+
+__all__ = ["EventLog", "RunOutcome", "config_change", "flat_config", "read_status", "write_summary"]
+
+_WHERE_KEYS = ("run.out_dir", "run.name", "run.device")  # where a run ran, not what it computed
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    name: str  # run directory relative to the sweep's out_dir
+    status: str  # done | failed | skipped (done before this sweep started)
+    attempts: int  # tasks submitted for it by this sweep
+    error: str | None = None  # the last attempt's error, one line
+
+
+def read_status(run_dir: str | Path) -> str | None:
+    """The first word of ``<run_dir>/status`` (running, done, failed), or None when there is none."""
+    path = Path(run_dir) / "status"
+    try:
+        text = path.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return text.split()[0] if text else None
+
+
+def config_change(run: SweepRun) -> str | None:
+    """``"<run>: <key> <saved> -> <now>"`` when the run's saved config differs from its grid config, else None."""
+    try:
+        saved = flat_config(load_config([run.path / "config.yaml"]))
+    except (ConfigError, OSError):
+        return None  # unreadable or from another version: nothing to compare
+    now = flat_config(run.config)
+    for key in sorted(set(saved) | set(now)):
+        if key not in _WHERE_KEYS and saved.get(key) != now.get(key):
+            return f"{run.name}: {key} {saved.get(key)!r} -> {now.get(key)!r}"
+    return None
+
+
+def flat_config(cfg: RunConfig) -> dict[str, Any]:
+    """The config as ``{"optim.lr": 0.002, ...}``."""
+    out: dict[str, Any] = {}
+    for section, fields in to_dict(cfg).items():
+        stack = [(section, fields)]
+        while stack:
+            prefix, node = stack.pop()
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    stack.append((f"{prefix}.{key}", value))
+                else:
+                    out[f"{prefix}.{key}"] = value
+    return out
+
+
+class EventLog:
+    """Append-only JSON lines: one per started, finished, failed, skipped or interrupted run attempt."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, run: str, event: str, **fields: Any) -> None:
+        record = {"time": round(time.time(), 3), "run": run, "event": event, **fields}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def write_summary(path: Path, runs: Sequence[SweepRun], outcomes: list[RunOutcome], interrupted: bool) -> None:
+    """``sweep.json``: every run with its status, attempts, last error and axis values (atomic write)."""
+    by_name = {o.name: o for o in outcomes}
+    records = []
+    for run in runs:
+        outcome = by_name.get(run.name) or RunOutcome(run.name, read_status(run.path) or "pending", 0)
+        records.append({**dataclasses.asdict(outcome), "assignment": run.assignment})
+    summary = {"interrupted": interrupted, "total": len(runs), "runs": records}
+    fd, tmp = tempfile.mkstemp(prefix=".sweep.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private
+    os.replace(tmp, path)
