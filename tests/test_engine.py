@@ -220,3 +220,65 @@ def test_the_testbed_backbone_goes_through_the_testbed_loader(monkeypatch) -> No
     load_clip(load_config([], ["backbone.arch=testbed", "backbone.weights=/some/folder"]), torch.device("cpu"))
     load_clip(load_config([], ["backbone.arch=testbed", "backbone.weights=null"]), torch.device("cpu"))
     assert calls == [(torch.device("cpu"), "/some/folder"), (torch.device("cpu"), None)]
+
+
+def _feature_data(n: int = 8, dim: int = 4):
+    from visprompt.data.records import Sample
+    from visprompt.engine.data import FeatureData, FeatureSet
+
+    samples = [
+        Sample(index=i, path=f"/x/{i}.png", label=i % 2, true_label=i % 2, classname="ab"[i % 2]) for i in range(n)
+    ]
+    features = FeatureSet(torch.randn(n, dim, generator=torch.Generator().manual_seed(0)), None)
+    precision = resolve_precision("fp32", torch.device("cpu"))
+    return FeatureData(samples, features, device=torch.device("cpu"), precision=precision, eval_batch_size=4), precision
+
+
+class _Probe(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(4, 2))
+
+    def logits_from_features(self, pooled, tokens=None):
+        return pooled @ self.weight
+
+    def trainable_parameters(self):
+        return [self.weight]
+
+
+def test_fit_steps_once_per_batch_and_records_every_epoch() -> None:
+    from visprompt.engine.loop import fit
+    from visprompt.methods.base import MethodBase
+
+    class CE(MethodBase):
+        def forward(self, batch):
+            return {"loss": torch.nn.functional.cross_entropy(self.logits(batch), batch["labels"])}
+
+    data, precision = _feature_data()
+    method = CE(_Probe())
+    opt = build_optimizer(method.trainable_parameters(), lr=0.5)
+    sched = build_scheduler(opt, epochs=3, warmup_epochs=0)
+    seen = []
+    records = fit(method, data, opt, sched, epochs=3, batch_size=4, precision=precision, seed=0,
+                  on_epoch_end=lambda e, r: seen.append(e), show_progress=False)  # fmt: skip
+    assert seen == [1, 2, 3] and [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert int(opt.state_dict()["state"][0]["momentum_buffer"].abs().sum() > 0)
+
+
+def test_a_diverging_loss_stops_training_with_a_one_line_error() -> None:
+    from visprompt.engine.loop import DivergenceError, fit
+    from visprompt.errors import VispromptError
+    from visprompt.methods.base import MethodBase
+
+    class Broken(MethodBase):
+        def forward(self, batch):
+            return {"loss": self.logits(batch).sum() * float("nan")}
+
+    data, precision = _feature_data()
+    method = Broken(_Probe())
+    opt = build_optimizer(method.trainable_parameters(), lr=0.1)
+    with pytest.raises(DivergenceError, match="epoch 1: the loss is nan") as info:
+        fit(method, data, opt, build_scheduler(opt, epochs=1), epochs=1, batch_size=4, precision=precision, seed=0,
+            show_progress=False)  # fmt: skip
+    assert isinstance(info.value, VispromptError)

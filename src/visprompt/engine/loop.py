@@ -20,11 +20,16 @@ import torch
 
 from visprompt.engine.progress import progress
 from visprompt.engine.runtime import Precision
+from visprompt.errors import VispromptError
 from visprompt.methods.base import Batch, MethodBase, TrainView
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpochMeter", "TrainData", "epoch_seed", "fit"]
+__all__ = ["DivergenceError", "EpochMeter", "TrainData", "epoch_seed", "fit"]
+
+
+class DivergenceError(VispromptError):
+    """The loss became NaN or infinite (a learning rate too high for the setting, usually)."""
 
 
 class TrainData(Protocol):
@@ -113,7 +118,9 @@ def fit(
             loss = out.pop("loss")
             if loss.requires_grad:
                 if not precision.needs_scaler and not torch.isfinite(loss):
-                    raise FloatingPointError(f"epoch {epoch + 1}: the loss is {float(loss)} (training diverged)")
+                    raise DivergenceError(
+                        f"epoch {epoch + 1}: the loss is {float(loss.detach())}; training diverged (lower optim.lr?)"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)

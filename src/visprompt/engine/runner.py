@@ -90,10 +90,11 @@ def load_clip(cfg: RunConfig, device: torch.device) -> nn.Module:
 
 
 def _same_run(saved: RunConfig, cfg: RunConfig) -> bool:
-    """Whether two configs describe the same run (where it runs and writes may differ)."""
+    """Whether two configs describe the same run (where it runs and writes, and with how many workers, may differ)."""
     a, b = to_dict(saved), to_dict(cfg)
     for d in (a, b):
         d["run"] = {k: v for k, v in d["run"].items() if k not in ("device", "out_dir", "name")}
+        d["data"] = {k: v for k, v in d["data"].items() if k != "num_workers"}
     return a == b
 
 
