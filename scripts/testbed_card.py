@@ -17,7 +17,7 @@ from pathlib import Path
 from visprompt.testbed.card import EVAL_NAME, export_assets, measure, write_model_card
 from visprompt.testbed.model import ASSETS
 
-PRETRAIN_COMMAND = (
+PRETRAIN_COMMAND = "PYTHONPATH=src nice -n 5 python scripts/pretrain_testbed.py --out runs/testbed_pretrain"
     "PYTHONPATH=src nice -n 5 python scripts/pretrain_testbed.py --out runs/testbed_pretrain --budget-min 65"
 )
 

@@ -51,16 +51,16 @@ class PretrainConfig:
     """Pretraining hyperparameters (the model architecture is :class:`TinyClipConfig`)."""
 
     seed: int = 0  # data and initialisation seed
-    batch_size: int = 256  # B
+    batch_size: int = 128  # B
     lr: float = 1e-3  # peak AdamW learning rate
     weight_decay: float = 0.1  # on matrices only (not on norms, biases, embeddings, logit scale)
     warmup_steps: int = 300
-    max_steps: int = 20_000  # upper bound; the time budget usually ends the run first
-    time_budget_min: float = 65.0  # wall-clock budget for the whole run (resumes included)
+    max_steps: int = 3500  # length of the schedule
+    time_budget_min: float = 180.0  # hard wall-clock cap for the whole run (resumes included)
     save_every_min: float = 4.0  # checkpoint interval
     log_every: int = 25  # steps between log lines
     hard_negative_frac: float = 0.5  # fraction of each batch drawn from two colours
-    threads: int = 2  # torch intra-op threads of the training process
+    threads: int = 1  # torch intra-op threads (one is far cheaper than two on a shared, oversubscribed CPU)
     workers: int = 1  # rendering processes (0: render in the training process)
 
     def __post_init__(self) -> None:
