@@ -9,6 +9,8 @@ For each tower, C in {10, 47, 100} and B in {1, 16}, each path runs side by side
 
 * forward: text features under ``torch.no_grad()``;
 * train step: forward + backward of a scalar loss to the (B, 16, 512) context (what a training step costs);
+* time: median wall-clock and process CPU time (the speed-up x uses CPU time, which other processes on a
+  shared host disturb less; with ``--threads 1`` CPU time is the single core's busy time);
 * peak memory: the peak of live CPU tensor memory during the call, from ``torch.profiler`` memory events
   (allocations and frees in time order, at operator granularity; tracemalloc cannot see torch's allocator);
 * max |diff|: the largest absolute difference of the unit-norm features from the reference path's, and the
@@ -72,13 +74,15 @@ def peak_memory_mb(fn) -> float:
     return peak / 2**20
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """Median wall-clock and process CPU time of ``fn`` in ms (CPU time is the steadier one on a shared host)."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
 def bench_config(clip: FrozenCLIP, n_cls: int, batch: int, repeats: int) -> list[dict]:
@@ -107,15 +111,19 @@ def bench_config(clip: FrozenCLIP, n_cls: int, batch: int, repeats: int) -> list
         grad = ctx.grad.clone()
         if path == "reference":
             ref_feats, ref_grad = feats, grad
+        fwd_wall, fwd_cpu = timed(forward, repeats)
+        train_wall, train_cpu = timed(train_step, repeats)
         rows.append(
             {
                 "C": n_cls,
                 "B": batch,
                 "path": path,
                 "tokens": length,
-                "fwd_ms": timed(forward, repeats),
+                "fwd_wall": fwd_wall,
+                "fwd_ms": fwd_cpu,
                 "fwd_mb": fwd_mem,
-                "train_ms": timed(train_step, repeats),
+                "train_wall": train_wall,
+                "train_ms": train_cpu,
                 "train_mb": train_mem,
                 "feat_diff": (feats - ref_feats).abs().max().item(),
                 "grad_diff": ((grad - ref_grad).abs().max() / ref_grad.abs().max()).item(),
@@ -128,16 +136,16 @@ def bench_config(clip: FrozenCLIP, n_cls: int, batch: int, repeats: int) -> list
 
 
 HEADER = (
-    f"{'C':>4} {'B':>3} {'path':<10} {'L':>3} {'fwd ms':>9} {'x':>5} {'fwd MB':>8} "
-    f"{'train ms':>9} {'x':>5} {'train MB':>9} {'max|dfeat|':>10} {'max rel dgrad':>13}"
+    f"{'C':>4} {'B':>3} {'path':<10} {'L':>3} {'fwd wall':>9} {'fwd cpu':>9} {'x':>5} {'fwd MB':>8} "
+    f"{'train wall':>10} {'train cpu':>10} {'x':>5} {'train MB':>9} {'max|dfeat|':>10} {'max rel dgrad':>13}"
 )
 
 
 def print_row(r: dict) -> None:
     print(
-        f"{r['C']:>4} {r['B']:>3} {r['path']:<10} {r['tokens']:>3} {r['fwd_ms']:>9.1f} {r['fwd_x']:>5.1f} "
-        f"{r['fwd_mb']:>8.1f} {r['train_ms']:>9.1f} {r['train_x']:>5.1f} {r['train_mb']:>9.1f} "
-        f"{r['feat_diff']:>10.1e} {r['grad_diff']:>13.1e}",
+        f"{r['C']:>4} {r['B']:>3} {r['path']:<10} {r['tokens']:>3} {r['fwd_wall']:>9.1f} {r['fwd_ms']:>9.1f} "
+        f"{r['fwd_x']:>5.1f} {r['fwd_mb']:>8.1f} {r['train_wall']:>10.1f} {r['train_ms']:>10.1f} "
+        f"{r['train_x']:>5.1f} {r['train_mb']:>9.1f} {r['feat_diff']:>10.1e} {r['grad_diff']:>13.1e}",
         flush=True,
     )
 
@@ -159,13 +167,12 @@ def main(argv: list[str] | None = None) -> None:
         args.repeats = 1
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{torch.get_num_threads()} threads, float32, median of {args.repeats}; memory: torch.profiler CPU events"
+        f"{torch.get_num_threads()} threads, float32, median of {args.repeats}; memory: torch.profiler CPU events; "
+        f"load average at start {os.getloadavg()[0]:.1f}"
     )
     for arch in args.towers:
         clip = text_tower(arch)
-        print(
-            f"\n{arch} text tower (x: speed-up over the reference path in the same run)\n{HEADER}\n{'-' * len(HEADER)}"
-        )
+        print(f"\n{arch} text tower (ms; x: CPU-time speed-up over the reference path)\n{HEADER}\n{'-' * len(HEADER)}")
         for n_cls, batch in grid:
             for row in bench_config(clip, n_cls, batch, args.repeats):
                 print_row(row)
