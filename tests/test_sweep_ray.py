@@ -34,6 +34,7 @@ class FakeRun:
     fail: tuple[str, ...] = ()  # raise on the first attempt
     always_fail: tuple[str, ...] = ()  # raise on every attempt
     crash: tuple[str, ...] = ()  # kill the worker process on the first attempt
+    config_error: tuple[str, ...] = ()  # raise a user error (not worth retrying)
     epoch_s: float = 0.0  # seconds per epoch
 
     def __call__(self, cfg: RunConfig) -> dict:
@@ -50,6 +51,8 @@ class FakeRun:
             _write(run_dir / "error.txt", "RuntimeError: injected failure\n")
             _write(run_dir / "status", "failed\n")
             raise RuntimeError(f"injected failure in {cfg.run.name}")
+        if cfg.run.name in self.config_error:
+            raise ConfigError(f"data.root: {cfg.data.root} does not exist")
         if cfg.run.name in self.crash and attempt == 1:
             os._exit(3)
         log_file = run_dir / "log.jsonl"
@@ -149,25 +152,26 @@ def test_interrupted_sweep_resumes_without_touching_finished_runs(tmp_path) -> N
 
 def test_failed_runs_are_retried_and_reported(tmp_path) -> None:
     runs = make_runs(tmp_path, epochs=1)
-    flaky, crashing, broken = runs[0].name, runs[1].name, runs[2].name
-    fake = FakeRun(fail=(flaky,), crash=(crashing,), always_fail=(broken,))
+    flaky, crashing, broken, misconfigured = (r.name for r in runs)
+    fake = FakeRun(fail=(flaky,), crash=(crashing,), always_fail=(broken,), config_error=(misconfigured,))
     result = run_sweep(runs, fake, max_retries=2)
     outcomes = {o.name: o for o in result.outcomes}
-    assert not result.ok and [o.name for o in result.failed] == [broken]
+    assert not result.ok and sorted(o.name for o in result.failed) == sorted([broken, misconfigured])
     assert outcomes[flaky].status == "done" and outcomes[flaky].attempts == 2
     assert outcomes[crashing].status == "done" and outcomes[crashing].attempts == 2
     assert outcomes[broken].attempts == 3 and "injected failure" in outcomes[broken].error
-    assert outcomes[runs[3].name].attempts == 1
+    assert outcomes[misconfigured].attempts == 1  # a user error fails the same way every time: no retry
+    assert outcomes[misconfigured].error == f"ConfigError: data.root: {runs[3].config.data.root} does not exist"
     assert read_status(runs[2].path) == "failed"
     summary = {r["name"]: r for r in json.loads((tmp_path / "runs" / "sweep.json").read_text())["runs"]}
     assert summary[broken]["status"] == "failed" and "injected failure" in summary[broken]["error"]
     events = [json.loads(line) for line in (tmp_path / "runs" / "sweep-events.jsonl").read_text().splitlines()]
     failures = [e for e in events if e["event"] == "failed"]
-    assert sorted(e["run"] for e in failures) == sorted([flaky, crashing, broken, broken, broken])
+    assert sorted(e["run"] for e in failures) == sorted([flaky, crashing, broken, broken, broken, misconfigured])
     assert any("Worker" in e["error"] or "died" in e["error"] for e in failures if e["run"] == crashing)
 
     again = run_sweep(runs, FakeRun(), max_retries=0)  # a new sweep retries what failed before
-    assert again.ok and {o.name for o in again.outcomes if o.status == "done"} == {broken}
+    assert again.ok and {o.name for o in again.outcomes if o.status == "done"} == {broken, misconfigured}
 
 
 def test_gpus_per_run_needs_a_gpu_and_bad_resources_are_refused(tmp_path) -> None:

@@ -8,9 +8,10 @@ the finished ones.
 
 A run succeeds when its task returns and its status reads ``done``; a task that raises, a crashed worker, or
 a run that returns with another status is a failed attempt, resubmitted up to ``max_retries`` times (at the
-end of the queue). Failed attempts and their errors are appended to ``<out_dir>/sweep-events.jsonl``; the
-final state of every run goes to ``<out_dir>/sweep.json``; each run's own log records go to
-``<run dir>/worker.log``.
+end of the queue), except for user errors (:class:`~visprompt.errors.VispromptError`: a bad config, missing
+data or weights), which would fail again. Failed attempts and their errors are appended to
+``<out_dir>/sweep-events.jsonl``; the final state of every run goes to ``<out_dir>/sweep.json``; each run's
+own log records go to ``<run dir>/worker.log``.
 
 Ray is an optional dependency (``pip install 'visprompt[sweep]'``), imported only when a sweep starts. Runs
 go to a local Ray instance (all CPUs by default) or to a cluster given by ``address``; with a cluster, the
@@ -171,13 +172,13 @@ def run_sweep(
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll_s)
                 for ref in ready:
                     run = in_flight.pop(ref)
-                    error = _outcome(ray, ref, run)
+                    error, retryable = _outcome(ray, ref, run)
                     if error is None:
                         done.append(run.name)
                         events.write(run.name, DONE, attempt=attempts[run.name])
                         continue
                     errors[run.name] = error
-                    retry = attempts[run.name] <= max_retries
+                    retry = retryable and attempts[run.name] <= max_retries
                     events.write(run.name, FAILED, attempt=attempts[run.name], error=error, retry=retry)
                     log.warning("run %s failed (attempt %d): %s", run.name, attempts[run.name], error)
                     if retry:
@@ -225,17 +226,21 @@ def _execute(run_fn: RunFn, cfg: RunConfig) -> dict[str, Any]:
     return dict(result) if isinstance(result, Mapping) else {}
 
 
-def _outcome(ray: Any, ref: Any, run: SweepRun) -> str | None:
-    """None when the run finished, else its error as one line."""
+def _outcome(ray: Any, ref: Any, run: SweepRun) -> tuple[str | None, bool]:
+    """(None, _) when the run finished, else (its error as one line, whether a retry can help).
+
+    A :class:`~visprompt.errors.VispromptError` (a bad config, missing data or weights) fails the same way
+    every time, so it is not retried; anything else (a crash, a lost worker, a numerical failure) may pass.
+    """
     try:
         ray.get(ref)
     except ray.exceptions.RayError as exc:
         cause = getattr(exc, "cause", None)  # the run function's own exception, when Ray could carry it
         err = cause if isinstance(cause, BaseException) else exc
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        return f"{type(err).__name__}: {lines[0] if lines else ''}"[:500]
+        return f"{type(err).__name__}: {lines[0] if lines else ''}"[:500], not isinstance(err, VispromptError)
     status = read_status(run.path)
-    return None if status == DONE else f"the run function returned but the run's status is {status!r}"
+    return (None, True) if status == DONE else (f"the run function returned but the run's status is {status!r}", True)
 
 
 def _stop(ray: Any, refs: list[Any], timeout: float = 30.0) -> None:
