@@ -90,6 +90,13 @@ def test_a_list_of_grids_is_a_union_and_overlaps_run_once(tmp_path) -> None:
     assert [n.split("/")[2] for n in names] == ["sym-0", "sym-0.5", "asym-0.5"]
 
 
+def test_an_axis_of_one_grid_names_the_runs_of_the_others_by_their_value(tmp_path) -> None:
+    grid = {"grid": [{"method": ["visprompt"], "prompt.gate": ["zero", "off"]}, {"method": ["coop"]}]}
+    names = [r.name for r in expand_sweep(load_sweep(write_grid(tmp_path, grid)))]
+    assert names[1:] == ["testbed-backgrounds/visprompt/sym-0/prompt.gate-off/seed1",
+                         "testbed-backgrounds/coop/sym-0/prompt.gate-learned/seed1"]  # fmt: skip
+
+
 def test_pairs_per_class_protocol_names(tmp_path) -> None:
     grid = {"base": {"noise.type": "pairs-per-class"},
             "grid": {"noise.false_per_class": [2, 4], "noise.pair_flip": [False, True]}}  # fmt: skip

@@ -133,7 +133,7 @@ def expand_sweep(spec: SweepSpec) -> list[SweepRun]:
                 cfg = resolve_run_config({**spec.base, **assignment}, spec.config_files, spec.out_dir)
             except ConfigError as exc:
                 raise ConfigError(f"{where}: run {_describe(assignment)}: {exc}") from None
-            name = run_name(cfg, {k: assignment.get(k, spec.base.get(k)) for k in extra_axes})
+            name = run_name(cfg, {k: _axis_value(k, assignment, spec.base, cfg) for k in extra_axes})
             if name in seen:
                 if seen[name] == assignment:
                     continue  # the same combination listed twice (overlapping grids): run it once
@@ -208,6 +208,20 @@ def _number(value: Any) -> Any:
     if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
         return float(value)
     return value
+
+
+def _axis_value(key: str, assignment: Mapping[str, Any], base: Mapping[str, Any], cfg: RunConfig) -> Any:
+    """An axis's value for a run: its own, the base's, or (an axis of another grid) the resolved config's."""
+    if key in assignment:
+        return assignment[key]
+    if key in base:
+        return base[key]
+    if key in PRESET_KEYS:
+        return {"dataset": cfg.data.dataset, "backbone": cfg.backbone.arch, "method": cfg.method.name}[key]
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return node
 
 
 def _fmt(value: Any) -> str:
