@@ -16,8 +16,19 @@ from collections.abc import Sequence
 from visprompt import __version__
 from visprompt.errors import VispromptError
 
-# Subcommand modules, each with ``add_parser(subparsers)`` (which sets ``func``) and ``run(args) -> int``.
-COMMAND_MODULES = ("config", "data")
+# Subcommand modules in --help order, each with ``add_parser(subparsers)`` (which sets ``func``) and
+# ``run(args) -> int``.
+COMMAND_MODULES = (
+    "visprompt.commands.demo",
+    "visprompt.commands.train",
+    "visprompt.commands.eval",
+    "visprompt.commands.predict",
+    "visprompt.commands.sweep",
+    "visprompt.commands.report",
+    "visprompt.commands.data",
+    "visprompt.testbed.command",
+    "visprompt.commands.config",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(f"visprompt.commands.{name}").add_parser(subparsers)
+        importlib.import_module(name).add_parser(subparsers)
     return parser
 
 
