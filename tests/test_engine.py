@@ -211,7 +211,7 @@ def test_rng_state_roundtrip_covers_python_numpy_torch() -> None:
 def test_the_testbed_backbone_goes_through_the_testbed_loader(monkeypatch) -> None:
     import visprompt.testbed
     from visprompt.config import load_config
-    from visprompt.engine.runner import load_clip
+    from visprompt.engine.build import load_clip
 
     calls = []
     monkeypatch.setattr(

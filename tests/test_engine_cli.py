@@ -13,12 +13,6 @@ from visprompt.commands.train import INTERRUPT_ENV, SimulatedInterruption
 from visprompt.engine.progress import progress
 
 
-@pytest.fixture(autouse=True)
-def _engine_commands(monkeypatch) -> None:
-    names = tuple(dict.fromkeys((*cli.COMMAND_MODULES, "train", "eval", "predict")))
-    monkeypatch.setattr(cli, "COMMAND_MODULES", names)
-
-
 def _train_args(world, out, *extra: str) -> list[str]:  # noqa: F811
     return [
         "train", "--dataset", "folder", "--set", f"data.path={world['data']}", "--backbone", str(world["arch"]),

@@ -4,12 +4,13 @@
 predict. The loop (:func:`fit`) drives any :class:`~visprompt.methods.base.MethodBase`.
 """
 
+from visprompt.engine.build import run_name
 from visprompt.engine.inference import LoadedRun, load_run
 from visprompt.engine.loop import EpochMeter, fit
 from visprompt.engine.metrics import classification_metrics
 from visprompt.engine.optim import build_optimizer, build_scheduler, lr_at
 from visprompt.engine.rundir import RunDir
-from visprompt.engine.runner import RunResult, run_name, train_run
+from visprompt.engine.runner import RunResult, train_run
 from visprompt.engine.runtime import Precision, resolve_device, resolve_precision, seed_everything
 
 __all__ = [

@@ -14,9 +14,9 @@ from visprompt.config import RunConfig, load_config
 from visprompt.data.pipeline import read_splits, splits_from_json
 from visprompt.data.records import DatasetSplits, Sample
 from visprompt.data.transforms import build_transform
+from visprompt.engine.build import input_size, load_clip, load_trainable, uses_tokens
 from visprompt.engine.data import predict_logits
 from visprompt.engine.rundir import RunDir
-from visprompt.engine.runner import input_size, load_clip, load_trainable, uses_tokens
 from visprompt.engine.runtime import resolve_device, resolve_precision, seed_everything
 from visprompt.errors import ConfigError
 from visprompt.methods import MethodBase, build_method, method_spec

@@ -10,7 +10,6 @@ the error in ``error.txt``.
 from __future__ import annotations
 
 import logging
-import re
 import time
 import traceback
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from visprompt.config import RunConfig, load_config, to_dict, to_yaml
 from visprompt.data.pipeline import prepare_fewshot, read_splits, splits_to_json
 from visprompt.data.records import DatasetSplits
 from visprompt.data.transforms import build_transform
+from visprompt.engine.build import input_size, load_clip, load_trainable, run_name, uses_tokens
 from visprompt.engine.data import FeatureData, FeatureSet, ImageData, encode_samples, predict_logits
 from visprompt.engine.loop import fit
 from visprompt.engine.metrics import classification_metrics
@@ -44,7 +44,7 @@ from visprompt.methods import MethodBase, build_method, method_spec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunResult", "input_size", "load_clip", "load_trainable", "run_name", "train_run", "uses_tokens"]
+__all__ = ["RunResult", "train_run"]
 
 EpochHook = Callable[[int, dict[str, Any]], None]
 
@@ -58,35 +58,6 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
     resumed_from: int | None = None
-
-
-def run_name(cfg: RunConfig) -> str:
-    """``cfg.run.name``, or one derived from the settings that define a run."""
-    if cfg.run.name:
-        return cfg.run.name
-    noise = "clean" if cfg.noise.type == "none" or (cfg.noise.rate == 0 and cfg.noise.false_per_class == 0) else (
-        f"{cfg.noise.type}{cfg.noise.false_per_class}" if cfg.noise.type == "pairs-per-class"
-        else f"{cfg.noise.type}{cfg.noise.rate:g}"
-    )  # fmt: skip
-    arch = Path(cfg.backbone.arch).stem if cfg.backbone.arch.endswith(".json") else cfg.backbone.arch
-    name = f"{cfg.data.dataset}_{cfg.method.name}_{arch}_{cfg.data.shots}shot_{noise}_seed{cfg.run.seed}"
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
-
-
-def load_clip(cfg: RunConfig, device: torch.device) -> nn.Module:
-    """The frozen CLIP of ``cfg.backbone`` on ``device`` (a missing weights file is a one-line WeightsError).
-
-    ``backbone.arch = "testbed"`` is the offline testbed's tiny CLIP with its compact tokenizer
-    (``backbone.weights``: the folder holding its files; null = the copy shipped with the package).
-    """
-    from visprompt.models.backbone import load_backbone
-
-    b = cfg.backbone
-    if b.arch == "testbed":
-        from visprompt.testbed import load_testbed_clip
-
-        return load_testbed_clip(device, directory=b.weights)
-    return load_backbone(b.arch, b.weights, device=device, cache_dir=b.cache_dir, sha256=b.sha256, seed=cfg.run.seed)
 
 
 def _same_run(saved: RunConfig, cfg: RunConfig) -> bool:
@@ -106,23 +77,6 @@ def _prepare_splits(cfg: RunConfig, rd: RunDir) -> DatasetSplits:
         d.dataset, d.root, d.shots, n.type, n.rate, n.false_per_class, n.pair_flip, cfg.run.seed,
         path=d.path, cache_dir=Path(cfg.run.out_dir) / ".splits",
     )  # fmt: skip
-
-
-def input_size(clip: nn.Module) -> int:
-    """The square input side of the image tower."""
-    size = clip.image_size
-    return int(size if isinstance(size, int) else size[0])
-
-
-def uses_tokens(classifier: nn.Module) -> bool:
-    """Whether the classifier reads the visual tokens (else only the pooled embedding is cached).
-
-    Only VisPrompt's cross-modal block with ``vis_tokens="patch"`` does; a classifier may say so itself.
-    """
-    if hasattr(classifier, "uses_tokens"):
-        return bool(classifier.uses_tokens)
-    learner = getattr(classifier, "learner", None)
-    return getattr(learner, "vis_tokens", None) == "patch" and getattr(learner, "film", None) is not None
 
 
 def train_run(
@@ -175,67 +129,20 @@ def _train_and_evaluate(
     on_epoch_end: EpochHook | None,
     show_progress: bool | None,
 ) -> RunResult:
-    o = cfg.optim
-    size = input_size(clip)
-    eval_tf = build_transform(size, clip.mean, clip.std, train=False)
+    eval_tf = build_transform(input_size(clip), clip.mean, clip.std, train=False)
     keep_tokens = uses_tokens(method.classifier)
     timings: dict[str, float] = {"setup_s": time.perf_counter() - started}
     resumed_from = None
     if method.trains:
-        optimizer = build_optimizer(
-            method.trainable_parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-        )
-        scheduler = build_scheduler(optimizer, epochs=o.epochs, warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr)
-        scaler = precision.scaler()
-        state = rd.load_state()
-        if state is not None:
-            resumed_from = _restore(rd, state, method, optimizer, scheduler, scaler, device)
-        rd.truncate_log(resumed_from or 0)
-
-        cache: dict[str, FeatureSet] = {}
-
-        def train_features() -> FeatureSet:  # the frozen outputs of the un-augmented training images, once
-            if "train" not in cache:
-                t0 = time.perf_counter()
-                cache["train"] = encode_samples(
-                    clip, splits.train, eval_tf, batch_size=o.eval_batch_size, device=device, precision=precision,
-                    keep_tokens=keep_tokens, num_workers=cfg.data.num_workers, desc="encoding train images",
-                )  # fmt: skip
-                timings["features_s"] = time.perf_counter() - t0
-            return cache["train"]
-
-        common = {"device": device, "precision": precision, "eval_batch_size": o.eval_batch_size}
-        if not cfg.data.augment and cfg.run.cache_features:
-            data: FeatureData | ImageData = FeatureData(splits.train, train_features(), **common)
-        else:
-            train_tf = build_transform(size, clip.mean, clip.std, train=cfg.data.augment)
-            data = ImageData(splits.train, train_tf, train_features, num_workers=cfg.data.num_workers, **common)
-
-        def epoch_end(epoch: int, record: dict[str, Any]) -> None:
-            rd.append_log(record)  # the log first: a crash before the checkpoint re-runs (and re-logs) the epoch
-            resume = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": get_rng_state(),
-                "method": method.extra_state(),
-            }
-            rd.save_checkpoint(method.named_trainable_parameters(), epoch, resume)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, record)
-
-        fit(
-            method, data, optimizer, scheduler, epochs=o.epochs, batch_size=o.batch_size, precision=precision,
-            seed=cfg.run.seed, start_epoch=resumed_from or 0, scaler=scaler, on_epoch_end=epoch_end,
-            show_progress=show_progress,
-        )  # fmt: skip
+        data = _training_data(cfg, splits, clip, eval_tf, keep_tokens, device, precision, timings)
+        resumed_from = _train(cfg, rd, method, data, device, precision, on_epoch_end, show_progress)
     else:
         rd.truncate_log(0)
         rd.save_checkpoint({}, 0, {"method": method.extra_state()})
 
     t0 = time.perf_counter()
     logits = predict_logits(
-        method.classifier, clip, splits.test, eval_tf, batch_size=o.eval_batch_size, device=device,
+        method.classifier, clip, splits.test, eval_tf, batch_size=cfg.optim.eval_batch_size, device=device,
         precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers,
     )  # fmt: skip
     timings["eval_s"] = time.perf_counter() - t0
@@ -246,6 +153,79 @@ def _train_and_evaluate(
     log.info("%s: top-1 %.2f%%, macro-F1 %.2f%% on %d test images", rd.path.name, metrics["top1"],
              metrics["macro_f1"], metrics["num_test"])  # fmt: skip
     return RunResult(rd.path, DONE, metrics, resumed_from=resumed_from)
+
+
+def _training_data(
+    cfg: RunConfig,
+    splits: DatasetSplits,
+    clip: nn.Module,
+    eval_tf: Callable[[Any], torch.Tensor],
+    keep_tokens: bool,
+    device: torch.device,
+    precision: Precision,
+    timings: dict[str, float],
+) -> FeatureData | ImageData:
+    """Cached frozen outputs when nothing augments the images, else an image loader (see ``engine.data``)."""
+    cache: dict[str, FeatureSet] = {}
+
+    def train_features() -> FeatureSet:  # the frozen outputs of the un-augmented training images, once
+        if "train" not in cache:
+            t0 = time.perf_counter()
+            cache["train"] = encode_samples(
+                clip, splits.train, eval_tf, batch_size=cfg.optim.eval_batch_size, device=device,
+                precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers,
+                desc="encoding train images",
+            )  # fmt: skip
+            timings["features_s"] = time.perf_counter() - t0
+        return cache["train"]
+
+    common = {"device": device, "precision": precision, "eval_batch_size": cfg.optim.eval_batch_size}
+    if not cfg.data.augment and cfg.run.cache_features:
+        return FeatureData(splits.train, train_features(), **common)
+    train_tf = build_transform(input_size(clip), clip.mean, clip.std, train=cfg.data.augment)
+    return ImageData(splits.train, train_tf, train_features, num_workers=cfg.data.num_workers, **common)
+
+
+def _train(
+    cfg: RunConfig,
+    rd: RunDir,
+    method: MethodBase,
+    data: FeatureData | ImageData,
+    device: torch.device,
+    precision: Precision,
+    on_epoch_end: EpochHook | None,
+    show_progress: bool | None,
+) -> int | None:
+    """Train from scratch or from the last checkpoint; returns the epoch resumed after (None: fresh start)."""
+    o = cfg.optim
+    optimizer = build_optimizer(
+        method.trainable_parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+    )
+    scheduler = build_scheduler(optimizer, epochs=o.epochs, warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr)
+    scaler = precision.scaler()
+    state = rd.load_state()
+    resumed_from = _restore(rd, state, method, optimizer, scheduler, scaler, device) if state is not None else None
+    rd.truncate_log(resumed_from or 0)
+
+    def epoch_end(epoch: int, record: dict[str, Any]) -> None:
+        rd.append_log(record)  # the log first: a crash before the checkpoint re-runs (and re-logs) the epoch
+        resume = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": get_rng_state(),
+            "method": method.extra_state(),
+        }
+        rd.save_checkpoint(method.named_trainable_parameters(), epoch, resume)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+
+    fit(
+        method, data, optimizer, scheduler, epochs=o.epochs, batch_size=o.batch_size, precision=precision,
+        seed=cfg.run.seed, start_epoch=resumed_from or 0, scaler=scaler, on_epoch_end=epoch_end,
+        show_progress=show_progress,
+    )  # fmt: skip
+    return resumed_from
 
 
 def _restore(
@@ -309,14 +289,3 @@ def _final_metrics(
         "versions": versions(),
         "git_sha": git_sha(),
     }
-
-
-def load_trainable(rd: RunDir, method: MethodBase, device: torch.device) -> None:
-    """Copy the checkpoint's trainable parameters into ``method`` (their names must match exactly)."""
-    params = rd.load_checkpoint(device)
-    own = method.named_trainable_parameters()
-    if set(params) != set(own):
-        raise ConfigError(f"{rd.checkpoint_file}: its parameters do not match the run's method; use another --name")
-    with torch.no_grad():
-        for name, p in own.items():
-            p.copy_(params[name])

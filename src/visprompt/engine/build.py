@@ -1,0 +1,73 @@
+"""Building a run's parts from its config: run name, frozen CLIP, model facts, trained parameters."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from visprompt.config import RunConfig
+from visprompt.engine.rundir import RunDir
+from visprompt.errors import ConfigError
+from visprompt.methods import MethodBase
+
+__all__ = ["input_size", "load_clip", "load_trainable", "run_name", "uses_tokens"]
+
+
+def run_name(cfg: RunConfig) -> str:
+    """``cfg.run.name``, or one derived from the settings that define a run."""
+    if cfg.run.name:
+        return cfg.run.name
+    noise = "clean" if cfg.noise.type == "none" or (cfg.noise.rate == 0 and cfg.noise.false_per_class == 0) else (
+        f"{cfg.noise.type}{cfg.noise.false_per_class}" if cfg.noise.type == "pairs-per-class"
+        else f"{cfg.noise.type}{cfg.noise.rate:g}"
+    )  # fmt: skip
+    arch = Path(cfg.backbone.arch).stem if cfg.backbone.arch.endswith(".json") else cfg.backbone.arch
+    name = f"{cfg.data.dataset}_{cfg.method.name}_{arch}_{cfg.data.shots}shot_{noise}_seed{cfg.run.seed}"
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
+
+
+def load_clip(cfg: RunConfig, device: torch.device) -> nn.Module:
+    """The frozen CLIP of ``cfg.backbone`` on ``device`` (a missing weights file is a one-line WeightsError).
+
+    ``backbone.arch = "testbed"`` is the offline testbed's tiny CLIP with its compact tokenizer
+    (``backbone.weights``: the folder holding its files; null = the copy shipped with the package).
+    """
+    from visprompt.models.backbone import load_backbone
+
+    b = cfg.backbone
+    if b.arch == "testbed":
+        from visprompt.testbed import load_testbed_clip
+
+        return load_testbed_clip(device, directory=b.weights)
+    return load_backbone(b.arch, b.weights, device=device, cache_dir=b.cache_dir, sha256=b.sha256, seed=cfg.run.seed)
+
+
+def input_size(clip: nn.Module) -> int:
+    """The square input side of the image tower."""
+    size = clip.image_size
+    return int(size if isinstance(size, int) else size[0])
+
+
+def uses_tokens(classifier: nn.Module) -> bool:
+    """Whether the classifier reads the visual tokens (else only the pooled embedding is cached).
+
+    Only VisPrompt's cross-modal block with ``vis_tokens="patch"`` does; a classifier may say so itself.
+    """
+    if hasattr(classifier, "uses_tokens"):
+        return bool(classifier.uses_tokens)
+    learner = getattr(classifier, "learner", None)
+    return getattr(learner, "vis_tokens", None) == "patch" and getattr(learner, "film", None) is not None
+
+
+def load_trainable(rd: RunDir, method: MethodBase, device: torch.device) -> None:
+    """Copy the checkpoint's trainable parameters into ``method`` (their names must match exactly)."""
+    params = rd.load_checkpoint(device)
+    own = method.named_trainable_parameters()
+    if set(params) != set(own):
+        raise ConfigError(f"{rd.checkpoint_file}: its parameters do not match the run's method; use another --name")
+    with torch.no_grad():
+        for name, p in own.items():
+            p.copy_(params[name])
