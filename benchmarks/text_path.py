@@ -162,10 +162,11 @@ def print_row(r: dict) -> None:
     if "skipped_gb" in r:
         print(f"{lead}not timed: its training step needs ~{r['skipped_gb']:.0f} GB; run on context 0 for the diffs")
         return
+    fwd_x, train_x = (f"{v:>5.1f}" if v == v else f"{'-':>5}" for v in (r["fwd_x"], r["train_x"]))  # NaN: no ref
     print(
-        f"{lead}{r['fwd_wall']:>9.1f} {r['fwd_ms']:>9.1f} "
-        f"{r['fwd_x']:>5.1f} {r['fwd_mb']:>8.1f} {r['train_wall']:>10.1f} {r['train_ms']:>10.1f} "
-        f"{r['train_x']:>5.1f} {r['train_mb']:>9.1f} {r['feat_diff']:>10.1e} {r['grad_diff']:>13.1e}",
+        f"{lead}{r['fwd_wall']:>9.1f} {r['fwd_ms']:>9.1f} {fwd_x} {r['fwd_mb']:>8.1f} "
+        f"{r['train_wall']:>10.1f} {r['train_ms']:>10.1f} {train_x} {r['train_mb']:>9.1f} "
+        f"{r['feat_diff']:>10.1e} {r['grad_diff']:>13.1e}",
         flush=True,
     )
 
