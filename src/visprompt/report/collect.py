@@ -147,7 +147,8 @@ def label_methods(records: Sequence[RunRecord]) -> dict[str, str]:
 def _read_run(run_dir: Path, root: Path) -> RunRecord:
     config = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
     status_file, metrics_file, error_file = run_dir / "status", run_dir / "metrics.json", run_dir / "error.txt"
-    status = status_file.read_text().split()[0] if status_file.is_file() and status_file.read_text().strip() else None
+    words = status_file.read_text().split() if status_file.is_file() else []
+    status = words[0] if words else None
     metrics = flatten(json.loads(metrics_file.read_text())) if metrics_file.is_file() else {}
     error = None
     if error_file.is_file():

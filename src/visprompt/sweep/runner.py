@@ -131,76 +131,102 @@ def run_sweep(
     if max_retries < 0 or cpus_per_run < 0 or gpus_per_run < 0:
         raise ConfigError("sweep: max_retries, cpus_per_run and gpus_per_run must be >= 0")
     start = time.perf_counter()
-    run_fn = run_fn or engine_run
-    out = Path(out_dir) if out_dir is not None else _common_out_dir(runs)
-    skipped = [r for r in runs if read_status(r.path) == DONE]
-    queue = deque(r for r in runs if read_status(r.path) != DONE)
-    attempts: dict[str, int] = {}
-    errors: dict[str, str] = {}
-    done: list[str] = []
-    failed: list[str] = []
-    events = EventLog(out / "sweep-events.jsonl")
-    stale = tuple(filter(None, (config_change(r) for r in skipped)))
-    for run in skipped:
-        events.write(run.name, "skipped")
-    if stale:
-        log.warning("%d finished runs were made with another config than the grid gives now, e.g. %s; their "
-                    "results are kept (delete them, or use another out_dir)", len(stale), stale[0])  # fmt: skip
-    log.info("sweep %s: %d runs, %d already done, %d to run", out, len(runs), len(skipped), len(queue))
-
-    def progress(running: int) -> None:
-        if on_progress is not None:
-            counts = (len(skipped) + len(done), running, len(failed))
-            on_progress(SweepProgress(len(runs), *counts, len(runs) - sum(counts), len(skipped)))
-
-    in_flight: dict[Any, SweepRun] = {}
-    interrupted = False
+    book = _Book(runs, Path(out_dir) if out_dir is not None else _common_out_dir(runs), max_retries, on_progress)
+    opts = {"num_cpus": cpus_per_run, "num_gpus": gpus_per_run, "max_retries": 0}
     with ray_session(address, num_cpus) as ray:
-        task = ray.remote(_execute)
-        fn_ref = ray.put(run_fn)
+        task, fn_ref = ray.remote(_execute), ray.put(run_fn or engine_run)
         try:
-            progress(0)
-            while queue or in_flight:
+            while book.queue or book.in_flight:
                 capacity = _capacity(ray, cpus_per_run, gpus_per_run, local=address is None)
-                while queue and len(in_flight) < capacity:
-                    run = queue.popleft()
-                    attempts[run.name] = attempts.get(run.name, 0) + 1
-                    events.write(run.name, "started", attempt=attempts[run.name])
-                    opts = {"num_cpus": cpus_per_run, "num_gpus": gpus_per_run, "max_retries": 0, "name": run.name}
-                    in_flight[task.options(**opts).remote(fn_ref, run.config)] = run
-                progress(len(in_flight))
-                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll_s)
+                while book.queue and len(book.in_flight) < capacity:
+                    run = book.start()
+                    book.in_flight[task.options(name=run.name, **opts).remote(fn_ref, run.config)] = run
+                book.progress()
+                ready, _ = ray.wait(list(book.in_flight), num_returns=1, timeout=poll_s)
                 for ref in ready:
-                    run = in_flight.pop(ref)
-                    error, retryable = _outcome(ray, ref, run)
-                    if error is None:
-                        done.append(run.name)
-                        events.write(run.name, DONE, attempt=attempts[run.name])
-                        continue
-                    errors[run.name] = error
-                    retry = retryable and attempts[run.name] <= max_retries
-                    events.write(run.name, FAILED, attempt=attempts[run.name], error=error, retry=retry)
-                    log.warning("run %s failed (attempt %d): %s", run.name, attempts[run.name], error)
-                    if retry:
-                        queue.append(run)
-                    else:
-                        failed.append(run.name)
-            progress(0)
+                    book.settle(ref, *_outcome(ray, ref, book.in_flight[ref]))
+            book.progress()
         except BaseException:
-            interrupted = True
-            for run in in_flight.values():
-                events.write(run.name, "interrupted", attempt=attempts[run.name])
-            _stop(ray, list(in_flight))
-            log.warning("sweep interrupted with %d runs in flight; run it again to resume", len(in_flight))
+            book.interrupted = True
+            _stop(ray, list(book.in_flight))
+            log.warning("sweep interrupted with %d runs in flight; run it again to resume", len(book.in_flight))
             raise
         finally:
-            outcomes = [RunOutcome(r.name, "skipped", 0) for r in skipped]
-            outcomes += [RunOutcome(n, DONE, attempts[n], errors.get(n)) for n in done]
-            outcomes += [RunOutcome(n, FAILED, attempts[n], errors[n]) for n in failed]
-            write_summary(out / "sweep.json", runs, outcomes, interrupted)
+            book.close()
     seconds = time.perf_counter() - start
-    log.info("sweep %s finished in %.1f s: %d done, %d failed", out, seconds, len(skipped) + len(done), len(failed))
-    return SweepResult(out, tuple(outcomes), seconds, stale)
+    log.info("sweep %s finished in %.1f s: %s", book.out, seconds, book.counts())
+    return SweepResult(book.out, tuple(book.outcomes()), seconds, book.stale)
+
+
+class _Book:
+    """The sweep's bookkeeping: queue, runs in flight, attempts, outcomes, the event log and the progress counts."""
+
+    def __init__(self, runs: Sequence[SweepRun], out: Path, max_retries: int, on_progress: Any) -> None:
+        self.runs, self.out, self.max_retries, self.on_progress = runs, out, max_retries, on_progress
+        self.skipped = [r for r in runs if read_status(r.path) == DONE]
+        self.queue = deque(r for r in runs if read_status(r.path) != DONE)
+        self.in_flight: dict[Any, SweepRun] = {}
+        self.attempts: dict[str, int] = {}
+        self.errors: dict[str, str] = {}
+        self.done: list[str] = []
+        self.failed: list[str] = []
+        self.interrupted = False
+        self.events = EventLog(out / "sweep-events.jsonl")
+        for run in self.skipped:
+            self.events.write(run.name, "skipped")
+        self.stale = tuple(filter(None, (config_change(r) for r in self.skipped)))
+        if self.stale:
+            log.warning(
+                "%d finished runs were made with another config than the grid gives now, e.g. %s; "
+                "their results are kept (delete them, or use another out_dir)",
+                len(self.stale),
+                self.stale[0],
+            )
+        log.info("sweep %s: %d runs, %d already done, %d to run", out, len(runs), len(self.skipped), len(self.queue))
+        self.progress()
+
+    def start(self) -> SweepRun:
+        run = self.queue.popleft()
+        self.attempts[run.name] = self.attempts.get(run.name, 0) + 1
+        self.events.write(run.name, "started", attempt=self.attempts[run.name])
+        return run
+
+    def settle(self, ref: Any, error: str | None, retryable: bool) -> None:
+        """Record a finished task: done, or failed and queued again while retries are left."""
+        run = self.in_flight.pop(ref)
+        attempt = self.attempts[run.name]
+        if error is None:
+            self.done.append(run.name)
+            self.events.write(run.name, DONE, attempt=attempt)
+            return
+        self.errors[run.name] = error
+        retry = retryable and attempt <= self.max_retries
+        self.events.write(run.name, FAILED, attempt=attempt, error=error, retry=retry)
+        log.warning("run %s failed (attempt %d): %s", run.name, attempt, error)
+        if retry:
+            self.queue.append(run)
+        else:
+            self.failed.append(run.name)
+
+    def progress(self) -> None:
+        if self.on_progress is not None:
+            done, running, failed = len(self.skipped) + len(self.done), len(self.in_flight), len(self.failed)
+            remaining = len(self.runs) - done - running - failed
+            self.on_progress(SweepProgress(len(self.runs), done, running, failed, remaining, len(self.skipped)))
+
+    def counts(self) -> str:
+        return f"{len(self.skipped) + len(self.done)} done, {len(self.failed)} failed"
+
+    def outcomes(self) -> list[RunOutcome]:
+        outcomes = [RunOutcome(r.name, "skipped", 0) for r in self.skipped]
+        outcomes += [RunOutcome(n, DONE, self.attempts[n], self.errors.get(n)) for n in self.done]
+        return outcomes + [RunOutcome(n, FAILED, self.attempts[n], self.errors[n]) for n in self.failed]
+
+    def close(self) -> None:
+        """Write ``sweep.json``; runs still in flight (an interruption) are marked in the event log."""
+        for run in self.in_flight.values():
+            self.events.write(run.name, "interrupted", attempt=self.attempts[run.name])
+        write_summary(self.out / "sweep.json", self.runs, self.outcomes(), self.interrupted)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
