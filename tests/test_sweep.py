@@ -179,3 +179,18 @@ def test_missing_ray_is_a_one_line_error(tmp_path, monkeypatch) -> None:
     runs = expand_sweep(load_sweep(write_grid(tmp_path, {}), out_dir=tmp_path / "runs"))
     with pytest.raises(VispromptError, match=r"not installed: pip install 'visprompt\[sweep\]'"):
         run_sweep(runs, print)
+
+
+def test_progress_display_bar_and_plain_lines(capsys) -> None:
+    from visprompt.commands.sweep import ProgressDisplay
+    from visprompt.sweep import SweepProgress
+
+    bar = ProgressDisplay(interactive=True)
+    bar(SweepProgress(total=4, done=1, running=2, failed=0, remaining=1, skipped=1))
+    bar(SweepProgress(total=4, done=3, running=0, failed=1, remaining=0, skipped=1))
+    bar.close()
+    assert bar.bar.n == 4 and "running 0, failed 1, remaining 0" in capsys.readouterr().err
+    lines = ProgressDisplay(interactive=False)
+    for _ in range(2):  # an unchanged count prints nothing
+        lines(SweepProgress(total=4, done=1, running=2, failed=0, remaining=1, skipped=1))
+    assert capsys.readouterr().err == "sweep: done 1/4, running 2, failed 0, remaining 1\n"
