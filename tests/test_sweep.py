@@ -160,6 +160,7 @@ def test_testbed_benchmark_grid() -> None:
     methods = {p.stem for p in (REPO / "src/visprompt/configs/methods").glob("*.yaml")}
     assert {c.method.name for c in cfgs} == methods  # every method
     assert all(c.data.dataset.startswith("testbed") for c in cfgs)
+    assert {(c.backbone.arch, c.backbone.weights) for c in cfgs} == {("testbed", None)}
     rates = {0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75}
     for noise in ("sym", "asym"):
         noisy = {c.noise.rate for c in cfgs if c.noise.type == noise}
