@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -58,7 +59,7 @@ def _check(cond: bool, key: str, message: str) -> None:
 class DataConfig:
     """Which images a run trains and evaluates on."""
 
-    dataset: str = "testbed-backgrounds"  # a registered dataset name, or "folder" / "csv" for the user's own data
+    dataset: str = "testbed_backgrounds"  # a registered dataset name, or "folder" / "csv" for the user's own data
     root: str = "DATA"  # folder holding one sub-folder per dataset (the CoOp layout)
     path: str | None = None  # image folder or CSV file when dataset is "folder" or "csv"
     shots: int = 16  # K labelled training images per class (few-shot sampling happens before noise)
@@ -310,7 +311,7 @@ def _build(cls: type[C], tree: Mapping[str, Any], prefix: str) -> C:
     if not isinstance(tree, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {tree!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     for key in tree:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=3, cutoff=0.5)
@@ -320,6 +321,11 @@ def _build(cls: type[C], tree: Mapping[str, Any], prefix: str) -> C:
     for name, value in tree.items():
         kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}")
     return cls(**kwargs)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
