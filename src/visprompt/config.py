@@ -59,7 +59,7 @@ def _check(cond: bool, key: str, message: str) -> None:
 class DataConfig:
     """Which images a run trains and evaluates on."""
 
-    dataset: str = "testbed_backgrounds"  # a registered dataset name, or "folder" / "csv" for the user's own data
+    dataset: str = "testbed-backgrounds"  # a registered dataset name, or "folder" / "csv" for the user's own data
     root: str = "DATA"  # folder holding one sub-folder per dataset (the CoOp layout)
     path: str | None = None  # image folder or CSV file when dataset is "folder" or "csv"
     shots: int = 16  # K labelled training images per class (few-shot sampling happens before noise)
@@ -170,8 +170,7 @@ class MethodConfig:
     name: str = "visprompt"  # zeroshot | coop | coop-gce | cocoop | nlprompt | joapr | visprompt
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    mixup_alpha: float = 4.0  # joapr: Beta(alpha, alpha) mixup
-    refurbish_momentum: float = 0.9  # joapr: weight of the running label estimate in refurbished labels
+    mixup_alpha: float = 0.001  # joapr: mixup weights drawn from Beta(alpha, alpha) (JoAPR's released value)
     templates: Literal["dataset", "ensemble", "plain"] = "dataset"  # zeroshot: per-dataset or ImageNet ensemble
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from visprompt.config import RunConfig, config_dir, load_config
 
 DEFAULT_METHODS = ("zeroshot", "coop", "nlprompt", "visprompt")
-DEFAULT_TASK = "testbed_backgrounds"
+DEFAULT_TASK = "testbed-backgrounds"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -34,7 +34,7 @@ class MethodSpec:
     selection_kind: str = "none"  # none | ot | gmm
     gmm_threshold: float = 0.5
     loss: SplitLoss = field(default_factory=SplitLoss)
-    mixup_alpha: float = 4.0
+    mixup_alpha: float = 0.001
     templates: str = "dataset"  # zero-shot: dataset | ensemble | plain
 
 
