@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from visprompt.report import build_report
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -23,6 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from visprompt.report import build_report
+
     report = build_report(args.runs_dir, args.out, metric=args.metric, higher_is_better=not args.lower_is_better)
     print(f"{report.num_runs} runs, {report.num_finished} finished; report in {report.out_dir}")
     for path in report.files:
