@@ -1,0 +1,92 @@
+"""The performance benchmarks: the naive 77-token reference they time agrees with the library, and gpu.py runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import gpu  # noqa: E402
+import train_step  # noqa: E402
+
+from visprompt.models import CoOpPromptLearner, PromptClassifier, VisPromptLearner  # noqa: E402
+
+NAMES = ["apple", "aquarium_fish", "lawn_mower", "sweet_pepper", "cat"]
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return gpu.build_clip("ViT-B-16", torch.device("cpu"), smoke=True)
+
+
+def _batch(clip, n: int = 3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    pooled, tokens = clip.encode_image(torch.randn(n, 3, 32, 32, generator=g))
+    return {
+        "pooled": pooled,
+        "tokens": tokens,
+        "labels": torch.tensor([0, 3, 4][:n]),
+        "clean": torch.tensor([True, False, True][:n]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["visprompt", "coop"])
+def test_naive_reference_matches_library_step(clip, kind: str) -> None:
+    """Same weights, same dropout masks: the 77-token forward gives the library's logits and gradients."""
+    torch.manual_seed(0)
+    learner = VisPromptLearner(clip, NAMES, n_ctx=4) if kind == "visprompt" else CoOpPromptLearner(clip, NAMES, n_ctx=4)
+    learner.train()
+    params = [p for p in learner.parameters() if p.requires_grad]
+    batch, loss = _batch(clip), train_step.VISPROMPT_LOSS
+    fast = train_step.logits_and_grads(PromptClassifier(clip, learner).logits_from_features, params, loss, batch, 1)
+    naive = train_step.logits_and_grads(train_step.NaivePrompts(clip, learner, NAMES), params, loss, batch, 1)
+    diffs = train_step.parity(fast, naive, float(clip.logit_scale.exp()))
+    assert diffs["max|dlogit|"] < 1e-4 and diffs["grad rel"] < 1e-4
+    assert fast[0].shape == (3, len(NAMES))
+    assert float(fast[0].std()) > 0  # not a degenerate (constant) comparison
+
+
+def test_naive_reference_detects_a_changed_prompt(clip) -> None:
+    """The parity check can fail: a naive model built for other class names gives other logits."""
+    torch.manual_seed(0)
+    learner = CoOpPromptLearner(clip, NAMES, n_ctx=4)
+    params = [p for p in learner.parameters() if p.requires_grad]
+    batch, loss = _batch(clip), train_step.COOP_LOSS
+    fast = train_step.logits_and_grads(PromptClassifier(clip, learner).logits_from_features, params, loss, batch, 1)
+    other = train_step.NaivePrompts(clip, learner, [*NAMES[:-1], "dog"])
+    diffs = train_step.parity(fast, train_step.logits_and_grads(other, params, loss, batch, 1), 1.0)
+    assert diffs["max|dlogit|"] > 1e-3
+
+
+def test_token_positions_count_the_prefix_once_per_image(clip) -> None:
+    learner = VisPromptLearner(clip, NAMES, n_ctx=4)
+    k, s = learner.prefix_len, int(learner.pool_index.max()) + 1 - learner.prefix_len
+    assert train_step.token_positions("visprompt", learner, 8, 5, 77) == 8 * (k + 5 * s)
+    assert train_step.token_positions("coop", learner, 8, 5, 77) == k + 5 * s
+    assert train_step.token_positions("naive", learner, 8, 5, 77) == 8 * 5 * 77
+
+
+def test_clip_like_probs_are_probabilities_with_noisy_labels() -> None:
+    probs, labels = train_step.clip_like_probs(200, 10, seed=0, noise=0.5)
+    assert torch.allclose(probs.sum(1), torch.ones(200), atol=1e-5)
+    true = torch.arange(10).repeat(20)
+    assert 0.3 < float((labels != true).float().mean()) < 0.6  # about half flipped (some flips land on the truth)
+
+
+def test_gpu_script_smoke_on_cpu(tmp_path: Path) -> None:
+    """``gpu.py --smoke`` runs every measurement on tiny models and writes its JSON and markdown."""
+    gpu.main(["--smoke", "--device", "cpu", "--archs", "ViT-B-16", "--precisions", "fp32", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "gpu_bench.json").read_text())
+    whats = {r["what"] for r in result["rows"]}
+    assert {"encode", "naive", "visprompt", "coop", "visprompt+enc", "eval visprompt", "OT mini-batch"} <= whats
+    errors = [r for r in result["rows"] if str(r.get("note", "")).startswith("error")]
+    assert not errors, errors
+    vis = next(r for r in result["rows"] if r["what"] == "visprompt")
+    assert vis["ms"] > 0 and vis["max|dlogit|"] < 1e-4 and "naive/x" in vis
+    assert "| visprompt" in (tmp_path / "gpu_bench.md").read_text()
