@@ -18,8 +18,6 @@ from visprompt.testbed.card import EVAL_NAME, export_assets, measure, write_mode
 from visprompt.testbed.model import ASSETS
 
 PRETRAIN_COMMAND = "PYTHONPATH=src nice -n 5 python scripts/pretrain_testbed.py --out runs/testbed_pretrain"
-    "PYTHONPATH=src nice -n 5 python scripts/pretrain_testbed.py --out runs/testbed_pretrain --budget-min 65"
-)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, help="pretraining run folder to ship (default: re-measure the assets)")
     parser.add_argument("--assets", type=Path, default=ASSETS)
     parser.add_argument("--test-per-class", type=int, default=100)
-    parser.add_argument("--coop", type=Path, help="JSON with the engine's CoOp accuracies per task")
+    parser.add_argument("--coop", type=Path, help="JSON with CoOp accuracies per task (engine or quick check)")
+    parser.add_argument("--coop-source", default="measured by the training engine.", help="how CoOp was measured")
     parser.add_argument("--command", default=PRETRAIN_COMMAND, help="the pretraining command, for the card")
     parser.add_argument("--note", action="append", default=[], help="extra line for the card's pretraining section")
     args = parser.parse_args(argv)
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluation = {**measure(args.assets, args.test_per_class), "test_per_class": args.test_per_class}
     (args.assets / EVAL_NAME).write_text(json.dumps(evaluation, indent=2) + "\n")
     coop = json.loads(args.coop.read_text()) if args.coop else None
-    print(write_model_card(args.assets, evaluation, args.command, coop, args.note).read_text())
+    print(write_model_card(args.assets, evaluation, args.command, coop, args.note, args.coop_source).read_text())
     return 0
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from visprompt.errors import DataError
-from visprompt.testbed import build
+from visprompt.testbed import build, world
 from visprompt.testbed.tasks import TASKS, TASKS_BY_NAME
 
 
@@ -20,7 +20,7 @@ def _small(name: str = "testbed-positions") -> build.TaskSpec:
 
 def test_task_specs_are_registry_ready() -> None:
     assert len(TASKS) >= 3
-    for t in TASKS:
+    for t in TASKS_BY_NAME.values():
         assert 6 <= t.num_classes <= 12 and len(set(t.classnames)) == t.num_classes
         assert t.split_file.startswith("split_zhou_") and t.split_file.endswith(".json")
         assert t.expected_counts["train"] >= 16 * t.num_classes  # room for 16-shot sampling
@@ -93,7 +93,7 @@ def test_registry_entries_register_with_the_data_layer(tmp_path) -> None:
     from visprompt.testbed.tasks import registry_entries
 
     entries = registry_entries()
-    assert [e["name"] for e in entries] == [t.name for t in TASKS]
+    assert [e["name"] for e in entries] == list(TASKS_BY_NAME)
     for e in entries:
         assert e["expected"][0] == TASKS_BY_NAME[e["name"]].num_classes
         spec = datasets.DatasetSpec(
@@ -103,3 +103,15 @@ def test_registry_entries_register_with_the_data_layer(tmp_path) -> None:
             expected=datasets.ExpectedCounts(*e["expected"]),
         )
         assert spec.layout == f"{e['folder']}/images/ and {e['folder']}/{e['split_file']}"
+
+
+def test_conjunction_task_fixes_both_attributes(tmp_path) -> None:
+    """testbed-scenes classes are (colour, background) pairs: each rendered scene carries both of its class."""
+    task = dataclasses.replace(TASKS_BY_NAME["testbed-scenes"], train_per_class=2, val_per_class=1, test_per_class=1)
+    values = task.attribute_values()  # (C, 2)
+    assert values.shape == (task.num_classes, 2) and len({tuple(v) for v in values}) == task.num_classes
+    for (colour, background), name in zip(values, task.classnames, strict=True):
+        assert name == f"{list(world.COLOURS)[colour]} object on {world.BACKGROUNDS[background]}"
+    folder = build.build_task(tmp_path, task)
+    split = json.loads((folder / task.split_file).read_text())
+    assert {c for _, _, c in split["train"]} == {n.replace(" ", "_") for n in task.classnames}

@@ -12,7 +12,7 @@ import torch
 from visprompt.errors import WeightsError
 from visprompt.testbed import card, model
 from visprompt.testbed.pretrain import PretrainConfig, contrastive_loss, pretrain
-from visprompt.testbed.tasks import TASKS, vocabulary_phrases
+from visprompt.testbed.tasks import TASKS_BY_NAME, vocabulary_phrases
 from visprompt.testbed.vocab import build_vocabulary
 
 
@@ -59,9 +59,12 @@ def test_export_and_model_card(tiny_run, tmp_path) -> None:
     exported, _ = model.load_testbed_model(assets)
     for (k, a), b in zip(direct.state_dict().items(), exported.state_dict().values(), strict=True):
         assert torch.equal(a, b), k  # fp16 on disk both times: the export is lossless
-    evaluation = {t.name: {"zero_shot": 0.5, "zero_shot_in_domain": 0.9, "linear_probe": 0.6} for t in TASKS}
-    text = card.write_model_card(assets, {**evaluation, "test_per_class": 3}, "cmd").read_text()
-    assert "| testbed-shapes | 50.0 | 90.0 | 60.0 | n/a | n/a |" in text
+    evaluation = {n: {"zero_shot": 0.5, "zero_shot_in_domain": 0.9, "linear_probe": 0.6} for n in TASKS_BY_NAME}
+    coop = {"testbed-colours": {"coop_clean": 0.7, "coop_noise75": 0.4}}
+    text = card.write_model_card(assets, {**evaluation, "test_per_class": 3}, "cmd", coop, coop_source="q").read_text()
+    assert "| testbed-colours | 50.0 | 90.0 | 60.0 | 70.0 | 40.0 |" in text
+    assert "| testbed-shapes (extra) | 50.0 | 90.0 | 60.0 | n/a | n/a |" in text
+    assert "colour cast, RGB gain 1/0.8/0.5" in text and "hue rotated 75 deg" in text
 
 
 def test_loading_errors_name_the_file(tiny_run, tmp_path) -> None:
@@ -82,7 +85,7 @@ def test_shipped_checkpoint() -> None:
     clip = model.load_testbed_clip()
     assert next(clip.parameters()).dtype == torch.float32  # fp16 on disk, upcast on load
     tok = clip.tokenizer
-    for task in TASKS:
+    for task in TASKS_BY_NAME.values():
         assert all(tok.unknown_words(task.template.format(c)) == [] for c in task.classnames)
     pooled, tokens = clip.encode_image(torch.zeros(2, 3, clip.image_size, clip.image_size))
     assert pooled.shape == (2, clip.embed_dim) and tokens.shape[0] == 2

@@ -124,7 +124,7 @@ def test_pretraining_data_is_pinned() -> None:
     caps = world.captions(rng, s)
     assert hashlib.sha256("|".join(caps).encode()).hexdigest()[:16] == "4a530fd8df5fe59b"
     assert render.render(s, render.PRETRAIN).astype(np.float64).mean() == pytest.approx(129.3767, abs=0.01)
-    shifted = dataclasses.replace(render.PRETRAIN, hue_shift=90.0, grey_prob=0.5)
+    shifted = dataclasses.replace(render.PRETRAIN, hue=(-90.0, 90.0), grey_prob=0.5)
     assert not np.array_equal(
         render.render(s.take(np.arange(4)), render.PRETRAIN), render.render(s.take(np.arange(4)), shifted)
     )

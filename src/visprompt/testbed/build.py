@@ -59,7 +59,9 @@ def render_split(task: TaskSpec, split: str, seed: int = 0, image_size: int = 32
     rows = split_rows(task, split)
     labels = np.array([label for _, label, _ in rows])
     rng = np.random.default_rng([seed, zlib.crc32(task.name.encode()), SPLITS.index(split)])
-    scenes = sample_scenes(rng, len(labels), image_size=image_size, plain_prob=0.0, fixed={task.attribute: labels})
+    values = task.attribute_values()[labels]  # (N, A) the attribute values of each image's class
+    fixed = {**dict(task.fixed), **{name: values[:, i] for i, name in enumerate(task.attributes)}}
+    scenes = sample_scenes(rng, len(labels), image_size=image_size, plain_prob=0.0, fixed=fixed)
     parts = [
         render(scenes.take(slice(i, i + chunk)), task.style, image_size=image_size)
         for i in range(0, len(labels), chunk)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from visprompt.testbed.model import ASSETS, CHECKPOINT_NAME, CONFIG_NAME, VOCAB_NAME, build_clip, load_weights
-from visprompt.testbed.tasks import TASKS
+from visprompt.testbed.tasks import EXTRA_TASKS, TASKS
 from visprompt.testbed.world import MENTION_PROB
 
 logger = logging.getLogger(__name__)
@@ -45,13 +45,14 @@ def export_assets(run: str | Path, assets: str | Path = ASSETS) -> Path:
 
 
 def measure(directory: str | Path = ASSETS, test_per_class: int = 100, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Zero-shot (shifted and in-domain) and 16-shot linear-probe accuracy of a checkpoint on every task."""
+    """Zero-shot (shifted and in-domain) and 16-shot linear-probe accuracy of a checkpoint on every task
+    (the extra tasks included)."""
     from visprompt.testbed.evaluate import evaluate_task
     from visprompt.testbed.model import load_testbed_model
 
     model, tokenizer = load_testbed_model(directory)
     results = {}
-    for task in TASKS:
+    for task in (*TASKS, *EXTRA_TASKS):
         results[task.name] = evaluate_task(model, tokenizer, task, test_per_class=test_per_class, seed=seed)
         logger.info("%s: %s", task.name, results[task.name])
     return results
@@ -61,18 +62,29 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
+def _camera(task) -> str:
+    style = task.style
+    parts = []
+    if style.hue != (0.0, 0.0):
+        parts.append(f"hue rotated {style.hue[0]:g} deg" if style.hue[0] == style.hue[1] else f"hue {style.hue}")
+    if style.gain != (1.0, 1.0, 1.0):
+        parts.append("colour cast, RGB gain " + "/".join(f"{g:g}" for g in style.gain))
+    return ", ".join(parts) or "none"
+
+
 def write_model_card(
     directory: str | Path,
     evaluation: dict[str, Any],
     command: str,
     coop: dict[str, dict[str, float]] | None = None,
     notes: Sequence[str] = (),
+    coop_source: str = "measured by the training engine.",
 ) -> Path:
     """Write ``MODEL_CARD.md`` in ``directory`` (which holds the checkpoint, config and ``pretrain_meta.json``).
 
     ``evaluation`` is :func:`measure`'s result plus ``"test_per_class"``; ``coop`` maps task name to
     ``{"coop_clean": acc, "coop_noise75": acc}`` when the engine has measured them; ``notes`` are extra lines
-    for the pretraining section (e.g. how a run was resumed).
+    for the pretraining section (e.g. how a run was resumed); ``coop_source`` says how CoOp was measured.
     """
     directory = Path(directory)
     meta = json.loads((directory / META_NAME).read_text())
@@ -124,13 +136,17 @@ def write_model_card(
         "",
         "## Downstream tasks (`visprompt testbed build --root DATA`)",
         "",
-        "| task | classes | zero-shot template | train / val / test |",
-        "|---|---|---|---|",
+        "Rendered with light corruption (noise, blur, tint, clutter, distractors, unseen textures) plus one consistent",
+        "camera change per task; see `visprompt.testbed.tasks` for why. Extra tasks are built only when named.",
+        "",
+        "| task | classifies | classes | zero-shot template | camera change | train / val / test |",
+        "|---|---|---|---|---|---|",
     ]
-    for task in TASKS:
-        c = task.expected_counts
+    for task in (*TASKS, *EXTRA_TASKS):
+        c, extra = task.expected_counts, " (extra)" if task in EXTRA_TASKS else ""
         lines.append(
-            f"| {task.name} | {task.num_classes} | `{task.template}` | {c['train']} / {c['val']} / {c['test']} |"
+            f"| {task.name}{extra} | {task.attribute} | {task.num_classes} | `{task.template}` "
+            f"| {_camera(task)} | {c['train']} / {c['val']} / {c['test']} |"
         )
     n = evaluation.get("test_per_class", "?")
     lines += [
@@ -146,14 +162,14 @@ def write_model_card(
         "| CoOp 75% noise |",
         "|---|---|---|---|---|---|",
     ]
-    for task in TASKS:
+    for task in (*TASKS, *EXTRA_TASKS):
         r, cp = evaluation[task.name], (coop or {}).get(task.name, {})
+        name = f"{task.name} (extra)" if task in EXTRA_TASKS else task.name
         lines.append(
-            f"| {task.name} | {_pct(r['zero_shot'])} | {_pct(r['zero_shot_in_domain'])} | {_pct(r['linear_probe'])} "
+            f"| {name} | {_pct(r['zero_shot'])} | {_pct(r['zero_shot_in_domain'])} | {_pct(r['linear_probe'])} "
             f"| {_pct(cp.get('coop_clean'))} | {_pct(cp.get('coop_noise75'))} |"
         )
-    if not coop:
-        lines += ["", "CoOp columns: not yet measured (they need the training engine)."]
+    lines += ["", f"CoOp columns: {coop_source}" if coop else "CoOp columns: not yet measured."]
     lines += [
         "",
         f"Measured with torch {torch.__version__} on {platform.machine()} "

@@ -37,8 +37,9 @@ class Style:
     distractors: tuple[int, int] = (0, 0)  # number of small distractor objects (inclusive range, at most 3)
     texture_prob: float = 0.0  # probability of blending an unseen texture into the background
     texture_alpha: tuple[float, float] = (0.0, 0.0)  # its blending weight range
-    hue_shift: float = 0.0  # maximum rotation (degrees) of every colour about the grey axis, uniform per image
+    hue: tuple[float, float] = (0.0, 0.0)  # range (degrees) of a rotation of every colour about the grey axis
     grey_prob: float = 0.0  # probability of turning the image to greyscale (a style change)
+    gain: tuple[float, float, float] = (1.0, 1.0, 1.0)  # fixed per-channel gain (a white-balance / light cast)
 
 
 CLEAN = Style()
@@ -315,9 +316,11 @@ def _hue_rotation(theta: np.ndarray) -> np.ndarray:
 
 def _corrupt(img: np.ndarray, style: Style, p: np.ndarray, gauss: np.ndarray | None) -> np.ndarray:
     """Hue, greyscale, tint, contrast, blur and noise (per-image draws from ``p``), then quantise to uint8."""
-    if style.hue_shift > 0:
-        theta = np.deg2rad((2 * p[:, 36] - 1) * style.hue_shift)  # (N,)
+    if style.hue != (0.0, 0.0):
+        theta = np.deg2rad(style.hue[0] + p[:, 36] * (style.hue[1] - style.hue[0]))  # (N,)
         img = np.einsum("nhwc,ndc->nhwd", img, _hue_rotation(theta))  # rotate every pixel's colour
+    if style.gain != (1.0, 1.0, 1.0):
+        img = img * np.asarray(style.gain, dtype=np.float32)
     if style.grey_prob > 0:
         grey = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (N, H, W)
         img = np.where((p[:, 37] < style.grey_prob)[:, None, None, None], grey[..., None], img)
