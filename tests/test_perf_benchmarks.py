@@ -79,6 +79,7 @@ def test_clip_like_probs_are_probabilities_with_noisy_labels() -> None:
     assert 0.3 < float((labels != true).float().mean()) < 0.6  # about half flipped (some flips land on the truth)
 
 
+@pytest.mark.slow
 def test_gpu_script_smoke_on_cpu(tmp_path: Path) -> None:
     """``gpu.py --smoke`` runs every measurement on tiny models and writes its JSON and markdown."""
     gpu.main(["--smoke", "--device", "cpu", "--archs", "ViT-B-16", "--precisions", "fp32", "--out", str(tmp_path)])
