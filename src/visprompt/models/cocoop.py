@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visprompt.models.context import PromptContext
+from visprompt.models.context import ContextPromptLearner
 from visprompt.models.frozen_clip import FrozenCLIP
 from visprompt.models.text import PromptEmbeddings
 
 
-class CoCoOpPromptLearner(nn.Module):
+class CoCoOpPromptLearner(ContextPromptLearner):
     """CoCoOp's prompt learner: shared context vectors plus a meta-net bias from the pooled image embedding.
 
     Args:
@@ -35,7 +35,6 @@ class CoCoOpPromptLearner(nn.Module):
     """
 
     per_image = True  # one context per image (P = B)
-    uses_tokens = False  # only the pooled embedding is read
 
     def __init__(
         self,
@@ -46,8 +45,7 @@ class CoCoOpPromptLearner(nn.Module):
         class_token_position: str = "end",
         reduction: int = 16,
     ) -> None:
-        super().__init__()
-        self.context = PromptContext(clip, classnames, n_ctx, ctx_init, False, class_token_position)
+        super().__init__(clip, classnames, n_ctx, ctx_init, False, class_token_position)
         embed_dim, width = clip.embed_dim, clip.width
         hidden = max(1, embed_dim // reduction)
         self.meta_net = nn.Sequential(
@@ -58,14 +56,6 @@ class CoCoOpPromptLearner(nn.Module):
             )
         ).to(device=clip.device, dtype=clip.dtype)
 
-    @property
-    def prefix_len(self) -> int:
-        return self.context.prefix_len
-
-    @property
-    def pool_index(self) -> torch.Tensor:
-        return self.context.pool_index
-
     def forward(
         self, pooled: torch.Tensor | None = None, tokens: torch.Tensor | None = None, length: int | None = None
     ) -> PromptEmbeddings:
@@ -75,6 +65,3 @@ class CoCoOpPromptLearner(nn.Module):
         ctx = self.context.ctx
         shift = self.meta_net(F.normalize(pooled.to(ctx.dtype), dim=-1))  # (B, D)
         return self.context.assemble(ctx[None] + shift[:, None], length)  # ctx_b: (B, M, D)
-
-    def last_stats(self) -> dict[str, float]:
-        return {}

@@ -13,6 +13,10 @@ are rebuilt from the class names, never checkpointed). Assembly returns a
 :class:`~visprompt.models.text.PromptEmbeddings`: with the class name at the end and a shared context, the
 prefix is ``[SOS, ctx]`` (K = 1 + M, the case the prefix-shared text path accelerates); otherwise the prefix is
 ``[SOS]`` alone and the context is scattered into each class's body.
+
+:class:`ContextPromptLearner` is the part the prompt learners share: it owns a :class:`PromptContext` and
+exposes the interface :class:`~visprompt.models.classifier.PromptClassifier` reads (``prefix_len``,
+``pool_index``, ``per_image``, ``uses_tokens``, ``last_stats``); its forward assembles the plain context (CoOp).
 """
 
 from __future__ import annotations
@@ -164,3 +168,44 @@ class PromptContext(nn.Module):
         gathered = per_class.to(frozen.dtype).gather(2, index)  # (P, C, S, D)
         body = torch.where((slot >= 0)[None, :, :, None], gathered, frozen[None, :, 1:length])  # (P, C, S, D)
         return PromptEmbeddings(frozen[:1, :1], body, self.pool_index)  # prefix: SOS (1, 1, D)
+
+
+class ContextPromptLearner(nn.Module):
+    """A prompt learner built on a :class:`PromptContext`; as is, CoOp (the same prompts for every image, P = 1).
+
+    Subclasses that condition the context on the image override :meth:`forward` and build their prompts with
+    ``self.context.assemble``. Args are those of :class:`PromptContext`.
+    """
+
+    per_image = False  # the prompts do not depend on the image (P = 1)
+    uses_tokens = False  # the visual tokens are not read
+
+    def __init__(
+        self,
+        clip: FrozenCLIP,
+        classnames: Sequence[str],
+        n_ctx: int = 16,
+        ctx_init: str = "",
+        csc: bool = False,
+        class_token_position: str = "end",
+    ) -> None:
+        super().__init__()
+        self.context = PromptContext(clip, classnames, n_ctx, ctx_init, csc, class_token_position)
+
+    @property
+    def prefix_len(self) -> int:
+        return self.context.prefix_len
+
+    @property
+    def pool_index(self) -> torch.Tensor:
+        return self.context.pool_index
+
+    def forward(
+        self, pooled: torch.Tensor | None = None, tokens: torch.Tensor | None = None, length: int | None = None
+    ) -> PromptEmbeddings:
+        """Prompt embeddings for one context (P = 1); the image features are not used."""
+        return self.context.assemble(self.context.ctx, length)
+
+    def last_stats(self) -> dict[str, float]:
+        """Statistics of the last forward for the training log (none here)."""
+        return {}

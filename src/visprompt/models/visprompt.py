@@ -16,10 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from visprompt.errors import ConfigError
-from visprompt.models.context import PromptContext
+from visprompt.models.context import ContextPromptLearner
 from visprompt.models.film import CrossModalFiLM
 from visprompt.models.frozen_clip import FrozenCLIP
 from visprompt.models.text import PromptEmbeddings
@@ -27,7 +26,7 @@ from visprompt.models.text import PromptEmbeddings
 VIS_TOKENS = ("patch", "global")
 
 
-class VisPromptLearner(nn.Module):
+class VisPromptLearner(ContextPromptLearner):
     """Context tokens that read the image through a gated cross-modal FiLM block.
 
     Args:
@@ -56,11 +55,10 @@ class VisPromptLearner(nn.Module):
         num_heads: int = 8,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
         if vis_tokens not in VIS_TOKENS:
             raise ConfigError(f"vis_tokens must be one of {', '.join(VIS_TOKENS)}; got {vis_tokens!r}")
+        super().__init__(clip, classnames, n_ctx, ctx_init, csc, class_token_position)
         self.vis_tokens = vis_tokens
-        self.context = PromptContext(clip, classnames, n_ctx, ctx_init, csc, class_token_position)
         self.film = (
             CrossModalFiLM(
                 clip.width,
@@ -85,14 +83,6 @@ class VisPromptLearner(nn.Module):
         """Whether forward reads the visual tokens (else the pooled embedding suffices)."""
         return self.film is not None and self.vis_tokens == "patch"
 
-    @property
-    def prefix_len(self) -> int:
-        return self.context.prefix_len
-
-    @property
-    def pool_index(self) -> torch.Tensor:
-        return self.context.pool_index
-
     def visual_input(self, pooled: torch.Tensor | None, tokens: torch.Tensor | None) -> torch.Tensor:
         """The visual tokens the block attends to: (B, T, E) or (B, 1, E)."""
         if self.vis_tokens == "global":
@@ -115,7 +105,7 @@ class VisPromptLearner(nn.Module):
     ) -> PromptEmbeddings:
         """Prompt embeddings: P = B image-conditioned contexts (P = 1 without visual guidance)."""
         if self.film is None:
-            return self.context.assemble(self.context.ctx, length)
+            return super().forward(pooled, tokens, length)
         return self.context.assemble(self.conditioned_context(pooled, tokens), length)
 
     def last_stats(self) -> dict[str, float]:
