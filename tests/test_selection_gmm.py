@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.mixture import GaussianMixture
 
-from visprompt.selection import fit_gmm_1d, gmm_split, selection_metrics
+from visprompt.selection import fit_gmm_1d, gmm_split, selection_counts, selection_metrics
 
 
 def _bimodal(n_clean: int = 300, n_noisy: int = 120, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +111,17 @@ def test_selection_metrics_by_hand() -> None:
     assert m["f1"] == pytest.approx(2 * 0.75 * 0.6 / 1.35)
     assert m["selected_fraction"] == pytest.approx(5 / 8)
     assert m["pseudo_label_accuracy"] == pytest.approx(5 / 7)  # 0, 1, 2, 4 (-> 9), 6 right
+    counts = selection_counts(clean, labels, true)
+    assert counts == {"n": 8, "selected": 5, "known": 7, "selected_known": 4, "truly_clean": 5, "hits": 3}
+    from visprompt.methods.selection import split_counts  # the training log's counts are the same figures
+
+    assert split_counts(clean, labels, true) == {
+        "n_clean": 5,
+        "n_selected_from": 8,
+        "sel_selected": 4,
+        "sel_true_clean": 5,
+        "sel_hits": 3,
+    }
 
 
 def test_selection_metrics_empty_and_unknown() -> None:

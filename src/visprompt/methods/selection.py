@@ -29,15 +29,15 @@ def split_counts(clean: torch.Tensor, labels: torch.Tensor, true_labels: torch.T
     ``n_clean``/``n_selected_from`` are the mask size and the number of samples it was drawn from; precision =
     ``sel_hits / sel_selected`` and recall = ``sel_hits / sel_true_clean`` over samples whose truth is known.
     """
-    clean = clean.bool()
-    known = true_labels >= 0
-    truly_clean = known & (labels == true_labels)
+    from visprompt.selection.metrics import selection_counts
+
+    c = selection_counts(clean, labels, true_labels)
     return {
-        "n_clean": int(clean.sum()),
-        "n_selected_from": int(clean.numel()),
-        "sel_selected": int((clean & known).sum()),
-        "sel_true_clean": int(truly_clean.sum()),
-        "sel_hits": int((clean & truly_clean).sum()),
+        "n_clean": c["selected"],
+        "n_selected_from": c["n"],
+        "sel_selected": c["selected_known"],
+        "sel_true_clean": c["truly_clean"],
+        "sel_hits": c["hits"],
     }
 
 

@@ -6,7 +6,7 @@ split against true labels). None of them edits a dataset; each returns a :class:
 """
 
 from visprompt.selection.gmm import GaussianMixture1D, fit_gmm_1d, gmm_split
-from visprompt.selection.metrics import selection_metrics
+from visprompt.selection.metrics import selection_counts, selection_metrics
 from visprompt.selection.ot import curriculum_budget, ot_split, ot_split_per_batch
 from visprompt.selection.result import ConvergenceWarning, SplitResult
 from visprompt.selection.sinkhorn import SinkhornStats, sinkhorn_log
@@ -21,6 +21,7 @@ __all__ = [
     "gmm_split",
     "ot_split",
     "ot_split_per_batch",
+    "selection_counts",
     "selection_metrics",
     "sinkhorn_log",
 ]
