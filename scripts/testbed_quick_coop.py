@@ -34,9 +34,10 @@ def features(clip, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return clip.encode_image(normalise(torch.from_numpy(images).permute(0, 3, 1, 2)))
 
 
-def coop(clip, classnames, train, labels, test, test_labels, epochs: int, seed: int) -> float:
+def coop(clip, classnames, train, labels, test, test_labels, epochs: int, seed: int, ctx_init: str = "") -> float:
+    """Test accuracy of CoOp (16 context tokens, or ``ctx_init``'s) trained on cached features."""
     torch.manual_seed(seed)
-    model = PromptClassifier(clip, CoOpPromptLearner(clip, classnames, ctx_init="a photo of a"))
+    model = PromptClassifier(clip, CoOpPromptLearner(clip, classnames, n_ctx=16, ctx_init=ctx_init))
     opt = torch.optim.SGD(model.trainable_parameters(), lr=0.002, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     y = torch.as_tensor(labels)

@@ -116,13 +116,12 @@ def write_model_card(
         "",
         "- Data: fresh procedural scenes every step (`visprompt.testbed.world`, `render.PRETRAIN` corruption: "
         "light noise, blur, tint, clutter lines, distractors), data seed "
-        f"{pre['seed']}; half of each batch drawn from two colours (hard negatives). Captions name the colour in "
-        + ", ".join(f"{k} {round(100 * p)}%" for k, p in MENTION_PROB.items())
-        + " of captions.",
+        f"{pre['seed']}; half of each batch drawn from two colours (hard negatives). Share of captions naming each "
+        "attribute: " + ", ".join(f"{k} {round(100 * p)}%" for k, p in MENTION_PROB.items()) + ".",
         "- Loss: symmetric InfoNCE, identical captions in a batch share the target; AdamW "
         f"(lr {pre['lr']}, weight decay {pre['weight_decay']}), {pre['warmup_steps']} warm-up steps, cosine decay "
-        f"over the wall-clock budget ({pre['time_budget_min']} min), batch {pre['batch_size']}, "
-        f"{pre['threads']} CPU threads.",
+        f"over max(step / {pre['max_steps']}, elapsed / {pre['time_budget_min']:g} min), batch {pre['batch_size']}, "
+        f"{pre['threads']} CPU thread(s).",
         f"- Command: `{command}`",
         *[
             f"  - from step {g['start_step']} ({g['start_minutes']:.1f} min): batch {g['batch_size']}, "
@@ -130,9 +129,9 @@ def write_model_card(
             for g in meta.get("segments", [])
         ],
         *[f"- {note}" for note in notes],
-        f"- Ran: {meta['steps']:,} steps, {meta['samples']:,} samples, {meta['minutes']:.1f} min wall clock on a "
-        "shared 2-core CPU (other jobs running) "
-        f"; final batch loss {meta['loss']:.3f}, in-batch image-to-text accuracy {meta['acc']:.3f}.",
+        f"- Ran: {meta['steps']:,} steps, {meta['samples']:,} samples, {meta['minutes']:.1f} min of training "
+        "wall clock on a shared 2-core CPU (other jobs running); "
+        f"final batch loss {meta['loss']:.3f}, in-batch image-to-text accuracy {meta['acc']:.3f}.",
         "",
         "## Downstream tasks (`visprompt testbed build --root DATA`)",
         "",

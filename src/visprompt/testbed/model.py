@@ -96,6 +96,7 @@ def save_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype = torch.
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={"quick_gelu": "false", "arch": ARCH_NAME})
+    tmp.chmod(0o644)  # a package asset: readable by everyone
     tmp.replace(path)
 
 
