@@ -7,7 +7,17 @@ import torch
 import torch.nn.functional as F
 
 from visprompt.errors import UnknownNameError
-from visprompt.losses import LOSSES, cross_entropy, gce, mae, sce, visprompt_loss, visprompt_loss_terms
+from visprompt.losses import (
+    LOSSES,
+    cross_entropy,
+    gce,
+    mae,
+    per_sample_loss,
+    sce,
+    split_loss_terms,
+    visprompt_loss,
+    visprompt_loss_terms,
+)
 
 
 def _batch(b: int = 12, c: int = 7, scale: float = 3.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,3 +170,28 @@ def test_visprompt_loss_options() -> None:
         visprompt_loss(logits, labels, clean.long())
     with pytest.raises(ValueError, match="alpha"):
         visprompt_loss(logits, labels, clean, alpha=1.5)
+
+
+def test_per_sample_loss_looks_up_the_registry() -> None:
+    logits, labels = _batch(b=6)
+    torch.testing.assert_close(
+        per_sample_loss("gce", logits, labels, q=0.3), gce(logits, labels, q=0.3, reduction="none")
+    )
+    torch.testing.assert_close(per_sample_loss("mae", logits, labels, q=0.3), mae(logits, labels, reduction="none"))
+    sce_kwargs = {"alpha": 0.2, "beta": 2.0}
+    expected = sce(logits, labels, reduction="none", **sce_kwargs)
+    torch.testing.assert_close(per_sample_loss("sce", logits, labels, **sce_kwargs), expected)
+    with pytest.raises(UnknownNameError):
+        per_sample_loss("focal", logits, labels)
+
+
+def test_split_loss_terms_weights_normalisation_and_absent_terms() -> None:
+    per_clean, per_noisy = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([10.0, 20.0, 30.0, 40.0])
+    mask = torch.tensor([True, False, True, False])
+    clean, noisy = split_loss_terms(per_clean, per_noisy, mask, weights=(0.5, 2.0))
+    assert float(clean) == pytest.approx(0.5 * 4 / 4) and float(noisy) == pytest.approx(2.0 * 60 / 4)
+    clean, noisy = split_loss_terms(per_clean, per_noisy, mask, weights=(1.0, 1.0), normalize="subset")
+    assert float(clean) == pytest.approx(2.0) and float(noisy) == pytest.approx(30.0)
+    leaf = per_clean.clone().requires_grad_(True)
+    clean, noisy = split_loss_terms(leaf, None, mask, weights=(1.0, 1.0))
+    assert clean.requires_grad and not noisy.requires_grad and float(noisy) == 0.0

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from visprompt.registry import Registry
 
-__all__ = ["LOSSES", "LossFn", "Reduction", "cross_entropy", "gce", "mae", "reduce", "sce"]
+__all__ = ["LOSSES", "LossFn", "Reduction", "cross_entropy", "gce", "mae", "per_sample_loss", "reduce", "sce"]
 
 Reduction = Literal["none", "mean", "sum"]
 LossFn = Callable[..., torch.Tensor]  # fn(logits (B, C), labels (B,), *, reduction=..., **hyperparameters)
@@ -95,3 +95,17 @@ def sce(
     """Symmetric cross-entropy alpha * CE + beta * RCE, RCE = -log_clamp * (1 - p_y) (defaults: CIFAR-10's)."""
     log_p_y = _log_p_label(logits, labels)
     return reduce(alpha * -log_p_y + beta * -log_clamp * -torch.expm1(log_p_y), reduction)
+
+
+def per_sample_loss(
+    name: str, logits: torch.Tensor, labels: torch.Tensor, *, q: float = 0.5, **hyperparameters: float
+) -> torch.Tensor:
+    """Per-sample losses (B,) in float32 of the loss registered as ``name``; ``q`` is used by ``"gce"`` only.
+
+    ``hyperparameters`` go to the loss (e.g. ``alpha``, ``beta`` for SCE; a ``q`` there wins over the argument).
+    Raises :class:`~visprompt.errors.UnknownNameError` for a name not in :data:`LOSSES`.
+    """
+    fn = LOSSES.get(name)
+    if name == "gce":
+        hyperparameters.setdefault("q", q)
+    return fn(logits, labels, reduction="none", **hyperparameters)

@@ -23,11 +23,45 @@ from typing import Literal
 
 import torch
 
-from visprompt.losses.robust import LOSSES, cross_entropy
+from visprompt.losses.robust import per_sample_loss
 
-__all__ = ["visprompt_loss", "visprompt_loss_terms"]
+__all__ = ["split_loss_terms", "visprompt_loss", "visprompt_loss_terms"]
 
 Normalize = Literal["batch", "subset"]
+
+
+def split_loss_terms(
+    per_clean: torch.Tensor | None,
+    per_noisy: torch.Tensor | None,
+    clean_mask: torch.Tensor,
+    *,
+    weights: tuple[float, float],
+    normalize: Normalize = "batch",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted clean and noisy terms from per-sample losses over the whole batch.
+
+    ``w_c * sum_{i: m_i} per_clean_i / n_c`` and ``w_n * sum_{i: not m_i} per_noisy_i / n_n``, where n = B
+    (``normalize="batch"``) or the subset's size (``"subset"``, at least 1). A term whose per-sample losses are
+    None is a constant 0 (no graph).
+
+    Args:
+        per_clean, per_noisy: (B,) per-sample losses (only the rows of their own subset are read), or None.
+        clean_mask: (B,) bool, on the losses' device.
+        weights: ``(w_c, w_n)``.
+        normalize: ``"batch"`` or ``"subset"``.
+    """
+    zero = clean_mask.new_zeros((), dtype=torch.float32)
+    if normalize == "batch":
+        clean_den = noisy_den = max(clean_mask.shape[0], 1)
+    else:
+        clean_den, noisy_den = max(int(clean_mask.sum()), 1), max(int((~clean_mask).sum()), 1)
+    clean = zero
+    if per_clean is not None:  # masked, so NaN-free even if the subset is empty
+        clean = weights[0] * torch.where(clean_mask, per_clean, zero).sum() / clean_den
+    noisy = zero
+    if per_noisy is not None:
+        noisy = weights[1] * torch.where(clean_mask, zero, per_noisy).sum() / noisy_den
+    return clean, noisy
 
 
 def visprompt_loss_terms(
@@ -63,23 +97,10 @@ def visprompt_loss_terms(
         raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
     if normalize not in ("batch", "subset"):
         raise ValueError(f"unknown normalize {normalize!r}; expected 'batch' or 'subset'")
-    kwargs = dict(noisy_kwargs or {})
-    if noisy_loss == "gce":
-        kwargs.setdefault("q", q)
-    robust = LOSSES.get(noisy_loss)
-
+    per_noisy = per_sample_loss(noisy_loss, logits, labels, q=q, **(noisy_kwargs or {}))  # (B,)
+    per_clean = per_sample_loss("ce", logits, labels)  # (B,)
     clean_mask = clean_mask.to(logits.device)
-    per_clean = cross_entropy(logits, labels, reduction="none")  # (B,)
-    per_noisy = robust(logits, labels, reduction="none", **kwargs)  # (B,)
-    zero = per_clean.new_zeros(())
-    clean_sum = torch.where(clean_mask, per_clean, zero).sum()  # masked, so NaN-free even if a subset is empty
-    noisy_sum = torch.where(clean_mask, zero, per_noisy).sum()
-    if normalize == "batch":
-        clean_den = noisy_den = max(labels.shape[0], 1)
-    else:
-        clean_den, noisy_den = max(int(clean_mask.sum()), 1), max(int((~clean_mask).sum()), 1)
-    clean = alpha * clean_sum / clean_den
-    noisy = (1.0 - alpha) * noisy_sum / noisy_den
+    clean, noisy = split_loss_terms(per_clean, per_noisy, clean_mask, weights=(alpha, 1.0 - alpha), normalize=normalize)
     return {"loss": clean + noisy, "clean": clean, "noisy": noisy}
 
 

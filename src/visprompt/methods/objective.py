@@ -14,27 +14,23 @@ batch-mates were selected, and makes the case "everything clean, alpha = 1" exac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
-__all__ = ["SplitLoss", "per_sample_loss"]
+from visprompt.losses import per_sample_loss, split_loss_terms
 
-
-def per_sample_loss(name: str, logits: torch.Tensor, labels: torch.Tensor, *, q: float = 0.5) -> torch.Tensor:
-    """Per-sample loss (B,) of a registered loss (:data:`visprompt.losses.LOSSES`), computed in float32."""
-    from visprompt.losses import LOSSES
-
-    fn = LOSSES.get(name)
-    kwargs: dict[str, Any] = {"reduction": "none"}
-    if name == "gce":
-        kwargs["q"] = q
-    return fn(logits.float(), labels, **kwargs)
+__all__ = ["SplitLoss"]
 
 
 @dataclass(frozen=True)
 class SplitLoss:
-    """``alpha * clean(clean rows) + (1 - alpha) * noisy(noisy rows)``, see the module docstring."""
+    """``alpha * clean(clean rows) + (1 - alpha) * noisy(noisy rows)``, see the module docstring.
+
+    The per-sample losses and the masked sums are :func:`visprompt.losses.per_sample_loss` and
+    :func:`visprompt.losses.split_loss_terms` (the joint schedule is :func:`visprompt.losses.visprompt_loss` with a
+    choice of clean loss).
+    """
 
     clean: Literal["ce", "gce", "mae", "sce"] = "ce"
     noisy: Literal["ce", "gce", "mae", "sce", "none"] = "gce"
@@ -46,23 +42,19 @@ class SplitLoss:
         self, logits: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss (scalar) of logits (B, C) and labels (B,) with clean mask (B,), and its parts for the log."""
-        clean = clean.bool()
+        clean = clean.bool().to(logits.device)
         noisy = ~clean
-        batch = max(int(labels.numel()), 1)
         stats: dict[str, float] = {}
-        total = logits.new_zeros((), dtype=torch.float32)
-        if self.schedule == "sequential":
-            weights = (1.0, 1.0)  # each part is its own step: plain means
-            denominators = (max(int(clean.sum()), 1), max(int(noisy.sum()), 1))
-        else:
-            weights = (self.alpha, 1.0 - self.alpha)
-            denominators = (batch, batch)
+        per_clean = per_noisy = None
         if clean.any():
-            part = per_sample_loss(self.clean, logits[clean], labels[clean], q=self.q)  # (B_clean,)
-            total = total + weights[0] * part.sum() / denominators[0]
-            stats["loss_clean"] = float(part.detach().mean())
+            per_clean = per_sample_loss(self.clean, logits, labels, q=self.q)  # (B,)
+            stats["loss_clean"] = float(per_clean.detach()[clean].mean())
         if noisy.any() and self.noisy != "none":
-            part = per_sample_loss(self.noisy, logits[noisy], labels[noisy], q=self.q)  # (B_noisy,)
-            total = total + weights[1] * part.sum() / denominators[1]
-            stats["loss_noisy"] = float(part.detach().mean())
-        return total, stats
+            per_noisy = per_sample_loss(self.noisy, logits, labels, q=self.q)  # (B,)
+            stats["loss_noisy"] = float(per_noisy.detach()[noisy].mean())
+        if self.schedule == "sequential":  # each part is its own step: plain means
+            weights, normalize = (1.0, 1.0), "subset"
+        else:
+            weights, normalize = (self.alpha, 1.0 - self.alpha), "batch"
+        clean_term, noisy_term = split_loss_terms(per_clean, per_noisy, clean, weights=weights, normalize=normalize)
+        return clean_term + noisy_term, stats
