@@ -52,6 +52,18 @@ def _eval_loader(samples: Sequence[Sample], transform: Callable[[Any], torch.Ten
     )  # fmt: skip
 
 
+def _encoded_batches(
+    clip: nn.Module, samples: Sequence[Sample], transform: Callable[[Any], torch.Tensor], batch_size: int,
+    device: torch.device, precision: Precision, num_workers: int, desc: str,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """The frozen image tower's outputs on ``samples`` in order, batch by batch: pooled (B, E), tokens (B, T, E)."""
+    loader = _eval_loader(samples, transform, batch_size, num_workers)
+    for batch in progress(loader, desc=desc, total=len(loader), leave=False):
+        with precision.autocast():
+            pooled, tokens = clip.encode_image(batch["image"].to(device))  # (B, E), (B, T, E)
+        yield pooled, tokens  # outside autocast: the caller's code does not run under it
+
+
 @dataclass
 class FeatureSet:
     """Frozen image outputs of N samples: pooled (N, E) and, when a learner reads them, tokens (N, T, E)."""
@@ -83,11 +95,9 @@ def encode_samples(
     desc: str = "encoding images",
 ) -> FeatureSet:
     """Encode ``samples`` (un-augmented ``transform``) with the frozen image tower; features in float32."""
-    loader = _eval_loader(samples, transform, batch_size, num_workers)
     pooled, tokens = [], []
-    for batch in progress(loader, desc=desc, total=len(loader), leave=False):
-        with precision.autocast():
-            p, t = clip.encode_image(batch["image"].to(device))  # (B, E), (B, T, E)
+    encoded = _encoded_batches(clip, samples, transform, batch_size, device, precision, num_workers, desc)
+    for p, t in encoded:
         pooled.append(p.float())
         if keep_tokens:
             tokens.append(t.float())
@@ -130,12 +140,11 @@ def predict_logits(
     """Logits (N, C) on CPU: images encoded batch by batch, the classifier reading the features."""
     was_training = classifier.training
     classifier.eval()
-    loader = _eval_loader(samples, transform, batch_size, num_workers)
     out = []
     try:
-        for batch in progress(loader, desc=desc, total=len(loader), leave=False):
+        encoded = _encoded_batches(clip, samples, transform, batch_size, device, precision, num_workers, desc)
+        for pooled, tokens in encoded:
             with precision.autocast():
-                pooled, tokens = clip.encode_image(batch["image"].to(device))  # (B, E), (B, T, E)
                 logits = classifier.logits_from_features(pooled, tokens if keep_tokens else None)
             out.append(logits.float().cpu())
     finally:
