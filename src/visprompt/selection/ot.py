@@ -125,17 +125,24 @@ def ot_split(
         keep[order[: math.floor(budget * n)]] = True
         clean &= keep
 
-    num_clean = int(clean.sum())
     stats = {
-        "n": n,
-        "num_clean": num_clean,
-        "clean_fraction": num_clean / n,
-        "relabel_fraction": float((pseudo != labels).double().mean()),
+        **_split_stats(clean, pseudo, labels),
         "cost": cost,
         "budget": float(budget),
         **solver.as_dict(),
     }
     return SplitResult(clean=clean, pseudo_labels=pseudo, confidence=confidence.float(), stats=stats)
+
+
+def _split_stats(clean: torch.Tensor, pseudo: torch.Tensor, labels: torch.Tensor) -> dict[str, float | int]:
+    """``n``, ``num_clean``, ``clean_fraction`` and ``relabel_fraction`` (pseudo-label != label) of (N,) tensors."""
+    n, num_clean = clean.shape[0], int(clean.sum())
+    return {
+        "n": n,
+        "num_clean": num_clean,
+        "clean_fraction": num_clean / n,
+        "relabel_fraction": float((pseudo != labels).double().mean()),
+    }
 
 
 @torch.no_grad()
@@ -172,13 +179,9 @@ def ot_split_per_batch(
         clean[idx], pseudo[idx], confidence[idx] = part.clean, part.pseudo_labels, part.confidence
         parts.append(part.stats)
 
-    num_clean = int(clean.sum())
     labels = labels.to(device=probs.device, dtype=torch.long)
     stats = {
-        "n": n,
-        "num_clean": num_clean,
-        "clean_fraction": num_clean / n,
-        "relabel_fraction": float((pseudo != labels).double().mean()),
+        **_split_stats(clean, pseudo, labels),
         "problems": len(parts),
         "iterations": sum(int(s["iterations"]) for s in parts),
         "max_iterations": max(int(s["iterations"]) for s in parts),
