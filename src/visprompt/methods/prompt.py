@@ -99,22 +99,20 @@ def _classifier(clip: nn.Module, learner: nn.Module) -> nn.Module:
     return PromptClassifier(clip, learner)
 
 
-def _coop_learner(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> nn.Module:
+@METHODS.register("coop")
+@METHODS.register("coop-gce")
+@METHODS.register("nlprompt")
+def coop(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
+    """A CoOp prompt learner with the preset's selection and loss; the three methods differ only there.
+
+    * ``coop``: no selection, cross-entropy on the given labels (alpha = 1).
+    * ``coop-gce``: the generalised cross-entropy of PTNL (gce, q = 0.5).
+    * ``nlprompt``: a full-set OT split, CE on the clean part and MAE on the rest.
+    """
     from visprompt.models.coop import CoOpPromptLearner
 
-    return CoOpPromptLearner(clip, classnames, **spec.coop)
-
-
-@METHODS.register("coop")
-def coop(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
-    """CoOp: shared context, cross-entropy on the given labels (preset: no selection, alpha = 1)."""
-    return PromptMethod(_classifier(clip, _coop_learner(clip, classnames, spec)), spec.selector, spec.loss)
-
-
-@METHODS.register("coop-gce")
-def coop_gce(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
-    """CoOp trained with the generalised cross-entropy (PTNL): the loss is the preset's (gce, q = 0.5)."""
-    return PromptMethod(_classifier(clip, _coop_learner(clip, classnames, spec)), spec.selector, spec.loss)
+    learner = CoOpPromptLearner(clip, classnames, **spec.coop)
+    return PromptMethod(_classifier(clip, learner), spec.selector, spec.loss)
 
 
 @METHODS.register("cocoop")
@@ -124,12 +122,6 @@ def cocoop(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> Pr
 
     kwargs = {k: v for k, v in spec.coop.items() if k != "csc"}  # no class-specific context in CoCoOp
     return PromptMethod(_classifier(clip, CoCoOpPromptLearner(clip, classnames, **kwargs)), spec.selector, spec.loss)
-
-
-@METHODS.register("nlprompt")
-def nlprompt(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
-    """NLPrompt: CoOp with a full-set OT split, CE on the clean part and MAE on the rest (the preset's)."""
-    return PromptMethod(_classifier(clip, _coop_learner(clip, classnames, spec)), spec.selector, spec.loss)
 
 
 @METHODS.register("visprompt")
