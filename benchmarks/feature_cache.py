@@ -20,6 +20,7 @@ Part 2 (``--testbed``): accuracy on the offline testbed (the shipped tiny CLIP):
     PYTHONPATH=src python benchmarks/feature_cache.py             # part 1: C=10, K=8, 2 epochs (~4 min here)
     PYTHONPATH=src python benchmarks/feature_cache.py --quick     # part 1 on C=4, K=4, 1 epoch
     PYTHONPATH=src python benchmarks/feature_cache.py --testbed   # part 1 and part 2
+    PYTHONPATH=src python benchmarks/feature_cache.py --testbed --skip-random   # part 2 only
 """
 
 from __future__ import annotations
@@ -60,11 +61,17 @@ def fabricate_folder(root: Path, n_cls: int, shots: int, size: int = 256, seed: 
     return root
 
 
-def run_variant(method: str, variant: str, overrides: list[str], out: Path) -> dict:
+def run_variant(method: str, variant: str, overrides: list[str], out: Path, seed: int = 1) -> dict:
     """Train one run; its timings, accuracy and checkpoint folder."""
     cfg = load_config(
         [config_dir() / "methods" / f"{method}.yaml"],
-        [*overrides, *VARIANTS[variant], f"run.out_dir={out}", f"run.name={method}-{variant}"],
+        [
+            *overrides,
+            *VARIANTS[variant],
+            f"run.out_dir={out}",
+            f"run.name={method}-{variant}-s{seed}",
+            f"run.seed={seed}",
+        ],
     )
     started = time.perf_counter()
     result = train_run(cfg, show_progress=False)
@@ -73,6 +80,7 @@ def run_variant(method: str, variant: str, overrides: list[str], out: Path) -> d
     return {
         "method": method,
         "variant": variant,
+        "seed": seed,
         "features s": t.get("features_s", 0.0),
         "epoch s": t["epoch_mean_s"],
         "first epoch s": float(log[0]["epoch_time"]),
@@ -86,9 +94,9 @@ def run_variant(method: str, variant: str, overrides: list[str], out: Path) -> d
 
 def compare(rows: list[dict]) -> None:
     """Speed-up, break-even epochs and parameter differences of each method's cached run against its uncached one."""
-    by = {(r["method"], r["variant"]): r for r in rows}
+    by = {(r["method"], r["variant"], r["seed"]): r for r in rows}
     for r in rows:
-        other = by.get((r["method"], "uncached"))
+        other = by.get((r["method"], "uncached", r["seed"]))
         if r["variant"] != "cached" or other is None:
             continue
         r["epoch x"] = other["epoch s"] / r["epoch s"]
@@ -101,6 +109,7 @@ def compare(rows: list[dict]) -> None:
 COLUMNS = [
     "method",
     "variant",
+    "seed",
     "features s",
     "first epoch s",
     "epoch s",
@@ -169,15 +178,26 @@ def part_testbed(args: argparse.Namespace, work: Path) -> list[dict] | None:
         "noise.rate=0.5",
         f"optim.epochs={args.testbed_epochs}",
         "run.device=cpu",
-        "run.seed=1",
     ]
     rows = []
-    for method in args.methods:
-        for variant in VARIANTS:
-            rows.append(run_variant(method, variant, common, work / "testbed-runs"))
-            print(f"  {method} {variant}: top-1 {rows[-1]['top-1 %']:.2f}%", flush=True)
+    for seed in args.testbed_seeds:
+        for method in args.methods:
+            for variant in VARIANTS:
+                rows.append(run_variant(method, variant, common, work / "testbed-runs", seed))
+                print(f"  seed {seed} {method} {variant}: top-1 {rows[-1]['top-1 %']:.2f}%", flush=True)
     compare(rows)
     return rows
+
+
+def mean_accuracy(rows: list[dict]) -> list[dict]:
+    """Mean top-1 over seeds of each (method, variant)."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["variant"]), []).append(r["top-1 %"])
+    return [
+        {"method": m, "variant": v, "seeds": len(a), "mean top-1 %": sum(a) / len(a), "min": min(a), "max": max(a)}
+        for (m, v), a in groups.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,8 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=["coop", "visprompt"])
     parser.add_argument("--testbed", action="store_true", help="also part 2: accuracy on the offline testbed")
+    parser.add_argument("--skip-random", action="store_true", help="skip part 1 (with --testbed: part 2 only)")
     parser.add_argument("--task", default="testbed-backgrounds")
     parser.add_argument("--testbed-epochs", type=int, default=30)
+    parser.add_argument("--testbed-seeds", type=int, nargs="+", default=[1], help="run seeds of part 2")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady timings on a shared host)")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -202,16 +224,29 @@ def main(argv: list[str] | None = None) -> None:
     print(header("float32, one run per row; times from the runs' metrics.json and log.jsonl"))
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
-        print(
-            f"\nPart 1: {args.arch} (random weights), C={args.classes}, K={args.shots}, B={args.batch}, "
-            f"{args.epochs} epochs, 50% symmetric noise, augment off"
-        )
-        print(markdown_table(part_random(args, work), COLUMNS, FORMATS))
+        if not args.skip_random:
+            print(
+                f"\nPart 1: {args.arch} (random weights), C={args.classes}, K={args.shots}, B={args.batch}, "
+                f"{args.epochs} epochs, 50% symmetric noise, augment off"
+            )
+            print(markdown_table(part_random(args, work), COLUMNS, FORMATS))
         if args.testbed:
-            print(f"\nPart 2: testbed task {args.task}, 16 shots, 50% symmetric noise, {args.testbed_epochs} epochs")
+            print(
+                f"\nPart 2: testbed task {args.task}, 16 shots, 50% symmetric noise, {args.testbed_epochs} epochs, "
+                f"seeds {args.testbed_seeds}"
+            )
             rows = part_testbed(args, work)
             if rows:
                 print(markdown_table(rows, COLUMNS, FORMATS))
+                if len(args.testbed_seeds) > 1:
+                    print()
+                    print(
+                        markdown_table(
+                            mean_accuracy(rows),
+                            ["method", "variant", "seeds", "mean top-1 %", "min", "max"],
+                            {"mean top-1 %": "{:.2f}", "min": "{:.2f}", "max": "{:.2f}"},
+                        )
+                    )
 
 
 if __name__ == "__main__":
