@@ -147,8 +147,9 @@ def markdown_report(
     lines = [
         f"# Results: {metric}",
         "",
-        f"Mean ± sample std over seeds; the best mean of each column in **bold**; (n=k) marks cells with fewer "
-        f"seeds than the others. {len(records)} runs found, {finished} finished.",
+        "Mean ± sample std over seeds (the mean alone where one seed ran); the best mean of each column in "
+        f"**bold**; (n=k) marks cells with fewer seeds than the others. {len(records)} runs found, "
+        f"{finished} finished.",
     ]
     datasets = sorted({c.dataset for c in cells})
     for dataset in datasets:
@@ -186,7 +187,7 @@ def _table(cells: Sequence[SummaryCell], higher_is_better: bool, with_std: bool)
             if cell is None:
                 row.append("")
                 continue
-            text = f"{cell.mean:.2f} ± {cell.std:.2f}" if with_std else f"{cell.mean:.2f}"
+            text = f"{cell.mean:.2f} ± {cell.std:.2f}" if with_std and cell.n > 1 else f"{cell.mean:.2f}"
             if math.isclose(cell.mean, best[setting], rel_tol=0, abs_tol=1e-9):
                 text = f"**{text}**"
             if cell.n < full_n:
