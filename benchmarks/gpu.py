@@ -23,7 +23,7 @@ events). Every figure is written as soon as it is measured to ``OUT/gpu_bench.js
 (``--out``, default ``$OUT`` or ``./gpu_bench``); a failing measurement (e.g. out of memory) is recorded as an
 error and the run goes on.
 
-    PYTHONPATH=src python benchmarks/gpu.py                       # on the GPU (~3-5 min on one H200)
+    PYTHONPATH=src python benchmarks/gpu.py                       # on the GPU (~3-5 min on one H200, estimated)
     PYTHONPATH=src python benchmarks/gpu.py --compile             # also torch.compile
     PYTHONPATH=src python benchmarks/gpu.py --smoke --device cpu  # tiny models on CPU: checks the script runs
 """
