@@ -29,9 +29,8 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def main(monkeypatch: pytest.MonkeyPatch):
-    if "data" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "data"))
+def main():
+    assert "visprompt.commands.data" in cli.COMMAND_MODULES
     return cli.main
 
 
