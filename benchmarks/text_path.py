@@ -27,26 +27,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
+from _common import class_names, peak_memory_mb, timed
 
 from visprompt.models.context import PromptContext
 from visprompt.models.frozen_clip import FrozenCLIP
 from visprompt.models.text import TextEncoder
 
-CIFAR100 = (  # noqa: SIM905 (a readable block of names)
-    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can "
-    "castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin "
-    "elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster "
-    "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
-    "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
-    "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
-    "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
-).split()
 PATHS = ("reference", "truncated", "prefix")
 N_CTX = 16
 REF_MB_PER_TOKEN = 0.35  # activation memory of the 77-token training step, measured with this script
@@ -62,28 +51,6 @@ def text_tower(arch: str) -> FrozenCLIP:
         torch.manual_seed(0)
         model = open_clip.CLIP(cfg["embed_dim"], toy_vision, cfg["text_cfg"], quick_gelu=True)
     return FrozenCLIP.from_model(model, arch=arch)
-
-
-def peak_memory_mb(fn) -> float:
-    """Peak of live CPU tensor memory while ``fn`` runs, from the profiler's allocation/free events."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return peak / 2**20
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """Median wall-clock and process CPU time of ``fn`` in ms (CPU time is the steadier one on a shared host)."""
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
 def _closures(clip: FrozenCLIP, context: PromptContext, path: str, ctx: torch.Tensor, weight: torch.Tensor):
@@ -103,7 +70,7 @@ def _closures(clip: FrozenCLIP, context: PromptContext, path: str, ctx: torch.Te
 
 
 def bench_config(clip: FrozenCLIP, n_cls: int, batch: int, repeats: int, max_ref_gb: float) -> list[dict]:
-    context = PromptContext(clip, CIFAR100[:n_cls], n_ctx=N_CTX)
+    context = PromptContext(clip, class_names(n_cls), n_ctx=N_CTX)
     gen = torch.Generator().manual_seed(n_cls * 100 + batch)
     ctx = (0.02 * torch.randn(batch, N_CTX, clip.width, generator=gen)).requires_grad_(True)  # (B, M, D)
     weight = torch.randn(batch, n_cls, clip.embed_dim, generator=gen)  # a fixed linear loss on the features
@@ -127,8 +94,8 @@ def bench_config(clip: FrozenCLIP, n_cls: int, batch: int, repeats: int, max_ref
         if ref is None:
             ref = (feats, grad)
         n = ref[0].shape[0]  # 1 when the reference ran on context 0 only
-        fwd_wall, fwd_cpu = timed(forward, repeats)
-        train_wall, train_cpu = timed(train_step, repeats)
+        fwd_wall, fwd_cpu = (1e3 * t for t in timed(forward, repeats))  # ms
+        train_wall, train_cpu = (1e3 * t for t in timed(train_step, repeats))
         rows.append(
             {
                 "C": n_cls,
