@@ -39,6 +39,15 @@ def test_override_parsing() -> None:
         parse_override("optim.lr")
 
 
+def test_yaml_off_is_the_word_where_a_choice_expects_it(tmp_path) -> None:
+    assert load_config(overrides=["prompt.gate=off"]).prompt.gate == "off"
+    preset = tmp_path / "gate.yaml"
+    preset.write_text("prompt: {gate: off}\n")
+    assert load_config([preset]).prompt.gate == "off"
+    with pytest.raises(ConfigError, match=r"prompt\.use_ffn: expected true or false"):
+        load_config(overrides=["prompt.use_ffn=maybe"])
+
+
 def test_ints_become_floats_but_not_the_reverse() -> None:
     assert load_config(overrides=["optim.lr=1"]).optim.lr == 1.0
     with pytest.raises(ConfigError, match=r"optim\.epochs: expected an integer, got 1.5"):

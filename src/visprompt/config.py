@@ -334,6 +334,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if origin is Literal:
         allowed = get_args(tp)
+        if isinstance(value, bool) and ("off" if value is False else "on") in allowed:
+            value = "off" if value is False else "on"  # YAML 1.1 reads a bare off/on as a boolean
         if value not in allowed:
             close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
