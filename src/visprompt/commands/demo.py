@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from visprompt.testbed import build_testbed
 
     started = time.perf_counter()
+    configs = [demo_config(args, method, rate) for rate in args.rates for method in args.methods]  # validate first
     build_testbed(args.root, [args.task])
-    configs = [demo_config(args, method, rate) for rate in args.rates for method in args.methods]
     for i, cfg in enumerate(configs, 1):
         print(f"[{i}/{len(configs)}] {cfg.method.name} at {cfg.noise.rate:.0%} symmetric noise", flush=True)
         result = train_run(cfg)
