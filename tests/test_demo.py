@@ -1,0 +1,25 @@
+"""`visprompt demo` end to end on the shipped testbed CLIP (two methods, one rate, one epoch)."""
+
+from __future__ import annotations
+
+import json
+
+from visprompt.cli import main
+
+
+def test_demo_trains_reports_and_skips_on_rerun(tmp_path, capsys) -> None:
+    argv = ["demo", "--root", str(tmp_path / "DATA"), "--out", str(tmp_path / "runs"),
+            "--methods", "zeroshot", "coop", "--rates", "0.5", "--epochs", "1", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| zeroshot |" in out and "| coop |" in out and "demo finished" in out
+    runs = sorted(p for p in (tmp_path / "runs").iterdir() if (p / "metrics.json").is_file())
+    assert len(runs) == 2
+    for run in runs:
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert 0.0 <= metrics["top1"] <= 100.0 and metrics["num_classes"] == 10
+        assert (run / "status").read_text().strip().startswith("done")
+    png = tmp_path / "runs" / "report" / "plots" / "accuracy_testbed-backgrounds.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(argv) == 0  # finished runs are skipped, the table is printed again
+    assert capsys.readouterr().out.count("(already done)") == 2
