@@ -10,6 +10,7 @@ report (tables and plots) of the runs folder and prints its table. Finished runs
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from visprompt.testbed import build_testbed
 
     started = time.perf_counter()
+    if not args.verbose:  # the demo prints its own progress; the per-epoch log lines are for -v
+        logging.getLogger("visprompt").setLevel(logging.WARNING)
     configs = [demo_config(args, method, rate) for rate in args.rates for method in args.methods]  # validate first
     build_testbed(args.root, [args.task])
     for i, cfg in enumerate(configs, 1):
