@@ -13,9 +13,10 @@ import torch
 from visprompt.engine.loop import EpochMeter, epoch_seed
 from visprompt.engine.metrics import classification_metrics
 from visprompt.engine.optim import build_optimizer, build_scheduler, lr_at
-from visprompt.engine.rundir import RunDir, _atomic_path
+from visprompt.engine.rundir import RunDir
 from visprompt.engine.runtime import get_rng_state, resolve_device, resolve_precision, seed_everything, set_rng_state
 from visprompt.errors import ConfigError
+from visprompt.fileio import atomic_path
 
 # ------------------------------------------------------------------------------------------------ schedule
 
@@ -83,7 +84,7 @@ def test_optimizer_refuses_frozen_or_no_parameters() -> None:
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path) -> None:
     rd = RunDir(tmp_path / "run")
     rd.write_json("metrics.json", {"top1": 1.0})
-    with pytest.raises(RuntimeError), _atomic_path(rd.metrics_file) as tmp:
+    with pytest.raises(RuntimeError), atomic_path(rd.metrics_file) as tmp:
         tmp.write_text("{half")
         raise RuntimeError("killed mid-write")
     assert rd.read_json("metrics.json") == {"top1": 1.0}

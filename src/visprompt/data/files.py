@@ -1,19 +1,18 @@
 """File helpers shared by the data modules: atomic JSON writes, JSON reads with one-line errors, image listing.
 
 Every file the data layer writes (a created split file, a cached few-shot realisation) goes through
-:func:`atomic_write_json`: the content is written to a temporary file in the target folder, flushed, and moved
-over the target with :func:`os.replace`, so a crash or an error never leaves a half-written file behind.
+:func:`atomic_write_json` (:mod:`visprompt.fileio`), so a crash or an error never leaves a half-written file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from visprompt import fileio
 from visprompt.errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "atomic_write_json", "list_dirs", "list_images", "read_json", "read_lines"]
@@ -23,25 +22,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = None) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically (temporary file in the same folder + ``os.replace``)."""
-    path = Path(path)
+    """Write ``obj`` as JSON to ``path`` atomically; a filesystem error is a :class:`DataError` naming the file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return fileio.atomic_write_json(path, obj, indent=indent)
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
-    return path
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:

@@ -23,10 +23,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,38 +31,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from visprompt.fileio import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+
 log = logging.getLogger(__name__)
 
-__all__ = ["RunDir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["RunDir"]
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
-
-
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it over ``path``, on failure remove it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with _atomic_path(Path(path)) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
 
 
 class RunDir:
@@ -166,7 +138,7 @@ class RunDir:
     def save_checkpoint(self, params: Mapping[str, torch.Tensor], epoch: int, state: Mapping[str, Any]) -> None:
         """Write the trainable parameters (safetensors) and the resume state of completed epoch ``epoch``."""
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in params.items()}
-        with _atomic_path(self.checkpoint_file) as tmp:
+        with atomic_path(self.checkpoint_file) as tmp:
             save_file(tensors, str(tmp), metadata={"epoch": str(epoch), "format": "visprompt-trainable-v1"})
         buffer = io.BytesIO()
         torch.save({"epoch": epoch, **state}, buffer)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visprompt.errors import VispromptError
+from visprompt.fileio import atomic_write_text
 from visprompt.report.collect import RunRecord, collect_runs, label_methods, sweep_failures
 from visprompt.report.plots import accuracy_figure, method_colors, save_figure, selection_figure
 from visprompt.report.tables import (
@@ -80,7 +81,7 @@ def build_report(
     summary_csv = write_csv(out / "summary.csv", summary_rows(cells, metric))
     markdown = out / "results.md"
     missing = sweep_failures(runs_dir, known=(r.name for r in records))
-    markdown.write_text(markdown_report(cells, records, metric, higher_is_better, missing))
+    atomic_write_text(markdown, markdown_report(cells, records, metric, higher_is_better, missing))
 
     colors = method_colors(sorted(set(labels.values())))
     accuracy_plots = []

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from visprompt.fileio import atomic_path
 from visprompt.report.collect import CLEAN, RunRecord
 from visprompt.report.tables import SummaryCell, setting_label, setting_order
 
@@ -98,8 +99,8 @@ def selection_figure(
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     return path
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from visprompt.fileio import atomic_path
 from visprompt.report.collect import CLEAN, RunRecord, metric_value
 
 __all__ = [
@@ -122,7 +123,7 @@ def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     rows = list(rows)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     path = Path(path)
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

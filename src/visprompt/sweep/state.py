@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from typing import Any
 
 from visprompt.config import RunConfig, load_config, to_dict
 from visprompt.errors import ConfigError
+from visprompt.fileio import atomic_write_json
 from visprompt.sweep.grid import SweepRun
 
 __all__ = ["EventLog", "RunOutcome", "config_change", "flat_config", "read_status", "write_summary"]
@@ -93,8 +92,4 @@ def write_summary(path: Path, runs: Sequence[SweepRun], outcomes: list[RunOutcom
         outcome = by_name.get(run.name) or RunOutcome(run.name, read_status(run.path) or "pending", 0)
         records.append({**dataclasses.asdict(outcome), "assignment": run.assignment})
     summary = {"interrupted": interrupted, "total": len(runs), "runs": records}
-    fd, tmp = tempfile.mkstemp(prefix=".sweep.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(summary, f, indent=2, default=str)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private
-    os.replace(tmp, path)
+    atomic_write_json(path, summary, default=str)
