@@ -1,0 +1,151 @@
+"""VisPrompt's ablations on the offline testbed: each variant is the ``visprompt`` preset with a few overrides.
+
+Every variant runs on every testbed task, noise setting and seed through the sweep runner (finished runs are
+skipped, so an interrupted study resumes), then the script prints Markdown tables of top-1 accuracy:
+
+* the mean over tasks and seeds per setting, with the paired difference to the defaults (same task, seed and
+  noisy labels) and how many of those pairs the variant wins;
+* the mean +- std over seeds per task and setting.
+
+    python benchmarks/testbed_ablations.py                      # every variant, 3 tasks x 3 settings x 3 seeds
+    python benchmarks/testbed_ablations.py --variants defaults no-noisy-loss --seeds 1 --table out.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from visprompt.config import parse_override
+from visprompt.report.collect import collect_runs, metric_value
+from visprompt.sweep import SweepProgress, SweepSpec, expand_sweep, run_sweep
+from visprompt.testbed import build_testbed
+
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "defaults": ("the `visprompt` preset (paper protocol)", []),
+    "no-noisy-loss": ("no loss on the OT-noisy part", ["method.loss.noisy=none"]),
+    "mae-noisy": ("MAE on the noisy part (q = 1)", ["method.loss.q=1.0"]),
+    "full-ot": ("one OT split over the training set per epoch", ["method.selection.scope=full"]),
+    "full-ot-no-noisy": (
+        "full-set OT and no noisy-part loss",
+        ["method.selection.scope=full", "method.loss.noisy=none"],
+    ),
+    "no-guidance": ("no visual guidance (CoOp's prompt, VisPrompt's split and loss)", ["prompt.visual_guidance=false"]),
+    "no-ffn": ("no FFN after the cross-attention", ["prompt.use_ffn=false"]),
+    "gate-zero": ("gate forced to 0 (visual branch silenced)", ["prompt.gate=zero"]),
+    "film-global": ("FiLM from the mean visual token", ["prompt.film_mode=global"]),
+    "cost-negp": ("OT cost -p instead of -log p", ["method.selection.cost=negp"]),
+    "alpha-0.8": ("alpha = 0.8 (more weight on the clean part)", ["method.loss.alpha=0.8"]),
+}
+TASKS = ("testbed-backgrounds", "testbed-colours", "testbed-scenes")
+SETTINGS = ("sym:0.5", "sym:0.75", "asym:0.375")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), metavar="TYPE:RATE")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30, as the demo)")
+    parser.add_argument("--root", default="DATA", help="data root of the testbed tasks (built when missing)")
+    parser.add_argument("--out", default="runs/testbed-ablations", help="runs folder (default: %(default)s)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--table", type=Path, default=None, help="also write the Markdown tables to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    settings = [_setting(s) for s in args.settings]
+    build_testbed(args.root, args.tasks)
+    out = Path(args.out).resolve()
+    runs = []
+    for name in args.variants:
+        base = {
+            "method": "visprompt",
+            "backbone.arch": "testbed",
+            "backbone.weights": None,
+            "data.root": str(Path(args.root).resolve()),
+            "data.shots": 16,
+            "data.augment": False,
+            "optim.epochs": args.epochs,
+            **dict(parse_override(item) for item in VARIANTS[name][1]),
+        }
+        for noise, rate in settings:
+            grid = {"dataset": args.tasks, "noise.type": [noise], "noise.rate": [rate], "run.seed": args.seeds}
+            runs += expand_sweep(SweepSpec(name, out / name, base, (), (grid,)))
+    started = time.perf_counter()
+    result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=_progress)
+    print(f"\n{len(runs)} runs in {time.perf_counter() - started:.0f} s ({len(result.failed)} failed)", file=sys.stderr)
+
+    text = ablation_tables(out, args.variants, args.tasks, settings, args.seeds)
+    print(text)
+    if args.table is not None:
+        args.table.write_text(text)
+    return 0 if result.ok else 1
+
+
+def ablation_tables(
+    out: Path, variants: list[str], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
+) -> str:
+    """The Markdown tables of the finished runs under ``out`` (one folder per variant)."""
+    top1: dict[tuple[str, str, str, float, int], float] = {}
+    for record in collect_runs(out):
+        value = metric_value(record.metrics, "top1")
+        if record.finished and value is not None:
+            variant = record.name.split("/", 1)[0]
+            top1[(variant, record.dataset, *record.noise, record.seed)] = value
+    cols = [f"{noise} {100 * rate:g}%" for noise, rate in settings]
+    lines = [
+        f"Mean top-1 % over {len(tasks)} tasks x {len(seeds)} seeds; in brackets the paired difference to the "
+        "defaults (same task, seed and noisy labels) and the pairs won.",
+        "",
+        "| variant | what changes | " + " | ".join(cols) + " |",
+        "|---|---|" + "---:|" * len(cols),
+    ]
+    for variant in variants:
+        cells = []
+        for noise, rate in settings:
+            keys = [(t, noise, rate, s) for t in tasks for s in seeds]
+            mine = [top1.get((variant, *k)) for k in keys]
+            if any(v is None for v in mine):
+                cells.append(f"{sum(v is not None for v in mine)}/{len(keys)} runs")
+                continue
+            cell = f"{statistics.fmean(mine):.1f}"
+            base = [top1.get(("defaults", *k)) for k in keys]
+            if variant != "defaults" and all(v is not None for v in base):
+                diffs = [a - b for a, b in zip(mine, base, strict=True)]
+                cell += f" ({statistics.fmean(diffs):+.1f}, {sum(d > 0 for d in diffs)}/{len(diffs)})"
+            cells.append(cell)
+        lines.append(f"| {variant} | {VARIANTS[variant][0]} | " + " | ".join(cells) + " |")
+    lines += ["", "Per task, mean +- std over seeds:", ""]
+    header = [f"{t.removeprefix('testbed-')} {c}" for t in tasks for c in cols]
+    lines += ["| variant | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    for variant in variants:
+        cells = []
+        for task in tasks:
+            for noise, rate in settings:
+                values = [top1[k] for s in seeds if (k := (variant, task, noise, rate, s)) in top1]
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.fmean(values):.1f} +- {std:.1f}" if values else "-")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _setting(text: str) -> tuple[str, float]:
+    noise, _, rate = text.partition(":")
+    try:
+        return noise, float(rate)
+    except ValueError:
+        raise SystemExit(f"--settings: expected TYPE:RATE such as sym:0.5, got {text!r}") from None
+
+
+def _progress(progress: SweepProgress) -> None:
+    print(f"\r{progress}", end="", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
