@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
 import yaml
 
-from visprompt.cli import main
+from visprompt.cli import error_line, main
+from visprompt.errors import DataError
 
 
 def test_help_lists_subcommands(capsys) -> None:
@@ -34,3 +37,20 @@ def test_errors_are_one_line_and_exit_2(capsys) -> None:
     assert err.count("\n") == 1
     assert main(["config", "show", "--method", "coopp"]) == 2
     assert "unknown method 'coopp'" in capsys.readouterr().err
+
+
+class _Unreadable(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> int:
+        raise DataError(f"image DATA/img{i}.png: cannot decode (truncated file)")
+
+
+def test_an_error_raised_in_a_dataloader_worker_is_still_one_line() -> None:
+    loader = torch.utils.data.DataLoader(_Unreadable(), num_workers=1)
+    with pytest.raises(DataError) as info:
+        next(iter(loader))
+    assert "Original Traceback" in str(info.value)  # torch's multi-line wrapper
+    assert error_line(info.value) == "image DATA/img0.png: cannot decode (truncated file)"
+    assert error_line(DataError("plain message")) == "plain message"

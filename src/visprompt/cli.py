@@ -61,11 +61,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except VispromptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line message of ``exc``, also when torch re-raised it from a DataLoader worker.
+
+    torch rebuilds a worker's exception with "Caught X in DataLoader worker process k." and the worker's
+    traceback as its message; the original message is then the traceback's last line, after "module.X: ".
+    """
+    text = str(exc)
+    if "\nOriginal Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return last.removeprefix(prefix) if last.startswith(prefix) else last.partition(": ")[2] or last
 
 
 def entry() -> None:
