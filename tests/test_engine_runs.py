@@ -148,6 +148,24 @@ def test_a_changed_config_does_not_resume_into_an_old_run(world, tmp_path) -> No
         train_run(config(world, "coop", tmp_path, "optim.lr=0.01"), show_progress=False)
 
 
+def test_run_threads_sets_torchs_threads_and_a_resume_may_change_them(world, tmp_path) -> None:
+    from visprompt.errors import ConfigError
+
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(Crash):
+            train_run(
+                config(world, "coop", tmp_path, "run.threads=1"), on_epoch_end=_crash_after(1), show_progress=False
+            )
+        assert torch.get_num_threads() == 1
+        result = train_run(config(world, "coop", tmp_path, "run.threads=2"), show_progress=False)
+        assert result.status == "done" and torch.get_num_threads() == 2  # threads are where it runs, not what
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match=r"run.threads: expected an integer >= 0"):
+        config(world, "coop", tmp_path, "run.threads=-1")
+
+
 def test_eval_and_predict_reload_the_trained_prompt(world, tmp_path) -> None:
     cfg = config(world, "coop", tmp_path)
     result = train_run(cfg, show_progress=False)

@@ -205,6 +205,10 @@ class ExecConfig:
     seed: int = 1  # seeds few-shot sampling, noise, initialisation and data order
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, ...
     cache_features: bool = True  # cache the frozen image encoder's outputs when no augmentation is used
+    threads: int = 0  # torch CPU threads for the run (0: torch's default, from OMP_NUM_THREADS or the cores)
+
+    def __post_init__(self) -> None:
+        _check(self.threads >= 0, "run.threads", f"expected an integer >= 0 (0: torch's default), got {self.threads}")
 
 
 @dataclass(frozen=True)

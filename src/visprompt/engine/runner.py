@@ -64,7 +64,7 @@ def _same_run(saved: RunConfig, cfg: RunConfig) -> bool:
     """Whether two configs describe the same run (where it runs and writes, and with how many workers, may differ)."""
     a, b = to_dict(saved), to_dict(cfg)
     for d in (a, b):
-        d["run"] = {k: v for k, v in d["run"].items() if k not in ("device", "out_dir", "name")}
+        d["run"] = {k: v for k, v in d["run"].items() if k not in ("device", "out_dir", "name", "threads")}
         d["data"] = {k: v for k, v in d["data"].items() if k != "num_workers"}
     return a == b
 
@@ -98,6 +98,8 @@ def train_run(
     if rd.config_file.is_file() and not _same_run(load_config([rd.config_file]), cfg):
         raise ConfigError(f"{rd.path} holds a run with another configuration; choose another --name or --out")
     started = time.perf_counter()
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     precision = resolve_precision(cfg.optim.precision, device)
     clip = load_clip(cfg, device)  # first: a missing weights file is the commonest setup error

@@ -22,7 +22,7 @@ from visprompt.sweep.grid import SweepRun
 
 __all__ = ["EventLog", "RunOutcome", "config_change", "flat_config", "read_status", "write_summary"]
 
-_WHERE_KEYS = ("run.out_dir", "run.name", "run.device")  # where a run ran, not what it computed
+_WHERE_KEYS = ("run.out_dir", "run.name", "run.device", "run.threads")  # where a run ran, not what it computed
 
 
 @dataclass(frozen=True)
