@@ -15,13 +15,17 @@ import logging
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
+from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
 from visprompt.fileio import atomic_write_text
-from visprompt.report import build_report, collect_runs
+from visprompt.report import RunRecord, build_report, collect_runs
+from visprompt.report.collect import CLEAN
+from visprompt.report.tables import setting_label, setting_order
 from visprompt.sweep import SweepProgress, expand_sweep, load_sweep, run_sweep
 from visprompt.testbed import build_testbed
 
@@ -46,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     print(f"\n{len(runs)} runs ({len(result.failed)} failed) in {seconds / 60:.1f} min", file=sys.stderr)
     report = build_report(spec.out_dir)
-    print(report.markdown.read_text())
+    records = collect_runs(spec.out_dir)
+    selection = selection_table(records)
+    print(report.markdown.read_text() + "\n" + selection)
     if args.docs is not None:
         args.docs.mkdir(parents=True, exist_ok=True)
         for plot in report.accuracy_plots:
             shutil.copyfile(plot, args.docs / plot.name)
-        records = collect_runs(spec.out_dir)
         run_s = sum(r.metrics.get("timings.total_s", 0.0) for r in records if r.finished)
         header = (
             f"<!-- written by `python benchmarks/testbed_robustness.py --docs {args.docs}` on {date.today()}: "
@@ -59,8 +64,40 @@ def main(argv: list[str] | None = None) -> int:
             f"time in all (the sum of each run's timings.total_s) on {platform.machine()}, {os.cpu_count()} CPUs, "
             f"one thread per run -->\n\n"
         )
-        atomic_write_text(args.docs / "results.md", header + report.markdown.read_text())
+        atomic_write_text(args.docs / "results.md", header + report.markdown.read_text() + "\n" + selection)
     return 0 if result.ok else 1
+
+
+def selection_table(records: list[RunRecord]) -> str:
+    """Clean-set selection at the last epoch per method and setting: precision, recall and the kept fraction.
+
+    Precision: the share of the samples a method trains as clean whose label is right; recall: the share of the
+    right labels it keeps; kept: the fraction of the training set treated as clean. Means over tasks and seeds.
+    """
+    cells: dict[tuple[str, tuple[str, float]], list[tuple[float, float, float]]] = defaultdict(list)
+    for r in records:
+        last = r.epochs[-1] if r.finished and r.epochs else {}
+        if r.noise[0] != CLEAN and "sel_precision" in last and r.method not in ("coop", "coop-gce", "cocoop"):
+            kept = last.get("n_clean", 0) / max(last.get("n_selected_from", 1), 1)
+            cells[(r.method, r.noise)].append((last["sel_precision"], last["sel_recall"], kept))
+    settings = sorted({k[1] for k in cells}, key=lambda s: setting_order(*s))
+    methods = sorted({k[0] for k in cells})
+    lines = [
+        "## Clean-set selection at the last epoch",
+        "",
+        "Precision / recall / kept fraction of the samples each method trains as clean, against the true labels "
+        "(mean over tasks and seeds; from each run's log.jsonl).",
+        "",
+        "| method | " + " | ".join(setting_label(*s) for s in settings) + " |",
+        "| --- |" + " ---: |" * len(settings),
+    ]
+    for method in methods:
+        row = []
+        for setting in settings:
+            values = cells.get((method, setting), [])
+            row.append(" / ".join(f"{statistics.fmean(v):.2f}" for v in zip(*values, strict=True)) if values else "")
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _progress(progress: SweepProgress) -> None:
