@@ -175,3 +175,47 @@ def test_eval_and_predict_reload_the_trained_prompt(world, tmp_path) -> None:
     top1 = 100.0 * float((logits.argmax(-1) == labels).float().mean())
     assert top1 == pytest.approx(result.metrics["top1"])
     assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["method"]["name"] == "coop"
+
+
+@pytest.mark.parametrize("kind", ["asym-semantic", "instance", "open-set"])
+def test_clip_dependent_and_open_set_noise_train_end_to_end(world, tmp_path, kind: str) -> None:
+    """Two epochs per new noise type; split.json holds the realised noise the frozen CLIP (or held-out classes) made."""
+    import hashlib
+
+    from visprompt.data.noise import apply_noise
+    from visprompt.data.records import Sample
+    from visprompt.engine.build import input_size, load_clip
+    from visprompt.engine.noise_inputs import image_features, semantic_targets
+    from visprompt.engine.runtime import resolve_precision
+
+    extra = ["noise.open_set_classes=1"] if kind == "open-set" else []
+    cfg = config(world, "coop", tmp_path, f"noise.type={kind}", "noise.rate=0.25", *extra)
+    result = train_run(cfg, show_progress=False)
+    assert result.status == "done" and result.metrics["epochs"] == 2
+    split = json.loads((result.run_dir / "split.json").read_text())
+    labels, truth = split["train"]["label"], split["train"]["true_label"]
+    noisy = [y != t for y, t in zip(labels, truth, strict=True)]
+    assert split["stats"]["num_noisy"] == sum(noisy)
+    cached = [f.name for f in (tmp_path / ".splits").iterdir()]
+    if kind == "open-set":
+        assert len(split["classnames"]) == 2 == result.metrics["num_classes"] and len(labels) == 8
+        assert sum(t == 2 for t in truth) == 2 == sum(noisy) == split["stats"]["num_open_set"]  # floor(0.25 * 8)
+        assert set(split["test"]["label"]) == {0, 1} and len(split["test"]["label"]) == 6
+        assert cached == ["folder-" + cached[0].split("-")[1] + "-4shot-seed1-open-set0.25-k1.json"]
+        return
+    key = hashlib.sha256(f"{world['arch']}|None".encode()).hexdigest()[:8]
+    assert len(cached) == 1 and cached[0].endswith(f"-{kind}0.25-{key}.json")  # keyed by the backbone
+    clip = load_clip(cfg, torch.device("cpu"))
+    if kind == "asym-semantic":
+        targets = semantic_targets(clip, split["classnames"], "folder")
+        assert sum(noisy) == 3 and all(y == targets[t] for y, t, n in zip(labels, truth, noisy, strict=True) if n)
+        return
+    from visprompt.data.transforms import build_transform
+
+    clean = [Sample(i, f"{split['root']}/{p}", t, t, split["classnames"][t])
+             for i, p, t in zip(split["train"]["index"], split["train"]["path"], truth, strict=True)]  # fmt: skip
+    tf = build_transform(input_size(clip), clip.mean, clip.std, train=False)
+    feats = image_features(clip, clean, tf, batch_size=8, device=torch.device("cpu"),
+                           precision=resolve_precision("fp32", torch.device("cpu")))  # fmt: skip
+    again = apply_noise(clean, split["classnames"], "instance", 0.25, seed=cfg.run.seed, features=feats)
+    assert [s.label for s in again] == labels  # the engine drew the noise from these images' features

@@ -47,7 +47,7 @@ __all__ = [
     "to_yaml",
 ]
 
-NoiseType = Literal["none", "sym", "asym", "pairs-per-class"]
+NoiseType = Literal["none", "sym", "asym", "pairs-per-class", "asym-semantic", "instance", "open-set"]
 
 
 def _check(cond: bool, key: str, message: str) -> None:
@@ -78,16 +78,26 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class NoiseConfig:
-    """Synthetic label noise applied to the few-shot training split only (validation and test stay clean)."""
+    """Synthetic label noise applied to the few-shot training split only (validation and test stay clean).
 
-    type: NoiseType = "sym"  # none | sym (uniform over other classes) | asym (y -> y+1 mod C) | pairs-per-class
-    rate: float = 0.0  # fraction of training labels flipped (sym, asym): exactly floor(rate * N)
+    Types: none | sym (uniform over the other classes) | asym (y -> y+1 mod C) | pairs-per-class (PTNL/JoAPR) |
+    asym-semantic (y -> the class whose CLIP text embedding is nearest) | instance (instance-dependent, Xia et al.
+    2020, from the frozen CLIP's image features) | open-set (images from held-out classes under in-set labels).
+    """
+
+    type: NoiseType = "sym"  # see the class docstring and visprompt.data.noise
+    rate: float = 0.0  # fraction of training samples noised: exactly floor(rate * N); instance: the mean flip rate
     false_per_class: int = 0  # pairs-per-class: number of false labels per class (the PTNL/JoAPR protocol)
     pair_flip: bool = False  # pairs-per-class: flip to the next class instead of a uniform other class
+    open_set_classes: int = 0  # open-set: the last k classes leave the task; their training images are the noise
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.rate < 1.0, "noise.rate", f"expected a value in [0, 1), got {self.rate}")
         _check(self.false_per_class >= 0, "noise.false_per_class", f"expected >= 0, got {self.false_per_class}")
+        least = 1 if self.type == "open-set" else 0
+        when = " with noise.type=open-set" if least else ""
+        _check(self.open_set_classes >= least, "noise.open_set_classes",
+               f"expected an integer >= {least}{when}, got {self.open_set_classes}")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML file (repeatable)")
     group.add_argument("--root", help="data root holding one folder per dataset")
     group.add_argument("--shots", type=int, help="training images per class")
-    group.add_argument("--noise", help="noise type: none, sym, asym, pairs-per-class")
+    group.add_argument(
+        "--noise", help="noise type: none, sym, asym, pairs-per-class, asym-semantic, instance, open-set"
+    )
     group.add_argument("--rate", type=float, help="noise rate in [0, 1)")
     group.add_argument("--weights", help="weights file, open_clip pretrained tag, or 'none' for random init")
     group.add_argument("--seed", type=int)

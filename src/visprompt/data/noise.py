@@ -13,10 +13,25 @@ Notation: N training samples, C classes, labels y_i in [0, C), rate r in [0, 1),
   classes, by symmetry); pair flip: y -> (y + 1) mod C. PTNL draws the false positives from images outside the
   K-shot set; relabelling inside it keeps these functions pure on label arrays and yields the same per-class
   composition.
+- ``asym-semantic`` (:func:`semantic_noise`): the same count and the same choice of samples as ``sym``/``asym``,
+  y_i -> t[y_i] where t[c] is the class whose CLIP text embedding is nearest to c's (:func:`nearest_other_class`
+  of a (C, C) similarity matrix). The map comes from the run's frozen CLIP (``engine.noise_inputs``).
+- ``instance`` (:func:`instance_noise`): instance-dependent noise as in Xia et al., NeurIPS 2020 ("Part-dependent
+  label noise", the IDN generation as commonly implemented). Per sample a flip rate q_i ~ N(r, 0.1^2) truncated
+  to [0, 1]; one random projection W (d, C) with N(0, 1) entries; p_i = softmax over the classes c != y_i of
+  (x_i @ W)_c, scaled by q_i, and 1 - q_i on y_i; the new label is drawn from p_i. x_i is the sample's frozen
+  CLIP image feature, L2-normalised here. The realised count is random: its mean is the truncated normal's,
+  r itself from r = 0.3 up, a little above r below (0.145 for r = 0.125). Xia et al.'s code draws one W per
+  true class; one shared W, as here, keeps the dependence on the feature and the seed. Rate 0 flips nothing.
+- ``open-set`` (:func:`open_set_noise`): exactly floor(r * N) samples, chosen as for ``sym``, keep their label
+  but get an image drawn without replacement from a pool of images outside the label set (by default the
+  training images of the last ``open_set_classes`` classes, which :func:`~visprompt.data.pipeline.prepare_fewshot`
+  removes from the task). Their ``true_label`` is their class in the full dataset, an index >= C: known, and
+  never equal to the observed label, so they count as noisy everywhere (:func:`noise_stats`, selection metrics).
 
 The count floor(r * N) is computed from the decimal form of r (``0.29 * 100`` is 29, not 28.999...).
 :func:`apply_noise` applies one of these to :class:`~visprompt.data.records.Sample` records: only the observed
-``label`` (and its class name) changes, ``true_label`` is kept.
+``label`` (and its class name) changes, ``true_label`` is kept (open-set: the image changes instead).
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 
 import numpy as np
@@ -32,18 +48,25 @@ from visprompt.data.records import Sample
 from visprompt.errors import ConfigError, DataError, UnknownNameError
 
 __all__ = [
+    "INSTANCE_STD",
     "NOISE_TYPES",
     "apply_noise",
     "check_noise_type",
+    "instance_noise",
+    "nearest_other_class",
     "noise_stats",
     "noise_tag",
     "num_noisy",
+    "open_set_noise",
     "pair_noise",
     "pairs_per_class_noise",
+    "semantic_noise",
     "symmetric_noise",
 ]
 
-NOISE_TYPES = ("none", "sym", "asym", "pairs-per-class")
+NOISE_TYPES = ("none", "sym", "asym", "pairs-per-class", "asym-semantic", "instance", "open-set")
+BACKBONE_TYPES = ("asym-semantic", "instance")  # their labels depend on the frozen CLIP (part of the cache key)
+INSTANCE_STD = 0.1  # instance: standard deviation of the per-sample flip rate's truncated normal
 _NOISE_STREAM = 2  # apply_noise's generator is default_rng([_NOISE_STREAM, seed]), apart from few-shot sampling
 
 
@@ -155,6 +178,110 @@ def pairs_per_class_noise(
     return out
 
 
+def nearest_other_class(similarity: np.ndarray) -> np.ndarray:
+    """t[c] = argmax over c' != c of similarity[c, c'] (ties: the lowest index); a (C,) array from a (C, C) one."""
+    sim = np.asarray(similarity, dtype=np.float64)
+    if sim.ndim != 2 or sim.shape[0] != sim.shape[1] or sim.shape[0] < 2:
+        raise DataError(f"class similarity: expected a (C, C) matrix with C >= 2, got shape {sim.shape}")
+    sim = sim.copy()
+    np.fill_diagonal(sim, -np.inf)  # a class is never its own target
+    return sim.argmax(axis=1)  # (C,)
+
+
+def _check_targets(targets: np.ndarray, num_classes: int) -> np.ndarray:
+    t = np.asarray(targets)
+    if t.ndim == 2:
+        return nearest_other_class(t)
+    t = t.astype(np.int64).reshape(-1)  # (C,)
+    if t.shape != (num_classes,) or (t < 0).any() or (t >= num_classes).any() or (t == np.arange(num_classes)).any():
+        raise DataError(f"semantic targets: expected {num_classes} classes in [0, {num_classes}), none its own target")
+    return t
+
+
+def semantic_noise(
+    labels: Sequence[int] | np.ndarray,
+    rate: float,
+    num_classes: int,
+    targets: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Exactly floor(rate * N) labels mapped y -> targets[y]; a new array.
+
+    ``targets`` is the (C,) nearest-other-class map, or a (C, C) class similarity matrix it is derived from
+    (:func:`nearest_other_class`). The flipped samples are the ones :func:`pair_noise` flips with the same ``rng``.
+    """
+    y = _as_labels(labels, num_classes)
+    t = _check_targets(targets, num_classes)
+    out = y.copy()
+    idx = _flip_targets(y, rate, num_classes, rng)
+    out[idx] = t[y[idx]]
+    return out
+
+
+def _truncated_normal(mean: float, std: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` draws of N(mean, std^2) conditioned on [0, 1], by redrawing the ones outside (mean in [0, 1])."""
+    q = rng.normal(mean, std, size=size)  # (N,)
+    bad = np.flatnonzero((q < 0) | (q > 1))
+    while bad.size:  # each round keeps at least ~half of them (mean inside [0, 1])
+        q[bad] = rng.normal(mean, std, size=bad.size)
+        bad = bad[(q[bad] < 0) | (q[bad] > 1)]
+    return q
+
+
+def instance_noise(
+    labels: Sequence[int] | np.ndarray,
+    rate: float,
+    num_classes: int,
+    features: np.ndarray,
+    rng: np.random.Generator,
+    std: float = INSTANCE_STD,
+) -> np.ndarray:
+    """Instance-dependent labels (Xia et al. 2020; see the module docstring); a new array. Rate 0: no change.
+
+    ``features`` (N, d) are the samples' image features (L2-normalised here). The generator draws the flip rates
+    q (N,), then W (d, C), then one uniform per sample, so the same seed and features give the same labels.
+    """
+    y = _as_labels(labels, num_classes)
+    rate = _check_rate(rate)
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != len(y):
+        raise DataError(f"instance noise: expected ({len(y)}, d) features, got shape {x.shape}")
+    if rate == 0 or len(y) == 0:
+        return y.copy()
+    if num_classes < 2:
+        raise DataError(f"label noise needs at least 2 classes, got {num_classes}")
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # (N, d) unit rows
+    q = _truncated_normal(rate, std, len(y), rng)  # (N,) per-sample flip rates
+    w = rng.standard_normal((x.shape[1], num_classes))  # (d, C) random projection
+    scores = x @ w  # (N, C)
+    rows = np.arange(len(y))
+    scores[rows, y] = -np.inf  # the softmax runs over the other classes only
+    p = np.exp(scores - scores.max(axis=1, keepdims=True))  # (N, C), 0 on y_i
+    p *= (q / p.sum(axis=1))[:, None]  # the other classes share q_i
+    p[rows, y] = 1.0 - q  # (N, C), rows sum to 1
+    u = rng.random(len(y))[:, None]  # (N, 1)
+    cdf = np.cumsum(p, axis=1)  # (N, C)
+    return np.minimum((u >= cdf).sum(axis=1), num_classes - 1).astype(np.int64)  # inverse-CDF draw
+
+
+def open_set_noise(
+    num_samples: int, rate: float, pool_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which floor(rate * N) samples get an out-of-set image, and which pool images, distinct, they get.
+
+    Returns (positions (k,), pool positions (k,)); the positions are the ones :func:`symmetric_noise` would
+    choose with the same ``rng``. A pool smaller than k raises :class:`ConfigError`.
+    """
+    k = num_noisy(num_samples, rate)
+    if k > pool_size:
+        raise ConfigError(
+            f"noise.rate={rate!r}: open-set noise needs {k} outside images, the held-out classes hold {pool_size}"
+        )
+    idx = rng.choice(num_samples, size=k, replace=False) if k else np.empty(0, dtype=np.int64)
+    src = rng.choice(pool_size, size=k, replace=False) if k else np.empty(0, dtype=np.int64)
+    return idx, src
+
+
 def check_noise_type(noise_type: str) -> str:
     """``noise_type`` if it is one of :data:`NOISE_TYPES`; otherwise an error naming the closest type."""
     if noise_type not in NOISE_TYPES:
@@ -164,11 +291,18 @@ def check_noise_type(noise_type: str) -> str:
     return noise_type
 
 
-def noise_tag(noise_type: str, rate: float = 0.0, false_per_class: int = 0, pair_flip: bool = False) -> str:
-    """A short name of a noise setting for file names and cache keys (``sym0.5``, ``ppc4-pair``, ``none``)."""
+def noise_tag(
+    noise_type: str, rate: float = 0.0, false_per_class: int = 0, pair_flip: bool = False, open_set_classes: int = 0
+) -> str:
+    """A short name of a noise setting for file names and cache keys (``sym0.5``, ``ppc4-pair``, ``none``).
+
+    ``open-set`` names its held-out class count even at rate 0 (``open-set0.25-k2``): the task itself differs.
+    """
     if noise_type == "pairs-per-class":
         return f"ppc{false_per_class}" + ("-pair" if pair_flip else "") if false_per_class else "none"
-    if noise_type in ("sym", "asym") and rate > 0:
+    if noise_type == "open-set":
+        return f"open-set{rate!r}-k{open_set_classes}"
+    if noise_type in ("sym", "asym", "asym-semantic", "instance") and rate > 0:
         return f"{noise_type}{rate!r}"
     return "none"
 
@@ -181,23 +315,44 @@ def apply_noise(
     false_per_class: int = 0,
     pair_flip: bool = False,
     seed: int = 0,
+    *,
+    targets: np.ndarray | None = None,
+    features: np.ndarray | None = None,
+    pool: Sequence[Sample] = (),
 ) -> tuple[Sample, ...]:
     """The samples with noisy observed labels (``true_label`` kept); deterministic given ``seed``.
 
-    ``noise_type`` is one of :data:`NOISE_TYPES`; ``rate`` applies to sym/asym, ``false_per_class`` and
-    ``pair_flip`` to pairs-per-class. Bad settings raise :class:`ConfigError`/:class:`UnknownNameError`.
+    ``noise_type`` is one of :data:`NOISE_TYPES`; ``rate`` applies to sym/asym/asym-semantic/instance/open-set,
+    ``false_per_class`` and ``pair_flip`` to pairs-per-class. ``asym-semantic`` needs ``targets`` (the (C,)
+    nearest-class map or a (C, C) similarity), ``instance`` needs ``features`` (N, d) of ``samples``, ``open-set``
+    the ``pool`` of outside images (their ``true_label`` >= C). Bad settings raise
+    :class:`ConfigError`/:class:`UnknownNameError`.
     """
     check_noise_type(noise_type)
     _check_rate(rate)
     num_classes = len(classnames)
     labels = np.fromiter((s.label for s in samples), dtype=np.int64, count=len(samples))  # (N,)
     rng = np.random.default_rng([_NOISE_STREAM, seed])
+    if noise_type == "open-set":
+        idx, src = open_set_noise(len(samples), rate, len(pool), rng)
+        out = list(samples)
+        for i, j in zip(idx.tolist(), src.tolist(), strict=True):
+            out[i] = replace(pool[j], label=samples[i].label, classname=samples[i].classname)
+        return tuple(out)
     if noise_type == "sym":
         noisy = symmetric_noise(labels, rate, num_classes, rng)
     elif noise_type == "asym":
         noisy = pair_noise(labels, rate, num_classes, rng)
     elif noise_type == "pairs-per-class":
         noisy = pairs_per_class_noise(labels, false_per_class, num_classes, rng, pair_flip)
+    elif noise_type == "asym-semantic" and num_noisy(len(labels), rate):
+        if targets is None:
+            raise ConfigError("noise.type='asym-semantic' needs the class targets from the frozen CLIP's text features")
+        noisy = semantic_noise(labels, rate, num_classes, targets, rng)
+    elif noise_type == "instance" and rate > 0 and len(labels):
+        if features is None:
+            raise ConfigError("noise.type='instance' needs the frozen CLIP's image features of the training samples")
+        noisy = instance_noise(labels, rate, num_classes, features, rng)
     else:
         noisy = labels
     return tuple(
@@ -206,13 +361,20 @@ def apply_noise(
     )
 
 
-def noise_stats(samples: Sequence[Sample]) -> dict[str, float | int | None]:
-    """Counts of a (noisy) training set: size, samples whose label differs from the known truth, unknown truths."""
+def noise_stats(samples: Sequence[Sample], num_classes: int | None = None) -> dict[str, float | int | None]:
+    """Counts of a (noisy) training set: size, samples whose label differs from the known truth, unknown truths.
+
+    With ``num_classes`` C, also ``num_open_set``: the samples whose true class lies outside the label set
+    (``true_label`` >= C, open-set noise; they are among the noisy ones).
+    """
     known = [s for s in samples if s.true_label is not None]
     noisy = sum(s.label != s.true_label for s in known)
-    return {
+    stats: dict[str, float | int | None] = {
         "num_samples": len(samples),
         "num_noisy": noisy,
         "num_unknown": len(samples) - len(known),
         "noise_rate": noisy / len(known) if known else None,
     }
+    if num_classes is not None:
+        stats["num_open_set"] = sum(s.true_label >= num_classes for s in known)
+    return stats

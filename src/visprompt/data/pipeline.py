@@ -7,6 +7,13 @@ sweep over noise rates shares its images. The realisation is cached as JSON keye
 noise): the chosen sample indices and observed labels plus a fingerprint of the dataset's splits, so every method
 sees exactly the same noisy set and a changed dataset is noticed (the cache is then rebuilt, with a warning).
 
+Noise that needs the frozen CLIP (``asym-semantic``: a nearest-class map from its text features; ``instance``:
+its image features of the K-shot training images) takes them through callables that are called only when the
+split is not cached; the cache key then also holds the backbone (``backbone``: arch and weights), since the
+labels depend on it. ``open-set`` noise holds the last ``open_set_classes`` classes out of the task: the splits
+returned have C - k classes (train, val and test keep only the others), and the held-out classes' training
+images are the pool of outside images (:func:`~visprompt.data.noise.apply_noise`).
+
 :func:`splits_to_json` / :func:`splits_from_json` are the self-contained record a run keeps (``split.json``).
 """
 
@@ -15,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +31,7 @@ import numpy as np
 from visprompt.data.datasets import get_spec, load_dataset
 from visprompt.data.fewshot import sample_few_shot
 from visprompt.data.files import atomic_write_json, read_json
-from visprompt.data.noise import apply_noise, check_noise_type, noise_stats, noise_tag, num_noisy
+from visprompt.data.noise import BACKBONE_TYPES, apply_noise, check_noise_type, noise_stats, noise_tag, num_noisy
 from visprompt.data.records import DatasetSplits, Sample
 from visprompt.errors import ConfigError, DataError
 
@@ -57,7 +64,7 @@ def cache_path(cache_dir: str | Path, dataset: str, shots: int, seed: int, tag: 
     return Path(cache_dir) / f"{name}-{shots}shot-seed{seed}-{tag}.json"
 
 
-def _check_settings(shots: int, noise_type: str, rate: float, false_per_class: int) -> None:
+def _check_settings(shots: int, noise_type: str, rate: float, false_per_class: int, open_set_classes: int) -> None:
     if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
         raise ConfigError(f"data.shots: expected an integer >= 1, got {shots!r}")
     check_noise_type(noise_type)
@@ -66,6 +73,34 @@ def _check_settings(shots: int, noise_type: str, rate: float, false_per_class: i
         raise ConfigError(f"noise.false_per_class: expected an integer >= 0, got {false_per_class!r}")
     if noise_type == "pairs-per-class" and false_per_class > shots:
         raise ConfigError(f"noise.false_per_class={false_per_class} exceeds data.shots={shots}")
+    k = open_set_classes
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0 or (noise_type == "open-set" and k < 1):
+        raise ConfigError(f"noise.open_set_classes: expected an integer >= 1 with noise.type=open-set, got {k!r}")
+
+
+def _task_splits(full: DatasetSplits, noise_type: str, open_set_classes: int) -> DatasetSplits:
+    """The splits the task uses: ``full``, or for open-set noise ``full`` without its last k classes."""
+    if noise_type != "open-set":
+        return full
+    c = full.num_classes - open_set_classes
+    if c < 2:
+        raise ConfigError(
+            f"noise.open_set_classes={open_set_classes} leaves {max(c, 0)} of the {full.num_classes} classes of "
+            f"{full.name}; expected at most {full.num_classes - 2}"
+        )
+    keep = {key: tuple(s for s in getattr(full, key) if s.label < c) for key in ("train", "val", "test")}
+    return DatasetSplits(name=full.name, classnames=full.classnames[:c], **keep)
+
+
+def _tagged(tag: str, noise_type: str, backbone: str | None, caching: bool) -> tuple[str, str | None]:
+    """The cache tag and key's backbone: CLIP-dependent noise adds a hash of ``backbone`` to the tag."""
+    if noise_type not in BACKBONE_TYPES or tag == "none":
+        return tag, None
+    if backbone is None:
+        if caching:
+            raise ConfigError(f"noise.type={noise_type!r}: a cached split needs backbone= (its labels depend on it)")
+        return tag, None
+    return f"{tag}-{hashlib.sha256(backbone.encode()).hexdigest()[:8]}", backbone
 
 
 def _check_files(splits: DatasetSplits) -> None:
@@ -97,6 +132,10 @@ def _from_cache(
     return train, val
 
 
+SemanticTargets = Callable[[Sequence[str]], np.ndarray]  # class names -> (C,) nearest-class map or (C, C) similarity
+ImageFeatures = Callable[[Sequence[Sample]], np.ndarray]  # training samples -> (N, d) image features
+
+
 def prepare_fewshot(
     dataset: str,
     root: str | Path,
@@ -109,6 +148,11 @@ def prepare_fewshot(
     path: str | None = None,
     cache_dir: Path | str | None = None,
     check_files: bool = True,
+    *,
+    open_set_classes: int = 0,
+    semantic_targets: SemanticTargets | np.ndarray | None = None,
+    image_features: ImageFeatures | None = None,
+    backbone: str | None = None,
 ) -> DatasetSplits:
     """K-shot noisy train, min(K, 4)-shot clean val and the full clean test split of ``dataset``.
 
@@ -119,11 +163,18 @@ def prepare_fewshot(
         seed: seeds the few-shot choice and the noise (separate streams).
         cache_dir: where the realisation is cached (None: no cache).
         check_files: raise if any listed image is missing (one stat per image).
+        open_set_classes: open-set noise: the last k classes are held out of the task and supply the outside images.
+        semantic_targets: asym-semantic: the nearest-class map (or similarity) of the task's classes, or a callable
+            computing it from the class names.
+        image_features: instance: a callable giving the (N, d) image features of the K-shot training samples.
+        backbone: names the frozen CLIP (arch and weights) for the cache key of asym-semantic/instance noise.
     """
-    _check_settings(shots, noise_type, rate, false_per_class)
+    _check_settings(shots, noise_type, rate, false_per_class, open_set_classes)
     full = load_dataset(dataset, root, path)
     fingerprint = splits_fingerprint(full)
-    tag = noise_tag(noise_type, rate, false_per_class, pair_flip)
+    task = _task_splits(full, noise_type, open_set_classes)
+    tag = noise_tag(noise_type, rate, false_per_class, pair_flip, open_set_classes)
+    tag, backbone = _tagged(tag, noise_type, backbone, cache_dir is not None)
     file = None
     if cache_dir is not None:
         file = cache_path(cache_dir, get_spec(dataset).name, shots, seed, tag, path)
@@ -131,31 +182,61 @@ def prepare_fewshot(
     if cached is not None:
         train, val = cached
     else:
-        train = sample_few_shot(full.train, shots, np.random.default_rng([_TRAIN_STREAM, seed]))
+        train = sample_few_shot(task.train, shots, np.random.default_rng([_TRAIN_STREAM, seed]))
         val = sample_few_shot(
-            full.val, min(shots, VAL_SHOTS), np.random.default_rng([_VAL_STREAM, seed]), strict=False, where="val split"
+            task.val, min(shots, VAL_SHOTS), np.random.default_rng([_VAL_STREAM, seed]), strict=False, where="val split"
         )
-        train = apply_noise(train, full.classnames, noise_type, rate, false_per_class, pair_flip, seed)
-    splits = DatasetSplits(name=full.name, classnames=full.classnames, train=train, val=val, test=full.test)
+        train = _add_noise(train, full, task, noise_type, rate, false_per_class, pair_flip, seed, semantic_targets,
+                           image_features)  # fmt: skip
+    splits = DatasetSplits(name=full.name, classnames=task.classnames, train=train, val=val, test=task.test)
     if check_files:
         _check_files(splits)
+    open_set = noise_type == "open-set"
+    stats = noise_stats(train, task.num_classes if open_set else None)
     if file is not None and cached is None:
+        noise = {"type": noise_type, "rate": rate, "false_per_class": false_per_class, "pair_flip": pair_flip,
+                 **({"open_set_classes": open_set_classes} if open_set else {})}  # fmt: skip
         record = {
             "format": CACHE_FORMAT,
-            "key": {"dataset": full.name, "path": path, "shots": shots, "seed": seed, "noise": {
-                "type": noise_type, "rate": rate, "false_per_class": false_per_class, "pair_flip": pair_flip}},
+            "key": {"dataset": full.name, "path": path, "shots": shots, "seed": seed, "noise": noise,
+                    **({"backbone": backbone} if backbone is not None else {})},
             "fingerprint": fingerprint,
             "num_classes": full.num_classes,
             "train": {"index": [s.index for s in train], "label": [s.label for s in train]},
             "val": {"index": [s.index for s in val]},
-            "stats": noise_stats(train),
+            "stats": stats,
         }  # fmt: skip
         atomic_write_json(file, record)
         logger.info("cached few-shot split in %s", file)
-    stats = noise_stats(train)
     logger.info("%s: %d-shot train %d images (%d noisy), val %d, test %d", full.name, shots, len(train),
-                stats["num_noisy"], len(val), len(full.test))  # fmt: skip
+                stats["num_noisy"], len(val), len(task.test))  # fmt: skip
     return splits
+
+
+def _add_noise(
+    train: tuple[Sample, ...],
+    full: DatasetSplits,
+    task: DatasetSplits,
+    noise_type: str,
+    rate: float,
+    false_per_class: int,
+    pair_flip: bool,
+    seed: int,
+    semantic_targets: SemanticTargets | np.ndarray | None,
+    image_features: ImageFeatures | None,
+) -> tuple[Sample, ...]:
+    """``apply_noise`` with the inputs the noise type needs (computed here, only when some sample flips)."""
+    targets = features = None
+    pool: tuple[Sample, ...] = ()
+    flips = rate > 0 and len(train) > 0
+    if noise_type == "asym-semantic" and flips and semantic_targets is not None:
+        targets = semantic_targets(task.classnames) if callable(semantic_targets) else semantic_targets
+    if noise_type == "instance" and flips and image_features is not None:
+        features = image_features(train)
+    if noise_type == "open-set":
+        pool = tuple(s for s in full.train if s.label >= task.num_classes)  # the held-out classes' training images
+    return apply_noise(train, task.classnames, noise_type, rate, false_per_class, pair_flip, seed, targets=targets,
+                       features=features, pool=pool)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- run-directory record
@@ -175,6 +256,12 @@ def _columns(samples: Sequence[Sample], base: str) -> dict[str, list[Any]]:
     }
 
 
+def _split_stats(splits: DatasetSplits) -> dict[str, Any]:
+    """:func:`noise_stats` of the training split, with ``num_open_set`` where some images lie outside the classes."""
+    outside = any(s.true_label is not None and s.true_label >= splits.num_classes for s in splits.train)
+    return noise_stats(splits.train, splits.num_classes if outside else None)
+
+
 def splits_to_json(splits: DatasetSplits) -> dict[str, Any]:
     """A self-contained JSON-able record of ``splits`` (paths relative to their common folder ``root``)."""
     paths = [s.path for key in ("train", "val", "test") for s in getattr(splits, key)]
@@ -187,7 +274,7 @@ def splits_to_json(splits: DatasetSplits) -> dict[str, Any]:
         "classnames": list(splits.classnames),
         "root": base,
         **{key: _columns(getattr(splits, key), base) for key in ("train", "val", "test")},
-        "stats": noise_stats(splits.train),
+        "stats": _split_stats(splits),
     }
 
 

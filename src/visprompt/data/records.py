@@ -10,14 +10,15 @@ class Sample:
     """One labelled image.
 
     ``label`` is the label training sees (after noise injection, the observed, possibly wrong one);
-    ``true_label`` is the dataset's annotation where known (``None`` for real-noise data such as Food101N).
-    ``classname`` is the name of ``label``.
+    ``true_label`` is the dataset's annotation where known (``None`` for real-noise data such as Food101N); an
+    image from outside the task's C classes (open-set noise) has its class in the full dataset there, an index
+    >= C: known, never equal to ``label``, so it counts as noisy. ``classname`` is the name of ``label``.
     """
 
     index: int  # position in its split as read from disk (stable across runs)
     path: str  # absolute path of the image file
     label: int  # observed label in [0, C)
-    true_label: int | None  # clean label in [0, C), None when unknown
+    true_label: int | None  # clean label in [0, C) (>= C: outside the label set), None when unknown
     classname: str  # class name of `label`
 
     @property

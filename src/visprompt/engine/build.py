@@ -20,9 +20,11 @@ def run_name(cfg: RunConfig) -> str:
     """``cfg.run.name``, or one derived from the settings that define a run."""
     if cfg.run.name:
         return cfg.run.name
-    noise = "clean" if cfg.noise.type == "none" or (cfg.noise.rate == 0 and cfg.noise.false_per_class == 0) else (
-        f"{cfg.noise.type}{cfg.noise.false_per_class}" if cfg.noise.type == "pairs-per-class"
-        else f"{cfg.noise.type}{cfg.noise.rate:g}"
+    n = cfg.noise
+    noise = "clean" if n.type == "none" or (n.rate == 0 and n.false_per_class == 0 and n.type != "open-set") else (
+        f"{n.type}{n.false_per_class}" if n.type == "pairs-per-class"
+        else f"{n.type}{n.rate:g}-k{n.open_set_classes}" if n.type == "open-set"  # k classes leave the task
+        else f"{n.type}{n.rate:g}"
     )  # fmt: skip
     arch = Path(cfg.backbone.arch).stem if cfg.backbone.arch.endswith(".json") else cfg.backbone.arch
     name = f"{cfg.data.dataset}_{cfg.method.name}_{arch}_{cfg.data.shots}shot_{noise}_seed{cfg.run.seed}"

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from visprompt.config import RunConfig, load_config, to_dict, to_yaml
+from visprompt.data.noise import BACKBONE_TYPES
 from visprompt.data.pipeline import prepare_fewshot, read_splits, splits_to_json
 from visprompt.data.records import DatasetSplits
 from visprompt.data.transforms import build_transform
@@ -28,6 +29,7 @@ from visprompt.engine.build import input_size, load_clip, load_trainable, run_na
 from visprompt.engine.data import FeatureData, FeatureSet, ImageData, encode_samples, predict_logits
 from visprompt.engine.loop import fit
 from visprompt.engine.metrics import classification_metrics
+from visprompt.engine.noise_inputs import noise_inputs
 from visprompt.engine.optim import build_optimizer, build_scheduler
 from visprompt.engine.provenance import environment, git_sha, versions
 from visprompt.engine.rundir import DONE, FAILED, RUNNING, RunDir
@@ -69,13 +71,25 @@ def _same_run(saved: RunConfig, cfg: RunConfig) -> bool:
     return a == b
 
 
-def _prepare_splits(cfg: RunConfig, rd: RunDir) -> DatasetSplits:
+def _backbone_key(cfg: RunConfig) -> str:
+    """Names the frozen CLIP in split-cache keys (noise that depends on it): arch and weights."""
+    return f"{cfg.backbone.arch}|{cfg.backbone.weights}"
+
+
+def _prepare_splits(cfg: RunConfig, rd: RunDir, clip: nn.Module, device: torch.device) -> DatasetSplits:
     if rd.split_file.is_file():  # a resumed run keeps the exact split it started with
         return read_splits(rd.split_file)
     d, n = cfg.data, cfg.noise
+    inputs = {}
+    if n.type in BACKBONE_TYPES:  # from the frozen CLIP, called only if the split is not cached
+        # in fp32 whatever the run's precision, so the realised noise does not depend on it
+        eval_tf = build_transform(input_size(clip), clip.mean, clip.std, train=False)
+        inputs = noise_inputs(clip, d.dataset, eval_tf, batch_size=cfg.optim.eval_batch_size, device=device,
+                              precision=resolve_precision("fp32", device), num_workers=d.num_workers)  # fmt: skip
     return prepare_fewshot(
         d.dataset, d.root, d.shots, n.type, n.rate, n.false_per_class, n.pair_flip, cfg.run.seed,
-        path=d.path, cache_dir=Path(cfg.run.out_dir) / ".splits",
+        path=d.path, cache_dir=Path(cfg.run.out_dir) / ".splits", open_set_classes=n.open_set_classes,
+        backbone=_backbone_key(cfg), **inputs,
     )  # fmt: skip
 
 
@@ -103,7 +117,7 @@ def train_run(
     device = resolve_device(cfg.run.device)
     precision = resolve_precision(cfg.optim.precision, device)
     clip = load_clip(cfg, device)  # first: a missing weights file is the commonest setup error
-    splits = _prepare_splits(cfg, rd)
+    splits = _prepare_splits(cfg, rd, clip, device)
     seed_everything(cfg.run.seed)
     method = build_method(method_spec(cfg), clip, splits.classnames).to(device)
     rd.write_text("config.yaml", to_yaml(cfg))
