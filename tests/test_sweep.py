@@ -159,7 +159,7 @@ def test_testbed_benchmark_grid() -> None:
     cfgs = [r.config for r in runs]
     methods = {p.stem for p in (REPO / "src/visprompt/configs/methods").glob("*.yaml")}
     assert {c.method.name for c in cfgs} == methods  # every method
-    assert all(c.data.dataset.startswith("testbed") for c in cfgs)
+    assert {c.data.dataset for c in cfgs} == {"testbed-backgrounds", "testbed-colours", "testbed-scenes"}
     assert {(c.backbone.arch, c.backbone.weights) for c in cfgs} == {("testbed", None)}
     rates = {0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75}
     for noise in ("sym", "asym"):
@@ -180,6 +180,21 @@ def test_missing_ray_is_a_one_line_error(tmp_path, monkeypatch) -> None:
     runs = expand_sweep(load_sweep(write_grid(tmp_path, {}), out_dir=tmp_path / "runs"))
     with pytest.raises(VispromptError, match=r"not installed: pip install 'visprompt\[sweep\]'"):
         run_sweep(runs, print)
+
+
+def test_a_finished_sweep_returns_without_starting_ray(tmp_path, monkeypatch) -> None:
+    import sys
+
+    from visprompt.sweep import run_sweep
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # starting Ray would fail
+    runs = expand_sweep(load_sweep(write_grid(tmp_path, {"grid": {"run.seed": [1, 2]}}), out_dir=tmp_path / "runs"))
+    for run in runs:
+        run.path.mkdir(parents=True)
+        (run.path / "status").write_text("done\n")
+    result = run_sweep(runs, print)
+    assert result.ok and [o.status for o in result.outcomes] == ["skipped", "skipped"]
+    assert (tmp_path / "runs" / "sweep.json").is_file()
 
 
 def test_progress_display_bar_and_plain_lines(capsys) -> None:
