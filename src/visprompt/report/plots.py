@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -85,7 +86,9 @@ def selection_figure(
             if not curves:
                 continue
             length = min(len(c) for c in curves)  # runs still in progress are shorter
-            mean = np.nanmean(np.array([c[:length] for c in curves], dtype=float), axis=0)  # (E,)
+            with warnings.catch_warnings():  # an epoch where no run selected anything stays NaN (a gap)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(np.array([c[:length] for c in curves], dtype=float), axis=0)  # (E,)
             ax.plot(np.arange(1, length + 1), mean, linewidth=1.8, color=colors[method], label=method)
         ax.set_title(f"{dataset}, {setting_label(noise, rate)}: selection {what}")
         ax.set_xlabel("epoch")
