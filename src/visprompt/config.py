@@ -177,7 +177,7 @@ class LossConfig:
 class MethodConfig:
     """The training method: a registered name plus its selection and loss settings."""
 
-    name: str = "visprompt"  # zeroshot | coop | coop-gce | cocoop | nlprompt | joapr | visprompt
+    name: str = "visprompt"  # zeroshot | coop | coop-gce | cocoop | nlprompt | joapr | visprompt | visprompt-clean-only
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     mixup_alpha: float = 0.001  # joapr: mixup weights drawn from Beta(alpha, alpha) (JoAPR's released value)

@@ -125,8 +125,12 @@ def cocoop(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> Pr
 
 
 @METHODS.register("visprompt")
+@METHODS.register("visprompt-clean-only")
 def visprompt(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
-    """VisPrompt: cross-modal FiLM prompts, OT split, alpha * CE(clean) + (1 - alpha) * GCE(noisy)."""
+    """VisPrompt: cross-modal FiLM prompts, OT split, alpha * CE(clean) + (1 - alpha) * GCE(noisy).
+
+    ``visprompt-clean-only`` is the same learner and split with no loss on the noisy part (its preset).
+    """
     from visprompt.models.visprompt import VisPromptLearner
 
     learner = VisPromptLearner(clip, classnames, **spec.coop, **spec.visprompt)
