@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from visprompt import fileio
 from visprompt.data import files
 from visprompt.data.datasets import DATASETS, get_spec, load_dataset
 from visprompt.data.fake import FAKE_LAYOUTS, make_fake_dataset, write_image
@@ -225,11 +226,12 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path: Path, monkeypatch: p
     target = tmp_path / "out.json"
     files.atomic_write_json(target, {"old": True})
 
-    def explode(obj, f, **kwargs):
-        f.write('{"partial": ')
+    def explode(self: Path, data: bytes) -> int:
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(files.json, "dump", explode)
+    monkeypatch.setattr(Path, "write_bytes", explode)
     with pytest.raises(RuntimeError):
         files.atomic_write_json(target, {"new": True})
     assert json.loads(target.read_text()) == {"old": True}
@@ -242,7 +244,7 @@ def test_an_unwritable_split_file_is_a_data_error(tmp_path: Path, monkeypatch: p
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", refuse)
     with pytest.raises(DataError, match=r"cannot write .*split_zhou_DescribableTextures.json: Permission denied"):
         load_dataset("dtd", tmp_path)
     shutil.rmtree(tmp_path / "dtd")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -201,7 +202,14 @@ def test_method_spec_carries_the_visprompt_preset_and_ablation_overrides() -> No
 
 
 def test_registry_holds_every_method_of_the_paper() -> None:
-    assert set(METHODS.names()) == {"zeroshot", "coop", "coop-gce", "cocoop", "nlprompt", "joapr", "visprompt"}
+    paper = {"zeroshot", "coop", "coop-gce", "cocoop", "nlprompt", "joapr", "visprompt"}
+    assert set(METHODS.names()) == paper | {"visprompt-clean-only"}
+
+
+def test_visprompt_clean_only_differs_from_visprompt_only_in_the_noisy_loss() -> None:
+    base, variant = method_spec(_preset("visprompt")), method_spec(_preset("visprompt-clean-only"))
+    assert variant.loss == dataclasses.replace(base.loss, noisy="none")
+    assert (variant.selector, variant.coop, variant.visprompt) == (base.selector, base.coop, base.visprompt)
 
 
 def test_build_rejects_unknown_methods_and_misplaced_gmm() -> None:
