@@ -1,0 +1,55 @@
+"""The testbed benchmark scripts' tables: paired ablation differences and the clean-set selection summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import testbed_ablations  # noqa: E402
+import testbed_robustness  # noqa: E402
+
+from visprompt.report import collect_runs  # noqa: E402
+
+
+def fake_run(root: Path, name: str, method: str, noise: str, rate: float, seed: int, top1: float, last=None) -> None:
+    run = root / name
+    run.mkdir(parents=True)
+    cfg = {"data": {"dataset": "testbed-colours"}, "method": {"name": method},
+           "noise": {"type": noise, "rate": rate}, "run": {"seed": seed}}  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (run / "status").write_text("done\n")
+    (run / "metrics.json").write_text(json.dumps({"top1": top1}))
+    if last is not None:
+        (run / "log.jsonl").write_text(json.dumps({"epoch": 1, **last}) + "\n")
+
+
+def test_ablation_table_pairs_each_variant_with_the_defaults_by_task_setting_and_seed(tmp_path) -> None:
+    for seed, (base, variant) in enumerate([(50.0, 56.0), (60.0, 58.0)], 1):
+        fake_run(tmp_path, f"defaults/c/sym-0.75/seed{seed}", "visprompt", "sym", 0.75, seed, base)
+        fake_run(tmp_path, f"no-noisy-loss/c/sym-0.75/seed{seed}", "visprompt", "sym", 0.75, seed, variant)
+    fake_run(tmp_path, "mae-noisy/c/sym-0.75/seed1", "visprompt", "sym", 0.75, 1, 70.0)  # seed 2 missing
+    text = testbed_ablations.ablation_tables(
+        tmp_path, ["defaults", "no-noisy-loss", "mae-noisy"], ["testbed-colours"], [("sym", 0.75)], [1, 2]
+    )
+    summary, per_task = text.split("Per task")
+    rows = {line.split(" | ")[0].strip("| "): line for line in summary.splitlines() if line.startswith("| ")}
+    assert rows["defaults"].endswith("| 55.0 |")
+    assert rows["no-noisy-loss"].endswith("| 57.0 (+2.0, 1/2) |")  # +6 and -2: mean +2, one pair won
+    assert rows["mae-noisy"].endswith("| 1/2 runs |")  # an incomplete cell says so instead of a biased mean
+    assert "| defaults | 55.0 +- 7.1 |" in per_task  # per-task mean +- sample std over seeds
+
+
+def test_selection_table_averages_the_last_epoch_of_the_selecting_methods(tmp_path) -> None:
+    sel = {"sel_precision": 0.9, "sel_recall": 0.5, "n_clean": 40, "n_selected_from": 160}
+    fake_run(tmp_path, "a/seed1", "nlprompt", "sym", 0.5, 1, 60.0, sel)
+    fake_run(tmp_path, "a/seed2", "nlprompt", "sym", 0.5, 2, 60.0, {**sel, "sel_precision": 0.7, "n_clean": 80})
+    fake_run(tmp_path, "b/seed1", "coop", "sym", 0.5, 1, 40.0, {**sel, "sel_precision": 0.5})  # selects nothing
+    table = testbed_robustness.selection_table(collect_runs(tmp_path))
+    assert "| nlprompt | 0.80 / 0.50 / 0.38 |" in table
+    assert "coop" not in table and "sym 50%" in table
