@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from visprompt.config import parse_override
-from visprompt.report.collect import collect_runs, metric_value
+from visprompt.report.collect import CLEAN, collect_runs, metric_value
+from visprompt.report.tables import setting_label
 from visprompt.sweep import SweepProgress, SweepSpec, expand_sweep, run_sweep
 from visprompt.testbed import build_testbed
 
@@ -98,7 +99,8 @@ def ablation_tables(
         if record.finished and value is not None:
             variant = record.name.split("/", 1)[0]
             top1[(variant, record.dataset, *record.noise, record.seed)] = value
-    cols = [f"{noise} {100 * rate:g}%" for noise, rate in settings]
+    settings = [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]  # as RunRecord.noise
+    cols = [setting_label(noise, rate) for noise, rate in settings]
     lines = [
         f"Mean top-1 % over {len(tasks)} tasks x {len(seeds)} seeds; in brackets the paired difference to the "
         "defaults (same task, seed and noisy labels) and the pairs won.",
