@@ -195,6 +195,14 @@ def test_ablation_values_join_the_method_label(tmp_path) -> None:
     assert "| coop | 40.00 (n=1) |" in text
 
 
+def test_open_set_runs_with_different_held_out_classes_are_separate_settings(tmp_path) -> None:
+    for k, top1 in ((1, 70.0), (2, 60.0)):
+        write_run(tmp_path, f"k{k}", ["noise.type=open-set", "noise.rate=0.25", f"noise.open_set_classes={k}"],
+                  metrics={"top1": top1})  # fmt: skip
+    text = build_report(tmp_path).markdown.read_text()
+    assert "| open-set-k1 25% | open-set-k2 25% |" in text and "| **70.00** | **60.00** |" in text
+
+
 def test_nested_metric_keys_are_found(tmp_path) -> None:
     write_run(tmp_path, "a", ["noise.rate=0.5"], metrics={"test": {"top1": 70.0}, "val": {"top1": 10.0}})
     rows = read_csv(build_report(tmp_path).runs_csv)

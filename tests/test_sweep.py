@@ -104,6 +104,12 @@ def test_pairs_per_class_protocol_names(tmp_path) -> None:
     assert names == ["pairs2", "pairs2-flip", "pairs4", "pairs4-flip"]
 
 
+def test_open_set_names_hold_the_held_out_class_count(tmp_path) -> None:
+    grid = {"base": {"noise.type": "open-set", "noise.rate": 0.25}, "grid": {"noise.open_set_classes": [1, 2]}}
+    names = [r.name.split("/")[2] for r in expand_sweep(load_sweep(write_grid(tmp_path, grid)))]
+    assert names == ["open-set-0.25-k1", "open-set-0.25-k2"]
+
+
 def test_relative_data_root_is_made_absolute(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     run = expand_sweep(load_sweep(write_grid(tmp_path, {"base": {"data.root": "DATA"}})))[0]

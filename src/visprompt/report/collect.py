@@ -65,6 +65,8 @@ class RunRecord:
             flip = bool(self.config.get("noise.pair_flip", False))
             return ("pairs-flip" if flip else "pairs", float(count)) if count else (CLEAN, 0.0)
         rate = float(self.config.get("noise.rate", 0.0))
+        if kind == "open-set":  # k held-out classes make another task, even at rate 0
+            return f"open-set-k{int(self.config.get('noise.open_set_classes', 0))}", rate
         return (CLEAN, 0.0) if kind == "none" or rate == 0 else (kind, rate)
 
     @property

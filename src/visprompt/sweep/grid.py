@@ -48,8 +48,9 @@ __all__ = ["PRESET_KEYS", "SweepRun", "SweepSpec", "expand_sweep", "load_sweep",
 
 PRESET_KEYS = ("dataset", "backbone", "method")  # loaded as presets, like the train command's flags
 RESERVED_KEYS = ("run.name", "run.out_dir")  # set by the sweep itself
+# Keys already part of the run directory name.
 NAMED_KEYS = {"dataset", "method", "data.dataset", "method.name", "noise.type", "noise.rate", "run.seed",
-              "noise.false_per_class", "noise.pair_flip"}  # fmt: skip  # already part of the run directory name
+              "noise.false_per_class", "noise.pair_flip", "noise.open_set_classes"}  # fmt: skip
 PATH_KEYS = ("data.root", "data.path")  # made absolute, since Ray workers may run elsewhere
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -192,6 +193,8 @@ def run_name(cfg: RunConfig, extra: Mapping[str, Any]) -> str:
     noise = cfg.noise
     if noise.type == "pairs-per-class":
         noise_part = f"pairs{noise.false_per_class}" + ("-flip" if noise.pair_flip else "")
+    elif noise.type == "open-set":  # the k held-out classes change the task itself
+        noise_part = f"open-set-{_fmt(noise.rate)}-k{noise.open_set_classes}"
     else:
         noise_part = f"{noise.type}-{_fmt(noise.rate)}"
     parts = [cfg.data.dataset, cfg.method.name, noise_part]
