@@ -58,7 +58,8 @@ class RunRecord:
 
     @property
     def noise(self) -> tuple[str, float]:
-        """(noise type, rate); clean runs are ``("clean", 0.0)``, pairs-per-class uses its count as the rate."""
+        """(noise type, rate); clean runs are ``("clean", 0.0)``, pairs-per-class uses its count as the rate,
+        open-set names its held-out class count (``"open-set-k2"``)."""
         kind = str(self.config.get("noise.type", "none"))
         if kind == "pairs-per-class":
             count = int(self.config.get("noise.false_per_class", 0))
