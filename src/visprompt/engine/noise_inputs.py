@@ -64,19 +64,13 @@ def image_features(
 
 
 def noise_inputs(
-    clip: nn.Module,
-    dataset: str,
-    transform: Callable[[Any], torch.Tensor],
-    *,
-    batch_size: int,
-    device: torch.device,
-    precision: Precision,
-    num_workers: int = 0,
+    clip: nn.Module, dataset: str, transform: Callable[[Any], torch.Tensor], **encode: Any
 ) -> dict[str, Callable[[Sequence[Any]], np.ndarray]]:
-    """``semantic_targets`` and ``image_features`` callables for :func:`~visprompt.data.pipeline.prepare_fewshot`."""
+    """``semantic_targets`` and ``image_features`` callables for :func:`~visprompt.data.pipeline.prepare_fewshot`.
 
-    def features(samples: Sequence[Sample]) -> np.ndarray:
-        return image_features(clip, samples, transform, batch_size=batch_size, device=device, precision=precision,
-                              num_workers=num_workers)  # fmt: skip
-
-    return {"semantic_targets": lambda names: semantic_targets(clip, names, dataset), "image_features": features}
+    ``encode``: :func:`image_features`' keyword arguments (``batch_size``, ``device``, ``precision``, ...).
+    """
+    return {
+        "semantic_targets": lambda names: semantic_targets(clip, names, dataset),
+        "image_features": lambda samples: image_features(clip, samples, transform, **encode),
+    }
