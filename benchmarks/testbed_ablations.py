@@ -41,6 +41,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "film-global": ("FiLM from the mean visual token", ["prompt.film_mode=global"]),
     "cost-negp": ("OT cost -p instead of -log p", ["method.selection.cost=negp"]),
     "alpha-0.8": ("alpha = 0.8 (more weight on the clean part)", ["method.loss.alpha=0.8"]),
+    "nlprompt-recipe": (
+        "NLPrompt's split and loss (full-set OT, cost -p, CE then MAE passes) with VisPrompt's prompt",
+        [
+            "method.selection.scope=full",
+            "method.selection.cost=negp",
+            "method.loss.noisy=mae",
+            "method.loss.schedule=sequential",
+        ],
+    ),
 }
 TASKS = ("testbed-backgrounds", "testbed-colours", "testbed-scenes")
 SETTINGS = ("sym:0.5", "sym:0.75", "asym:0.375")
