@@ -23,7 +23,7 @@ from pathlib import Path
 from visprompt.config import parse_override
 from visprompt.report.collect import CLEAN, collect_runs, metric_value
 from visprompt.report.tables import setting_label
-from visprompt.sweep import SweepProgress, SweepSpec, expand_sweep, run_sweep
+from visprompt.sweep import SweepProgress, SweepSpec, expand_sweep, load_sweep, run_sweep
 from visprompt.testbed import build_testbed
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -51,6 +51,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         ],
     ),
 }
+ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("testbed-backgrounds", "testbed-colours", "testbed-scenes")
 SETTINGS = ("sym:0.5", "sym:0.75", "asym:0.375")
 
@@ -72,21 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     settings = [_setting(s) for s in args.settings]
     build_testbed(args.root, args.tasks)
     out = Path(args.out).resolve()
+    protocol = load_sweep(ROOT / "configs" / "sweeps" / "testbed.yaml").base  # the benchmark's: tiny CLIP, 16 shots
+    grids = tuple(
+        {"dataset": args.tasks, "noise.type": [noise], "noise.rate": [rate], "run.seed": args.seeds}
+        for noise, rate in settings
+    )
     runs = []
     for name in args.variants:
         base = {
+            **protocol,
             "method": "visprompt",
-            "backbone.arch": "testbed",
-            "backbone.weights": None,
             "data.root": str(Path(args.root).resolve()),
-            "data.shots": 16,
-            "data.augment": False,
             "optim.epochs": args.epochs,
             **dict(parse_override(item) for item in VARIANTS[name][1]),
         }
-        for noise, rate in settings:
-            grid = {"dataset": args.tasks, "noise.type": [noise], "noise.rate": [rate], "run.seed": args.seeds}
-            runs += expand_sweep(SweepSpec(name, out / name, base, (), (grid,)))
+        runs += expand_sweep(SweepSpec(name, out / name, base, (), grids))
     started = time.perf_counter()
     result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=_progress)
     print(f"\n{len(runs)} runs in {time.perf_counter() - started:.0f} s ({len(result.failed)} failed)", file=sys.stderr)

@@ -192,7 +192,7 @@ def prepare_fewshot(
     if check_files:
         _check_files(splits)
     open_set = noise_type == "open-set"
-    stats = noise_stats(train, task.num_classes if open_set else None)
+    stats = _split_stats(splits)
     if file is not None and cached is None:
         noise = {"type": noise_type, "rate": rate, "false_per_class": false_per_class, "pair_flip": pair_flip,
                  **({"open_set_classes": open_set_classes} if open_set else {})}  # fmt: skip

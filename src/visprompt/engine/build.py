@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from visprompt.config import RunConfig
+from visprompt.data.transforms import build_transform
 from visprompt.engine.rundir import RunDir
 from visprompt.errors import ConfigError
 from visprompt.methods import MethodBase
 
-__all__ = ["input_size", "load_clip", "load_trainable", "run_name", "uses_tokens"]
+__all__ = ["image_transform", "input_size", "load_clip", "load_trainable", "run_name", "uses_tokens"]
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -51,6 +54,11 @@ def input_size(clip: nn.Module) -> int:
     """The square input side of the image tower."""
     size = clip.image_size
     return int(size if isinstance(size, int) else size[0])
+
+
+def image_transform(clip: nn.Module, train: bool = False) -> Callable[[Any], torch.Tensor]:
+    """The image tower's preprocessing at its input size and normalisation; ``train``: with augmentation."""
+    return build_transform(input_size(clip), clip.mean, clip.std, train=train)
 
 
 def uses_tokens(classifier: nn.Module) -> bool:

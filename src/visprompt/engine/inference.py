@@ -13,8 +13,7 @@ from torch import nn
 from visprompt.config import RunConfig, load_config
 from visprompt.data.pipeline import read_splits, splits_from_json
 from visprompt.data.records import DatasetSplits, Sample
-from visprompt.data.transforms import build_transform
-from visprompt.engine.build import input_size, load_clip, load_trainable, uses_tokens
+from visprompt.engine.build import image_transform, load_clip, load_trainable, uses_tokens
 from visprompt.engine.data import predict_logits
 from visprompt.engine.rundir import RunDir
 from visprompt.engine.runtime import resolve_device, resolve_precision, seed_everything
@@ -59,9 +58,8 @@ class LoadedRun:
     def logits(self, samples: Sequence[Sample], batch_size: int | None = None) -> torch.Tensor:
         """Logits (N, C) of ``samples`` (images read from their paths) with the evaluation transform."""
         precision = resolve_precision(self.cfg.optim.precision, self.device)
-        transform = build_transform(input_size(self.clip), self.clip.mean, self.clip.std, train=False)
         return predict_logits(
-            self.method.classifier, self.clip, samples, transform,
+            self.method.classifier, self.clip, samples, image_transform(self.clip),
             batch_size=batch_size or self.cfg.optim.eval_batch_size, device=self.device, precision=precision,
             keep_tokens=uses_tokens(self.method.classifier),
         )  # fmt: skip

@@ -24,8 +24,7 @@ from visprompt.config import RunConfig, load_config, to_dict, to_yaml
 from visprompt.data.noise import BACKBONE_TYPES
 from visprompt.data.pipeline import prepare_fewshot, read_splits, splits_to_json
 from visprompt.data.records import DatasetSplits
-from visprompt.data.transforms import build_transform
-from visprompt.engine.build import input_size, load_clip, load_trainable, run_name, uses_tokens
+from visprompt.engine.build import image_transform, load_clip, load_trainable, run_name, uses_tokens
 from visprompt.engine.data import FeatureData, FeatureSet, ImageData, encode_samples, predict_logits
 from visprompt.engine.loop import fit
 from visprompt.engine.metrics import classification_metrics
@@ -83,9 +82,9 @@ def _prepare_splits(cfg: RunConfig, rd: RunDir, clip: nn.Module, device: torch.d
     inputs = {}
     if n.type in BACKBONE_TYPES:  # from the frozen CLIP, called only if the split is not cached
         # in fp32 whatever the run's precision, so the realised noise does not depend on it
-        eval_tf = build_transform(input_size(clip), clip.mean, clip.std, train=False)
-        inputs = noise_inputs(clip, d.dataset, eval_tf, batch_size=cfg.optim.eval_batch_size, device=device,
-                              precision=resolve_precision("fp32", device), num_workers=d.num_workers)  # fmt: skip
+        inputs = noise_inputs(clip, d.dataset, image_transform(clip), batch_size=cfg.optim.eval_batch_size,
+                              device=device, precision=resolve_precision("fp32", device),
+                              num_workers=d.num_workers)  # fmt: skip
     return prepare_fewshot(
         d.dataset, d.root, d.shots, n.type, n.rate, n.false_per_class, n.pair_flip, cfg.run.seed,
         path=d.path, cache_dir=Path(cfg.run.out_dir) / ".splits", open_set_classes=n.open_set_classes,
@@ -145,7 +144,7 @@ def _train_and_evaluate(
     on_epoch_end: EpochHook | None,
     show_progress: bool | None,
 ) -> RunResult:
-    eval_tf = build_transform(input_size(clip), clip.mean, clip.std, train=False)
+    eval_tf = image_transform(clip)
     keep_tokens = uses_tokens(method.classifier)
     timings: dict[str, float] = {"setup_s": time.perf_counter() - started}
     resumed_from = None
@@ -198,7 +197,7 @@ def _training_data(
     common = {"device": device, "precision": precision, "eval_batch_size": cfg.optim.eval_batch_size}
     if not cfg.data.augment and cfg.run.cache_features:
         return FeatureData(splits.train, train_features(), **common)
-    train_tf = build_transform(input_size(clip), clip.mean, clip.std, train=cfg.data.augment)
+    train_tf = image_transform(clip, train=cfg.data.augment)
     return ImageData(splits.train, train_tf, train_features, num_workers=cfg.data.num_workers, **common)
 
 

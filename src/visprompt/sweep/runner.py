@@ -132,33 +132,41 @@ def run_sweep(
         raise ConfigError("sweep: max_retries, cpus_per_run and gpus_per_run must be >= 0")
     start = time.perf_counter()
     book = _Book(runs, Path(out_dir) if out_dir is not None else _common_out_dir(runs), max_retries, on_progress)
-    opts = {"num_cpus": cpus_per_run, "num_gpus": gpus_per_run, "max_retries": 0}
     if not book.queue:  # every run is done already: nothing to start Ray for
         book.close()
     else:
         with ray_session(address, num_cpus) as ray:
-            task, fn_ref = ray.remote(_execute), ray.put(run_fn or engine_run)
-            try:
-                while book.queue or book.in_flight:
-                    capacity = _capacity(ray, cpus_per_run, gpus_per_run, local=address is None)
-                    while book.queue and len(book.in_flight) < capacity:
-                        run = book.start()
-                        book.in_flight[task.options(name=run.name, **opts).remote(fn_ref, run.config)] = run
-                    book.progress()
-                    ready, _ = ray.wait(list(book.in_flight), num_returns=1, timeout=poll_s)
-                    for ref in ready:
-                        book.settle(ref, *_outcome(ray, ref, book.in_flight[ref]))
-                book.progress()
-            except BaseException:
-                book.interrupted = True
-                _stop(ray, list(book.in_flight))
-                log.warning("sweep interrupted with %d runs in flight; run it again to resume", len(book.in_flight))
-                raise
-            finally:
-                book.close()
+            _drive(ray, book, run_fn or engine_run, cpus_per_run, gpus_per_run, local=address is None, poll_s=poll_s)
     seconds = time.perf_counter() - start
     log.info("sweep %s finished in %.1f s: %s", book.out, seconds, book.counts())
     return SweepResult(book.out, tuple(book.outcomes()), seconds, book.stale)
+
+
+def _drive(
+    ray: Any, book: _Book, run_fn: RunFn, cpus_per_run: float, gpus_per_run: float, local: bool, poll_s: float
+) -> None:
+    """Keep the cluster's capacity busy with the book's queue until every run is settled; stop in-flight runs
+    on any interruption. ``sweep.json`` is written however it ends."""
+    opts = {"num_cpus": cpus_per_run, "num_gpus": gpus_per_run, "max_retries": 0}
+    task, fn_ref = ray.remote(_execute), ray.put(run_fn)
+    try:
+        while book.queue or book.in_flight:
+            capacity = _capacity(ray, cpus_per_run, gpus_per_run, local=local)
+            while book.queue and len(book.in_flight) < capacity:
+                run = book.start()
+                book.in_flight[task.options(name=run.name, **opts).remote(fn_ref, run.config)] = run
+            book.progress()
+            ready, _ = ray.wait(list(book.in_flight), num_returns=1, timeout=poll_s)
+            for ref in ready:
+                book.settle(ref, *_outcome(ray, ref, book.in_flight[ref]))
+        book.progress()
+    except BaseException:
+        book.interrupted = True
+        _stop(ray, list(book.in_flight))
+        log.warning("sweep interrupted with %d runs in flight; run it again to resume", len(book.in_flight))
+        raise
+    finally:
+        book.close()
 
 
 class _Book:
