@@ -1,5 +1,8 @@
 """VisPrompt's ablations on the offline testbed: each variant is the ``visprompt`` preset with a few overrides.
 
+An override ``method=NAME`` starts the variant from another method preset instead (``visprompt-faithful``,
+``visprompt-plus``, or a baseline such as ``nlprompt``).
+
 Every variant runs on every testbed task, noise setting and seed through the sweep runner (finished runs are
 skipped, so an interrupted study resumes), then the script prints Markdown tables of top-1 accuracy:
 
@@ -41,6 +44,38 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "film-global": ("FiLM from the mean visual token", ["prompt.film_mode=global"]),
     "cost-negp": ("OT cost -p instead of -log p", ["method.selection.cost=negp"]),
     "alpha-0.8": ("alpha = 0.8 (more weight on the clean part)", ["method.loss.alpha=0.8"]),
+    "faithful": (
+        "the authors' loop: split at epoch start in eval mode per mini-batch, then clean-only and noisy-only batches",
+        ["method=visprompt-faithful"],
+    ),
+    "normalize-alpha": (
+        "both loss weights divided by alpha (a clean sample gets CoOp's step at the same lr)",
+        ["method.loss.normalize_alpha=true"],
+    ),
+    "lr-0.004": ("twice the learning rate (the other way to undo alpha = 0.5's halved step)", ["optim.lr=0.004"]),
+    "plus": ("`visprompt-plus` (its preset: full-set OT, zero-shot prior, relabelling)", ["method=visprompt-plus"]),
+    "plus-relabel-0.9": (
+        "`visprompt-plus`, relabelling only where the model gives the pseudo-label >= 0.9",
+        ["method=visprompt-plus", "method.relabel_min_prob=0.9"],
+    ),
+    "plus-no-relabel": (
+        "`visprompt-plus` without relabelling and no loss on the OT-noisy part",
+        ["method=visprompt-plus", "method.relabel=false", "method.loss.noisy=none"],
+    ),
+    "plus-gce": (
+        "`visprompt-plus` without relabelling: GCE on the given labels of the OT-noisy part (VisPrompt's loss)",
+        ["method=visprompt-plus", "method.relabel=false", "method.loss.noisy=gce"],
+    ),
+    "plus-no-prior": (
+        "`visprompt-plus` without the zero-shot prior",
+        ["method=visprompt-plus", "method.prior_weight=0"],
+    ),
+    "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
+    "coop": ("baseline: CoOp", ["method=coop"]),
+    "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),
+    "nlprompt": ("baseline: NLPrompt", ["method=nlprompt"]),
+    "joapr": ("baseline: JoAPR", ["method=joapr"]),
+    "clean-only": ("the `visprompt-clean-only` preset", ["method=visprompt-clean-only"]),
     "nlprompt-recipe": (
         "NLPrompt's split and loss (full-set OT, cost -p, CE then MAE passes) with VisPrompt's prompt",
         [

@@ -43,7 +43,7 @@ class PromptMethod(MethodBase):
 
     # ------------------------------------------------------------------------------------ epoch hooks
     def before_epoch(self, epoch: int, view: TrainView) -> dict[str, Any]:
-        if self.selector.scope != "full":
+        if self.selector.scope not in ("full", "epoch"):
             return {}
         clean, stats = self.selector.select_full(view)
         self._clean = clean.cpu()
@@ -125,11 +125,14 @@ def cocoop(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> Pr
 
 
 @METHODS.register("visprompt")
+@METHODS.register("visprompt-faithful")
 @METHODS.register("visprompt-clean-only")
 def visprompt(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
     """VisPrompt: cross-modal FiLM prompts, OT split, alpha * CE(clean) + (1 - alpha) * GCE(noisy).
 
-    ``visprompt-clean-only`` is the same learner and split with no loss on the noisy part (its preset).
+    ``visprompt-faithful`` is the authors' loop (its preset: an epoch-start split per mini-batch in eval mode,
+    then clean-only and noisy-only batches); ``visprompt-clean-only`` is the same learner and split with no loss
+    on the noisy part (its preset).
     """
     from visprompt.models.visprompt import VisPromptLearner
 

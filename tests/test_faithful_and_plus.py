@@ -1,0 +1,216 @@
+"""The authors' loop (``scope=epoch``), the alpha step-size normalisation and ``visprompt-plus``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from visprompt.config import config_dir, load_config
+from visprompt.engine.loop import fit
+from visprompt.engine.runtime import Precision
+from visprompt.errors import ConfigError
+from visprompt.methods import TrainView, build_method, method_spec
+from visprompt.methods.objective import SplitLoss
+from visprompt.methods.plus import RECIPE, PlusMethod
+from visprompt.methods.prompt import PromptMethod
+from visprompt.methods.selection import OTSelection, epoch_batches
+from visprompt.selection.ot import ot_split_per_batch
+
+
+class DropoutProbe(nn.Module):
+    """logits = dropout(pooled) @ W: its output depends on train/eval mode, as VisPrompt's block does."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(classes))
+        self.drop = nn.Dropout(0.5)
+
+    def logits_from_features(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        return self.drop(pooled) @ self.weight
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [self.weight]
+
+
+def _planted(n: int = 32, classes: int = 4, flipped: int = 8) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    true = torch.arange(n) % classes
+    pooled = F.one_hot(true, classes).float() * 8.0 + 0.1 * torch.randn(n, classes, generator=gen)
+    labels = true.clone()
+    labels[:flipped] = (true[:flipped] + 1) % classes
+    return {"pooled": pooled, "labels": labels, "true_labels": true, "index": torch.arange(n)}
+
+
+class _Data:
+    """A TrainData over cached features whose view records the model's mode and weights when it is read."""
+
+    def __init__(self, batch: dict[str, torch.Tensor]) -> None:
+        self.batch = batch
+        self.num_samples = int(batch["labels"].numel())
+        self.reads: list[tuple[bool, torch.Tensor]] = []
+
+    def batches(self, plan: list[torch.Tensor], seed: int) -> list[dict[str, torch.Tensor]]:
+        return [{k: v[idx] for k, v in self.batch.items()} for idx in plan]
+
+    def view(self, method: PromptMethod) -> TrainView:
+        def logits() -> torch.Tensor:
+            clf = method.classifier
+            was = clf.training
+            clf.eval()  # as engine.data's view does
+            try:
+                self.reads.append((clf.training, clf.weight.detach().clone()))
+                with torch.no_grad():
+                    return clf.logits_from_features(self.batch["pooled"])
+            finally:
+                clf.train(was)
+
+        return TrainView(self.batch["labels"], self.batch["true_labels"], logits)
+
+
+def test_epoch_batches_partition_every_sample_and_merge_a_single_leftover() -> None:
+    batches = epoch_batches(33, 8, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [8, 8, 8, 9]
+    assert sorted(torch.cat(batches).tolist()) == list(range(33))
+    assert [len(b) for b in epoch_batches(34, 8, torch.Generator().manual_seed(0))] == [8, 8, 8, 8, 2]
+
+
+def test_epoch_scope_splits_in_eval_mode_per_minibatch_before_the_epochs_updates() -> None:
+    batch = _planted()
+    probe = DropoutProbe(4)
+    method = PromptMethod(probe, OTSelection(scope="epoch"), SplitLoss(schedule="sequential"))
+    data = _Data(batch)
+    seen: list[dict[str, torch.Tensor]] = []
+    forward = method.forward
+
+    def spy(part: dict[str, torch.Tensor]) -> dict[str, object]:
+        seen.append(part)
+        return forward(part)
+
+    method.forward = spy  # type: ignore[method-assign]
+    start = probe.weight.detach().clone()
+    opt = torch.optim.SGD(probe.trainable_parameters(), lr=0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+    records = fit(method, data, opt, sched, epochs=2, batch_size=8, precision=Precision("cpu", None), seed=3)
+    # one read of the whole training set per epoch, in eval mode, the first before any update
+    assert len(data.reads) == 2 and not any(training for training, _ in data.reads)
+    assert torch.equal(data.reads[0][1], start) and not torch.equal(data.reads[1][1], start)
+    # the split is one OT problem per mini-batch of a seeded shuffled pass (the loop's generator for the epoch)
+    gen = torch.Generator().manual_seed((3 * 1_000_003 + 0 * 7919) % 2**63 + 2)
+    expected = ot_split_per_batch(
+        torch.softmax(batch["pooled"] @ start, dim=-1), batch["labels"], epoch_batches(32, 8, gen)
+    )
+    n_clean = int(expected.clean.sum())
+    assert records[0]["n_clean"] == n_clean and records[0]["sel_hits"] == int((expected.clean[8:]).sum())
+    assert 16 <= n_clean < 24  # 8-sample batches of 4 classes are not balanced: the 1/C marginal rejects some
+    # training batches are clean-only, then noisy-only: every clean batch before any noisy one
+    epoch1 = seen[: len(seen) // 2]
+    kinds = [bool(p["clean"].all()) for p in epoch1]
+    assert all(bool(p["clean"].all()) or not bool(p["clean"].any()) for p in epoch1)
+    assert kinds == sorted(kinds, reverse=True)
+    assert kinds.count(True) == n_clean // 8 and kinds.count(False) == (32 - n_clean) // 8
+
+
+def test_epoch_scope_differs_from_the_online_split_which_reads_train_mode_outputs() -> None:
+    """The online split (scope minibatch) sees dropout; the epoch split does not (same weights, same batch)."""
+    batch = _planted()
+    torch.manual_seed(0)
+    probe = DropoutProbe(4)
+    online = PromptMethod(probe, OTSelection(scope="minibatch"), SplitLoss())
+    online.train()
+    assert online(batch)["sel_hits"] < 24  # dropout on the features corrupts some of the online split
+    view = TrainView(
+        batch["labels"],
+        batch["true_labels"],
+        lambda: batch["pooled"] @ probe.weight,
+        32,
+        torch.Generator().manual_seed(0),
+    )  # fmt: skip  (one balanced batch: 8 per class)
+    clean, _ = OTSelection(scope="epoch").select_full(view)
+    assert int(clean.sum()) == 24 and not bool(clean[:8].any())
+
+
+def test_epoch_scope_without_the_loops_batch_size_is_an_error() -> None:
+    batch = _planted()
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"])
+    with pytest.raises(ValueError, match="batch_size and generator"):
+        OTSelection(scope="epoch").epoch_split(view)
+
+
+def test_alpha_halves_the_clean_step_and_normalize_alpha_restores_coops() -> None:
+    logits = torch.randn(6, 3, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    clean = torch.ones(6, dtype=torch.bool)
+
+    def grad(loss: SplitLoss) -> torch.Tensor:
+        logits.grad = None
+        loss(logits, labels, clean)[0].backward()
+        return logits.grad.clone()
+
+    coop = grad(SplitLoss(noisy="none", alpha=1.0))
+    assert torch.allclose(grad(SplitLoss(alpha=0.5)), 0.5 * coop)
+    assert torch.allclose(grad(SplitLoss(alpha=0.5, normalize_alpha=True)), coop)
+    mixed = clean.clone()
+    mixed[:2] = False  # the noisy part keeps its weight relative to the clean part: (1 - alpha) / alpha
+    logits.grad = None
+    SplitLoss(alpha=0.8, normalize_alpha=True)(logits, labels, mixed)[0].backward()
+    g_norm = logits.grad.clone()
+    logits.grad = None
+    SplitLoss(alpha=0.8)(logits, labels, mixed)[0].backward()
+    assert torch.allclose(g_norm, logits.grad / 0.8)
+    with pytest.raises(ConfigError, match="normalize_alpha"):
+        load_config([], ["method.loss.alpha=0", "method.loss.normalize_alpha=true"])
+
+
+def _preset(name: str, *overrides: str):
+    return load_config([config_dir() / "methods" / f"{name}.yaml"], list(overrides))
+
+
+def test_visprompt_plus_preset_is_its_recipe() -> None:
+    cfg = _preset("visprompt-plus")
+    tree = yaml.safe_load((config_dir() / "methods" / "visprompt-plus.yaml").read_text())
+    assert tree["method"]["name"] == "visprompt-plus"
+    for key, value in RECIPE.items():
+        node: object = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert node == value, key
+    faithful = method_spec(_preset("visprompt-faithful"))
+    assert faithful.selector.scope == "epoch" and faithful.loss.schedule == "sequential"
+
+
+def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_prior() -> None:
+    from visprompt.models.tiny import tiny_clip
+
+    clip = tiny_clip("vit")
+    names = ["red", "green", "blue"]
+    plus = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4")), clip, names)
+    bare = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4", "method.prior_weight=0")), clip, names)
+    assert isinstance(plus, PlusMethod)
+    gen = torch.Generator().manual_seed(1)
+    pooled, tokens = torch.randn(6, clip.embed_dim, generator=gen), torch.randn(6, 17, clip.embed_dim, generator=gen)
+    bare.load_state_dict(plus.state_dict(), strict=False)
+    plus.eval()
+    bare.eval()
+    with torch.no_grad():
+        zs = clip.logit_scale.exp() * F.normalize(pooled, dim=-1) @ plus.classifier.prior_embeddings.t()
+        got = plus.classifier.logits_from_features(pooled, tokens)
+        want = bare.classifier.logits_from_features(pooled, tokens) + zs
+    assert torch.allclose(got, want, atol=1e-4)
+
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9],
+                          [0.05, 0.9, 0.05], [0.4, 0.3, 0.3], [0.3, 0.4, 0.3]])  # fmt: skip
+    view = TrainView(labels, labels.clone(), lambda: probs.log(), 6, torch.Generator().manual_seed(0))
+    method = PlusMethod(plus.classifier, OTSelection(scope="full"), SplitLoss(noisy="ce"), relabel=True,
+                        relabel_min_prob=0.5)  # fmt: skip
+    stats = method.before_epoch(0, view)
+    assert stats["n_clean"] == int(method._clean.sum())
+    noisy = ~method._clean
+    assert bool(noisy[3])  # sample 3 looks like class 1: the OT moves it there and it is relabelled
+    assert int(method._target[3]) == 1 and bool(method._use[3])
+    assert torch.equal(method._target[method._clean], labels[method._clean])
+    unsure = noisy & (probs.gather(1, method._target[:, None]).squeeze(1) < 0.5)
+    assert not bool(method._use[unsure].any())  # unsure re-assignments get no loss at all
