@@ -102,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/testbed-ablations", help="runs folder (default: %(default)s)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--table", type=Path, default=None, help="also write the Markdown tables to this file")
+    parser.add_argument(
+        "--compare", nargs="+", default=[], metavar="A:B",
+        help="also print paired differences A - B per setting with a 95%% t-interval and win counts",
+    )  # fmt: skip
+    parser.add_argument("--no-run", action="store_true", help="only tabulate the finished runs under --out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -123,27 +128,86 @@ def main(argv: list[str] | None = None) -> int:
             **dict(parse_override(item) for item in VARIANTS[name][1]),
         }
         runs += expand_sweep(SweepSpec(name, out / name, base, (), grids))
-    started = time.perf_counter()
-    result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=_progress)
-    print(f"\n{len(runs)} runs in {time.perf_counter() - started:.0f} s ({len(result.failed)} failed)", file=sys.stderr)
+    ok = True
+    if not args.no_run:
+        started = time.perf_counter()
+        result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=_progress)
+        seconds = time.perf_counter() - started
+        print(f"\n{len(runs)} runs in {seconds:.0f} s ({len(result.failed)} failed)", file=sys.stderr)
+        ok = result.ok
 
     text = ablation_tables(out, args.variants, args.tasks, settings, args.seeds)
+    pairs = [tuple(item.split(":", 1)) for item in args.compare]
+    if pairs:
+        text += "\n" + paired_table(out, pairs, args.tasks, settings, args.seeds)
     print(text)
     if args.table is not None:
         args.table.write_text(text)
-    return 0 if result.ok else 1
+    return 0 if ok else 1
+
+
+def finished_top1(out: Path) -> dict[tuple[str, str, str, float, int], float]:
+    """Top-1 of every finished run under ``out``: (variant, task, noise type, rate, seed) -> %."""
+    top1 = {}
+    for record in collect_runs(out):
+        value = metric_value(record.metrics, "top1")
+        if record.finished and value is not None:
+            top1[(record.name.split("/", 1)[0], record.dataset, *record.noise, record.seed)] = value
+    return top1
+
+
+def paired_stats(diffs: list[float]) -> tuple[float, float, float, int]:
+    """Mean of paired differences, its two-sided 95% t-interval (nan for one pair) and the number won (> 0)."""
+    from scipy.stats import t
+
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, float("nan"), float("nan"), sum(d > 0 for d in diffs)
+    half = t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return mean, mean - half, mean + half, sum(d > 0 for d in diffs)
+
+
+def paired_table(
+    out: Path, pairs: list[tuple[str, str]], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
+) -> str:
+    """Paired differences A - B (same task, seed, noisy labels) per setting and pooled over all settings."""
+    top1 = finished_top1(out)
+    settings = [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]
+    cols = [setting_label(noise, rate) for noise, rate in settings]
+    lines = [
+        "Paired differences in top-1 points, A - B over tasks x seeds: mean [95% t-interval] and pairs won by A.",
+        "",
+        "| A - B | " + " | ".join(cols) + " | all settings |",
+        "|---|" + "---:|" * (len(cols) + 1),
+    ]
+    for a, b in pairs:
+        cells, pooled = [], []
+        for noise, rate in settings:
+            diffs = [
+                top1[(a, t, noise, rate, s)] - top1[(b, t, noise, rate, s)]
+                for t in tasks
+                for s in seeds
+                if (a, t, noise, rate, s) in top1 and (b, t, noise, rate, s) in top1
+            ]
+            pooled += diffs
+            cells.append(_paired_cell(diffs))
+        lines.append(f"| {a} - {b} | " + " | ".join(cells) + f" | {_paired_cell(pooled)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _paired_cell(diffs: list[float]) -> str:
+    if not diffs:
+        return "-"
+    mean, lo, hi, won = paired_stats(diffs)
+    interval = f" [{lo:+.1f}, {hi:+.1f}]" if len(diffs) > 1 else ""
+    return f"{mean:+.1f}{interval} {won}/{len(diffs)}"
 
 
 def ablation_tables(
     out: Path, variants: list[str], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
 ) -> str:
     """The Markdown tables of the finished runs under ``out`` (one folder per variant)."""
-    top1: dict[tuple[str, str, str, float, int], float] = {}
-    for record in collect_runs(out):
-        value = metric_value(record.metrics, "top1")
-        if record.finished and value is not None:
-            variant = record.name.split("/", 1)[0]
-            top1[(variant, record.dataset, *record.noise, record.seed)] = value
+    top1 = finished_top1(out)
     settings = [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]  # as RunRecord.noise
     cols = [setting_label(noise, rate) for noise, rate in settings]
     lines = [
