@@ -66,6 +66,30 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` without relabelling: GCE on the given labels of the OT-noisy part (VisPrompt's loss)",
         ["method=visprompt-plus", "method.relabel=false", "method.loss.noisy=gce"],
     ),
+    "plus-kept": (
+        "`visprompt-plus` without relabelling: GCE on the OT-noisy part's given labels, weighted by the kept fraction",
+        ["method=visprompt-plus", "method.relabel=false", "method.loss.noisy=gce", "method.noisy_weight=kept"],
+    ),
+    "plus-kept-no-prior": (
+        "as plus-kept, without the zero-shot prior",
+        [
+            "method=visprompt-plus",
+            "method.relabel=false",
+            "method.loss.noisy=gce",
+            "method.noisy_weight=kept",
+            "method.prior_weight=0",
+        ],
+    ),
+    "plus-kept-prior-0.25": (
+        "as plus-kept, with the zero-shot prior at weight 0.25",
+        [
+            "method=visprompt-plus",
+            "method.relabel=false",
+            "method.loss.noisy=gce",
+            "method.noisy_weight=kept",
+            "method.prior_weight=0.25",
+        ],
+    ),
     "plus-no-prior": (
         "`visprompt-plus` without the zero-shot prior",
         ["method=visprompt-plus", "method.prior_weight=0"],

@@ -214,3 +214,22 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     assert torch.equal(method._target[method._clean], labels[method._clean])
     unsure = noisy & (probs.gather(1, method._target[:, None]).squeeze(1) < 0.5)
     assert not bool(method._use[unsure].any())  # unsure re-assignments get no loss at all
+
+
+def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction() -> None:
+    logits = torch.randn(6, 3, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    clean = torch.tensor([True, True, False, False, False, False])
+    full, _ = SplitLoss(alpha=0.5, normalize_alpha=True)(logits, labels, clean)
+    clean_only, _ = SplitLoss(alpha=0.5, normalize_alpha=True, noisy="none")(logits, labels, clean)
+    scaled, _ = SplitLoss(alpha=0.5, normalize_alpha=True, noisy_scale=0.25)(logits, labels, clean)
+    assert torch.allclose(scaled - clean_only, 0.25 * (full - clean_only))
+
+    probe = DropoutProbe(4)
+    batch = _planted()
+    method = PlusMethod(probe, OTSelection(scope="full"), SplitLoss(normalize_alpha=True), relabel=False,
+                        relabel_min_prob=0.5, noisy_weight="kept")  # fmt: skip
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"] @ torch.eye(4))
+    stats = method.before_epoch(0, view)
+    assert stats["noisy_scale"] == pytest.approx(24 / 32) and method.loss.noisy_scale == pytest.approx(0.75)
+    assert method.base_loss.noisy_scale == 1.0  # the preset's loss is kept; each epoch sets its own scale

@@ -198,6 +198,10 @@ class MethodConfig:
     # label, when the current model gives that pseudo-label at least relabel_min_prob (else it gets no loss)
     relabel: bool = False
     relabel_min_prob: float = 0.5  # see relabel
+    # visprompt-plus: the noisy part's loss weight; "kept" multiplies it by the fraction of the training set the
+    # epoch's split keeps as clean (a proxy for 1 - the noise rate: the more labels the split rejects, the less
+    # the rejected samples' given labels are trusted)
+    noisy_weight: Literal["fixed", "kept"] = "fixed"
 
     def __post_init__(self) -> None:
         _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")

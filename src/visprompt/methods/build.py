@@ -39,6 +39,7 @@ class MethodSpec:
     prior_weight: float = 0.0  # visprompt-plus: weight of the zero-shot logits added to the learned ones
     relabel: bool = False  # visprompt-plus: OT-noisy samples trained on their OT pseudo-label
     relabel_min_prob: float = 0.5  # ... when the model gives the pseudo-label at least this probability
+    noisy_weight: str = "fixed"  # visprompt-plus: fixed | kept (noisy-part weight x the split's kept fraction)
 
 
 def method_spec(cfg: RunConfig) -> MethodSpec:
@@ -80,6 +81,7 @@ def method_spec(cfg: RunConfig) -> MethodSpec:
         prior_weight=cfg.method.prior_weight,
         relabel=cfg.method.relabel,
         relabel_min_prob=cfg.method.relabel_min_prob,
+        noisy_weight=cfg.method.noisy_weight,
     )
 
 

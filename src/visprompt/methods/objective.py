@@ -42,6 +42,7 @@ class SplitLoss:
     q: float = 0.5
     schedule: Literal["joint", "sequential"] = "joint"
     normalize_alpha: bool = False  # joint: weights (1, (1 - alpha) / alpha), a clean sample's step equals CoOp's
+    noisy_scale: float = 1.0  # joint: a further factor on the noisy part's weight (visprompt-plus sets it per epoch)
 
     def __call__(
         self, logits: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor
@@ -63,5 +64,6 @@ class SplitLoss:
             weights, normalize = (self.alpha, 1.0 - self.alpha), "batch"
             if self.normalize_alpha:
                 weights = (1.0, (1.0 - self.alpha) / self.alpha)
+            weights = (weights[0], weights[1] * self.noisy_scale)
         clean_term, noisy_term = split_loss_terms(per_clean, per_noisy, clean, weights=weights, normalize=normalize)
         return clean_term + noisy_term, stats

@@ -20,6 +20,7 @@ seeds, and reports it on held-out ones):
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -53,6 +54,7 @@ RECIPE: dict[str, Any] = {
     "method.prior_weight": 1.0,
     "method.relabel": True,
     "method.relabel_min_prob": 0.5,
+    "method.noisy_weight": "fixed",
     "method.templates": "dataset",
     "prompt.vis_tokens": "patch",
     "prompt.film_mode": "tokenwise",
@@ -90,9 +92,20 @@ class PlusMethod(PromptMethod):
     """:class:`PromptMethod` with relabelling of the epoch split's noisy part (see the module docstring)."""
 
     def __init__(
-        self, classifier: nn.Module, selector: OTSelection, loss: SplitLoss, *, relabel: bool, relabel_min_prob: float
+        self,
+        classifier: nn.Module,
+        selector: OTSelection,
+        loss: SplitLoss,
+        *,
+        relabel: bool,
+        relabel_min_prob: float,
+        noisy_weight: str = "fixed",
     ) -> None:
         super().__init__(classifier, selector, loss)
+        if noisy_weight not in ("fixed", "kept"):
+            raise ValueError(f"noisy_weight must be 'fixed' or 'kept', got {noisy_weight!r}")
+        self.noisy_weight = noisy_weight
+        self.base_loss = loss
         if selector.scope not in ("full", "epoch"):
             raise ValueError(f"visprompt-plus needs an epoch split (scope full or epoch), got {selector.scope!r}")
         self.relabel = relabel
@@ -121,6 +134,10 @@ class PlusMethod(PromptMethod):
                 "sel_relabel_known": int(known.sum()),
             }
         self._clean, self._target, self._use = clean.cpu(), target.cpu(), use.cpu()
+        if self.noisy_weight == "kept":  # trust the rejected labels as much as the split trusts labels overall
+            kept = float(clean.float().mean())
+            self.loss = dataclasses.replace(self.base_loss, noisy_scale=kept)
+            stats["noisy_scale"] = kept
         counts = split_counts(self._clean, view.labels.cpu(), view.true_labels.cpu())
         return {**_solver_stats(result), **counts, **stats}
 
