@@ -53,53 +53,34 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         ["method.loss.normalize_alpha=true"],
     ),
     "lr-0.004": ("twice the learning rate (the other way to undo alpha = 0.5's halved step)", ["optim.lr=0.004"]),
-    "plus": ("`visprompt-plus` (its preset: full-set OT, zero-shot prior, relabelling)", ["method=visprompt-plus"]),
+    "plus": ("`visprompt-plus` (its preset)", ["method=visprompt-plus"]),
     "plus-relabel-0.9": (
-        "`visprompt-plus`, relabelling only where the model gives the pseudo-label >= 0.9",
-        ["method=visprompt-plus", "method.relabel_min_prob=0.9"],
+        "full-set OT, prior 1, OT-noisy samples trained on pseudo-labels the model gives >= 0.9, others no loss",
+        [
+            "method=visprompt-plus",
+            "method.prior_weight=1.0",
+            "method.relabel=true",
+            "method.relabel_min_prob=0.9",
+            "method.loss.noisy=ce",
+            "method.noisy_weight=fixed",
+        ],
     ),
     "plus-no-relabel": (
-        "`visprompt-plus` without relabelling and no loss on the OT-noisy part",
-        ["method=visprompt-plus", "method.relabel=false", "method.loss.noisy=none"],
+        "full-set OT, prior 1, no loss on the OT-noisy part",
+        ["method=visprompt-plus", "method.prior_weight=1.0", "method.loss.noisy=none", "method.noisy_weight=fixed"],
     ),
-    "plus-gce": (
-        "`visprompt-plus` without relabelling: GCE on the given labels of the OT-noisy part (VisPrompt's loss)",
-        ["method=visprompt-plus", "method.relabel=false", "method.loss.noisy=gce"],
+    "plus-gce-no-prior": (
+        "full-set OT, GCE on the OT-noisy part's given labels, weights normalised by alpha, no prior",
+        ["method=visprompt-plus", "method.prior_weight=0", "method.noisy_weight=fixed"],
     ),
-    "plus-kept": (
-        "`visprompt-plus` without relabelling: GCE on the OT-noisy part's given labels, weighted by the kept fraction",
-        ["method=visprompt-plus", "method.relabel=false", "method.loss.noisy=gce", "method.noisy_weight=kept"],
-    ),
-    "plus-kept-no-prior": (
-        "as plus-kept, without the zero-shot prior",
-        [
-            "method=visprompt-plus",
-            "method.relabel=false",
-            "method.loss.noisy=gce",
-            "method.noisy_weight=kept",
-            "method.prior_weight=0",
-        ],
-    ),
-    "plus-kept-prior-0.25": (
-        "as plus-kept, with the zero-shot prior at weight 0.25",
-        [
-            "method=visprompt-plus",
-            "method.relabel=false",
-            "method.loss.noisy=gce",
-            "method.noisy_weight=kept",
-            "method.prior_weight=0.25",
-        ],
+    "plus-gce-prior-0.25": (
+        "as plus-gce-no-prior, with the zero-shot prior at weight 0.25",
+        ["method=visprompt-plus", "method.noisy_weight=fixed"],
     ),
     "plus-no-prior": (
         "`visprompt-plus` without the zero-shot prior",
         ["method=visprompt-plus", "method.prior_weight=0"],
     ),
-    "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
-    "coop": ("baseline: CoOp", ["method=coop"]),
-    "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),
-    "nlprompt": ("baseline: NLPrompt", ["method=nlprompt"]),
-    "joapr": ("baseline: JoAPR", ["method=joapr"]),
-    "clean-only": ("the `visprompt-clean-only` preset", ["method=visprompt-clean-only"]),
     "nlprompt-recipe": (
         "NLPrompt's split and loss (full-set OT, cost -p, CE then MAE passes) with VisPrompt's prompt",
         [

@@ -188,7 +188,13 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     names = ["red", "green", "blue"]
     plus = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4")), clip, names)
     bare = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4", "method.prior_weight=0")), clip, names)
-    assert isinstance(plus, PlusMethod)
+    assert isinstance(plus, PlusMethod) and plus.relabel and plus.noisy_weight == "fixed"
+    varied = build_method(
+        method_spec(_preset("visprompt-plus", "prompt.n_ctx=4", "method.noisy_weight=kept", "method.relabel=false",
+                            "method.prior_schedule=noise", "method.relabel_min_prob=0.7")), clip, names
+    )  # fmt: skip  (every field of the spec reaches the method)
+    assert (varied.noisy_weight, varied.prior_schedule, varied.relabel, varied.relabel_min_prob) == (
+        "kept", "noise", False, 0.7)  # fmt: skip
     gen = torch.Generator().manual_seed(1)
     pooled, tokens = torch.randn(6, clip.embed_dim, generator=gen), torch.randn(6, 17, clip.embed_dim, generator=gen)
     bare.load_state_dict(plus.state_dict(), strict=False)
@@ -233,3 +239,25 @@ def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction() -
     stats = method.before_epoch(0, view)
     assert stats["noisy_scale"] == pytest.approx(24 / 32) and method.loss.noisy_scale == pytest.approx(0.75)
     assert method.base_loss.noisy_scale == 1.0  # the preset's loss is kept; each epoch sets its own scale
+
+
+def test_noise_scheduled_prior_weight_follows_the_split_and_travels_with_the_checkpoint() -> None:
+    from visprompt.models.tiny import tiny_clip
+
+    clip = tiny_clip("vit")
+    cfg = _preset("visprompt-plus", "prompt.n_ctx=4", "method.prior_schedule=noise", "method.prior_weight=2.0")
+    method = build_method(method_spec(cfg), clip, ["red", "green", "blue"])
+    batch = _planted(n=12, classes=3, flipped=3)
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"][:, :3] @ torch.eye(3))
+    stats = method.before_epoch(0, view)
+    kept = stats["n_clean"] / 12
+    assert method.classifier.prior_weight == pytest.approx(2.0 * (1 - kept)) and 0 < kept < 1
+    saved = {k: v.detach().clone() for k, v in method.named_trainable_parameters().items()}
+    assert "classifier.prior_scale" in saved
+    fresh = build_method(method_spec(cfg), clip, ["red", "green", "blue"])
+    assert fresh.classifier.prior_weight == 2.0
+    with torch.no_grad():  # what engine.build.load_trainable does for eval and predict
+        for name, p in fresh.named_trainable_parameters().items():
+            p.copy_(saved[name])
+    assert fresh.classifier.prior_weight == pytest.approx(method.classifier.prior_weight)
+    assert "classifier.prior_scale" not in {n for n, _ in fresh.classifier.named_trainable_parameters()}

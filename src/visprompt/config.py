@@ -202,6 +202,9 @@ class MethodConfig:
     # epoch's split keeps as clean (a proxy for 1 - the noise rate: the more labels the split rejects, the less
     # the rejected samples' given labels are trusted)
     noisy_weight: Literal["fixed", "kept"] = "fixed"
+    # visprompt-plus: "noise" multiplies prior_weight by 1 - the kept fraction of the epoch's split (the noise
+    # estimate), in the next epoch's training and split and at test time; "fixed" keeps prior_weight
+    prior_schedule: Literal["fixed", "noise"] = "fixed"
 
     def __post_init__(self) -> None:
         _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")

@@ -40,6 +40,7 @@ class MethodSpec:
     relabel: bool = False  # visprompt-plus: OT-noisy samples trained on their OT pseudo-label
     relabel_min_prob: float = 0.5  # ... when the model gives the pseudo-label at least this probability
     noisy_weight: str = "fixed"  # visprompt-plus: fixed | kept (noisy-part weight x the split's kept fraction)
+    prior_schedule: str = "fixed"  # visprompt-plus: fixed | noise (prior weight x (1 - the kept fraction))
 
 
 def method_spec(cfg: RunConfig) -> MethodSpec:
@@ -82,6 +83,7 @@ def method_spec(cfg: RunConfig) -> MethodSpec:
         relabel=cfg.method.relabel,
         relabel_min_prob=cfg.method.relabel_min_prob,
         noisy_weight=cfg.method.noisy_weight,
+        prior_schedule=cfg.method.prior_schedule,
     )
 
 

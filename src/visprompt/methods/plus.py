@@ -46,15 +46,16 @@ RECIPE: dict[str, Any] = {
     "method.selection.eps": 0.01,
     "method.selection.budget": 1.0,
     "method.loss.clean": "ce",
-    "method.loss.noisy": "ce",
+    "method.loss.noisy": "gce",
     "method.loss.alpha": 0.5,
     "method.loss.q": 0.5,
     "method.loss.schedule": "joint",
     "method.loss.normalize_alpha": True,
-    "method.prior_weight": 1.0,
-    "method.relabel": True,
+    "method.noisy_weight": "kept",
+    "method.prior_weight": 0.25,
+    "method.prior_schedule": "fixed",
+    "method.relabel": False,
     "method.relabel_min_prob": 0.5,
-    "method.noisy_weight": "fixed",
     "method.templates": "dataset",
     "prompt.vis_tokens": "patch",
     "prompt.film_mode": "tokenwise",
@@ -73,17 +74,27 @@ def prior_classifier(clip: nn.Module, learner: nn.Module, prior: nn.Module | Non
 
         def __init__(self) -> None:
             super().__init__(clip, learner)
-            self.prior_weight = float(weight)
+            # a 0-dim buffer, saved with the checkpoint (PlusMethod.named_trainable_parameters): an adapted weight
+            # (prior_schedule=noise) is what eval and predict must use
+            self.register_buffer("prior_scale", torch.tensor(float(weight)))
             if prior is not None:
                 self.register_buffer("prior_embeddings", prior.class_embeddings.detach().clone(), persistent=False)
 
+        @property
+        def prior_weight(self) -> float:
+            return float(self.prior_scale)
+
+        @prior_weight.setter
+        def prior_weight(self, value: float) -> None:
+            self.prior_scale.fill_(float(value))
+
         def logits_from_features(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
             logits = super().logits_from_features(pooled, tokens)  # (B, C)
-            if self.prior_weight == 0 or not hasattr(self, "prior_embeddings"):
+            if not hasattr(self, "prior_embeddings"):
                 return logits
             f = F.normalize(pooled.float(), dim=-1)  # (B, E)
             zs = self.clip.logit_scale.float().exp() * f @ self.prior_embeddings.float().t()  # (B, C)
-            return logits + self.prior_weight * zs.to(logits.dtype)
+            return logits + (self.prior_scale.float() * zs).to(logits.dtype)
 
     return PriorPromptClassifier()
 
@@ -100,8 +111,13 @@ class PlusMethod(PromptMethod):
         relabel: bool,
         relabel_min_prob: float,
         noisy_weight: str = "fixed",
+        prior_schedule: str = "fixed",
     ) -> None:
         super().__init__(classifier, selector, loss)
+        if prior_schedule not in ("fixed", "noise"):
+            raise ValueError(f"prior_schedule must be 'fixed' or 'noise', got {prior_schedule!r}")
+        self.prior_schedule = prior_schedule
+        self.base_prior = float(getattr(classifier, "prior_weight", 0.0))
         if noisy_weight not in ("fixed", "kept"):
             raise ValueError(f"noisy_weight must be 'fixed' or 'kept', got {noisy_weight!r}")
         self.noisy_weight = noisy_weight
@@ -138,8 +154,18 @@ class PlusMethod(PromptMethod):
             kept = float(clean.float().mean())
             self.loss = dataclasses.replace(self.base_loss, noisy_scale=kept)
             stats["noisy_scale"] = kept
+        if self.prior_schedule == "noise" and hasattr(self.classifier, "prior_weight"):
+            # the next epoch (and the test) weighs the zero-shot prior by this split's noise estimate
+            self.classifier.prior_weight = self.base_prior * (1.0 - float(clean.float().mean()))
+            stats["prior_weight"] = self.classifier.prior_weight
         counts = split_counts(self._clean, view.labels.cpu(), view.true_labels.cpu())
         return {**_solver_stats(result), **counts, **stats}
+
+    def named_trainable_parameters(self) -> dict[str, torch.Tensor]:
+        """The learner's parameters plus the zero-shot prior's weight, so that a checkpoint carries both."""
+        own = super().named_trainable_parameters()
+        scale = getattr(self.classifier, "prior_scale", None)
+        return {**own, "classifier.prior_scale": scale} if scale is not None else own
 
     def split(self, batch: Batch) -> tuple[list[Batch], dict[str, Any]]:
         if self._target is None:
@@ -189,5 +215,11 @@ def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpe
         prior = ZeroShotClassifier(clip, classnames, templates)
     classifier = prior_classifier(clip, learner, prior, spec.prior_weight)
     return PlusMethod(
-        classifier, spec.selector, spec.loss, relabel=spec.relabel, relabel_min_prob=spec.relabel_min_prob
+        classifier,
+        spec.selector,
+        spec.loss,
+        relabel=spec.relabel,
+        relabel_min_prob=spec.relabel_min_prob,
+        noisy_weight=spec.noisy_weight,
+        prior_schedule=spec.prior_schedule,
     )
