@@ -190,8 +190,18 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     bare = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4", "method.prior_weight=0")), clip, names)
     assert isinstance(plus, PlusMethod) and plus.relabel and plus.noisy_weight == "fixed"
     varied = build_method(
-        method_spec(_preset("visprompt-plus", "prompt.n_ctx=4", "method.noisy_weight=kept", "method.relabel=false",
-                            "method.prior_schedule=noise", "method.relabel_min_prob=0.7")), clip, names
+        method_spec(
+            _preset(
+                "visprompt-plus",
+                "prompt.n_ctx=4",
+                "method.noisy_weight=kept",
+                "method.relabel=false",
+                "method.prior_schedule=noise",
+                "method.relabel_min_prob=0.7",
+            )
+        ),
+        clip,
+        names,
     )  # fmt: skip  (every field of the spec reaches the method)
     assert (varied.noisy_weight, varied.prior_schedule, varied.relabel, varied.relabel_min_prob) == (
         "kept", "noise", False, 0.7)  # fmt: skip

@@ -165,7 +165,12 @@ def test_testbed_benchmark_grid() -> None:
     cfgs = [r.config for r in runs]
     methods = {p.stem for p in (REPO / "src/visprompt/configs/methods").glob("*.yaml")}
     assert {c.method.name for c in cfgs} == methods  # every method
-    assert {c.data.dataset for c in cfgs} == {"testbed-backgrounds", "testbed-colours", "testbed-scenes"}
+    assert {c.data.dataset for c in cfgs} == {
+        "testbed-backgrounds",
+        "testbed-colours",
+        "testbed-scenes",
+        "testbed-many",
+    }
     assert {(c.backbone.arch, c.backbone.weights) for c in cfgs} == {("testbed", None)}
     rates = {0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75}
     for noise in ("sym", "asym"):
