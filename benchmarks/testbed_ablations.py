@@ -58,7 +58,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "full-set OT, prior 1, OT-noisy samples trained on pseudo-labels the model gives >= 0.9, others no loss",
         [
             "method=visprompt-plus",
-            "method.prior_weight=1.0",
+            "method.prior_schedule=fixed",
             "method.relabel=true",
             "method.relabel_min_prob=0.9",
             "method.loss.noisy=ce",
@@ -67,19 +67,24 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "plus-no-relabel": (
         "full-set OT, prior 1, no loss on the OT-noisy part",
-        ["method=visprompt-plus", "method.prior_weight=1.0", "method.loss.noisy=none", "method.noisy_weight=fixed"],
+        ["method=visprompt-plus", "method.prior_schedule=fixed", "method.loss.noisy=none", "method.noisy_weight=fixed"],
     ),
     "plus-gce-no-prior": (
         "full-set OT, GCE on the OT-noisy part's given labels, weights normalised by alpha, no prior",
-        ["method=visprompt-plus", "method.prior_weight=0", "method.noisy_weight=fixed"],
+        ["method=visprompt-plus", "method.prior_weight=0", "method.prior_schedule=fixed", "method.noisy_weight=fixed"],
     ),
     "plus-gce-prior-0.25": (
-        "as plus-gce-no-prior, with the zero-shot prior at weight 0.25",
-        ["method=visprompt-plus", "method.noisy_weight=fixed"],
+        "as plus-gce-no-prior, with the zero-shot prior at a fixed weight 0.25",
+        [
+            "method=visprompt-plus",
+            "method.prior_weight=0.25",
+            "method.prior_schedule=fixed",
+            "method.noisy_weight=fixed",
+        ],
     ),
-    "plus-no-prior": (
-        "`visprompt-plus` without the zero-shot prior",
-        ["method=visprompt-plus", "method.prior_weight=0"],
+    "plus-kept-prior-0.25-fixed": (
+        "`visprompt-plus` with the zero-shot prior at a fixed weight 0.25 instead of 1 - the kept fraction",
+        ["method=visprompt-plus", "method.prior_weight=0.25", "method.prior_schedule=fixed"],
     ),
     "nlprompt-recipe": (
         "NLPrompt's split and loss (full-set OT, cost -p, CE then MAE passes) with VisPrompt's prompt",
