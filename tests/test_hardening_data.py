@@ -51,7 +51,7 @@ def test_16_bit_png_is_not_white_and_verify_notes_it(tmp_path) -> None:
 
 
 def test_animated_and_unknown_range_images(tmp_path) -> None:
-    frames = [Image.new("P", (8, 8), i) for i in (0, 1, 2)]
+    frames = [Image.new("RGB", (8, 8), (i * 100, 0, 0)) for i in (0, 1, 2)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     assert "3 frames" in inspect_image(str(tmp_path / "anim.gif"))[1]
     read_image(str(tmp_path / "anim.gif"))  # the first frame

@@ -184,7 +184,7 @@ def test_eval_and_predict_on_corrupt_or_unfinished_runs(world, finished, interru
     image = world["data"] / "test" / "red" / "0.png"
     # unfinished: refused, then allowed with --partial (and a warning)
     assert main(["eval", str(interrupted), "--device", "cpu"]) == 2
-    assert "unfinished" in capsys.readouterr().err
+    assert "the run failed" in capsys.readouterr().err
     assert main(["predict", str(interrupted), str(image), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "its checkpoint holds epoch 1 of 2" in err and "--partial" in err

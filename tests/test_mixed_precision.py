@@ -45,8 +45,9 @@ def finite_run(result) -> None:
     assert [r["epoch"] for r in log] == [1, 2] and all(math.isfinite(r["loss"]) for r in log)
 
 
-def test_bf16_autocast_trains_visprompt_on_cpu(world, tmp_path) -> None:
-    result = train_run(config(world, tmp_path, "visprompt", "bf16"), show_progress=False)
+@pytest.mark.parametrize("method", ["coop", pytest.param("visprompt", marks=pytest.mark.slow)])
+def test_bf16_autocast_trains_on_cpu(world, tmp_path, method) -> None:
+    result = train_run(config(world, tmp_path, method, "bf16"), show_progress=False)
     finite_run(result)
     assert result.metrics["precision"] == "bf16"
 

@@ -25,13 +25,14 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ray = pytest.importorskip("ray")
 
 from test_hardening_runs import make_images  # noqa: E402
-from visprompt.config import config_dir, load_config  # noqa: E402
+from visprompt.config import load_config  # noqa: E402
 from visprompt.engine import train_run  # noqa: E402
-from visprompt.sweep import read_status, run_sweep  # noqa: E402
+from visprompt.sweep import expand_sweep, load_sweep, read_status, run_sweep  # noqa: E402
 from visprompt.sweep.grid import SweepRun  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray_cluster]
@@ -88,21 +89,24 @@ class Cluster:
         self.nodes: list[subprocess.Popen] = []
 
     def _start(self, args: list[str], log: str) -> subprocess.Popen:
-        p = _free_ports(8)
-        lo = 20000 + p[6] % 20000
-        args += ["--block", "--disable-usage-stats", f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}",
+        p = _free_ports(6)
+        args += ["--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+                 f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}",
                  f"--metrics-export-port={p[2]}", f"--dashboard-agent-listen-port={p[3]}",
-                 f"--dashboard-agent-grpc-port={p[4]}", f"--runtime-env-agent-port={p[5]}",
-                 f"--min-worker-port={lo}", f"--max-worker-port={lo + 60}"]  # fmt: skip
+                 f"--dashboard-agent-grpc-port={p[4]}", f"--runtime-env-agent-port={p[5]}"]  # fmt: skip
         out = open(Path(self.temp) / log, "w")  # noqa: SIM115 (kept open for the node's life)
         proc = subprocess.Popen([RAY, "start", *args], env=self.env, stdout=out, stderr=subprocess.STDOUT)
         self.nodes.append(proc)
         return proc
 
     def start_head(self) -> None:
-        client = _free_ports(1)[0]
-        self._start(["--head", f"--port={self.port}", "--num-cpus=0", f"--temp-dir={self.temp}",
-                     "--include-dashboard=false", f"--ray-client-server-port={client}"], "head.log")  # fmt: skip
+        head = self._start(["--head", f"--port={self.port}", "--num-cpus=0", f"--temp-dir={self.temp}",
+                            "--include-dashboard=false", f"--dashboard-port={_free_ports(1)[0]}"], "head.log")  # fmt: skip
+        for _ in range(40):  # wait until the head's GCS listens (or ray start has given up)
+            assert head.poll() is None, self.logs()
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                break
+            time.sleep(0.5)
 
     def add_worker(self, cpus: int = 2) -> subprocess.Popen:
         return self._start([f"--address={self.address}", f"--num-cpus={cpus}"], f"worker{len(self.nodes)}.log")
@@ -149,70 +153,78 @@ def world(tmp_path_factory) -> dict[str, Path]:
     return {"data": make_images(base / "images"), "arch": arch}
 
 
-def make_runs(world, out: Path, epochs: int = 4) -> list[SweepRun]:
-    runs = []
-    for rate in (0.25, 0.5):
-        name = f"coop/sym-{rate}"
-        cfg = load_config([config_dir() / "methods" / "coop.yaml"], [
-            "data.dataset=folder", f"data.path={world['data']}", "data.shots=2", "data.augment=false",
-            f"backbone.arch={world['arch']}", "backbone.weights=null", "noise.type=sym", f"noise.rate={rate}",
-            f"optim.epochs={epochs}", "optim.batch_size=3", "optim.eval_batch_size=8", "prompt.n_ctx=2",
-            "run.device=cpu", "run.threads=1", f"run.out_dir={out}", f"run.name={name}",
-        ])  # fmt: skip
-        runs.append(SweepRun(name, {"noise.rate": rate}, cfg))
-    return runs
+GRID_BASE = {"method": "coop", "data.dataset": "folder", "data.shots": 2, "data.augment": False,
+             "backbone.weights": None, "noise.type": "sym", "optim.epochs": 4, "optim.batch_size": 3,
+             "optim.eval_batch_size": 8, "prompt.n_ctx": 2, "run.device": "cpu", "run.threads": 1}  # fmt: skip
 
+# The sweep's driver: its own process (Ray reads the auth token when it is imported), the engine's run function
+# with a pause after each epoch so that the node can be killed mid-run.
+DRIVER = """
+import json, sys
+from visprompt.sweep import expand_sweep, load_sweep, run_sweep
 
 def slow_engine_run(cfg):
-    """The engine's run function with a pause after each epoch, so the node can be killed mid-run."""
-    import time as _time
+    import time
+    from visprompt.engine import train_run
+    result = train_run(cfg, on_epoch_end=lambda epoch, record: time.sleep(1.0), show_progress=False)
+    return {"status": result.status}
 
-    from visprompt.engine import train_run as _train_run
+runs = expand_sweep(load_sweep(sys.argv[1], out_dir=sys.argv[2]))
+result = run_sweep(runs, slow_engine_run, address=sys.argv[3], max_retries=3, poll_s=0.5)
+print(json.dumps({"ok": result.ok, "outcomes": [[o.name, o.status, o.attempts, o.error] for o in result.outcomes]}))
+"""
 
-    result = _train_run(cfg, on_epoch_end=lambda epoch, record: _time.sleep(1.0), show_progress=False)
-    return {"status": result.status, "resumed_from": result.resumed_from}
+
+def write_grid(world, path: Path) -> Path:
+    base = {**GRID_BASE, "data.path": str(world["data"]), "backbone.arch": str(world["arch"])}
+    path.write_text(yaml.safe_dump({"base": base, "grid": {"noise.rate": [0.25, 0.5]}}))
+    return path
 
 
-def _results(out: Path, runs: list[SweepRun]) -> dict:
+def _results(runs: list[SweepRun]) -> dict:
     keep = ("top1", "macro_f1", "per_class_accuracy", "epochs", "num_test", "num_train")
-    out_ = {}
+    out = {}
     for run in runs:
-        m = json.loads((out / run.name / "metrics.json").read_text())
-        log = [json.loads(line) for line in (out / run.name / "log.jsonl").read_text().splitlines()]
-        out_[run.name] = ({k: m[k] for k in keep}, [(r["epoch"], r["loss"]) for r in log])
-    return out_
+        m = json.loads((run.path / "metrics.json").read_text())
+        log = [json.loads(line) for line in (run.path / "log.jsonl").read_text().splitlines()]
+        out[run.name] = ({k: m[k] for k in keep}, [(r["epoch"], r["loss"]) for r in log])
+    return out
 
 
-def test_a_sweep_survives_losing_its_worker_node(cluster, world, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", cluster.env["RAY_AUTH_TOKEN"])
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    runs = make_runs(world, tmp_path / "sweep")
-    killed: list[float] = []
-
-    def kill_mid_run(progress) -> None:
-        logged = [r for r in runs if (r.path / "log.jsonl").is_file() and read_status(r.path) == "running"]
-        if not killed and logged:
-            _kill_tree(cluster.nodes[1])  # the worker node: raylet, its workers, everything under ray start
-            killed.append(time.time())
-            cluster.add_worker()
-
-    result = run_sweep(runs, slow_engine_run, address=cluster.address, max_retries=3, poll_s=0.5,
-                       on_progress=kill_mid_run)  # fmt: skip
-    assert killed, "the worker node was never killed"
-    assert result.ok, (result.outcomes, cluster.logs())
-    assert all(read_status(r.path) == "done" for r in runs)
-    assert any(o.attempts > 1 for o in result.outcomes)  # retried after the node died
+def test_a_sweep_survives_losing_its_worker_node(cluster, world, tmp_path) -> None:
+    grid = write_grid(world, tmp_path / "grid.yaml")
+    runs = expand_sweep(load_sweep(grid, out_dir=tmp_path / "sweep"))
+    (tmp_path / "driver.py").write_text(DRIVER)
+    env = {**cluster.env, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, str(tmp_path / "driver.py"), str(grid), str(tmp_path / "sweep"), cluster.address]
+    driver = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and driver.poll() is None:  # kill the node once a run has checkpointed
+            if any((r.path / "checkpoint.safetensors").is_file() and read_status(r.path) == "running" for r in runs):
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, driver.communicate()
+        _kill_tree(cluster.nodes[1])  # the worker node: raylet, its workers, everything under its ray start
+        cluster.add_worker()
+        out, err = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            _kill_tree(driver)
+    assert driver.returncode == 0, (err[-3000:], cluster.logs())
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["ok"], (result, cluster.logs())
+    assert any(attempts > 1 for _, _, attempts, _ in result["outcomes"])  # retried after the node died
     events = [json.loads(line) for line in (tmp_path / "sweep" / "sweep-events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "failed" and e["retry"] for e in events)
     resumed = [json.loads((r.path / "metrics.json").read_text())["resumed_from_epoch"] for r in runs]
-    assert any(e and e >= 1 for e in resumed)  # at least one run resumed from its checkpoint, not from scratch
+    assert any(e and e >= 1 for e in resumed)  # resumed from a checkpoint, not started again
 
-    # the undisturbed runs (the same engine, in this process) give the same report
-    reference = make_runs(world, tmp_path / "reference")
+    # the undisturbed runs (the same engine, in this process) give the same results, epoch by epoch
+    reference = expand_sweep(load_sweep(grid, out_dir=tmp_path / "reference"))
     for run in reference:
         train_run(run.config, show_progress=False)
-    assert _results(tmp_path / "sweep", runs) == _results(tmp_path / "reference", reference)
+    assert _results(runs) == _results(reference)
 
 
 def test_without_address_a_sweep_starts_its_own_ray_even_when_a_cluster_runs(cluster, tmp_path, monkeypatch):

@@ -86,11 +86,11 @@ def load_run(
     if status != DONE:
         epoch = rd.checkpoint_epoch() if rd.checkpoint_file.is_file() else None
         held = f"its checkpoint holds epoch {epoch} of {cfg.optim.epochs}" if epoch is not None else "no checkpoint"
-        state = {RUNNING: "unfinished (running or interrupted)", FAILED: "failed"}.get(status or "", "not started")
+        state = {RUNNING: "is unfinished (running or interrupted)", FAILED: "failed"}.get(status or "", "has not started")
         if not partial:
-            raise ConfigError(f"{rd.path}: the run is {state}, {held}; finish it with `visprompt train`, "
+            raise ConfigError(f"{rd.path}: the run {state}, {held}; finish it with `visprompt train`, "
                               "or pass --partial to use it anyway")  # fmt: skip
-        log.warning("%s: the run is %s, %s: results are not those of the finished run", rd.path, state, held)
+        log.warning("%s: the run %s, %s: results are not those of the finished run", rd.path, state, held)
     dev = resolve_device(device)
     splits = run_splits(rd, cfg, data_root)
     clip = load_clip(cfg, dev)
