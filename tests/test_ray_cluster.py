@@ -100,8 +100,9 @@ class Cluster:
         return proc
 
     def start_head(self) -> None:
+        dashboard = _free_ports(1)[0]
         head = self._start(["--head", f"--port={self.port}", "--num-cpus=0", f"--temp-dir={self.temp}",
-                            "--include-dashboard=false", f"--dashboard-port={_free_ports(1)[0]}"], "head.log")  # fmt: skip
+                            "--include-dashboard=false", f"--dashboard-port={dashboard}"], "head.log")  # fmt: skip
         for _ in range(40):  # wait until the head's GCS listens (or ray start has given up)
             assert head.poll() is None, self.logs()
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):

@@ -3,8 +3,8 @@
 :func:`make_fake_dataset` writes, under a data root, a miniature copy of a benchmark's raw layout (the files its
 split-file reader needs, tiny images with the real file-name patterns), optionally with a split file, or a user
 image folder / CSV. Images are 8x8 solid colours, one colour per class, with one corner pixel that differs per
-file name (so no two files hold the same image: ``data verify`` reports such duplicates); ``.jpg`` names get JPEG files and the
-user layouts PNG files. Flowers and StanfordCars need scipy (their labels are ``.mat`` files).
+file name (so no two files hold the same image: ``data verify`` reports such duplicates); ``.jpg`` names get
+JPEG files and the user layouts PNG files. Flowers and StanfordCars need scipy (their labels are ``.mat`` files).
 """
 
 from __future__ import annotations

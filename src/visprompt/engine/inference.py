@@ -86,7 +86,8 @@ def load_run(
     if status != DONE:
         epoch = rd.checkpoint_epoch() if rd.checkpoint_file.is_file() else None
         held = f"its checkpoint holds epoch {epoch} of {cfg.optim.epochs}" if epoch is not None else "no checkpoint"
-        state = {RUNNING: "is unfinished (running or interrupted)", FAILED: "failed"}.get(status or "", "has not started")
+        phrases = {RUNNING: "is unfinished (running or interrupted)", FAILED: "failed"}
+        state = phrases.get(status or "", "has not started")
         if not partial:
             raise ConfigError(f"{rd.path}: the run {state}, {held}; finish it with `visprompt train`, "
                               "or pass --partial to use it anyway")  # fmt: skip
