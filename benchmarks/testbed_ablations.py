@@ -86,6 +86,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` with the zero-shot prior at a fixed weight 0.25 instead of 1 - the kept fraction",
         ["method=visprompt-plus", "method.prior_weight=0.25", "method.prior_schedule=fixed"],
     ),
+    "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
+    "coop": ("baseline: CoOp", ["method=coop"]),
+    "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),
+    "nlprompt": ("baseline: NLPrompt", ["method=nlprompt"]),
+    "joapr": ("baseline: JoAPR", ["method=joapr"]),
+    "clean-only": ("the `visprompt-clean-only` preset", ["method=visprompt-clean-only"]),
     "nlprompt-recipe": (
         "NLPrompt's split and loss (full-set OT, cost -p, CE then MAE passes) with VisPrompt's prompt",
         [
