@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from visprompt.config import NoiseSpec, load_config
+from visprompt.config import NoiseSpec, flatten_tree, load_config
 from visprompt.engine import load_run, train_run
 from visprompt.methods import METHODS
 
@@ -71,7 +71,12 @@ def test_every_method_trains_end_to_end(world, tmp_path, method: str) -> None:
     assert len(split["train"]["label"]) == 12 and len(split["test"]["label"]) == 9
     metrics = json.loads((rd / "metrics.json").read_text())
     assert set(metrics) >= METRIC_FIELDS
-    assert 0.0 <= metrics["top1"] <= 100.0 and set(metrics["per_class_accuracy"]) == set(COLOURS)
+    per_class = metrics["per_class_accuracy"]
+    assert set(per_class) == set(COLOURS)  # 3 test images per class: top-1 is the mean of the per-class accuracies
+    assert metrics["top1"] == pytest.approx(sum(per_class.values()) / len(per_class), abs=1e-6)
+    saved = flatten_tree(yaml.safe_load((rd / "config.yaml").read_text()))
+    recipe = {k: v for k, v in METHODS.get(method).recipe.items() if k.startswith("method.")}
+    assert {k: saved[k] for k in recipe} == recipe  # the run trained exactly its method's recipe
     log = [json.loads(line) for line in (rd / "log.jsonl").read_text().splitlines()]
     from safetensors.torch import load_file
 
