@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "visprompt.commands.data",
     "visprompt.testbed.command",
     "visprompt.commands.config",
+    "visprompt.commands.methods",
 )
 
 
