@@ -66,10 +66,12 @@ def test_naive_reference_detects_a_changed_prompt(clip) -> None:
 
 def test_token_positions_count_the_prefix_once_per_image(clip) -> None:
     learner = VisPromptLearner(clip, NAMES, n_ctx=4)
-    k, s = learner.prefix_len, int(learner.pool_index.max()) + 1 - learner.prefix_len
-    assert train_step.token_positions("visprompt", learner, 8, 5, 77) == 8 * (k + 5 * s)
-    assert train_step.token_positions("coop", learner, 8, 5, 77) == k + 5 * s
-    assert train_step.token_positions("naive", learner, 8, 5, 77) == 8 * 5 * 77
+    k, idx = learner.prefix_len, learner.pool_index
+    bodies = int((idx + 1 - k).sum())  # each class's own name, full stop and EOT (grouped by length, no padding)
+    assert bodies < 5 * (int(idx.max()) + 1 - k)  # the names differ in length: padding would cost more
+    assert train_step.token_positions("visprompt", learner, 8, 5, clip) == 8 * (k + bodies)
+    assert train_step.token_positions("coop", learner, 8, 5, clip) == k + bodies
+    assert train_step.token_positions("naive", learner, 8, 5, clip) == 8 * 5 * 77
 
 
 def test_clip_like_probs_are_probabilities_with_noisy_labels() -> None:
