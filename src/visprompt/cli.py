@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "visprompt.commands.sweep",
     "visprompt.commands.report",
     "visprompt.commands.data",
+    "visprompt.commands.cache",
     "visprompt.testbed.command",
     "visprompt.commands.config",
 )

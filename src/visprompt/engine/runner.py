@@ -40,6 +40,7 @@ from visprompt.engine.runtime import (
     seed_everything,
     set_rng_state,
 )
+from visprompt.engine.store import FeatureStore, resolve_store
 from visprompt.errors import ConfigError
 from visprompt.methods import MethodBase, build_method, method_spec
 
@@ -61,11 +62,14 @@ class RunResult:
     resumed_from: int | None = None
 
 
+_NOT_THE_RUN = ("device", "out_dir", "name", "threads", "feature_store")  # run.* keys that do not change results
+
+
 def _same_run(saved: RunConfig, cfg: RunConfig) -> bool:
     """Whether two configs describe the same run (where it runs and writes, and with how many workers, may differ)."""
     a, b = to_dict(saved), to_dict(cfg)
     for d in (a, b):
-        d["run"] = {k: v for k, v in d["run"].items() if k not in ("device", "out_dir", "name", "threads")}
+        d["run"] = {k: v for k, v in d["run"].items() if k not in _NOT_THE_RUN}
         d["data"] = {k: v for k, v in d["data"].items() if k != "num_workers"}
     return a == b
 
@@ -73,6 +77,10 @@ def _same_run(saved: RunConfig, cfg: RunConfig) -> bool:
 def _backbone_key(cfg: RunConfig) -> str:
     """Names the frozen CLIP in split-cache keys (noise that depends on it): arch and weights."""
     return f"{cfg.backbone.arch}|{cfg.backbone.weights}"
+
+
+def _feature_store(cfg: RunConfig) -> FeatureStore | None:
+    return resolve_store(cfg.run.feature_store, cfg.run.out_dir)
 
 
 def _prepare_splits(cfg: RunConfig, rd: RunDir, clip: nn.Module, device: torch.device) -> DatasetSplits:
@@ -84,7 +92,7 @@ def _prepare_splits(cfg: RunConfig, rd: RunDir, clip: nn.Module, device: torch.d
         # in fp32 whatever the run's precision, so the realised noise does not depend on it
         inputs = noise_inputs(clip, d.dataset, image_transform(clip), batch_size=cfg.optim.eval_batch_size,
                               device=device, precision=resolve_precision("fp32", device),
-                              num_workers=d.num_workers)  # fmt: skip
+                              num_workers=d.num_workers, store=_feature_store(cfg))  # fmt: skip
     return prepare_fewshot(
         d.dataset, d.root, d.shots, n.type, n.rate, n.false_per_class, n.pair_flip, cfg.run.seed,
         path=d.path, cache_dir=Path(cfg.run.out_dir) / ".splits", open_set_classes=n.open_set_classes,
@@ -158,7 +166,7 @@ def _train_and_evaluate(
     t0 = time.perf_counter()
     logits = predict_logits(
         method.classifier, clip, splits.test, eval_tf, batch_size=cfg.optim.eval_batch_size, device=device,
-        precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers,
+        precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers, store=_feature_store(cfg),
     )  # fmt: skip
     timings["eval_s"] = time.perf_counter() - t0
     labels = torch.tensor([s.label for s in splits.test])
@@ -189,7 +197,7 @@ def _training_data(
             cache["train"] = encode_samples(
                 clip, splits.train, eval_tf, batch_size=cfg.optim.eval_batch_size, device=device,
                 precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers,
-                desc="encoding train images",
+                desc="encoding train images", store=_feature_store(cfg),
             )  # fmt: skip
             timings["features_s"] = time.perf_counter() - t0
         return cache["train"]
