@@ -200,7 +200,9 @@ def test_length_groups_give_the_padded_logits_and_gradients(floor_clip, kind: st
         logits, grads = results[name]
         assert (logits - ref_logits).abs().max().item() < 1e-5, name
         for g, g_ref in zip(grads, ref_grads, strict=True):
-            assert ((g - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-30)).item() < 1e-4, name  # float32 rounding
+            assert ((g - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-30)).item() < 1e-4, (
+                name
+            )  # float32 rounding
 
 
 def test_the_prefix_path_runs_the_distinct_positions_only() -> None:

@@ -195,7 +195,9 @@ class FeatureStore:
         """
         stored = self.load(key, need_tokens=keep_tokens) if key is not None else None
         if stored is not None:
-            log.info("feature store: %d %s features from %s", stored.pooled.shape[0], what, self.path(key).name)
+            log.info(
+                "feature store: %s: %d images' features from %s", what, stored.pooled.shape[0], self.path(key).name
+            )
             for start in range(0, stored.pooled.shape[0], batch_size):
                 rows = slice(start, start + batch_size)
                 pooled = stored.pooled[rows].to(device=device, dtype=stored.dtype)
@@ -213,7 +215,8 @@ class FeatureStore:
         if key is not None and pooled_parts:
             tokens = torch.cat(token_parts) if keep_tokens else None
             path = self.save(key, StoredFeatures(torch.cat(pooled_parts), tokens, dtype), what=what)
-            log.info("feature store: wrote %d %s features to %s", sum(len(p) for p in pooled_parts), what, path.name)
+            n = sum(len(p) for p in pooled_parts)
+            log.info("feature store: %s: wrote %d images' features to %s", what, n, path.name)
 
 
 def resolve_store(setting: str | None, out_dir: str | Path) -> FeatureStore | None:
