@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 from _common import class_names, header, markdown_table, peak_memory_mb, timed
 
+from visprompt.models.classifier import PromptClassifier
 from visprompt.models.context import PromptContext
 from visprompt.models.frozen_clip import FrozenCLIP
-from visprompt.models.classifier import PromptClassifier
 from visprompt.models.text import TextEncoder, distinct_positions
 from visprompt.models.visprompt import VisPromptLearner
 
@@ -201,7 +201,8 @@ def floor_rows(clip: FrozenCLIP, n_cls: int, batch: int, repeats: int, n_tokens:
 FLOOR_COLUMNS = ["C", "B", "text path", "positions", "distinct", "x distinct", "wall s", "cpu s", "speed-up (cpu)",
                  "speed-up (wall)", "peak MB", "max|dlogit|", "grad rel"]  # fmt: skip
 FLOOR_FORMATS = {"x distinct": "{:.2f}", "wall s": "{:.2f}", "cpu s": "{:.2f}", "speed-up (cpu)": "{:.2f}x",
-                 "speed-up (wall)": "{:.2f}x", "peak MB": "{:.0f}", "max|dlogit|": "{:.1e}", "grad rel": "{:.1e}"}  # fmt: skip
+                 "speed-up (wall)": "{:.2f}x", "peak MB": "{:.0f}", "max|dlogit|": "{:.1e}",
+                 "grad rel": "{:.1e}"}  # fmt: skip
 
 
 def main_floor(args: argparse.Namespace) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_engine_runs import config, world  # noqa: F401 (the tiny dataset and CLIP fixture)
 
+from test_engine_runs import config, world  # noqa: F401 (the tiny dataset and CLIP fixture)
 from visprompt.cli import main
 from visprompt.data.records import Sample
 from visprompt.engine import train_run
@@ -106,11 +106,11 @@ def _params(run_dir: Path) -> dict[str, torch.Tensor]:
     ("method", "noise"), [("visprompt", "sym"), pytest.param("coop", "instance", marks=pytest.mark.slow)]
 )
 def test_runs_are_bit_identical_with_and_without_the_store(
-    world,
+    world,  # noqa: F811
     tmp_path: Path,
     method: str,
     noise: str,
-    caplog: pytest.LogCaptureFixture,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Off, on and empty (fills it), on and full (reads it): the same split, parameters and test logits."""
     results = {}
