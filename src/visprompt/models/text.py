@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from visprompt.errors import ConfigError
@@ -259,7 +260,10 @@ class TextEncoder:
         path: ``"auto"``, ``"reference"``, ``"truncated"`` or ``"prefix"``.
         prefix_len: K, the number of tokens the prompts share across classes (decides whether prefix sharing
             pays).
-        class_chunk: at most this many classes per pass (None: all at once).
+        class_chunk: at most this many classes per pass (None: all at once). Under autograd each chunk is
+            checkpointed (its activations are recomputed in the backward pass instead of kept), so a training
+            step holds one chunk's activations at a time: peak memory falls with the chunk size, at the cost
+            of running the chunks' forward twice. The result is the same.
         bucket: group classes by prompt length (False: pad to the longest, the earlier behaviour; kept for the
             benchmarks' before/after comparison).
     """
@@ -291,6 +295,20 @@ class TextEncoder:
             return [slice(start, start + step) for start in range(0, n_cls, step)]
         return [part for group in length_groups(pool_index) for part in group.split(step)]
 
+    def _encode(self, part: PromptEmbeddings, cache: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
+        if self.path == "prefix":
+            return encode_prefix_shared(self.clip, part, cache)
+        if self.path == "truncated":
+            return encode_full(self.clip, part, int(part.pool_index.max()) + 1)
+        return encode_full(self.clip, part, None)
+
+    def _encode_part(
+        self, prefix: torch.Tensor, body: torch.Tensor, pool_index: torch.Tensor, *flat_cache: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`_encode` with its inputs as tensors (what ``torch.utils.checkpoint`` saves and replays)."""
+        cache = [(flat_cache[i], flat_cache[i + 1]) for i in range(0, len(flat_cache), 2)] if flat_cache else None
+        return self._encode(PromptEmbeddings(prefix, body, pool_index), cache)
+
     def positions(self, pool_index: torch.Tensor, n_contexts: int, prefix_len: int) -> int:
         """Token positions this encoder runs through the transformer for P = ``n_contexts`` contexts."""
         total = n_contexts * prefix_len if self.path == "prefix" else 0
@@ -305,15 +323,19 @@ class TextEncoder:
         """Unnormalised text features (P, C, E)."""
         groups = self._groups(prompts.pool_index)
         cache = prefix_cache(self.clip, prompts.prefix) if self.path == "prefix" else None
+        checkpoint = self.class_chunk is not None and len(groups) > 1 and torch.is_grad_enabled()
         outs = []
         for group in groups:
             part = prompts.classes(group)
-            if self.path == "prefix":
-                outs.append(encode_prefix_shared(self.clip, part, cache))
-            elif self.path == "truncated":
-                outs.append(encode_full(self.clip, part, int(part.pool_index.max()) + 1))
+            if checkpoint:
+                flat = [t for kv in cache for t in kv] if cache is not None else []
+                outs.append(
+                    torch.utils.checkpoint.checkpoint(
+                        self._encode_part, part.prefix, part.body, part.pool_index, *flat, use_reentrant=False
+                    )
+                )
             else:
-                outs.append(encode_full(self.clip, part, None))
+                outs.append(self._encode(part, cache))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (P, C, E) in group order
         if isinstance(groups[0], torch.Tensor) and len(groups) > 1:
             order = torch.cat(groups)  # class index of each output column
