@@ -52,26 +52,26 @@ log = logging.getLogger(__name__)
 __all__ = ["FeatureStore", "StoredFeatures", "weights_checksum"]
 
 SUFFIX = ".safetensors"
-_CHECKSUMS: dict[int, tuple[int, str]] = {}  # id(module) -> (a cheap fingerprint, checksum)
+_MEMO = "_visprompt_weights_checksum"  # attribute on the module: the memo dies with it
 
 
-def _tensors_fingerprint(module: nn.Module) -> int:
-    """Changes when a tensor of ``module`` is replaced or modified in place (ids and version counters)."""
-    return hash(tuple((id(t), t._version) for t in module.state_dict(keep_vars=True).values()))
+def _tensors_fingerprint(module: nn.Module) -> tuple:
+    """Changes when a tensor of ``module`` is replaced or modified in place (ids, storage, version counters)."""
+    return tuple((id(t), t.data_ptr(), t._version) for t in module.state_dict(keep_vars=True).values())
 
 
 def weights_checksum(module: nn.Module) -> str:
-    """SHA-256 of a module's tensors (names, dtypes, shapes, bytes); memoised until a tensor changes."""
+    """SHA-256 of a module's tensors (names, dtypes, shapes, bytes); memoised on the module until one changes."""
     fingerprint = _tensors_fingerprint(module)
-    memo = _CHECKSUMS.get(id(module))
+    memo = module.__dict__.get(_MEMO)
     if memo is not None and memo[0] == fingerprint:
         return memo[1]
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    _CHECKSUMS[id(module)] = (fingerprint, digest.hexdigest())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    module.__dict__[_MEMO] = (fingerprint, digest.hexdigest())
     return digest.hexdigest()
 
 
