@@ -10,10 +10,11 @@ folder:
 * ``store, warm``: a new sweep folder over the store the cold sweep filled (a second sweep, a re-run, a sweep
   with other methods over the same data and backbone).
 
-For each: wall time from the first run submitted to the last finished, runs per second, and the sum of the
-runs' own ``timings`` (features, evaluation, training). Then every run of the store sweeps is checked against
-the same run without the store: the few-shot split, the final parameters (bit for bit), top-1, macro-F1,
-per-class accuracy and the last epoch's loss.
+A warm-up sweep of one run per CPU first starts Ray's workers (they import torch and the library once; the
+measured sweeps reuse them). For each: wall time from the first run submitted to the last finished, runs per
+second, and the sum of the runs' own ``timings`` (features, evaluation, training). Then every run of the store
+sweeps is checked against the same run without the store: the few-shot split, the final parameters (bit for
+bit), top-1, macro-F1, per-class accuracy and the last epoch's loss.
 
 Part 2 (measured). The frozen image encoder's cost per image on this CPU, RN50 and ViT-B/16 with random weights
 (the cost does not depend on the weights' values): one batch through ``encode_image`` (no grad), and the
@@ -82,7 +83,7 @@ def run_variant(args: argparse.Namespace, name: str, out_dir: Path, store: str |
     wall = time.perf_counter() - started
     metrics = {}
     for run in runs:
-        path = run.run_dir / "metrics.json"
+        path = run.path / "metrics.json"
         metrics[run.name] = json.loads(path.read_text()) if path.is_file() else None
     timing = defaultdict(float)
     for m in metrics.values():
@@ -98,7 +99,7 @@ def compare(reference: dict[str, Any], other: dict[str, Any]) -> list[str]:
     from safetensors.torch import load_file
 
     problems = []
-    ref_dirs = {r.name: r.run_dir for r in reference["runs"]}
+    ref_dirs = {r.name: r.path for r in reference["runs"]}
     for run in other["runs"]:
         a, b = reference["metrics"].get(run.name), other["metrics"].get(run.name)
         if a is None or b is None:
@@ -109,9 +110,9 @@ def compare(reference: dict[str, Any], other: dict[str, Any]) -> list[str]:
                 problems.append(f"{run.name}: {key} {a[key]} != {b[key]}")
         if (a.get("last_epoch") or {}).get("loss") != (b.get("last_epoch") or {}).get("loss"):
             problems.append(f"{run.name}: last loss differs")
-        if (ref_dirs[run.name] / "split.json").read_text() != (run.run_dir / "split.json").read_text():
+        if (ref_dirs[run.name] / "split.json").read_text() != (run.path / "split.json").read_text():
             problems.append(f"{run.name}: split differs")
-        ca, cb = ref_dirs[run.name] / "checkpoint.safetensors", run.run_dir / "checkpoint.safetensors"
+        ca, cb = ref_dirs[run.name] / "checkpoint.safetensors", run.path / "checkpoint.safetensors"
         if ca.is_file() and cb.is_file():
             pa, pb = load_file(str(ca)), load_file(str(cb))
             if pa.keys() != pb.keys() or any(not torch.equal(pa[k], pb[k]) for k in pa):
@@ -127,11 +128,15 @@ def bench_slice(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     build_testbed(args.data, args.tasks)
     work = args.work
-    for sub in ("no-store", "cold", "warm", "features"):
+    for sub in ("warm-up", "no-store", "cold", "warm", "features"):
         shutil.rmtree(work / sub, ignore_errors=True)
     store_dir = work / "features"
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
+        # warm-up: the Ray workers start and import torch and the library once, outside every measurement
+        from visprompt.sweep import run_sweep
+
+        run_sweep(slice_runs(args, work / "warm-up", None)[: args.num_cpus], out_dir=work / "warm-up", poll_s=0.5)
         variants = [run_variant(args, "no store", work / "no-store", None)]
         variants.append(run_variant(args, "store, cold", work / "cold", str(store_dir)))
         variants.append(run_variant(args, "store, warm", work / "warm", str(store_dir)))
