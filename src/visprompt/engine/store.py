@@ -214,7 +214,11 @@ class FeatureStore:
             yield pooled, tokens if keep_tokens else None
         if key is not None and pooled_parts:
             tokens = torch.cat(token_parts) if keep_tokens else None
-            path = self.save(key, StoredFeatures(torch.cat(pooled_parts), tokens, dtype), what=what)
+            try:
+                path = self.save(key, StoredFeatures(torch.cat(pooled_parts), tokens, dtype), what=what)
+            except OSError as exc:  # a full or read-only disk costs the next run its encoding, nothing else
+                log.warning("feature store: could not write to %s (%s); continuing without it", self.root, exc)
+                return
             n = sum(len(p) for p in pooled_parts)
             log.info("feature store: %s: wrote %d images' features to %s", what, n, path.name)
 
