@@ -135,3 +135,20 @@ def test_runs_are_bit_identical_with_and_without_the_store(
         for field in ("top1", "macro_f1", "per_class_accuracy"):
             assert other.metrics[field] == ref.metrics[field]
         assert other.metrics["last_epoch"]["loss"] == ref.metrics["last_epoch"]["loss"]
+
+
+def test_batches_pass_through_and_a_failed_write_only_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    parts = [(torch.randn(2, 3), torch.randn(2, 4, 3)) for _ in range(2)]
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x")
+    with caplog.at_level(logging.WARNING):
+        out = list(FeatureStore(blocked).batches("ef" * 32, lambda: iter(parts), batch_size=2,
+                                                 device=torch.device("cpu"), keep_tokens=True))  # fmt: skip
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(out, parts, strict=True))
+    assert "could not write" in caplog.text
+    store = FeatureStore(tmp_path / "ok")
+    first = list(store.batches("ef" * 32, lambda: iter(parts), batch_size=2, device=torch.device("cpu"),
+                               keep_tokens=True))  # fmt: skip
+    again = list(store.batches("ef" * 32, lambda: iter(()), batch_size=2, device=torch.device("cpu"),
+                               keep_tokens=True))  # fmt: skip
+    assert len(again) == 2 and all(torch.equal(a[1], b[1]) for a, b in zip(again, first, strict=True))
