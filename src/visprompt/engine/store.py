@@ -14,7 +14,8 @@ The key is a SHA-256 over everything that determines the bytes of the outputs:
   bytes), so random towers from different seeds never share an entry;
 * the preprocessing: the transform's ``repr`` (torchvision's lists every step and parameter; a transform whose
   repr holds an object address is not stored);
-* how the outputs were computed: batch size, precision, device type, torch version;
+* how the outputs were computed: batch size, precision, device type, the versions of torch, open_clip and
+  this library;
 * each image in order: absolute path, file size and modification time (ns), so an edited file misses.
 
 A stored entry is therefore exactly what the encoder would compute again in the same process, and a run gives
@@ -28,6 +29,7 @@ taken (the duplicated work is at most one encoding per worker, not a wrong resul
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 __all__ = ["FeatureStore", "StoredFeatures", "weights_checksum"]
 
 SUFFIX = ".safetensors"
+FORMAT = 1  # bump when what an entry holds, or how it is computed, changes
 _MEMO = "_visprompt_weights_checksum"  # attribute on the module: the memo dies with it
 
 
@@ -73,6 +76,20 @@ def weights_checksum(module: nn.Module) -> str:
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     module.__dict__[_MEMO] = (fingerprint, digest.hexdigest())
     return digest.hexdigest()
+
+
+@functools.cache
+def _code_versions() -> str:
+    """The versions of the code that computes the features (the library's preprocessing, open_clip's towers)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from visprompt import __version__
+
+    try:
+        oc = version("open_clip_torch")
+    except PackageNotFoundError:
+        oc = "none"
+    return f"visprompt {__version__}, open_clip {oc}, format {FORMAT}"
 
 
 def _image_tower(clip: nn.Module) -> nn.Module:
@@ -115,6 +132,7 @@ class FeatureStore:
             "precision": precision,
             "device": torch.device(device).type,
             "torch": torch.__version__,
+            "code": _code_versions(),
         }
         digest.update(json.dumps(head, sort_keys=True).encode())
         for sample in samples:
