@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_slice(args)
         print(f"\n1. Testbed slice: {rows[0]['runs']} runs ({', '.join(args.tasks)}; {', '.join(args.methods)}; sym "
               f"{', '.join(f'{r:g}' for r in args.rates)}; seeds {', '.join(map(str, args.seeds))}), "
-              f"{args.num_cpus} Ray CPUs, one local Ray session for all three\n")  # fmt: skip
+              f"{args.num_cpus} Ray CPUs, one local Ray session for all four\n")  # fmt: skip
         cols = ["variant", "runs", "failed", "wall s", "runs/s", "x no store (wall)", "sum features_s", "sum eval_s",
                 "sum features+eval s", "sum train_s", "sum total_s", "identical"]  # fmt: skip
         fmt = {c: "{:.1f}" for c in cols if c.startswith("sum") or c == "wall s"}
