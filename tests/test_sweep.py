@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from visprompt.errors import ConfigError
+from visprompt.registry import METHODS
 from visprompt.sweep import expand_sweep, load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,8 +164,7 @@ def test_paper_protocol_grid() -> None:
 def test_testbed_benchmark_grid() -> None:
     runs = expand_sweep(load_sweep(REPO / "configs/sweeps/testbed.yaml", out_dir="/tmp/unused"))
     cfgs = [r.config for r in runs]
-    methods = {p.stem for p in (REPO / "src/visprompt/configs/methods").glob("*.yaml")}
-    assert {c.method.name for c in cfgs} == methods  # every method
+    assert {c.method.name for c in cfgs} == set(METHODS.names())  # every registered method
     assert {c.data.dataset for c in cfgs} == {"testbed-backgrounds", "testbed-colours", "testbed-scenes"}
     assert {(c.backbone.arch, c.backbone.weights) for c in cfgs} == {("testbed", None)}
     rates = {0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75}
@@ -172,7 +172,7 @@ def test_testbed_benchmark_grid() -> None:
         noisy = {c.noise.rate for c in cfgs if c.noise.type == noise}
         assert noisy | {0.0} == rates  # the clean setting runs once (as sym-0), not once per noise type
     assert {c.run.seed for c in cfgs} == {1, 2, 3}
-    per_task = len(methods) * 3 * 13
+    per_task = len(METHODS.names()) * 3 * 13
     assert len(runs) == per_task * len({c.data.dataset for c in cfgs})
 
 
