@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "visprompt.commands.sweep",
     "visprompt.commands.report",
     "visprompt.commands.data",
+    "visprompt.commands.cache",
     "visprompt.testbed.command",
     "visprompt.commands.config",
     "visprompt.commands.methods",

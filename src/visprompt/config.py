@@ -297,6 +297,9 @@ class ExecConfig:
     seed: int = 1  # seeds few-shot sampling, noise, initialisation and data order
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, ...
     cache_features: bool = True  # cache the frozen image encoder's outputs when no augmentation is used
+    # persistent store of un-augmented frozen image outputs shared across runs: "auto" (<out_dir>/.features),
+    # a folder, or null (none); results are bit-identical with and without it
+    feature_store: str | None = "auto"
     threads: int = 0  # torch CPU threads for the run (0: torch's default, from OMP_NUM_THREADS or the cores)
 
     def __post_init__(self) -> None:

@@ -44,6 +44,7 @@ from visprompt.engine.runtime import (
     set_rng_state,
 )
 from visprompt.engine.sameconfig import config_differences
+from visprompt.engine.store import FeatureStore, resolve_store
 from visprompt.errors import ConfigError
 from visprompt.methods import MethodBase, build_method, method_spec
 from visprompt.runlock import LOCK_NAME, folder_lock
@@ -71,6 +72,10 @@ def _backbone_key(cfg: RunConfig) -> str:
     return f"{cfg.backbone.arch}|{cfg.backbone.weights}"
 
 
+def _feature_store(cfg: RunConfig) -> FeatureStore | None:
+    return resolve_store(cfg.run.feature_store, cfg.run.out_dir)
+
+
 def _prepare_splits(cfg: RunConfig, rd: RunDir, clip: nn.Module, device: torch.device) -> DatasetSplits:
     if rd.split_file.is_file():  # a resumed run keeps the exact split it started with
         return read_splits(rd.split_file)
@@ -80,7 +85,7 @@ def _prepare_splits(cfg: RunConfig, rd: RunDir, clip: nn.Module, device: torch.d
         # in fp32 whatever the run's precision, so the realised noise does not depend on it
         inputs = noise_inputs(clip, d.dataset, image_transform(clip), batch_size=cfg.optim.eval_batch_size,
                               device=device, precision=resolve_precision("fp32", device),
-                              num_workers=d.num_workers)  # fmt: skip
+                              num_workers=d.num_workers, store=_feature_store(cfg))  # fmt: skip
     return prepare_fewshot(
         d.dataset, d.root, d.shots, n, cfg.run.seed, path=d.path, cache_dir=Path(cfg.run.out_dir) / ".splits",
         backbone=_backbone_key(cfg), **inputs,
@@ -231,7 +236,7 @@ def _train_and_evaluate(
     t0 = time.perf_counter()
     logits = predict_logits(
         method.classifier, clip, splits.test, eval_tf, batch_size=cfg.optim.eval_batch_size, device=device,
-        precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers,
+        precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers, store=_feature_store(cfg),
     )  # fmt: skip
     timings["eval_s"] = time.perf_counter() - t0
     labels = torch.tensor([s.label for s in splits.test])
@@ -262,7 +267,7 @@ def _training_data(
             cache["train"] = encode_samples(
                 clip, splits.train, eval_tf, batch_size=cfg.optim.eval_batch_size, device=device,
                 precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers,
-                desc="encoding train images",
+                desc="encoding train images", store=_feature_store(cfg),
             )  # fmt: skip
             timings["features_s"] = time.perf_counter() - t0
         return cache["train"]

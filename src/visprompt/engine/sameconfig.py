@@ -14,7 +14,9 @@ from visprompt.config import RunConfig, flatten_tree, to_dict
 __all__ = ["WHERE_KEYS", "config_differences", "flat_config"]
 
 # Where and how a run executes, not what it computes (the run name is its directory, checked separately).
-WHERE_KEYS = frozenset({"run.out_dir", "run.name", "run.device", "run.threads", "data.num_workers"})
+WHERE_KEYS = frozenset(
+    {"run.out_dir", "run.name", "run.device", "run.threads", "data.num_workers", "run.feature_store"}
+)  # the feature store changes where features come from, never the results (tests/test_feature_store.py)
 
 
 def flat_config(cfg: RunConfig) -> dict[str, Any]:
