@@ -44,6 +44,7 @@ CACHE_FORMAT = "visprompt-fewshot/1"
 SPLITS_FORMAT = "visprompt-splits/1"
 _TRAIN_STREAM, _VAL_STREAM = 0, 1  # few-shot generators: default_rng([stream, seed])
 VAL_SHOTS = 4  # validation keeps min(K, 4) images per class (CoOp)
+ALL_SHOTS = "all"  # data.shots: every training image (an audit covers them all), validation keeps VAL_SHOTS per class
 
 
 def splits_fingerprint(splits: DatasetSplits) -> str:
@@ -56,7 +57,7 @@ def splits_fingerprint(splits: DatasetSplits) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_path(cache_dir: str | Path, dataset: str, shots: int, seed: int, tag: str, path: str | None = None) -> Path:
+def cache_path(cache_dir: str | Path, dataset: str, shots: int | str, seed: int, tag: str, path: str | None = None) -> Path:
     """``<cache_dir>/<dataset>[-<hash of path>]-<K>shot-seed<seed>-<noise tag>.json``."""
     name = (
         dataset if path is None else f"{dataset}-{hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:8]}"
@@ -64,14 +65,14 @@ def cache_path(cache_dir: str | Path, dataset: str, shots: int, seed: int, tag: 
     return Path(cache_dir) / f"{name}-{shots}shot-seed{seed}-{tag}.json"
 
 
-def _check_settings(shots: int, noise_type: str, rate: float, false_per_class: int, open_set_classes: int) -> None:
-    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
-        raise ConfigError(f"data.shots: expected an integer >= 1, got {shots!r}")
+def _check_settings(shots: int | str, noise_type: str, rate: float, false_per_class: int, open_set_classes: int) -> None:
+    if shots != ALL_SHOTS and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
+        raise ConfigError(f"data.shots: expected an integer >= 1 or {ALL_SHOTS!r}, got {shots!r}")
     check_noise_type(noise_type)
     num_noisy(0, rate)  # raises ConfigError outside [0, 1)
     if isinstance(false_per_class, bool) or not isinstance(false_per_class, int) or false_per_class < 0:
         raise ConfigError(f"noise.false_per_class: expected an integer >= 0, got {false_per_class!r}")
-    if noise_type == "pairs-per-class" and false_per_class > shots:
+    if noise_type == "pairs-per-class" and shots != ALL_SHOTS and false_per_class > shots:
         raise ConfigError(f"noise.false_per_class={false_per_class} exceeds data.shots={shots}")
     k = open_set_classes
     if isinstance(k, bool) or not isinstance(k, int) or k < 0 or (noise_type == "open-set" and k < 1):
@@ -139,7 +140,7 @@ ImageFeatures = Callable[[Sequence[Sample]], np.ndarray]  # training samples -> 
 def prepare_fewshot(
     dataset: str,
     root: str | Path,
-    shots: int,
+    shots: int | str,
     noise_type: str = "none",
     rate: float = 0.0,
     false_per_class: int = 0,
@@ -158,7 +159,8 @@ def prepare_fewshot(
 
     Args:
         dataset, root, path: as for :func:`~visprompt.data.datasets.load_dataset`.
-        shots: K images per class (a class holding fewer raises :class:`DataError`).
+        shots: K images per class (a class holding fewer raises :class:`DataError`), or ``"all"``: the whole
+            training split (what an audit covers); validation then keeps 4 images per class.
         noise_type, rate, false_per_class, pair_flip: the noise setting (:func:`~visprompt.data.noise.apply_noise`).
         seed: seeds the few-shot choice and the noise (separate streams).
         cache_dir: where the realisation is cached (None: no cache).
@@ -182,9 +184,14 @@ def prepare_fewshot(
     if cached is not None:
         train, val = cached
     else:
-        train = sample_few_shot(task.train, shots, np.random.default_rng([_TRAIN_STREAM, seed]))
+        if shots == ALL_SHOTS:
+            train = task.train
+            val_shots = VAL_SHOTS
+        else:
+            train = sample_few_shot(task.train, shots, np.random.default_rng([_TRAIN_STREAM, seed]))
+            val_shots = min(shots, VAL_SHOTS)
         val = sample_few_shot(
-            task.val, min(shots, VAL_SHOTS), np.random.default_rng([_VAL_STREAM, seed]), strict=False, where="val split"
+            task.val, val_shots, np.random.default_rng([_VAL_STREAM, seed]), strict=False, where="val split"
         )
         train = _add_noise(train, full, task, noise_type, rate, false_per_class, pair_flip, seed, semantic_targets,
                            image_features)  # fmt: skip
