@@ -213,7 +213,8 @@ def tables(rows: list[dict[str, Any]]) -> str:
     """Markdown: means per detector, per-setting AUROC / P@k / counts, and paired win counts against cleanlab."""
     dets = [d for d in DETECTORS if any(r["detector"] == d for r in rows)]
     out = ["## Means over every task, noise setting and seed", "",
-           "| detector | AUROC | AUPRC | precision | recall | P@k | estimated / true errors |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+           "| detector | AUROC | AUPRC | precision | recall | P@k | estimated / true errors |",
+           "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for det in dets:
         rs = [r for r in rows if r["detector"] == det]
         ratio = _mean([r["estimated"] / max(r["true"], 1) for r in rs])
@@ -233,7 +234,8 @@ def tables(rows: list[dict[str, Any]]) -> str:
             shown = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in vals.values()]
             out.append(f"| {s[0]} | {s[1]} {s[2]:.0%} | " + " | ".join(shown) + " |")
     out += ["", "## Estimated vs true number of label errors (mean over seeds)", "",
-            "| task | noise | true | " + " | ".join(d for d in dets) + " |", "|---|---|---:|" + "---:|" * len(dets)]  # fmt: skip
+            "| task | noise | true | " + " | ".join(d for d in dets) + " |",
+            "|---|---|---:|" + "---:|" * len(dets)]  # fmt: skip
     for s in settings:
         true = _mean([r["true"] for r in cell[s][dets[0]]])
         shown = []
@@ -244,7 +246,8 @@ def tables(rows: list[dict[str, Any]]) -> str:
     out += ["", "## Paired comparison with cleanlab (per task x noise x rate x seed)", "",
             "Difference = detector - cleanlab on the same noisy labels; mean with a 95% bootstrap interval over the "
             "paired settings; wins / ties / losses.", "",
-            "| detector | metric | mean difference [95% CI] | wins / ties / losses |", "|---|---|---:|---:|"]  # fmt: skip
+            "| detector | metric | mean difference [95% CI] | wins / ties / losses |",
+            "|---|---|---:|---:|"]  # fmt: skip
     rng = np.random.default_rng(0)
     keyed = {(r["task"], r["noise"], r["rate"], r["seed"], r["detector"]): r for r in rows}
     for det in dets:
@@ -276,13 +279,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--design", action="store_true", help="the design seeds (1) instead of --seeds")
     parser.add_argument("--visprompt", action="store_true", help="also train VisPrompt per setting (slow)")
     parser.add_argument("--epochs", type=int, default=30, help="VisPrompt epochs")
+    parser.add_argument("--rows", default="rows", help="rows file stem under --out (parallel jobs: one each)")
+    parser.add_argument("--tables-only", action="store_true", help="print the tables of every rows*.jsonl only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from visprompt.testbed import build_testbed
 
-    build_testbed(args.root, list(args.tasks))
     seeds = DESIGN_SEEDS if args.design else tuple(args.seeds)
-    rows_file = args.out / ("design-rows.jsonl" if args.design else "rows.jsonl")
+    prefix = "design-" if args.design else ""
+    if args.tables_only:
+        files = sorted(args.out.glob(f"{prefix}rows*.jsonl"))
+        rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+        print(tables([r for r in rows if r["seed"] in seeds]))
+        return 0
+    build_testbed(args.root, list(args.tasks))
+    rows_file = args.out / f"{prefix}{args.rows}.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
     done = {json.dumps(k) for k in _done_keys(rows_file)}
     started = time.perf_counter()
@@ -296,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     rows = run_setting(d, task, args.root, noise, rate, seed, args)
                     with open(rows_file, "a") as f:
-                        f.writelines(json.dumps(r) + "\n" for r in rows)
+                        f.write("".join(json.dumps(r) + "\n" for r in rows))
                     print(f"{task} {noise} {rate} seed {seed}: "
                           + ", ".join(f"{r['detector']} {r['auroc']:.3f}/{r['p@k']:.3f}" for r in rows),
                           file=sys.stderr, flush=True)  # fmt: skip

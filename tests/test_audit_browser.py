@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cdp import Browser, find_browser, required
 from PIL import Image
 
+from cdp import Browser, find_browser, required
 from visprompt.audit.report import write_html
 from visprompt.audit.score import AuditResult
 from visprompt.data.records import Sample

@@ -67,7 +67,9 @@ class DataConfig:
     num_workers: int = 0  # data-loader worker processes
 
     def __post_init__(self) -> None:
-        _check(self.shots == "all" or self.shots >= 1, "data.shots", f"expected an integer >= 1 or all, got {self.shots}")
+        _check(
+            self.shots == "all" or self.shots >= 1, "data.shots", f"expected an integer >= 1 or all, got {self.shots}"
+        )
         _check(self.num_workers >= 0, "data.num_workers", f"expected an integer >= 0, got {self.num_workers}")
         _check(
             self.dataset not in ("folder", "csv") or bool(self.path),

@@ -127,10 +127,13 @@ def write_html(
         f"<td>{100 * c['rate']:.1f}%</td></tr>"
         for c in summary
     )
-    pair_rows = "".join(
-        f"<tr><td>{html.escape(p['given'])}</td><td>{html.escape(p['suggested'])}</td><td>{p['count']}</td></tr>"
-        for p in confused_pairs(result, classnames)
-    ) or "<tr><td colspan=3>none flagged</td></tr>"
+    pair_rows = (
+        "".join(
+            f"<tr><td>{html.escape(p['given'])}</td><td>{html.escape(p['suggested'])}</td><td>{p['count']}</td></tr>"
+            for p in confused_pairs(result, classnames)
+        )
+        or "<tr><td colspan=3>none flagged</td></tr>"
+    )
     page = _PAGE.format(
         title=html.escape(title), n=n, flagged=flagged, rate=100 * flagged / max(n, 1), class_rows=class_rows,
         pair_rows=pair_rows, payload=payload, script=_SCRIPT,
@@ -185,19 +188,30 @@ const LIMIT = 2000;
 const state = { key: "rank", dir: 1 };
 for (const id of ["filter-class", "filter-given", "filter-suggested"]) {
   const sel = document.getElementById(id);
-  for (const c of DATA.classes) { const o = document.createElement("option"); o.value = c; o.textContent = c; sel.appendChild(o); }
+  for (const c of DATA.classes) {
+    const o = document.createElement("option");
+    o.value = c;
+    o.textContent = c;
+    sel.appendChild(o);
+  }
   sel.addEventListener("change", render);
 }
 document.getElementById("flagged-only").addEventListener("change", render);
 for (const th of document.querySelectorAll("th[data-key]")) {
   th.addEventListener("click", () => {
     const key = th.dataset.key;
-    state.dir = state.key === key ? -state.dir : (key === "score" || key === "confidence" || key === "flagged" ? -1 : 1);
+    const high = key === "score" || key === "confidence" || key === "flagged";  // these start high-first
+    state.dir = state.key === key ? -state.dir : (high ? -1 : 1);
     state.key = key;
     render();
   });
 }
-function cell(tr, text) { const td = document.createElement("td"); td.textContent = text; tr.appendChild(td); return td; }
+function cell(tr, text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  tr.appendChild(td);
+  return td;
+}
 function render() {
   const cls = document.getElementById("filter-class").value;
   const given = document.getElementById("filter-given").value;
@@ -230,4 +244,3 @@ function render() {
 }
 render();
 """
-

@@ -74,9 +74,10 @@ def _encode(loaded: Any, samples: tuple[Sample, ...], cache: Path | None) -> tup
     keep_tokens = uses_tokens(loaded.method.classifier)
     classifier = loaded.method.classifier.eval()
     pooled, probs = [], []
+    batches = _encoded_batches(loaded.clip, samples, image_transform(loaded.clip), cfg.optim.eval_batch_size,
+                               loaded.device, precision, cfg.data.num_workers, "encoding training images")  # fmt: skip
     with torch.no_grad():
-        for p, t in _encoded_batches(loaded.clip, samples, image_transform(loaded.clip), cfg.optim.eval_batch_size,
-                                     loaded.device, precision, cfg.data.num_workers, "encoding training images"):  # fmt: skip
+        for p, t in batches:
             pooled.append(p.float().cpu())
             probs.append(classifier.logits_from_features(p, t if keep_tokens else None).float().softmax(-1).cpu())
     feats, prob = torch.cat(pooled).numpy(), torch.cat(probs).double().numpy()

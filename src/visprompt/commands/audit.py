@@ -94,5 +94,8 @@ def run(args: argparse.Namespace) -> int:
     n = len(audit.samples)
     print(f"{n} training samples audited: {r.estimated_errors} flagged ({100 * r.estimated_errors / n:.1f}%)"
           + (f"; {summary['true_errors']} labels are known to be wrong" if known else ""))  # fmt: skip
-    print(f"report: {out / 'audit.html'}  ranked list: {out / 'audit.csv'}" + (f"  corrected labels: {fix}" if fix else ""))
+    print(
+        f"report: {out / 'audit.html'}  ranked list: {out / 'audit.csv'}"
+        + (f"  corrected labels: {fix}" if fix else "")
+    )
     return 0

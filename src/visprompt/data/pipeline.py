@@ -57,7 +57,9 @@ def splits_fingerprint(splits: DatasetSplits) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_path(cache_dir: str | Path, dataset: str, shots: int | str, seed: int, tag: str, path: str | None = None) -> Path:
+def cache_path(
+    cache_dir: str | Path, dataset: str, shots: int | str, seed: int, tag: str, path: str | None = None
+) -> Path:
     """``<cache_dir>/<dataset>[-<hash of path>]-<K>shot-seed<seed>-<noise tag>.json``."""
     name = (
         dataset if path is None else f"{dataset}-{hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:8]}"
@@ -65,7 +67,9 @@ def cache_path(cache_dir: str | Path, dataset: str, shots: int | str, seed: int,
     return Path(cache_dir) / f"{name}-{shots}shot-seed{seed}-{tag}.json"
 
 
-def _check_settings(shots: int | str, noise_type: str, rate: float, false_per_class: int, open_set_classes: int) -> None:
+def _check_settings(
+    shots: int | str, noise_type: str, rate: float, false_per_class: int, open_set_classes: int
+) -> None:
     if shots != ALL_SHOTS and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
         raise ConfigError(f"data.shots: expected an integer >= 1 or {ALL_SHOTS!r}, got {shots!r}")
     check_noise_type(noise_type)
