@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tables_only:
         files = sorted(args.out.glob(f"{prefix}rows*.jsonl"))
         rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
-        print(tables([r for r in rows if r["seed"] in seeds]))
+        unique = {(r["task"], r["noise"], r["rate"], r["seed"], r["detector"]): r for r in rows if r["seed"] in seeds}
+        print(tables(list(unique.values())))
         return 0
     build_testbed(args.root, list(args.tasks))
     rows_file = args.out / f"{prefix}{args.rows}.jsonl"
@@ -299,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for task in args.tasks:
         d = task_features(task, args.root, args.out / "features")
-        for noise in args.noises:
-            for rate in args.rates:
-                for seed in seeds:
+        for seed in seeds:  # seed outermost: an interrupted benchmark has whole seeds of every setting
+            for noise in args.noises:
+                for rate in args.rates:
                     key = json.dumps([task, noise, rate, seed])
                     if key in done:
                         continue

@@ -33,14 +33,14 @@ def test_audit_scores_find_the_flipped_labels() -> None:
     from sklearn.metrics import roc_auc_score
 
     x, given, true = _clusters()
-    r = audit_scores(x, given, 4, steps=60)
+    r = audit_scores(x, given, 4, steps=30)
     wrong = given != true
     assert roc_auc_score(wrong, r.score) > 0.95
     assert (r.suggested[wrong] == true[wrong]).mean() > 0.9  # the suggestion is the true label
     assert abs(r.estimated_errors - wrong.sum()) <= 0.25 * wrong.sum()
     assert set(r.ranking()[: wrong.sum() // 2]) <= set(np.flatnonzero(wrong))  # the top half-k are all wrong
     assert np.allclose(r.probs.sum(1), 1) and ((r.score >= 0) & (r.score <= 1)).all()
-    again = audit_scores(x, given, 4, steps=60)
+    again = audit_scores(x, given, 4, steps=30)
     assert np.array_equal(again.score, r.score) and np.array_equal(again.flagged, r.flagged)  # deterministic
 
 

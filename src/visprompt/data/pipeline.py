@@ -219,7 +219,7 @@ def prepare_fewshot(
         }  # fmt: skip
         atomic_write_json(file, record)
         logger.info("cached few-shot split in %s", file)
-    logger.info("%s: %d-shot train %d images (%d noisy), val %d, test %d", full.name, shots, len(train),
+    logger.info("%s: %s-shot train %d images (%d noisy), val %d, test %d", full.name, shots, len(train),
                 stats["num_noisy"], len(val), len(task.test))  # fmt: skip
     return splits
 
