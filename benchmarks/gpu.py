@@ -14,6 +14,8 @@ precision, side by side:
   (training with augmentation, where nothing can be cached).
 * ``eval visprompt``: logits of ``--encode-batch`` cached images (no grad).
 * ``compiled visprompt`` (``--compile``): the VisPrompt step with ``torch.compile`` on its logits function.
+* ``classes`` (``--class-sweep``): the VisPrompt training step at B images for each C given (default 100, 397 and
+  1000, the sizes of Caltech101/Food-101, SUN397 and ImageNet) on the first model: what fits, and how fast.
 * OT (float64, the split's own dtype): one mini-batch split (B = 16, C = 100) and one full-set split (N = 1600)
   solved on the GPU and on the CPU, against the bf16 (or float32) VisPrompt step: share of an epoch of N / B steps.
 
@@ -248,6 +250,35 @@ def bench_model(rec: Recorder, args: argparse.Namespace, arch: str, precision: P
     return done["visprompt"].get("ms")
 
 
+def bench_classes(rec: Recorder, args: argparse.Namespace, precision: Precision, device: torch.device) -> None:
+    """The VisPrompt step (cached features, B images) at each C of ``--class-sweep``: time and peak memory."""
+    arch = args.archs[0]
+    clip = build_clip(arch, device, args.smoke)
+    size = clip.image_size if isinstance(clip.image_size, int) else clip.image_size[0]
+    images = torch.randn(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad(), precision.autocast():
+        pooled, tokens = clip.encode_image(images)  # (B, E), (B, T, E)
+    for n_classes in args.class_sweep:
+        names = class_names(n_classes)
+        batch = {
+            "pooled": pooled.float(),
+            "tokens": tokens.float(),
+            "labels": torch.randint(0, n_classes, (args.batch,)).to(device),
+            "clean": (torch.rand(args.batch) < 0.6).to(device),
+        }
+
+        def measure(names=names, batch=batch) -> dict[str, Any]:
+            torch.manual_seed(0)
+            vis_cls = PromptClassifier(clip, VisPromptLearner(clip, names, n_ctx=N_CTX))
+            params = [p for p in vis_cls.parameters() if p.requires_grad]
+            step = step_fn(vis_cls.logits_from_features, VISPROMPT_LOSS, params, precision, batch)
+            ms = median_ms(step, device, warmup=args.warmup, repeats=max(1, args.repeats // 2))
+            return {"ms": ms, "images/s": args.batch / ms * 1e3, "peak MB": peak_memory_mb(step, device)}
+
+        base = {"arch": arch, "precision": precision.name, "what": f"visprompt C={n_classes}", "B": args.batch}
+        rec.measure(base, measure)
+
+
 def bench_ot(rec: Recorder, args: argparse.Namespace, step_ms: float | None, device: torch.device) -> None:
     """Mini-batch and full-set OT splits on the device and on the CPU, against the VisPrompt step."""
     n = args.shots * args.classes
@@ -296,6 +327,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--ot-problems", type=int, default=10)
     parser.add_argument("--ot-repeats", type=int, default=3)
+    parser.add_argument(
+        "--class-sweep",
+        nargs="*",
+        type=int,
+        default=[100, 397, 1000],
+        metavar="C",
+        help="class counts for the many-class VisPrompt step (none: skip)",
+    )
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd VisPrompt step")
     parser.add_argument("--skip-naive", action="store_true", help="skip the 77-token step (~43 GB at B=16 in fp32)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_bench"))
@@ -303,6 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.classes, args.batch, args.shots, args.encode_batch = 5, 2, 4, 4
         args.warmup, args.repeats, args.ot_problems, args.ot_repeats = 1, 1, 2, 1
+        args.class_sweep = [5, 9][: len(args.class_sweep)]
     device = torch.device(args.device)
     meta = {
         "torch": torch.__version__,
@@ -329,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
             ms = bench_model(rec, args, arch, precision, device)
             if arch == args.archs[0] and step_ms is None:
                 step_ms = ms  # the first precision's step on the first model: the OT share's reference
+    for precision_name in args.precisions:
+        bench_classes(rec, args, resolve_precision(precision_name, device), device)
     bench_ot(rec, args, step_ms, device)
     rec.meta["total_s"] = round(time.perf_counter() - started, 1)
     rec.write()

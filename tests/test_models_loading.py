@@ -160,6 +160,16 @@ def test_not_a_weights_file(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="cannot read weights") as err:
         load_backbone(_write_config(tmp_path / "c.json", "vit", True), bad)
     _one_line(err)
+    import os
+
+    import torch
+
+    torch.save({"w": torch.zeros(2), "code": os.getcwd}, tmp_path / "pickled.pt")  # an object, not a tensor
+    for path in (bad, tmp_path / "pickled.pt"):
+        (tmp_path / "r.pt").write_bytes(os.urandom(4096) if path is bad else path.read_bytes())
+        with pytest.raises(WeightsError, match="not a weights file") as err:
+            load_backbone(_write_config(tmp_path / "c.json", "vit", True), tmp_path / "r.pt")
+        assert "weights_only" not in str(err.value)  # torch's advice to unpickle anyway is never ours
 
 
 def test_unknown_architecture_suggests_close_names() -> None:

@@ -191,6 +191,7 @@ def test_missing_ray_is_a_one_line_error(tmp_path, monkeypatch) -> None:
 def test_a_finished_sweep_returns_without_starting_ray(tmp_path, monkeypatch) -> None:
     import sys
 
+    from visprompt.config import to_yaml
     from visprompt.sweep import run_sweep
 
     monkeypatch.setitem(sys.modules, "ray", None)  # starting Ray would fail
@@ -198,6 +199,7 @@ def test_a_finished_sweep_returns_without_starting_ray(tmp_path, monkeypatch) ->
     for run in runs:
         run.path.mkdir(parents=True)
         (run.path / "status").write_text("done\n")
+        (run.path / "config.yaml").write_text(to_yaml(run.config))  # a done run without it is refused
     result = run_sweep(runs, print)
     assert result.ok and [o.status for o in result.outcomes] == ["skipped", "skipped"]
     assert (tmp_path / "runs" / "sweep.json").is_file()

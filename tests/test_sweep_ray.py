@@ -116,9 +116,10 @@ def test_four_runs_complete_then_a_rerun_skips_them(tmp_path) -> None:
     assert {r.name: snapshot(r.path) for r in runs} == before  # not even called
     assert again.stale == ()
 
-    changed = run_sweep(make_runs(tmp_path, epochs=5), FakeRun())  # the grid changed since: warn, keep results
-    assert [o.status for o in changed.outcomes] == ["skipped"] * 4 and len(changed.stale) == 4
-    assert changed.stale[0] == f"{runs[0].name}: optim.epochs 3 -> 5"
+    # the grid changed since: refused before anything runs (the old results would be reported as the new grid's)
+    with pytest.raises(ConfigError, match=f"4 finished runs do not match .* e.g. {runs[0].name}: optim.epochs 3 -> 5;"):
+        run_sweep(make_runs(tmp_path, epochs=5), FakeRun())
+    assert {r.name: snapshot(r.path) for r in runs} == before
 
 
 def test_interrupted_sweep_resumes_without_touching_finished_runs(tmp_path) -> None:

@@ -8,6 +8,7 @@ one ``error: ...`` line with exit status 2; anything else is a bug and keeps its
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -67,6 +68,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+# Failures of the machine or the user's folders, not of visprompt: reported as one line, like user errors.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.ENAMETOOLONG, errno.EMFILE}
+)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<file>: <reason>`` for an OSError (the file it names, else its message)."""
+    where = exc.filename if exc.filename is not None else ""
+    reason = exc.strerror or str(exc)
+    hint = " (free some space, or write elsewhere with --out)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return f"{where}: {reason}{hint}" if where else f"{reason}{hint}"
 
 
 def error_line(exc: BaseException) -> str:

@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
             if len(paths) > args.max_list:
                 listings.append(f"{report.dataset}: ... and {len(paths) - args.max_list:,} more {kind}")
         listings += [f"{report.dataset}: problem: {p}" for p in report.problems]
+        listings += [f"{report.dataset}: note: {n}" for n in report.notes[: args.max_list]]
+        if len(report.notes) > args.max_list:
+            listings.append(f"{report.dataset}: ... and {len(report.notes) - args.max_list:,} more notes")
         status = status or int(not report.ok)
     print(format_table(rows, ("dataset", "item", "found", "expected", "status")))
     if listings:

@@ -15,6 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="where the run's data root is now (for folder/CSV data: the folder; default: as saved)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--partial", action="store_true", help="use a failed or unfinished run's last checkpoint (with a warning)"
+    )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--per-class", action="store_true", help="also print per-class accuracy")
     parser.set_defaults(func=run)
@@ -26,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from visprompt.engine.inference import load_run
     from visprompt.engine.metrics import classification_metrics
 
-    loaded = load_run(args.run_dir, device=args.device, data_root=args.data)
+    loaded = load_run(args.run_dir, device=args.device, data_root=args.data, partial=args.partial)
     test = loaded.splits.test
     logits = loaded.logits(test)
     labels = torch.tensor([s.label for s in test])

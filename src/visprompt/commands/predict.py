@@ -16,17 +16,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print every class probability as JSON")
     parser.add_argument("--top", type=int, default=3, help="classes shown per image in the table (default 3)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--partial", action="store_true", help="use a failed or unfinished run's last checkpoint (with a warning)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from visprompt.data.precheck import check_image_header
     from visprompt.data.records import Sample
     from visprompt.engine.inference import load_run
 
     for image in args.images:
-        if not Path(image).is_file():
-            raise DataError(f"image {image} does not exist")
-    loaded = load_run(args.run_dir, device=args.device)
+        problem = check_image_header(image)
+        if problem is not None:
+            raise DataError(f"image {image} {problem}")
+    loaded = load_run(args.run_dir, device=args.device, partial=args.partial)
     classnames = loaded.splits.classnames
     samples = [Sample(index=i, path=str(Path(p).resolve()), label=0, true_label=None, classname="")
                for i, p in enumerate(args.images)]  # fmt: skip

@@ -88,9 +88,6 @@ def run(args: argparse.Namespace) -> int:
     retried = sum(o.attempts > 1 for o in result.outcomes if o.status == "done")
     print(f"sweep {spec.name}: {done}/{len(runs)} runs done ({retried} after a retry), {len(result.failed)} failed, "
           f"{result.seconds:.1f} s; results in {spec.out_dir}")  # fmt: skip
-    if result.stale:
-        print(f"warning: {len(result.stale)} finished runs were made with another config than the grid gives now "
-              f"(e.g. {result.stale[0]}); their results are kept (delete them, or use --out)")  # fmt: skip
     for outcome in result.failed:
         print(f"  failed after {outcome.attempts} attempt(s): {outcome.name}: {outcome.error}")
     if result.failed:

@@ -25,6 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "finished run is skipped, an interrupted one resumes after its last completed epoch.",
     )
     add_config_arguments(parser)
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="delete the run directory's previous run (finished or not, any settings) and train afresh",
+    )
     bars = parser.add_mutually_exclusive_group()
     bars.add_argument(
         "--progress", dest="progress", action="store_true", default=None, help="always show progress bars"
@@ -50,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from visprompt.engine.runner import train_run
 
     cfg = resolve_config(args)
-    result = train_run(cfg, on_epoch_end=_interrupt_hook(), show_progress=args.progress)
+    result = train_run(cfg, restart=args.restart, on_epoch_end=_interrupt_hook(), show_progress=args.progress)
     m = result.metrics
     state = "already done, skipped" if result.skipped else "done"
     if result.resumed_from:

@@ -72,6 +72,12 @@ def load_image_folder(path: str | Path, name: str = "folder") -> DatasetSplits:
             raise DataError(f"image folder {root}: train/ holds no images")
         return _to_splits(name, classes, split, root, {})
     classes = [c for c in subdirs if list_images(root / c)]
+    empty = [c for c in subdirs if c not in classes]
+    if classes and empty:  # dropping it would change the class list without a word
+        raise DataError(
+            f"image folder {root}: class folder {empty[0]!r} holds no images ({len(empty)} such folders); "
+            "add images or remove the folder"
+        )
     if not classes:
         raise DataError(f"image folder {root}: no class sub-folders with images (expected FOLDER/<class>/<image>)")
     rows: list[Row] = []
@@ -91,6 +97,11 @@ def _read_csv_rows(file: Path) -> list[tuple[int, dict[str, str]]]:
     if not rows:
         raise DataError(f"CSV file {file} is empty (expected rows of path,label)")
     header = [c.lower() for c in rows[0][1]]
+    if ("path" in header) != ("label" in header):
+        missing = "label" if "path" in header else "path"
+        raise DataError(
+            f"CSV file {file} line 1: the header has no {missing!r} column (expected path,label[,split][,true_label])"
+        )
     if "path" in header and "label" in header:
         unknown = [c for c in header if c not in (*_CSV_COLUMNS, *_INFO_COLUMNS)]
         if unknown:
@@ -105,6 +116,28 @@ def _read_csv_rows(file: Path) -> list[tuple[int, dict[str, str]]]:
             raise DataError(f"CSV file {file} line {n}: expected {len(columns)} columns ({','.join(columns)})")
         out.append((n, dict(zip(columns, cells, strict=True))))
     return out
+
+
+def _check_rows(file: Path, base: Path, records: list[tuple[int, dict[str, str]]]) -> None:
+    """Refuse what would silently bias a run: an image listed twice (sampled twice into the K shots, or in
+    train and test: a leak), and a label with no training rows (a typo that would become a 0-shot class)."""
+    first_line: dict[str, int] = {}
+    for n, r in records:
+        key = os.path.normpath(os.path.join(os.fsdecode(base.absolute()), r["path"]))
+        if key in first_line:
+            raise DataError(
+                f"CSV file {file} line {n}: image {r['path']!r} is already listed on line {first_line[key]} "
+                "(each image once: a repeat is sampled twice, or leaks between train and test)"
+            )
+        first_line[key] = n
+    if records and "split" in records[0][1]:
+        trained = {r["label"] for _, r in records if r["split"] == "train"}
+        for n, r in records:
+            if r["label"] not in trained and r["split"] in SPLIT_NAMES:
+                raise DataError(
+                    f"CSV file {file} line {n}: label {r['label']!r} has no 'train' rows (a typo? a class needs "
+                    "training images)"
+                )
 
 
 def load_csv(path: str | Path, name: str = "csv") -> DatasetSplits:
@@ -123,6 +156,7 @@ def load_csv(path: str | Path, name: str = "csv") -> DatasetSplits:
     if missing:
         examples = ", ".join(f"line {n}: {p}" for n, p in missing[:3])
         raise DataError(f"CSV file {file}: {len(missing)} image paths do not exist under {base}, e.g. {examples}")
+    _check_rows(file, base, records)
     for n, r in records:
         if r.get("split", "train") not in SPLIT_NAMES:
             raise DataError(f"CSV file {file} line {n}: split {r['split']!r} is not one of train, val, test")

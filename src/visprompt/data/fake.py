@@ -2,14 +2,16 @@
 
 :func:`make_fake_dataset` writes, under a data root, a miniature copy of a benchmark's raw layout (the files its
 split-file reader needs, tiny images with the real file-name patterns), optionally with a split file, or a user
-image folder / CSV. Images are 8x8 solid colours, one colour per class; ``.jpg`` names get JPEG files and the
-user layouts PNG files. Flowers and StanfordCars need scipy (their labels are ``.mat`` files).
+image folder / CSV. Images are 8x8 solid colours, one colour per class, with one corner pixel that differs per
+file name (so no two files hold the same image: ``data verify`` reports such duplicates); ``.jpg`` names get
+JPEG files and the user layouts PNG files. Flowers and StanfordCars need scipy (their labels are ``.mat`` files).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +25,10 @@ def write_image(path: Path, label: int, size: int = 8) -> Path:
     """A ``size`` x ``size`` image of class colour ``label`` (format from the file name)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     colour = ((53 * label) % 256, (97 * label + 40) % 256, (151 * label + 80) % 256)
-    Image.new("RGB", (size, size), colour).save(path)
+    image = Image.new("RGB", (size, size), colour)
+    tag = zlib.crc32(path.name.encode("utf-8", "surrogateescape"))
+    image.putpixel((0, 0), (tag & 255, (tag >> 8) & 255, (tag >> 16) & 255))
+    image.save(path)
     return path
 
 

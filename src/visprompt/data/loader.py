@@ -26,14 +26,27 @@ __all__ = ["SampleDataset", "load_image", "make_loader", "read_image"]
 logger = logging.getLogger(__name__)
 
 
+def to_rgb(image: Image.Image, path: str = "image") -> Image.Image:
+    """8-bit RGB of any mode PIL decodes, values kept true (see :mod:`visprompt.data.imagemodes`)."""
+    from visprompt.data.imagemodes import to_rgb as convert
+
+    return convert(image, path)
+
+
 def read_image(path: str) -> Image.Image:
-    """Open and decode an image fully (so a truncated file fails here, not inside a transform)."""
+    """Open and decode an image fully (so a truncated file fails here, not inside a transform), as 8-bit RGB.
+
+    16-bit and 32-bit integer images are scaled to 8 bits (PIL's own conversion clips them to white); palette
+    and alpha images are composed over black; animated images give their first frame.
+    """
     try:
         with Image.open(path) as image:
             image.load()
-            return image.copy() if image.mode == "RGB" else image.convert("RGB")
+            return to_rgb(image, path)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"image {path} is a directory, not an image file") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {exc})") from None
 

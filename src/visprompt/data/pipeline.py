@@ -53,7 +53,7 @@ def splits_fingerprint(splits: DatasetSplits) -> str:
     for key in ("train", "val", "test"):
         for s in getattr(splits, key):
             tail = "/".join(s.path.replace(os.sep, "/").rsplit("/", 2)[-2:])
-            h.update(f"{key}\t{s.index}\t{s.label}\t{tail}\n".encode())
+            h.update(f"{key}\t{s.index}\t{s.label}\t{tail}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
@@ -62,7 +62,7 @@ def cache_path(
 ) -> Path:
     """``<cache_dir>/<dataset>[-<hash of path>]-<K>shot-seed<seed>-<noise tag>.json``."""
     name = (
-        dataset if path is None else f"{dataset}-{hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:8]}"
+        dataset if path is None else f"{dataset}-{hashlib.sha256(os.fsencode(Path(path).absolute())).hexdigest()[:8]}"
     )
     return Path(cache_dir) / f"{name}-{shots}shot-seed{seed}-{tag}.json"
 
@@ -106,6 +106,17 @@ def _tagged(tag: str, noise_type: str, backbone: str | None, caching: bool) -> t
             raise ConfigError(f"noise.type={noise_type!r}: a cached split needs backbone= (its labels depend on it)")
         return tag, None
     return f"{tag}-{hashlib.sha256(backbone.encode()).hexdigest()[:8]}", backbone
+
+
+def _check_classes(splits: DatasetSplits) -> None:
+    """Every class of the task needs training images: one without would give a 'K-shot' run with 0 shots."""
+    present = {s.label for s in splits.train}
+    empty = [name for label, name in enumerate(splits.classnames) if label not in present]
+    if empty:
+        raise DataError(
+            f"{splits.name}: class {empty[0]!r} has no training images ({len(empty)} such classes: an empty class "
+            "folder, or a label found only in the val/test split); add images or remove the class"
+        )
 
 
 def _check_files(splits: DatasetSplits) -> None:
@@ -179,6 +190,7 @@ def prepare_fewshot(
     full = load_dataset(dataset, root, path)
     fingerprint = splits_fingerprint(full)
     task = _task_splits(full, noise_type, open_set_classes)
+    _check_classes(task)
     tag = noise_tag(noise_type, rate, false_per_class, pair_flip, open_set_classes)
     tag, backbone = _tagged(tag, noise_type, backbone, cache_dir is not None)
     file = None

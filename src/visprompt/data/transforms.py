@@ -22,7 +22,11 @@ class ToRGB:
     """Convert a PIL image to RGB (palette, greyscale, RGBA and CMYK files occur in every benchmark)."""
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        return image if image.mode == "RGB" else image.convert("RGB")
+        if image.mode == "RGB":
+            return image
+        from visprompt.data.imagemodes import to_rgb  # 16-bit, palette and alpha images kept true
+
+        return to_rgb(image)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -1,5 +1,8 @@
-"""Check a dataset on disk: class count and split sizes against the published numbers, missing and unreadable
-images, classes without training images. The library returns a :class:`VerifyReport`; the CLI prints it.
+"""Check a dataset on disk for what a run would trip on: class count and split sizes against the published
+numbers, missing and unreadable images, unusual images (16-bit, CMYK, palette, alpha, animated: ``notes``),
+classes without images in a split, the same image listed twice or in train and val/test (by path, and by
+content hash when images are checked), labels outside the class list. The library returns a
+:class:`VerifyReport`; the CLI prints it. ``visprompt train`` runs the cheap part (every image's header) itself.
 
 Verifying never writes: a dataset whose split file is absent is split in memory (the file is created by the
 first real load).
@@ -7,6 +10,7 @@ first real load).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +23,7 @@ from visprompt.data.datasets import DATASETS, DatasetSpec, ExpectedCounts, datas
 from visprompt.data.records import DatasetSplits
 from visprompt.errors import DataError
 
-__all__ = ["VerifyReport", "check_image", "present_datasets", "verify_dataset"]
+__all__ = ["VerifyReport", "check_image", "inspect_image", "present_datasets", "verify_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)  # listed but absent
     unreadable: list[str] = field(default_factory=list)  # present but not a readable image
     problems: list[str] = field(default_factory=list)  # one line each
+    notes: list[str] = field(default_factory=list)  # unusual but handled: "<path>: mode I;16" (not a problem)
 
     @property
     def ok(self) -> bool:
@@ -58,14 +63,37 @@ class VerifyReport:
 
 def check_image(path: str, decode: bool = False) -> str | None:
     """None if ``path`` is a readable image, else ``"missing"`` or ``"unreadable"``."""
-    if not os.path.isfile(path):
-        return "missing"
+    return inspect_image(path, decode)[0]
+
+
+def inspect_image(path: str, decode: bool = False, digest: bool = False) -> tuple[str | None, str | None, str | None]:
+    """(``None``/``"missing"``/``"unreadable"``, a note on an unusual image or None, the content SHA-256 or None).
+
+    ``decode`` decodes the image as a run would (:func:`visprompt.data.loader.read_image`); ``digest`` hashes
+    the file's bytes (to find the same image under two names).
+    """
+    from visprompt.data.imagemodes import describe_unusual
+    from visprompt.data.precheck import check_image_header
+
+    problem = check_image_header(path)
+    if problem is not None:
+        return ("missing" if problem == "does not exist" else "unreadable"), None, None
+    note = sha = None
     try:
         with Image.open(path) as image:
-            image.load() if decode else image.verify()
-    except Exception:  # PIL raises many types for corrupt files
-        return "unreadable"
-    return None
+            note = describe_unusual(image)
+            if decode:
+                from visprompt.data.loader import to_rgb
+
+                image.load()
+                to_rgb(image, path)
+            else:
+                image.verify()
+        if digest:
+            sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except Exception:  # PIL raises many types for corrupt files; DataError for modes without a known range
+        return "unreadable", note, None
+    return None, note, sha
 
 
 def present_datasets(root: str | Path) -> list[str]:
@@ -98,6 +126,47 @@ def _compare(report: VerifyReport, splits: DatasetSplits) -> None:
     for label, name in enumerate(splits.classnames):
         if label not in present:
             report.problems.append(f"class {name!r} (label {label}) has no training images")
+    for key in ("val", "test"):
+        split = getattr(splits, key)
+        if split:
+            here = {s.label for s in split}
+            absent = [n for i, n in enumerate(splits.classnames) if i not in here]
+            if absent:
+                report.notes.append(f"{key} split: {len(absent)} classes have no images, e.g. {absent[0]!r}")
+    k = splits.num_classes
+    for key in ("train", "val", "test"):
+        bad = [s for s in getattr(splits, key) if not 0 <= s.label < k]
+        if bad:
+            report.problems.append(f"{key} split: {len(bad)} labels outside the {k} classes, e.g. {bad[0].path}")
+        paths = [s.path for s in getattr(splits, key)]
+        repeats = len(paths) - len(set(paths))
+        if repeats:
+            first = next(p for i, p in enumerate(paths) if p in paths[:i])
+            report.problems.append(f"{key} split: {repeats} images listed more than once, e.g. {first}")
+    train = {s.path for s in splits.train}
+    for key in ("val", "test"):
+        both = [s.path for s in getattr(splits, key) if s.path in train]
+        if both:
+            report.problems.append(f"{len(both)} images are in both train and {key} (a leak), e.g. {both[0]}")
+
+
+def _content_overlap(report: VerifyReport, splits: DatasetSplits, digests: dict[str, str]) -> None:
+    """The same image content under two paths: in train and val/test (a leak), or twice within train."""
+    train: dict[str, str] = {}
+    for s in splits.train:
+        sha = digests.get(s.path)
+        if sha is None:
+            continue
+        if sha in train and train[sha] != s.path:
+            report.problems.append(f"train split: {s.path} has the same content as {train[sha]} (a duplicate)")
+            break
+        train.setdefault(sha, s.path)
+    for key in ("val", "test"):
+        for s in getattr(splits, key):
+            sha = digests.get(s.path)
+            if sha in train and train[sha] != s.path:
+                report.problems.append(f"{key} image {s.path} has the same content as train image {train[sha]}")
+                break
 
 
 def verify_dataset(
@@ -121,15 +190,21 @@ def verify_dataset(
     report = VerifyReport(spec.name, str(root), splits.num_classes, counts, spec.expected, len(paths))
     _compare(report, splits)
     if check_images:
+        digests: dict[str, str] = {}
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            results = pool.map(lambda p: check_image(p, decode), paths, chunksize=256)
-            for i, (p, result) in enumerate(zip(paths, results, strict=True), 1):
+            results = pool.map(lambda p: inspect_image(p, decode, digest=True), paths, chunksize=256)
+            for i, (p, (result, note, sha)) in enumerate(zip(paths, results, strict=True), 1):
                 if result == "missing":
                     report.missing.append(p)
                 elif result == "unreadable":
                     report.unreadable.append(p)
+                if note:
+                    report.notes.append(f"{p}: {note}")
+                if sha:
+                    digests[p] = sha
                 if i % 20000 == 0:
                     logger.info("%s: checked %d / %d images", spec.name, i, len(paths))
+        _content_overlap(report, splits, digests)
     else:
         report.missing = [p for p in paths if not os.path.isfile(p)]
     if report.missing:

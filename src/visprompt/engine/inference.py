@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,12 @@ from visprompt.data.pipeline import read_splits, splits_from_json
 from visprompt.data.records import DatasetSplits, Sample
 from visprompt.engine.build import image_transform, load_clip, load_trainable, uses_tokens
 from visprompt.engine.data import predict_logits
-from visprompt.engine.rundir import RunDir
+from visprompt.engine.rundir import DONE, FAILED, RUNNING, RunDir
 from visprompt.engine.runtime import resolve_device, resolve_precision, seed_everything
 from visprompt.errors import ConfigError
 from visprompt.methods import MethodBase, build_method, method_spec
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LoadedRun", "load_run", "run_splits"]
 
@@ -65,12 +68,30 @@ class LoadedRun:
         )  # fmt: skip
 
 
-def load_run(run_dir: str | Path, device: str = "auto", data_root: str | Path | None = None) -> LoadedRun:
-    """Rebuild a finished (or checkpointed) run with its trained parameters, for eval and predict."""
+def load_run(
+    run_dir: str | Path, device: str = "auto", data_root: str | Path | None = None, partial: bool = False
+) -> LoadedRun:
+    """Rebuild a finished run with its trained parameters, for eval and predict.
+
+    A run whose status is not ``done`` (failed, interrupted, still running) is refused; ``partial`` loads its
+    last checkpoint anyway, with a warning naming the epoch it holds.
+    """
     rd = RunDir(run_dir)
+    if not rd.path.is_dir():
+        raise ConfigError(f"run directory {rd.path} does not exist")
     if not rd.config_file.is_file():
         raise ConfigError(f"{rd.path} is not a run directory (no config.yaml)")
     cfg = load_config([rd.config_file])
+    status = rd.status()
+    if status != DONE:
+        epoch = rd.checkpoint_epoch() if rd.checkpoint_file.is_file() else None
+        held = f"its checkpoint holds epoch {epoch} of {cfg.optim.epochs}" if epoch is not None else "no checkpoint"
+        phrases = {RUNNING: "is unfinished (running or interrupted)", FAILED: "failed"}
+        state = phrases.get(status or "", "has not started")
+        if not partial:
+            raise ConfigError(f"{rd.path}: the run {state}, {held}; finish it with `visprompt train`, "
+                              "or pass --partial to use it anyway")  # fmt: skip
+        log.warning("%s: the run %s, %s: results are not those of the finished run", rd.path, state, held)
     dev = resolve_device(device)
     splits = run_splits(rd, cfg, data_root)
     clip = load_clip(cfg, dev)

@@ -31,13 +31,31 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from visprompt.errors import DataError
 from visprompt.fileio import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunDir"]
+__all__ = ["RunDir", "RunFileError"]
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
+
+
+class RunFileError(DataError):
+    """A file of a run directory is corrupt, truncated or not what visprompt wrote."""
+
+
+def _bad(path: Path, what: str, exc: BaseException | None = None) -> RunFileError:
+    detail = ""
+    if exc is not None:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = lines[0] if lines else type(exc).__name__
+        if "weights_only" in first or "Weights only load failed" in first:  # torch's advice is never ours
+            first = "not a file visprompt wrote: it is read as tensors and plain values only"
+        detail = f" ({first[:200]})"
+    return RunFileError(
+        f"{path}: {what}{detail}; run `visprompt train` with --restart to start the run afresh, or delete {path.parent}"
+    )
 
 
 class RunDir:
@@ -87,7 +105,12 @@ class RunDir:
         """``running``, ``done``, ``failed``, or None for a fresh directory."""
         if not self.status_file.is_file():
             return None
-        return self.status_file.read_text().strip() or None
+        text = self.status_file.read_bytes().decode("utf-8", errors="replace").strip()
+        word = text.split()[0] if text else None
+        if word not in (RUNNING, DONE, FAILED, None):
+            log.warning("%s: unknown status %r; treating the run as unfinished", self.status_file, text[:40])
+            return FAILED
+        return word
 
     def is_done(self) -> bool:
         return self.status() == DONE
@@ -109,7 +132,12 @@ class RunDir:
         atomic_write_json(self.path / name, obj)
 
     def read_json(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text())
+        """A JSON file of the run (a corrupt one is a one-line :class:`RunFileError`)."""
+        path = self.path / name
+        try:
+            return json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _bad(path, "not valid JSON", exc) from None
 
     # ------------------------------------------------------------------------------------------- log
     def read_log(self) -> list[dict[str, Any]]:
@@ -117,10 +145,14 @@ class RunDir:
         if not self.log_file.is_file():
             return []
         records = []
-        for line in self.log_file.read_text().splitlines():
+        for line in self.log_file.read_bytes().splitlines():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            elif line.strip():
                 log.warning("%s: dropping an unreadable log line", self.log_file)
         return records
 
@@ -131,7 +163,7 @@ class RunDir:
 
     def truncate_log(self, epochs: int) -> None:
         """Keep only the records of the first ``epochs`` epochs (those with ``epoch <= epochs``)."""
-        kept = [r for r in self.read_log() if int(r.get("epoch", 0)) <= epochs]
+        kept = [r for r in self.read_log() if isinstance(r.get("epoch"), int) and r["epoch"] <= epochs]
         atomic_write_text(self.log_file, "".join(json.dumps(r) + "\n" for r in kept))
 
     # ------------------------------------------------------------------------------------ checkpoint
@@ -146,14 +178,20 @@ class RunDir:
 
     def load_checkpoint(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         """The trainable parameters saved by :meth:`save_checkpoint`."""
-        return load_file(str(self.checkpoint_file), device=str(device))
+        try:
+            return load_file(str(self.checkpoint_file), device=str(device))
+        except Exception as exc:  # safetensors raises its own types for truncated or foreign files
+            raise _bad(self.checkpoint_file, "cannot read the checkpoint", exc) from None
 
     def checkpoint_epoch(self) -> int | None:
         """The epoch recorded in the checkpoint's metadata (None without a checkpoint)."""
         if not self.checkpoint_file.is_file():
             return None
-        with safe_open(str(self.checkpoint_file), "pt") as f:
-            return int((f.metadata() or {}).get("epoch", -1))
+        try:
+            with safe_open(str(self.checkpoint_file), "pt") as f:
+                return int((f.metadata() or {}).get("epoch", -1))
+        except Exception as exc:
+            raise _bad(self.checkpoint_file, "cannot read the checkpoint", exc) from None
 
     def load_state(self) -> dict[str, Any] | None:
         """The resume state (``epoch`` plus what was saved), or None when there is nothing consistent to resume.
@@ -163,7 +201,12 @@ class RunDir:
         """
         if not (self.state_file.is_file() and self.checkpoint_file.is_file()):
             return None
-        state = torch.load(self.state_file, map_location="cpu", weights_only=False)
+        try:  # never weights_only=False: a run directory may come from anywhere
+            state = torch.load(self.state_file, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise _bad(self.state_file, "cannot read the resume state", exc) from None
+        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+            raise _bad(self.state_file, "not a resume state written by visprompt")
         if state.get("epoch") != self.checkpoint_epoch():
             log.warning("%s: checkpoint and resume state disagree on the epoch; starting afresh", self.path)
             return None

@@ -1,10 +1,13 @@
-"""One run, end to end: data, backbone, method, training with checkpoints, evaluation, the run directory.
+""":func:`train_run`, what ``visprompt train`` calls: data, backbone, method, training with checkpoints,
+evaluation, the run directory.
 
-:func:`train_run` is what ``visprompt train`` calls. A run directory whose status is ``done`` is skipped; one
-holding a checkpoint resumes after its last completed epoch with the optimizer, scheduler, RNG and method
-state it saved, and ends with the same metrics as an uninterrupted run. Errors during setup (bad data or
-weights) leave no run directory behind; an error once training started marks the run ``failed`` and keeps
-the error in ``error.txt``.
+It locks the run directory (:mod:`visprompt.runlock`); a directory holding a run made with other settings (the
+whole resolved config is compared, not the name) is refused unless ``restart``. A run whose status is ``done``
+is skipped; one holding a checkpoint resumes after its last completed epoch with the optimizer, scheduler, RNG
+and method state it saved, and ends with the same metrics as an uninterrupted run. Before any compute, every
+image the run reads is checked (:mod:`visprompt.data.precheck`). Errors during setup (bad data or weights)
+leave no run directory behind; an error once training started marks the run ``failed`` and keeps the error in
+``error.txt`` (on a full disk, at least the status).
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
 from torch import nn
 
-from visprompt.config import RunConfig, load_config, to_dict, to_yaml
+from visprompt.config import RunConfig, load_config, to_yaml
 from visprompt.data.noise import BACKBONE_TYPES
 from visprompt.data.pipeline import prepare_fewshot, read_splits, splits_to_json
+from visprompt.data.precheck import check_run_data
 from visprompt.data.records import DatasetSplits
 from visprompt.engine.build import image_transform, load_clip, load_trainable, run_name, uses_tokens
 from visprompt.engine.data import FeatureData, FeatureSet, ImageData, encode_samples, predict_logits
@@ -31,7 +35,7 @@ from visprompt.engine.metrics import classification_metrics
 from visprompt.engine.noise_inputs import noise_inputs
 from visprompt.engine.optim import build_optimizer, build_scheduler
 from visprompt.engine.provenance import environment, git_sha, versions
-from visprompt.engine.rundir import DONE, FAILED, RUNNING, RunDir
+from visprompt.engine.rundir import DONE, FAILED, RUNNING, RunDir, RunFileError
 from visprompt.engine.runtime import (
     Precision,
     get_rng_state,
@@ -40,8 +44,10 @@ from visprompt.engine.runtime import (
     seed_everything,
     set_rng_state,
 )
+from visprompt.engine.sameconfig import config_differences
 from visprompt.errors import ConfigError
 from visprompt.methods import MethodBase, build_method, method_spec
+from visprompt.runlock import LOCK_NAME, folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +65,6 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
     resumed_from: int | None = None
-
-
-def _same_run(saved: RunConfig, cfg: RunConfig) -> bool:
-    """Whether two configs describe the same run (where it runs and writes, and with how many workers, may differ)."""
-    a, b = to_dict(saved), to_dict(cfg)
-    for d in (a, b):
-        d["run"] = {k: v for k, v in d["run"].items() if k not in ("device", "out_dir", "name", "threads")}
-        d["data"] = {k: v for k, v in d["data"].items() if k != "num_workers"}
-    return a == b
 
 
 def _backbone_key(cfg: RunConfig) -> str:
@@ -92,24 +89,86 @@ def _prepare_splits(cfg: RunConfig, rd: RunDir, clip: nn.Module, device: torch.d
     )  # fmt: skip
 
 
+def _run_path(cfg: RunConfig) -> Path:
+    """``<out_dir>/<name>``; a name that would leave ``out_dir`` (absolute, ``..``) is a ConfigError."""
+    name = run_name(cfg)
+    parts = PurePath(name).parts
+    if not parts or PurePath(name).is_absolute() or any(p in ("..", ".") for p in parts) or "\\" in name:
+        raise ConfigError(f"run.name {name!r}: expected a relative path inside --out, without '..' or '.' parts")
+    return Path(cfg.run.out_dir) / name
+
+
+# The files a run writes (--restart removes them, and only them).
+RUN_FILES = ("status", "error.txt", "metrics.json", "log.jsonl", "checkpoint.safetensors", "state.pt",
+             "split.json", "config.yaml", "worker.log")  # fmt: skip
+
+
 def train_run(
     cfg: RunConfig,
     *,
+    restart: bool = False,
     on_epoch_end: EpochHook | None = None,
     show_progress: bool | None = None,
 ) -> RunResult:
     """Train and evaluate one run as ``cfg`` describes, in ``<out_dir>/<name>``; see the module docstring.
 
-    ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written (tests raise there to
-    simulate a crash).
+    The run directory is locked (:func:`visprompt.runlock.folder_lock`) while this runs. A directory that
+    holds a run with other settings (finished or not) is refused, unless ``restart``, which deletes the
+    run's files first. ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written
+    (tests raise there to simulate a crash).
     """
-    rd = RunDir(Path(cfg.run.out_dir) / run_name(cfg))
-    if rd.is_done():
-        log.info("%s is done; skipping (delete its status file to run it again)", rd.path)
+    rd = RunDir(_run_path(cfg))
+    fresh = not rd.path.exists()
+    try:
+        with folder_lock(rd.path):
+            if restart:
+                _clear(rd)
+            return _locked_run(cfg, rd, on_epoch_end, show_progress)
+    finally:
+        if fresh:
+            _remove_if_empty(rd.path)
+
+
+def _clear(rd: RunDir) -> None:
+    for name in RUN_FILES:
+        (rd.path / name).unlink(missing_ok=True)
+    log.info("%s: removed the previous run's files (--restart)", rd.path)
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove a run directory that holds nothing but its lock file (a run whose setup failed)."""
+    try:
+        if {p.name for p in path.iterdir()} <= {LOCK_NAME}:
+            (path / LOCK_NAME).unlink(missing_ok=True)
+            path.rmdir()
+    except OSError:
+        pass
+
+
+def _saved_config(rd: RunDir) -> RunConfig:
+    try:
+        return load_config([rd.config_file])
+    except ConfigError as exc:
+        raise RunFileError(f"{exc}; run with --restart to start the run afresh, or choose another --name") from None
+
+
+def _locked_run(cfg: RunConfig, rd: RunDir, on_epoch_end: EpochHook | None, show_progress: bool | None) -> RunResult:
+    status = rd.status()
+    if rd.config_file.is_file():
+        diffs = config_differences(_saved_config(rd), cfg)
+        if diffs:
+            more = f" and {len(diffs) - 1} more" if len(diffs) > 1 else ""
+            state = "a finished" if status == DONE else "an unfinished"
+            raise ConfigError(
+                f"{rd.path} holds {state} run made with other settings ({diffs[0]}{more}); "
+                "add --restart to replace it, or choose another --name or --out"
+            )
+    elif status == DONE:
+        raise RunFileError(f"{rd.path}: status says done but config.yaml is missing; run with --restart")
+    if status == DONE:
+        log.info("%s is done with the same settings; skipping (--restart runs it again)", rd.path)
         metrics = rd.read_json("metrics.json") if rd.metrics_file.is_file() else {}
         return RunResult(rd.path, DONE, metrics, skipped=True)
-    if rd.config_file.is_file() and not _same_run(load_config([rd.config_file]), cfg):
-        raise ConfigError(f"{rd.path} holds a run with another configuration; choose another --name or --out")
     started = time.perf_counter()
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
@@ -117,6 +176,7 @@ def train_run(
     precision = resolve_precision(cfg.optim.precision, device)
     clip = load_clip(cfg, device)  # first: a missing weights file is the commonest setup error
     splits = _prepare_splits(cfg, rd, clip, device)
+    check_run_data(splits, workers=max(1, cfg.data.num_workers or 4))  # before any compute is spent
     seed_everything(cfg.run.seed)
     method = build_method(method_spec(cfg), clip, splits.classnames).to(device)
     rd.write_text("config.yaml", to_yaml(cfg))
@@ -128,8 +188,23 @@ def train_run(
             cfg, rd, splits, clip, method, device, precision, started, on_epoch_end, show_progress
         )
     except BaseException as exc:
-        rd.set_status(FAILED, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        _mark_failed(rd, exc)
         raise
+
+
+def _mark_failed(rd: RunDir, exc: BaseException) -> None:
+    """Status ``failed`` with the error; when the disk is full, at least the status (never left ``running``)."""
+    try:
+        rd.set_status(FAILED, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        return
+    except OSError:
+        pass
+    try:  # no room for a temporary file: overwrite the few bytes of the status file in place
+        with open(rd.status_file, "r+b" if rd.status_file.exists() else "wb") as f:
+            f.write(b"failed\n")
+            f.truncate()
+    except OSError:
+        log.error("%s: could not mark the run failed (status may read 'running')", rd.path)
 
 
 def _train_and_evaluate(
@@ -277,6 +352,11 @@ def _final_metrics(
 ) -> dict[str, Any]:
     scores = classification_metrics(logits.argmax(dim=-1), labels, splits.classnames)
     records = rd.read_log()
+    trained = cfg.optim.epochs if method.trains else 0  # the checkpoint's epoch: the truth, whatever the log says
+    logged = sorted({r["epoch"] for r in records if isinstance(r.get("epoch"), int)})
+    if logged != list(range(1, trained + 1)):
+        log.warning("%s: log.jsonl has records for %d of the %d epochs trained (a damaged log); metrics count %d",
+                    rd.log_file, len(logged), trained, trained)  # fmt: skip
     epoch_times = [float(r["epoch_time"]) for r in records if "epoch_time" in r]
     timings = {**timings, "train_s": sum(epoch_times), "epoch_mean_s": sum(epoch_times) / max(len(epoch_times), 1)}
     timings["total_s"] = (
@@ -293,7 +373,8 @@ def _final_metrics(
         "num_test": scores["num_samples"],
         "num_train": len(splits.train),
         "num_classes": len(splits.classnames),
-        "epochs": len(records),
+        "epochs": trained,
+        "log_complete": logged == list(range(1, trained + 1)),
         "last_epoch": records[-1] if records else None,
         "timings": timings,
         "trainable_parameters": sum(p.numel() for p in method.trainable_parameters()),

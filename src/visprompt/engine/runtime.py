@@ -102,7 +102,7 @@ def get_rng_state() -> dict[str, Any]:
     """Every global RNG state (Python, NumPy, torch CPU, and CUDA when initialised)."""
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state(np.random.get_state()),  # plain types: state.pt is read with weights_only=True
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -110,10 +110,19 @@ def get_rng_state() -> dict[str, Any]:
     return state
 
 
+def _numpy_state(state: tuple) -> tuple:
+    """NumPy's legacy generator state with its key array as a list of ints (no pickled arrays)."""
+    kind, keys, pos, has_gauss, gauss = state
+    return (str(kind), [int(k) for k in keys], int(pos), int(has_gauss), float(gauss))
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`get_rng_state` captured."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, (list, tuple)) and len(numpy_state) == 5 and not isinstance(numpy_state[1], np.ndarray):
+        numpy_state = (numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:])
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

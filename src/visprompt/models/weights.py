@@ -165,7 +165,12 @@ def read_weights(path: str | Path, *, expected_sha256: str | None = None) -> Wei
         raise
     except Exception as err:  # pickle, zip, safetensors header errors: one line naming the file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(f"{path}: cannot read weights ({first})") from err
+        if "weights_only" in str(err) or "Weights only load failed" in first:  # torch's advice is never ours
+            first = (
+                "not a weights file (not safetensors, a TorchScript archive or a tensor-only state dict); "
+                "visprompt never unpickles other objects"
+            )
+        raise WeightsError(f"{path}: cannot read weights ({first[:200]})") from None
     quick_gelu = obj.get("quick_gelu") if isinstance(obj, dict) and isinstance(obj.get("quick_gelu"), bool) else None
     return WeightsFile(path, _clean_state_dict(obj, path), "state_dict", quick_gelu, digest)
 

@@ -115,7 +115,9 @@ def sweep_failures(runs_dir: str | Path, known: Iterable[str] = ()) -> list[tupl
             runs = json.loads(path.read_text()).get("runs", [])
         except (OSError, ValueError, AttributeError):
             continue
-        for run in runs:
+        for run in runs if isinstance(runs, list) else []:
+            if not isinstance(run, dict):
+                continue
             name = f"{prefix}/{run.get('name')}" if prefix != "." else str(run.get("name"))
             if name not in known and run.get("status") not in ("done", "skipped"):
                 missing.append((name, str(run.get("status") or "pending"), run.get("error")))
@@ -164,11 +166,11 @@ def _read_run(run_dir: Path, root: Path) -> RunRecord:
 def _read_log(path: Path) -> Iterable[dict[str, Any]]:
     if not path.is_file():
         return
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
             yield flatten(json.loads(line))
         except (json.JSONDecodeError, AttributeError):
-            continue  # a line torn by a crash
+            continue  # a line torn by a crash (or a stray byte): the rest of the run still counts
 
 
 def _as_float(value: Any) -> float | None:

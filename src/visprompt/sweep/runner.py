@@ -32,6 +32,7 @@ from typing import Any
 
 from visprompt.config import RunConfig
 from visprompt.errors import ConfigError, VispromptError
+from visprompt.runlock import FolderLockedError, folder_lock
 from visprompt.sweep.grid import SweepRun
 from visprompt.sweep.state import EventLog, RunOutcome, config_change, read_status, write_summary
 
@@ -101,8 +102,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         return
     if address:
         ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    else:  # "local": always a private instance, never a cluster found through RAY_ADDRESS or an old address file
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
@@ -131,12 +132,15 @@ def run_sweep(
     if max_retries < 0 or cpus_per_run < 0 or gpus_per_run < 0:
         raise ConfigError("sweep: max_retries, cpus_per_run and gpus_per_run must be >= 0")
     start = time.perf_counter()
-    book = _Book(runs, Path(out_dir) if out_dir is not None else _common_out_dir(runs), max_retries, on_progress)
-    if not book.queue:  # every run is done already: nothing to start Ray for
-        book.close()
-    else:
-        with ray_session(address, num_cpus) as ray:
-            _drive(ray, book, run_fn or engine_run, cpus_per_run, gpus_per_run, local=address is None, poll_s=poll_s)
+    out = Path(out_dir) if out_dir is not None else _common_out_dir(runs)
+    with folder_lock(out, "sweep folder"):  # one sweep per out_dir; each run also locks its own directory
+        book = _Book(runs, out, max_retries, on_progress)
+        if not book.queue:  # every run is done already: nothing to start Ray for
+            book.close()
+        else:
+            with ray_session(address, num_cpus) as ray:
+                _drive(ray, book, run_fn or engine_run, cpus_per_run, gpus_per_run, local=address is None,
+                       poll_s=poll_s)  # fmt: skip
     seconds = time.perf_counter() - start
     log.info("sweep %s finished in %.1f s: %s", book.out, seconds, book.counts())
     return SweepResult(book.out, tuple(book.outcomes()), seconds, book.stale)
@@ -182,17 +186,16 @@ class _Book:
         self.done: list[str] = []
         self.failed: list[str] = []
         self.interrupted = False
+        stale = [change for change in map(config_change, self.skipped) if change]
+        if stale:  # their results would be reported under the grid's settings: refuse before anything runs
+            raise ConfigError(
+                f"sweep {out}: {len(stale)} finished runs do not match the settings the grid gives now, "
+                f"e.g. {stale[0]}; delete those run directories, or choose another out_dir (--out)"
+            )
+        self.stale: tuple[str, ...] = ()
         self.events = EventLog(out / "sweep-events.jsonl")
         for run in self.skipped:
             self.events.write(run.name, "skipped")
-        self.stale = tuple(filter(None, (config_change(r) for r in self.skipped)))
-        if self.stale:
-            log.warning(
-                "%d finished runs were made with another config than the grid gives now, e.g. %s; "
-                "their results are kept (delete them, or use another out_dir)",
-                len(self.stale),
-                self.stale[0],
-            )
         log.info("sweep %s: %d runs, %d already done, %d to run", out, len(runs), len(self.skipped), len(self.queue))
         self.progress()
 
@@ -275,7 +278,9 @@ def _outcome(ray: Any, ref: Any, run: SweepRun) -> tuple[str | None, bool]:
         cause = getattr(exc, "cause", None)  # the run function's own exception, when Ray could carry it
         err = cause if isinstance(cause, BaseException) else exc
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        return f"{type(err).__name__}: {lines[0] if lines else ''}"[:500], not isinstance(err, VispromptError)
+        # a lock still held by the lost attempt's process (a node dying) clears when that process is gone
+        retryable = not isinstance(err, VispromptError) or isinstance(err, FolderLockedError)
+        return f"{type(err).__name__}: {lines[0] if lines else ''}"[:500], retryable
     status = read_status(run.path)
     return (None, True) if status == DONE else (f"the run function returned but the run's status is {status!r}", True)
 

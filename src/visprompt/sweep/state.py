@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visprompt.config import RunConfig, load_config, to_dict
+from visprompt.config import load_config
+from visprompt.engine.sameconfig import config_differences, flat_config
 from visprompt.errors import ConfigError
 from visprompt.fileio import atomic_write_json
 from visprompt.sweep.grid import SweepRun
 
 __all__ = ["EventLog", "RunOutcome", "config_change", "flat_config", "read_status", "write_summary"]
-
-_WHERE_KEYS = ("run.out_dir", "run.name", "run.device", "run.threads")  # where a run ran, not what it computed
 
 
 @dataclass(frozen=True)
@@ -44,31 +43,14 @@ def read_status(run_dir: str | Path) -> str | None:
 
 
 def config_change(run: SweepRun) -> str | None:
-    """``"<run>: <key> <saved> -> <now>"`` when the run's saved config differs from its grid config, else None."""
+    """``"<run>: <key> <saved> -> <now>"`` when the run's saved config differs from its grid config (outside
+    where it runs), or says why it cannot be read; None when they agree."""
     try:
-        saved = flat_config(load_config([run.path / "config.yaml"]))
-    except (ConfigError, OSError):
-        return None  # unreadable or from another version: nothing to compare
-    now = flat_config(run.config)
-    for key in sorted(set(saved) | set(now)):
-        if key not in _WHERE_KEYS and saved.get(key) != now.get(key):
-            return f"{run.name}: {key} {saved.get(key)!r} -> {now.get(key)!r}"
-    return None
-
-
-def flat_config(cfg: RunConfig) -> dict[str, Any]:
-    """The config as ``{"optim.lr": 0.002, ...}``."""
-    out: dict[str, Any] = {}
-    for section, fields in to_dict(cfg).items():
-        stack = [(section, fields)]
-        while stack:
-            prefix, node = stack.pop()
-            for key, value in node.items():
-                if isinstance(value, dict):
-                    stack.append((f"{prefix}.{key}", value))
-                else:
-                    out[f"{prefix}.{key}"] = value
-    return out
+        saved = load_config([run.path / "config.yaml"])
+    except (ConfigError, OSError) as exc:
+        return f"{run.name}: config.yaml unreadable ({exc})"
+    diffs = config_differences(saved, run.config)
+    return f"{run.name}: {diffs[0]}" if diffs else None
 
 
 class EventLog:
