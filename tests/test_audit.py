@@ -70,7 +70,12 @@ def _splits(tmp_path, n: int = 6) -> DatasetSplits:
         path = tmp_path / f"{i}.png"
         path.write_bytes(b"")
         train.append(Sample(index=i, path=str(path), label=i % 2, true_label=i % 2, classname=names[i % 2]))
-    return DatasetSplits(name="csv", classnames=names, train=tuple(train), val=(), test=tuple(train[:2]))
+    test = []
+    for i in range(2):
+        path = tmp_path / f"test{i}.png"
+        path.write_bytes(b"")
+        test.append(Sample(index=i, path=str(path), label=i, true_label=i, classname=names[i]))
+    return DatasetSplits(name="csv", classnames=names, train=tuple(train), val=(), test=tuple(test))
 
 
 def test_csv_and_fix_files(tmp_path) -> None:
@@ -130,7 +135,7 @@ def test_audit_cli_errors_are_one_line(tmp_path, capsys) -> None:
     testbed = ["--backbone", "testbed", "--set", "backbone.weights=null"]
     assert cli.main(["audit", "--dataset", "csv", "--set", f"data.path={labels}", "--out", str(out), *testbed]) == 2
     assert "unknown column 'note'" in capsys.readouterr().err
-    assert not out.exists() and labels.read_bytes() == before  # nothing written, the user's file untouched
+    assert not any(out.rglob("*")) and labels.read_bytes() == before  # nothing written, the user's file untouched
     assert cli.main(["audit", "--dataset", "csv", "--set", f"data.path={labels}", "--fix", str(labels)]) == 2
     assert "never overwrites" in capsys.readouterr().err
 
