@@ -78,11 +78,12 @@ def task_features(task: str, root: Path, cache: Path) -> dict[str, Any]:
 def noisy_labels(task: str, root: Path, noise: str, rate: float, seed: int, features: np.ndarray) -> np.ndarray:
     """Given labels of the training split under ``noise`` at ``rate`` with ``seed`` (the package's noise code)."""
     import visprompt.testbed  # noqa: F401  (registers the testbed tasks)
+    from visprompt.config import NoiseSpec
     from visprompt.data.datasets import load_dataset
     from visprompt.data.noise import apply_noise
 
     splits = load_dataset(task, root)
-    noisy = apply_noise(splits.train, splits.classnames, noise, rate, seed=seed, features=features)
+    noisy = apply_noise(splits.train, splits.classnames, NoiseSpec(type=noise, rate=rate), seed=seed, features=features)
     return np.array([s.label for s in noisy])
 
 
@@ -148,7 +149,7 @@ def visprompt_probs(task: str, root: Path, noise: str, rate: float, seed: int, o
         f"data.dataset={task}", f"data.root={root}", "data.shots=all", "data.augment=false", "backbone.arch=testbed",
         "backbone.weights=null", "method.name=visprompt", f"noise.type={noise}", f"noise.rate={rate}",
         f"run.seed={seed}", f"optim.epochs={epochs}", f"run.out_dir={out}", "run.threads=1",
-    ], files=[Path(__file__).resolve().parents[1] / "src/visprompt/configs/methods/visprompt.yaml"])  # fmt: skip
+    ], method="visprompt")  # fmt: skip
     result = train_run(cfg, show_progress=False)
     return run_probabilities(result.run_dir, device="cpu")[1]
 

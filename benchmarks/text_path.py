@@ -1,4 +1,4 @@
-"""Benchmark of the text-encoder paths (DESIGN.md section 5): reference (77 tokens) vs truncated vs prefix-shared.
+"""Benchmark of the text-encoder paths (docs/performance.md): reference (77 tokens) vs truncated vs prefix-shared.
 
 Setting: VisPrompt-shaped prompts, ``[SOS] [16 context tokens] [class name] [.] [EOT]``, with one context per
 image (P = B contexts x C classes, as the cross-modal block produces), class names from CIFAR-100. The text

@@ -11,7 +11,7 @@ names, M = 16 context tokens. Steps compared, each side by side in one process:
   ``[SOS] [ctx_b] [name] [.] [EOT] [pad]`` through all L = 77 tokens of open_clip's text transformer, then the
   logits of that image. B x C x 77 token positions.
 * ``visprompt``: the library's step, :class:`~visprompt.models.PromptClassifier` on the exact prefix-shared text
-  path (DESIGN.md section 5): B x K + B x C x S token positions.
+  path (docs/performance.md): B x K + B x C x S token positions.
 * ``coop``: the library's CoOp step (one context for every image: K + C x S positions); ``coop-77`` (with
   ``--coop77``): CoOp as its authors run it, C x 77 positions.
 

@@ -79,6 +79,29 @@ def test_clip_like_probs_are_probabilities_with_noisy_labels() -> None:
     assert 0.3 < float((labels != true).float().mean()) < 0.6  # about half flipped (some flips land on the truth)
 
 
+@pytest.mark.parametrize("global_seed", [0, 5])
+def test_gpu_script_step_batches_do_not_depend_on_the_global_generator(clip, global_seed: int) -> None:
+    """gpu.py once drew labels and the clean mask from torch's global generator, whose state differs between
+    processes: global seed 5 drew no clean row at B = 2, CoOp's loss (CE on clean rows only) had no graph and its
+    step raised in some runs only. Now both come from a fixed seed, and CoOp's batch is all clean (its preset)."""
+    pooled, tokens = clip.encode_image(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    torch.manual_seed(global_seed)
+    split, coop_batch = gpu.step_batch(pooled, tokens, 5), gpu.step_batch(pooled, tokens, 5, split=False)
+    assert split["clean"].tolist() == [True, False] and coop_batch["clean"].all()
+    assert torch.equal(split["labels"], coop_batch["labels"])
+    torch.manual_seed(0)
+    learner = CoOpPromptLearner(clip, NAMES, n_ctx=4)
+    before = learner.context.ctx.detach().clone()
+    precision = gpu.resolve_precision("bf16", torch.device("cpu"))
+    torch.manual_seed(global_seed)
+    step = gpu.step_fn(
+        PromptClassifier(clip, learner).logits_from_features, train_step.COOP_LOSS, [learner.context.ctx],
+        precision, coop_batch,
+    )  # fmt: skip
+    step()
+    assert not torch.equal(learner.context.ctx.detach(), before)  # the step trained the context
+
+
 @pytest.mark.slow
 def test_gpu_script_smoke_on_cpu(tmp_path: Path) -> None:
     """``gpu.py --smoke`` runs every measurement on tiny models and writes its JSON and markdown."""

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "visprompt.commands.data",
     "visprompt.testbed.command",
     "visprompt.commands.config",
+    "visprompt.commands.methods",
 )
 
 

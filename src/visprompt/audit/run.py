@@ -54,7 +54,7 @@ def _check_run(run_dir: str | Path) -> Path:
 
 def _encode(loaded: Any, samples: tuple[Sample, ...], cache: Path | None) -> tuple[np.ndarray, np.ndarray, bool]:
     """Pooled features (N, E) and the run's probabilities (N, C) in one image pass, or from ``cache``."""
-    from visprompt.engine.build import image_transform, uses_tokens
+    from visprompt.engine.build import image_transform
     from visprompt.engine.data import _encoded_batches
     from visprompt.engine.runtime import resolve_precision
 
@@ -71,7 +71,7 @@ def _encode(loaded: Any, samples: tuple[Sample, ...], cache: Path | None) -> tup
                     log.info("frozen features and run probabilities of %d images from %s", len(samples), file)
                     return d["features"], d["probs"], True
     precision = resolve_precision("fp32", loaded.device)
-    keep_tokens = uses_tokens(loaded.method.classifier)
+    keep_tokens = bool(loaded.method.classifier.uses_tokens)
     classifier = loaded.method.classifier.eval()
     pooled, probs = [], []
     batches = _encoded_batches(loaded.clip, samples, image_transform(loaded.clip), cfg.optim.eval_batch_size,

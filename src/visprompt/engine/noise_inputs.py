@@ -1,4 +1,4 @@
-"""What label noise that depends on the frozen CLIP takes from it (DESIGN.md section 3).
+"""What label noise that depends on the frozen CLIP takes from it (README: asym-semantic and instance noise).
 
 Notation: N samples, C classes, E joint embedding width.
 

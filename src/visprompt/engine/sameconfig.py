@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from visprompt.config import RunConfig, to_dict
+from visprompt.config import RunConfig, flatten_tree, to_dict
 
 __all__ = ["WHERE_KEYS", "config_differences", "flat_config"]
 
@@ -19,17 +19,7 @@ WHERE_KEYS = frozenset({"run.out_dir", "run.name", "run.device", "run.threads", 
 
 def flat_config(cfg: RunConfig) -> dict[str, Any]:
     """The config as ``{"optim.lr": 0.002, ...}``."""
-    out: dict[str, Any] = {}
-    for section, fields in to_dict(cfg).items():
-        stack = [(section, fields)]
-        while stack:
-            prefix, node = stack.pop()
-            for key, value in node.items():
-                if isinstance(value, dict):
-                    stack.append((f"{prefix}.{key}", value))
-                else:
-                    out[f"{prefix}.{key}"] = value
-    return out
+    return flatten_tree(to_dict(cfg))
 
 
 def config_differences(saved: RunConfig, now: RunConfig) -> list[str]:

@@ -53,7 +53,7 @@ class NoSelection:
 
 @dataclass(frozen=True)
 class OTSelection:
-    """The OT split of DESIGN.md section 2 (see :func:`visprompt.selection.ot.ot_split`)."""
+    """The OT split of docs/method.md (see :func:`visprompt.selection.ot.ot_split`)."""
 
     scope: Literal["minibatch", "full"] = "minibatch"
     cost: Literal["neglogp", "negp"] = "neglogp"
