@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "visprompt.commands.train",
     "visprompt.commands.eval",
     "visprompt.commands.predict",
+    "visprompt.commands.audit",
     "visprompt.commands.sweep",
     "visprompt.commands.report",
     "visprompt.commands.data",

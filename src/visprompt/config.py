@@ -70,12 +70,14 @@ class DataConfig:
     dataset: str = "testbed-backgrounds"  # a registered dataset name, or "folder" / "csv" for the user's own data
     root: str = "DATA"  # folder holding one sub-folder per dataset (the CoOp layout)
     path: str | None = None  # image folder or CSV file when dataset is "folder" or "csv"
-    shots: int = 16  # K labelled training images per class (few-shot sampling happens before noise)
+    shots: int | Literal["all"] = 16  # K labelled training images per class (sampled before noise); "all": every one
     augment: bool = True  # random-resized-crop + flip on training images
     num_workers: int = 0  # data-loader worker processes
 
     def __post_init__(self) -> None:
-        _check(self.shots >= 1, "data.shots", f"expected an integer >= 1, got {self.shots}")
+        _check(
+            self.shots == "all" or self.shots >= 1, "data.shots", f"expected an integer >= 1 or all, got {self.shots}"
+        )
         _check(self.num_workers >= 0, "data.num_workers", f"expected an integer >= 0, got {self.num_workers}")
         _check(
             self.dataset not in ("folder", "csv") or bool(self.path),

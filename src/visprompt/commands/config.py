@@ -22,6 +22,16 @@ SHORTHANDS = {
 }
 
 
+def _shots(text: str) -> int | str:
+    """``--shots``: a positive integer or ``all``."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {text!r}") from None
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every command that resolves a RunConfig accepts."""
     group = parser.add_argument_group("run configuration (later layers win: presets, --config, flags, --set)")
@@ -32,7 +42,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--method", help=f"method and its recipe: {', '.join(METHODS.names())}")
     group.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML file (repeatable)")
     group.add_argument("--root", help="data root holding one folder per dataset")
-    group.add_argument("--shots", type=int, help="training images per class")
+    group.add_argument("--shots", type=_shots, help="training images per class, or 'all' (every training image)")
     group.add_argument("--noise", help=f"noise type: {', '.join(NOISE_TYPES.names())}")
     group.add_argument("--rate", type=float, help="noise rate in [0, 1)")
     group.add_argument("--weights", help="weights file, open_clip pretrained tag, or 'none' for random init")

@@ -47,6 +47,7 @@ NO_NOISE = NoiseSpec(type="none")
 SPLITS_FORMAT = "visprompt-splits/1"
 _TRAIN_STREAM, _VAL_STREAM = 0, 1  # few-shot generators: default_rng([stream, seed])
 VAL_SHOTS = 4  # validation keeps min(K, 4) images per class (CoOp)
+ALL_SHOTS = "all"  # data.shots: every training image (an audit covers them all), validation keeps VAL_SHOTS per class
 
 
 def splits_fingerprint(splits: DatasetSplits) -> str:
@@ -59,7 +60,9 @@ def splits_fingerprint(splits: DatasetSplits) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_path(cache_dir: str | Path, dataset: str, shots: int, seed: int, tag: str, path: str | None = None) -> Path:
+def cache_path(
+    cache_dir: str | Path, dataset: str, shots: int | str, seed: int, tag: str, path: str | None = None
+) -> Path:
     """``<cache_dir>/<dataset>[-<hash of path>]-<K>shot-seed<seed>-<noise tag>.json``."""
     name = (
         dataset if path is None else f"{dataset}-{hashlib.sha256(os.fsencode(Path(path).absolute())).hexdigest()[:8]}"
@@ -67,10 +70,10 @@ def cache_path(cache_dir: str | Path, dataset: str, shots: int, seed: int, tag: 
     return Path(cache_dir) / f"{name}-{shots}shot-seed{seed}-{tag}.json"
 
 
-def _check_settings(shots: int, noise: NoiseSpec) -> None:
-    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
-        raise ConfigError(f"data.shots: expected an integer >= 1, got {shots!r}")
-    if noise.type == "pairs-per-class" and noise.false_per_class > shots:
+def _check_settings(shots: int | str, noise: NoiseSpec) -> None:
+    if shots != ALL_SHOTS and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
+        raise ConfigError(f"data.shots: expected an integer >= 1 or {ALL_SHOTS!r}, got {shots!r}")
+    if noise.type == "pairs-per-class" and shots != ALL_SHOTS and noise.false_per_class > shots:
         raise ConfigError(f"noise.false_per_class={noise.false_per_class} exceeds data.shots={shots}")
 
 
@@ -148,7 +151,7 @@ ImageFeatures = Callable[[Sequence[Sample]], np.ndarray]  # training samples -> 
 def prepare_fewshot(
     dataset: str,
     root: str | Path,
-    shots: int,
+    shots: int | str,
     noise: NoiseSpec = NO_NOISE,
     seed: int = 1,
     path: str | None = None,
@@ -163,7 +166,8 @@ def prepare_fewshot(
 
     Args:
         dataset, root, path: as for :func:`~visprompt.data.datasets.load_dataset`.
-        shots: K images per class (a class holding fewer raises :class:`DataError`).
+        shots: K images per class (a class holding fewer raises :class:`DataError`), or ``"all"``: the whole
+            training split (what an audit covers); validation then keeps 4 images per class.
         noise: the noise setting (:func:`~visprompt.data.noise.apply_noise`).
         seed: seeds the few-shot choice and the noise (separate streams).
         cache_dir: where the realisation is cached (None: no cache).
@@ -186,9 +190,14 @@ def prepare_fewshot(
     if cached is not None:
         train, val = cached
     else:
-        train = sample_few_shot(task.train, shots, np.random.default_rng([_TRAIN_STREAM, seed]))
+        if shots == ALL_SHOTS:
+            train = task.train
+            val_shots = VAL_SHOTS
+        else:
+            train = sample_few_shot(task.train, shots, np.random.default_rng([_TRAIN_STREAM, seed]))
+            val_shots = min(shots, VAL_SHOTS)
         val = sample_few_shot(
-            task.val, min(shots, VAL_SHOTS), np.random.default_rng([_VAL_STREAM, seed]), strict=False, where="val split"
+            task.val, val_shots, np.random.default_rng([_VAL_STREAM, seed]), strict=False, where="val split"
         )
         train = _add_noise(train, full, task, noise, seed, semantic_targets, image_features)
     splits = DatasetSplits(name=full.name, classnames=task.classnames, train=train, val=val, test=task.test)
@@ -208,7 +217,7 @@ def prepare_fewshot(
         }  # fmt: skip
         atomic_write_json(file, record)
         logger.info("cached few-shot split in %s", file)
-    logger.info("%s: %d-shot train %d images (%d noisy), val %d, test %d", full.name, shots, len(train),
+    logger.info("%s: %s-shot train %d images (%d noisy), val %d, test %d", full.name, shots, len(train),
                 stats["num_noisy"], len(val), len(task.test))  # fmt: skip
     return splits
 
