@@ -36,7 +36,7 @@ import torch
 from _common import class_names, header, markdown_table
 from PIL import Image
 
-from visprompt.config import config_dir, load_config
+from visprompt.config import load_config
 from visprompt.engine.rundir import RunDir
 from visprompt.engine.runner import train_run
 
@@ -64,8 +64,8 @@ def fabricate_folder(root: Path, n_cls: int, shots: int, size: int = 256, seed: 
 def run_variant(method: str, variant: str, overrides: list[str], out: Path, seed: int = 1) -> dict:
     """Train one run; its timings, accuracy and checkpoint folder."""
     cfg = load_config(
-        [config_dir() / "methods" / f"{method}.yaml"],
-        [
+        method=method,
+        overrides=[
             *overrides,
             *VARIANTS[variant],
             f"run.out_dir={out}",

@@ -8,8 +8,9 @@ precision, side by side:
   images: images per second of the feature-cache pass and of evaluation.
 * ``visprompt`` / ``naive`` / ``coop``: one training step on cached image features at B = 16 (the paper's) as in
   ``benchmarks/train_step.py``: the library's VisPrompt step (prefix-shared text path), the authors' 77-token
-  forward of the same model, and the library's CoOp step. ``max|dlogit|``: the largest logit difference from the
-  naive forward (eval mode, same weights).
+  forward of the same model, and the library's CoOp step. Labels and VisPrompt's clean mask (~60% clean) are
+  drawn from a fixed seed; CoOp's step trains on every row (its preset has no split). ``max|dlogit|``: the largest
+  logit difference from the naive forward (eval mode, same weights).
 * ``visprompt+enc`` / ``coop+enc``: the same steps with the image encoder run on B images at full resolution first
   (training with augmentation, where nothing can be cached).
 * ``eval visprompt``: logits of ``--encode-batch`` cached images (no grad).
@@ -145,6 +146,26 @@ class Recorder:
         (self.out / "gpu_bench.md").write_text(text)
 
 
+def step_batch(pooled: torch.Tensor, tokens: torch.Tensor, n_classes: int, *, split: bool = True) -> dict:
+    """A training batch on cached features (B rows): float32 features, labels and the clean mask of the split.
+
+    ``split``: about 60% of the rows clean (VisPrompt's steps); else every row (CoOp's preset selects nothing and
+    trains CE on all rows, as the engine does). Labels and mask come from their own seeded generator, not torch's
+    global one, whose state differs between processes: an all-noisy draw for CoOp's clean-only CE (B = 2 in
+    ``--smoke``) left a loss with no term to differentiate, and the step failed in some runs only.
+    """
+    g = torch.Generator().manual_seed(1)
+    n = pooled.shape[0]
+    labels = torch.randint(0, n_classes, (n,), generator=g)
+    clean = torch.rand(n, generator=g) < 0.6 if split else torch.ones(n, dtype=torch.bool)
+    return {
+        "pooled": pooled.float(),
+        "tokens": tokens.float(),
+        "labels": labels.to(pooled.device),
+        "clean": clean.to(pooled.device),
+    }
+
+
 def step_fn(logits_fn, loss, params, precision: Precision, batch: dict[str, torch.Tensor], clip=None):
     """One training step; with ``clip`` the images are encoded first (no grad), as with augmentation on."""
     optimizer = build_optimizer(params, lr=2e-3)
@@ -157,7 +178,10 @@ def step_fn(logits_fn, loss, params, precision: Precision, batch: dict[str, torc
             else:
                 pooled, tokens = batch["pooled"], batch["tokens"]
             logits = logits_fn(pooled, tokens)  # (B, C)
-        loss(logits.float(), batch["labels"], batch["clean"])[0].backward()
+        total = loss(logits.float(), batch["labels"], batch["clean"])[0]
+        if not total.requires_grad:
+            raise RuntimeError("the loss has no term to differentiate (no row in any subset the loss weighs)")
+        total.backward()
         optimizer.step()
 
     return step
@@ -171,13 +195,9 @@ def bench_model(rec: Recorder, args: argparse.Namespace, arch: str, precision: P
     images = torch.randn(max(args.encode_batch, args.batch), 3, size, size, generator=g).to(device)
     with torch.no_grad(), precision.autocast():
         pooled, tokens = clip.encode_image(images)
-    batch = {
-        "pooled": pooled[: args.batch].float(),
-        "tokens": tokens[: args.batch].float(),
-        "images": images[: args.batch],
-        "labels": torch.randint(0, args.classes, (args.batch,)).to(device),
-        "clean": (torch.rand(args.batch) < 0.6).to(device),
-    }
+    pooled_b, tokens_b, images_b = pooled[: args.batch], tokens[: args.batch], images[: args.batch]
+    batch = {"images": images_b, **step_batch(pooled_b, tokens_b, args.classes)}
+    coop_batch = {"images": images_b, **step_batch(pooled_b, tokens_b, args.classes, split=False)}
     base = {"arch": arch, "precision": precision.name, "C": args.classes}
     timing = {"warmup": args.warmup, "repeats": args.repeats}
 
@@ -207,19 +227,20 @@ def bench_model(rec: Recorder, args: argparse.Namespace, arch: str, precision: P
         )
         vis.train()
     steps = {
-        "naive": (naive, VISPROMPT_LOSS, vis_params, None),
-        "visprompt": (vis_cls.logits_from_features, VISPROMPT_LOSS, vis_params, None),
-        "coop": (coop_cls.logits_from_features, COOP_LOSS, coop_params, None),
-        "visprompt+enc": (vis_cls.logits_from_features, VISPROMPT_LOSS, vis_params, clip),
-        "coop+enc": (coop_cls.logits_from_features, COOP_LOSS, coop_params, clip),
+        "naive": (naive, VISPROMPT_LOSS, vis_params, batch, None),
+        "visprompt": (vis_cls.logits_from_features, VISPROMPT_LOSS, vis_params, batch, None),
+        "coop": (coop_cls.logits_from_features, COOP_LOSS, coop_params, coop_batch, None),
+        "visprompt+enc": (vis_cls.logits_from_features, VISPROMPT_LOSS, vis_params, batch, clip),
+        "coop+enc": (coop_cls.logits_from_features, COOP_LOSS, coop_params, coop_batch, clip),
     }
     if args.compile:
-        steps["compiled visprompt"] = (torch.compile(vis_cls.logits_from_features), VISPROMPT_LOSS, vis_params, None)
+        compiled = torch.compile(vis_cls.logits_from_features)
+        steps["compiled visprompt"] = (compiled, VISPROMPT_LOSS, vis_params, batch, None)
     done: dict[str, dict] = {}
-    for what, (fn, loss, params, enc) in steps.items():
+    for what, (fn, loss, params, step_data, enc) in steps.items():
         if what == "naive" and args.skip_naive:
             continue
-        step = step_fn(fn, loss, params, precision, batch, enc)
+        step = step_fn(fn, loss, params, precision, step_data, enc)
         reps = {"warmup": 1, "repeats": max(1, args.repeats // 4)} if what == "naive" else timing
 
         def measure(step=step, reps=reps) -> dict[str, Any]:
@@ -260,12 +281,7 @@ def bench_classes(rec: Recorder, args: argparse.Namespace, precision: Precision,
         pooled, tokens = clip.encode_image(images)  # (B, E), (B, T, E)
     for n_classes in args.class_sweep:
         names = class_names(n_classes)
-        batch = {
-            "pooled": pooled.float(),
-            "tokens": tokens.float(),
-            "labels": torch.randint(0, n_classes, (args.batch,)).to(device),
-            "clean": (torch.rand(args.batch) < 0.6).to(device),
-        }
+        batch = step_batch(pooled, tokens, n_classes)
 
         def measure(names=names, batch=batch) -> dict[str, Any]:
             torch.manual_seed(0)

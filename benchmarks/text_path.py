@@ -1,4 +1,4 @@
-"""Benchmark of the text-encoder paths (DESIGN.md section 5): reference (77 tokens) vs truncated vs prefix-shared.
+"""Benchmark of the text-encoder paths (docs/performance.md): reference (77 tokens) vs truncated vs prefix-shared.
 
 Setting: VisPrompt-shaped prompts, ``[SOS] [16 context tokens] [class name] [.] [EOT]``, with one context per
 image (P = B contexts x C classes, as the cross-modal block produces), class names from CIFAR-100. The text
@@ -20,6 +20,15 @@ The profiled (memory) call doubles as the warm-up; the timed calls follow it (me
 
     PYTHONPATH=src python benchmarks/text_path.py            # full grid
     PYTHONPATH=src python benchmarks/text_path.py --quick    # B=1 for C in {10, 47, 100}, and B=16 at C=10; 1 repeat
+
+``--floor`` measures instead the distinct-token floor of a whole VisPrompt training step (the cross-modal block,
+the prefix-shared text path, CE, backward, an SGD update, on cached image features of RN50's shape) with the
+text encoder as it was (``padded``: every class's body padded to the longest name, the full last layer) and as
+it is (``floor``: classes grouped by name length, the last layer at EOT only), side by side in one process:
+token positions per step against the distinct ones (the prefix once per image, each class's own suffix once
+per (image, class)), CPU time, peak memory, and the logits and gradients of one against the other.
+
+    PYTHONPATH=src python benchmarks/text_path.py --floor --threads 1    # C in {10, 47, 100}, B = 4
 """
 
 from __future__ import annotations
@@ -30,11 +39,13 @@ import platform
 
 import torch
 import torch.nn.functional as F
-from _common import class_names, peak_memory_mb, timed
+from _common import class_names, header, markdown_table, peak_memory_mb, timed
 
+from visprompt.models.classifier import PromptClassifier
 from visprompt.models.context import PromptContext
 from visprompt.models.frozen_clip import FrozenCLIP
-from visprompt.models.text import TextEncoder
+from visprompt.models.text import TextEncoder, distinct_positions
+from visprompt.models.visprompt import VisPromptLearner
 
 PATHS = ("reference", "truncated", "prefix")
 N_CTX = 16
@@ -138,18 +149,93 @@ def print_row(r: dict) -> None:
     )
 
 
+def floor_rows(clip: FrozenCLIP, n_cls: int, batch: int, repeats: int, n_tokens: int = 50) -> list[dict]:
+    """The VisPrompt step with the padded text encoder and with the distinct-token floor, side by side."""
+    torch.manual_seed(0)
+    learner = VisPromptLearner(clip, class_names(n_cls), n_ctx=N_CTX)
+    learner.train()
+    gen = torch.Generator().manual_seed(n_cls)
+    pooled = torch.randn(batch, clip.embed_dim, generator=gen)  # (B, E) cached image features
+    tokens = torch.randn(batch, n_tokens, clip.embed_dim, generator=gen)  # (B, T, E)
+    labels = torch.randint(0, n_cls, (batch,), generator=gen)
+    params = [p for p in learner.parameters() if p.requires_grad]
+    k, idx = learner.prefix_len, learner.pool_index
+    distinct = distinct_positions(idx, batch, k)
+    models = {}
+    for name, bucket in (("padded", False), ("floor", True)):
+        models[name] = PromptClassifier(clip, learner)
+        models[name].text_encoder.bucket = bucket
+    outs = {}
+    for name, model in models.items():  # parity first: the timed steps below update the parameters
+        with torch.random.fork_rng(devices=[]):  # the same dropout masks for both
+            torch.manual_seed(1)
+            for p in params:
+                p.grad = None
+            logits = model.logits_from_features(pooled, tokens)
+            F.cross_entropy(logits, labels).backward()
+            outs[name] = (logits.detach(), [p.grad.clone() for p in params])
+    rows = []
+    for name, model in models.items():
+        optimizer = torch.optim.SGD(params, lr=1e-3)
+
+        def step(model: PromptClassifier = model, optimizer: torch.optim.Optimizer = optimizer) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model.logits_from_features(pooled, tokens), labels).backward()
+            optimizer.step()
+
+        mb = peak_memory_mb(step)  # also the warm-up
+        wall, cpu = timed(step, repeats)
+        positions = model.text_encoder.positions(idx, batch, k)
+        rows.append({"C": n_cls, "B": batch, "text path": name, "positions": positions, "distinct": distinct,
+                     "x distinct": positions / distinct, "wall s": wall, "cpu s": cpu, "peak MB": mb})  # fmt: skip
+    (la, ga), (lb, gb) = outs["padded"], outs["floor"]
+    g_max = max(float(g.abs().max()) for g in ga)
+    rows[1]["max|dlogit|"] = float((la - lb).abs().max())
+    rows[1]["grad rel"] = max(float((x - y).abs().max()) for x, y in zip(ga, gb, strict=True)) / g_max
+    for row in rows:
+        row["speed-up (cpu)"] = rows[0]["cpu s"] / row["cpu s"]
+        row["speed-up (wall)"] = rows[0]["wall s"] / row["wall s"]
+    return rows
+
+
+FLOOR_COLUMNS = ["C", "B", "text path", "positions", "distinct", "x distinct", "wall s", "cpu s", "speed-up (cpu)",
+                 "speed-up (wall)", "peak MB", "max|dlogit|", "grad rel"]  # fmt: skip
+FLOOR_FORMATS = {"x distinct": "{:.2f}", "wall s": "{:.2f}", "cpu s": "{:.2f}", "speed-up (cpu)": "{:.2f}x",
+                 "speed-up (wall)": "{:.2f}x", "peak MB": "{:.0f}", "max|dlogit|": "{:.1e}",
+                 "grad rel": "{:.1e}"}  # fmt: skip
+
+
+def main_floor(args: argparse.Namespace) -> None:
+    print(header(f"float32, median of {args.repeats} after a warm-up; memory: torch.profiler CPU events"))
+    rows = []
+    for arch in args.towers:
+        clip = text_tower(arch)
+        print(f"\n{arch} text tower, VisPrompt step on cached features (M = {N_CTX}, T = 50, CIFAR-100 names)")
+        for n_cls in args.classes:
+            for batch in args.batch:
+                rows += floor_rows(clip, n_cls, batch, args.repeats)
+                print(markdown_table(rows[-2:], FLOOR_COLUMNS, FLOOR_FORMATS), flush=True)
+    print("\nAll rows\n" + markdown_table(rows, FLOOR_COLUMNS, FLOOR_FORMATS))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="B=1 for every C plus B=16 at C=10, one repeat")
-    parser.add_argument("--towers", nargs="+", default=["RN50", "ViT-B-16"])
+    parser.add_argument("--towers", nargs="+", default=None, help="default RN50 ViT-B-16 (--floor: RN50)")
     parser.add_argument("--classes", nargs="+", type=int, default=[10, 47, 100])
-    parser.add_argument("--batch", nargs="+", type=int, default=[1, 16])
+    parser.add_argument("--batch", nargs="+", type=int, default=None, help="default 1 16 (--floor: 4)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--max-ref-gb", type=float, default=8.0, help="skip timing the reference above this estimate")
+    parser.add_argument("--floor", action="store_true", help="the padded vs the floor text encoder in a VisPrompt step")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.floor:
+        args.towers, args.batch = args.towers or ["RN50"], args.batch or [4]
+        main_floor(args)
+        return
+    args.towers, args.batch = args.towers or ["RN50", "ViT-B-16"], args.batch or [1, 16]
     grid = [(c, b) for b in args.batch for c in args.classes]
     if args.quick:
         grid = [(c, 1) for c in args.classes] + [(min(args.classes), max(args.batch))]

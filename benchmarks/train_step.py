@@ -11,7 +11,7 @@ names, M = 16 context tokens. Steps compared, each side by side in one process:
   ``[SOS] [ctx_b] [name] [.] [EOT] [pad]`` through all L = 77 tokens of open_clip's text transformer, then the
   logits of that image. B x C x 77 token positions.
 * ``visprompt``: the library's step, :class:`~visprompt.models.PromptClassifier` on the exact prefix-shared text
-  path (DESIGN.md section 5): B x K + B x C x S token positions.
+  path (docs/performance.md), classes grouped by name length: B x K + B x sum_c S_c token positions.
 * ``coop``: the library's CoOp step (one context for every image: K + C x S positions); ``coop-77`` (with
   ``--coop77``): CoOp as its authors run it, C x 77 positions.
 
@@ -53,6 +53,7 @@ from visprompt.engine.optim import build_optimizer
 from visprompt.methods.objective import SplitLoss
 from visprompt.methods.selection import OTSelection
 from visprompt.models import CoOpPromptLearner, FrozenCLIP, PromptClassifier, VisPromptLearner
+from visprompt.models.text import TextEncoder
 from visprompt.selection.ot import ot_split
 
 N_CTX = 16
@@ -104,12 +105,13 @@ class NaivePrompts(nn.Module):
         return torch.stack(rows)  # (B, C)
 
 
-def token_positions(name: str, learner: nn.Module, batch: int, n_cls: int, length: int) -> int:
-    """Token positions the text transformer runs per step."""
-    k = learner.prefix_len
-    s = int(learner.pool_index.max()) + 1 - k
+def token_positions(name: str, learner: nn.Module, batch: int, n_cls: int, clip: FrozenCLIP) -> int:
+    """Token positions the text transformer runs per step (the library's steps: as its text encoder counts them)."""
     contexts = batch if name.startswith("visprompt") or name == "naive" else 1
-    return contexts * n_cls * length if name in ("naive", "coop-77") else contexts * (k + n_cls * s)
+    if name in ("naive", "coop-77"):
+        return contexts * n_cls * clip.context_length
+    enc = TextEncoder(clip, "auto", learner.prefix_len)
+    return enc.positions(learner.pool_index, contexts, learner.prefix_len)
 
 
 def make_step(model, loss: SplitLoss, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]):
@@ -197,7 +199,7 @@ def bench_steps(
             row = {
                 "B": batch_size,
                 "step": name,
-                "tokens": token_positions(name, learner, batch_size, args.classes, clip.context_length),
+                "tokens": token_positions(name, learner, batch_size, args.classes, clip),
                 "wall s": wall,
                 "cpu s": cpu,
                 "peak MB": mb,

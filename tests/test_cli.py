@@ -54,3 +54,16 @@ def test_an_error_raised_in_a_dataloader_worker_is_still_one_line() -> None:
     assert "Original Traceback" in str(info.value)  # torch's multi-line wrapper
     assert error_line(info.value) == "image DATA/img0.png: cannot decode (truncated file)"
     assert error_line(DataError("plain message")) == "plain message"
+
+
+def test_methods_lists_the_registry_and_prints_a_recipe(capsys) -> None:
+    from visprompt.registry import METHODS
+
+    assert main(["methods"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == METHODS.names()
+    assert main(["methods", "nlprompt"]) == 0
+    out = capsys.readouterr().out
+    assert "method.selection.scope: 'full'" in out and "method.loss.noisy: 'mae'" in out
+    assert main(["methods", "nlprompts"]) == 2
+    assert "did you mean 'nlprompt'" in capsys.readouterr().err

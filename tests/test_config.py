@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 import yaml
 
-from visprompt.config import RunConfig, config_dir, load_config, parse_override, to_yaml
+from visprompt.config import RunConfig, flatten_tree, load_config, parse_override, to_dict, to_yaml
 from visprompt.errors import ConfigError
+from visprompt.registry import METHODS
 
 
 def test_defaults_are_the_paper_protocol() -> None:
@@ -99,11 +100,59 @@ def test_configs_are_frozen() -> None:
         RunConfig().optim.lr = 1.0  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("path", sorted(config_dir().glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_every_shipped_preset_resolves(path) -> None:
-    load_config([path])
+# ------------------------------------------------------------------------------------------ method recipes
+
+METHOD_NAMES = METHODS.names()
 
 
-def test_method_presets_name_their_method() -> None:
-    for path in (config_dir() / "methods").glob("*.yaml"):
-        assert load_config([path]).method.name == path.stem
+def _recipe_view(cfg: RunConfig) -> dict:
+    flat = flatten_tree(to_dict(cfg))
+    return {key: flat[key] for key in METHODS.get(cfg.method.name).recipe}
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_every_layer_that_names_a_method_gets_exactly_its_recipe(name: str, tmp_path) -> None:
+    recipe = METHODS.get(name).recipe
+    by_flag = load_config(method=name)
+    by_set = load_config(overrides=[f"method.name={name}"])
+    by_mapping = load_config(overrides={"method.name": name})
+    yaml_file = tmp_path / "mine.yaml"
+    yaml_file.write_text(f"method: {{name: {name}}}\noptim: {{lr: 0.01}}\n")
+    by_yaml = load_config([yaml_file])
+    assert by_flag == by_set == by_mapping == dataclasses.replace(by_yaml, optim=by_flag.optim)
+    assert _recipe_view(by_flag) == dict(recipe)
+    # the field defaults are plain CE with no selection: nothing of another method's recipe leaks in
+    if "method.selection.kind" not in recipe:
+        assert by_flag.method.selection.kind == "none"
+
+
+def test_later_layers_change_single_fields_of_the_recipe() -> None:
+    cfg = load_config(overrides=["method.loss.alpha=0.7"], method="nlprompt")
+    assert cfg.method.loss.alpha == 0.7
+    assert (cfg.method.selection.kind, cfg.method.selection.scope, cfg.method.loss.noisy) == ("ot", "full", "mae")
+    # the method named by the last layer decides the recipe, whatever the shorthand said
+    coop = load_config(overrides=["method.name=coop"], method="visprompt")
+    assert (coop.method.name, coop.method.selection.kind, coop.method.loss.noisy) == ("coop", "none", "none")
+
+
+def test_a_variant_is_its_base_recipe_plus_its_changes() -> None:
+    base, variant = load_config(method="visprompt"), load_config(method="visprompt-clean-only")
+    assert METHODS.get("visprompt-clean-only").variant_of == "visprompt"
+    assert variant.method.loss.noisy == "none"
+    assert dataclasses.replace(variant, method=base.method) == base
+    assert dataclasses.replace(variant.method, name="visprompt", loss=base.method.loss) == base.method
+
+
+def test_unknown_method_and_backbone_preset() -> None:
+    with pytest.raises(ConfigError, match=r"^method.name: unknown method 'cop'; did you mean 'coop'"):
+        load_config(method="cop")
+    cfg = load_config(backbone="rn50")
+    assert (cfg.backbone.arch, cfg.backbone.weights) == ("RN50-quickgelu", "openai")
+    assert load_config(backbone="ViT-L-14").backbone.arch == "ViT-L-14"  # not a preset: an open_clip name
+    assert load_config(backbone="testbed").backbone.weights is None
+
+
+def test_yaml_1_1_exponents_are_numbers_in_every_layer(tmp_path) -> None:
+    file = tmp_path / "lr.yaml"
+    file.write_text("optim: {lr: 1e-3}\n")  # YAML 1.1 reads this as a string
+    assert load_config([file]).optim.lr == 1e-3

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from visprompt.config import NoiseSpec
 from visprompt.data import pipeline
 from visprompt.data.datasets import load_dataset
 from visprompt.data.fake import make_fake_dataset, write_image
@@ -61,7 +62,7 @@ def test_few_shot_errors_and_the_lenient_mode(dtd_root: Path) -> None:
 
 def test_prepare_fewshot_protocol(dtd_root: Path) -> None:
     full = load_dataset("dtd", dtd_root)
-    splits = prepare_fewshot("dtd", dtd_root, 8, "sym", 0.5, seed=3)
+    splits = prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("sym", 0.5), seed=3)
     truths = [s.true_label for s in splits.train]
     assert [truths.count(c) for c in range(4)] == [8] * 4  # K images of every class, before noise
     assert sum(s.is_noisy for s in splits.train) == 16  # exactly floor(0.5 * 32)
@@ -69,9 +70,9 @@ def test_prepare_fewshot_protocol(dtd_root: Path) -> None:
     assert per_class(splits.val) == [4] * 4 and not any(s.is_noisy for s in splits.val)  # min(K, 4), clean
     assert splits.test == full.test
     # the images depend on (dataset, K, seed) only: every noise setting shares them
-    clean = prepare_fewshot("dtd", dtd_root, 8, "none", seed=3)
-    asym = prepare_fewshot("dtd", dtd_root, 8, "asym", 0.25, seed=3)
-    ppc = prepare_fewshot("dtd", dtd_root, 8, "pairs-per-class", false_per_class=2, seed=3)
+    clean = prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("none"), seed=3)
+    asym = prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("asym", 0.25), seed=3)
+    ppc = prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("pairs-per-class", false_per_class=2), seed=3)
     for other in (clean, asym, ppc):
         assert [s.path for s in other.train] == [s.path for s in splits.train]
         assert other.val == splits.val
@@ -81,11 +82,12 @@ def test_prepare_fewshot_protocol(dtd_root: Path) -> None:
 
 def test_cache_is_written_reused_and_identical_for_every_method(dtd_root: Path, tmp_path: Path, monkeypatch) -> None:
     cache = tmp_path / "cache"
-    first = prepare_fewshot("dtd", dtd_root, 4, "sym", 0.5, seed=1, cache_dir=cache)
+    first = prepare_fewshot("dtd", dtd_root, 4, NoiseSpec("sym", 0.5), seed=1, cache_dir=cache)
     files = list(cache.iterdir())
-    assert [f.name for f in files] == ["dtd-4shot-seed1-sym0.5.json"]
+    assert [f.name for f in files] == ["dtd-4shot-seed1-sym-0.5.json"]
     record = json.loads(files[0].read_text())
-    assert record["key"]["noise"] == {"type": "sym", "rate": 0.5, "false_per_class": 0, "pair_flip": False}
+    assert record["key"]["noise"] == {"type": "sym", "rate": 0.5, "false_per_class": 0, "pair_flip": False,
+                                      "open_set_classes": 0}  # fmt: skip
     assert record["train"]["label"] == [s.label for s in first.train]
     assert record["stats"]["num_noisy"] == 8
 
@@ -95,24 +97,24 @@ def test_cache_is_written_reused_and_identical_for_every_method(dtd_root: Path, 
     monkeypatch.setattr(pipeline, "sample_few_shot", boom)
     monkeypatch.setattr(pipeline, "apply_noise", boom)
     for _method in ("coop", "nlprompt", "visprompt"):  # every method asks for the same split
-        assert prepare_fewshot("dtd", dtd_root, 4, "sym", 0.5, seed=1, cache_dir=cache) == first
+        assert prepare_fewshot("dtd", dtd_root, 4, NoiseSpec("sym", 0.5), seed=1, cache_dir=cache) == first
     monkeypatch.undo()
-    assert prepare_fewshot("dtd", dtd_root, 4, "sym", 0.5, seed=1) == first  # without a cache, too
+    assert prepare_fewshot("dtd", dtd_root, 4, NoiseSpec("sym", 0.5), seed=1) == first  # without a cache, too
 
 
 def test_a_changed_dataset_or_corrupt_cache_is_rebuilt(dtd_root: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    prepare_fewshot("dtd", dtd_root, 4, "sym", 0.25, seed=1, cache_dir=cache)
+    prepare_fewshot("dtd", dtd_root, 4, NoiseSpec("sym", 0.25), seed=1, cache_dir=cache)
     file = next(cache.iterdir())
     file.write_text("{broken")
-    again = prepare_fewshot("dtd", dtd_root, 4, "sym", 0.25, seed=1, cache_dir=cache)
+    again = prepare_fewshot("dtd", dtd_root, 4, NoiseSpec("sym", 0.25), seed=1, cache_dir=cache)
     assert json.loads(file.read_text())["format"] == pipeline.CACHE_FORMAT
     split_file = dtd_root / "dtd" / "split_zhou_DescribableTextures.json"
     raw = json.loads(split_file.read_text())
     raw["train"] = raw["train"][:-1]
     split_file.write_text(json.dumps(raw))
     before = json.loads(file.read_text())["fingerprint"]
-    changed = prepare_fewshot("dtd", dtd_root, 4, "sym", 0.25, seed=1, cache_dir=cache)
+    changed = prepare_fewshot("dtd", dtd_root, 4, NoiseSpec("sym", 0.25), seed=1, cache_dir=cache)
     assert json.loads(file.read_text())["fingerprint"] != before
     assert len(changed.train) == len(again.train) == 16
 
@@ -120,9 +122,9 @@ def test_a_changed_dataset_or_corrupt_cache_is_rebuilt(dtd_root: Path, tmp_path:
 def test_bad_settings_fail_before_anything_is_read(tmp_path: Path) -> None:
     missing = tmp_path / "no-root"
     with pytest.raises(ConfigError, match=r"noise.rate: expected a value in \[0, 1\), got 1.0"):
-        prepare_fewshot("dtd", missing, 4, "sym", 1.0)
+        prepare_fewshot("dtd", missing, 4, NoiseSpec("sym", 1.0))
     with pytest.raises(ConfigError, match=r"noise.false_per_class=5 exceeds data.shots=4"):
-        prepare_fewshot("dtd", missing, 4, "pairs-per-class", false_per_class=5)
+        prepare_fewshot("dtd", missing, 4, NoiseSpec("pairs-per-class", false_per_class=5))
     with pytest.raises(ConfigError, match=r"data.shots"):
         prepare_fewshot("dtd", missing, 0)
     with pytest.raises(DataError, match="data root"):
@@ -141,7 +143,7 @@ def test_k_larger_than_a_class_and_missing_images(dtd_root: Path, tmp_path: Path
 
 
 def test_splits_json_round_trip(dtd_root: Path, tmp_path: Path) -> None:
-    splits = prepare_fewshot("dtd", dtd_root, 4, "asym", 0.5, seed=2)
+    splits = prepare_fewshot("dtd", dtd_root, 4, NoiseSpec("asym", 0.5), seed=2)
     unknown = splits.train[0].__class__(**{**splits.train[0].__dict__, "true_label": None})
     splits = splits.__class__(splits.name, splits.classnames, (unknown, *splits.train[1:]), splits.val, splits.test)
     record = splits_to_json(splits)

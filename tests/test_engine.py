@@ -259,12 +259,37 @@ def test_fit_steps_once_per_batch_and_records_every_epoch() -> None:
     method = CE(_Probe())
     opt = build_optimizer(method.trainable_parameters(), lr=0.5)
     sched = build_scheduler(opt, epochs=3, warmup_epochs=0)
-    seen = []
+    seen, steps = [], []
+    real_step = opt.step
+    opt.step = lambda *a, **k: (steps.append(len(seen)), real_step(*a, **k))[1]  # type: ignore[method-assign]
     records = fit(method, data, opt, sched, epochs=3, batch_size=4, precision=precision, seed=0,
                   on_epoch_end=lambda e, r: seen.append(e), show_progress=False)  # fmt: skip
     assert seen == [1, 2, 3] and [r["epoch"] for r in records] == [1, 2, 3]
+    assert steps == [0, 0, 1, 1, 2, 2]  # 8 samples in batches of 4: two optimizer steps in each epoch
     assert records[-1]["loss"] < records[0]["loss"]
     assert int(opt.state_dict()["state"][0]["momentum_buffer"].abs().sum() > 0)
+
+
+def test_fit_takes_no_step_on_a_loss_without_a_graph() -> None:
+    """A split loss weighing only an empty subset (CE on clean rows, none clean) is a constant 0 with no graph:
+    the loop logs it and skips the optimizer step instead of failing in backward (gpu.py's own step did fail)."""
+    from visprompt.engine.loop import fit
+    from visprompt.methods.base import MethodBase
+    from visprompt.methods.objective import SplitLoss
+
+    class CleanOnly(MethodBase):
+        def forward(self, batch):
+            none_clean = torch.zeros_like(batch["labels"], dtype=torch.bool)
+            loss, _ = SplitLoss(clean="ce", noisy="none", alpha=1.0)(self.logits(batch), batch["labels"], none_clean)
+            return {"loss": loss}
+
+    data, precision = _feature_data()
+    probe = _Probe()
+    opt = build_optimizer(probe.trainable_parameters(), lr=0.5)
+    records = fit(CleanOnly(probe), data, opt, build_scheduler(opt, epochs=1), epochs=1, batch_size=4,
+                  precision=precision, seed=0, show_progress=False)  # fmt: skip
+    assert records[0]["loss"] == 0.0 and not opt.state_dict()["state"]  # no step taken
+    assert bool((probe.weight == 0).all())
 
 
 def test_a_diverging_loss_stops_training_with_a_one_line_error() -> None:

@@ -9,7 +9,6 @@ import pytest
 
 import visprompt.cli as cli
 from test_engine_runs import COLOURS, world  # noqa: F401  (the module-scoped fixture)
-from visprompt.commands.train import INTERRUPT_ENV, SimulatedInterruption
 from visprompt.engine.progress import progress
 
 
@@ -55,11 +54,21 @@ def test_train_eval_predict(world, tmp_path, capsys) -> None:  # noqa: F811
 
 
 def test_train_resumes_after_a_simulated_kill(world, tmp_path, capsys, monkeypatch) -> None:  # noqa: F811
-    monkeypatch.setenv(INTERRUPT_ENV, "1")
-    with pytest.raises(SimulatedInterruption):
+    from visprompt.engine import runner
+
+    class Killed(RuntimeError):
+        pass
+
+    def killed_after_epoch_1(epoch: int, record: dict) -> None:
+        if epoch == 1:
+            raise Killed("as if the process had been killed after epoch 1")
+
+    real = runner.train_run
+    monkeypatch.setattr(runner, "train_run", lambda cfg, **kw: real(cfg, **kw, on_epoch_end=killed_after_epoch_1))
+    with pytest.raises(Killed):
         cli.main(_train_args(world, tmp_path))
     assert (tmp_path / "cli" / "status").read_text().strip() == "failed"
-    monkeypatch.delenv(INTERRUPT_ENV)
+    monkeypatch.setattr(runner, "train_run", real)
     assert cli.main(_train_args(world, tmp_path)) == 0
     assert "resumed after epoch 1" in capsys.readouterr().out
     assert cli.main(_train_args(world, tmp_path)) == 0

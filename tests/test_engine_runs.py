@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from visprompt.config import load_config
+from visprompt.config import NoiseSpec, flatten_tree, load_config
 from visprompt.engine import load_run, train_run
 from visprompt.methods import METHODS
 
@@ -42,16 +42,13 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 
 def config(world: dict[str, Path], method: str, out: Path, *overrides: str):
-    from visprompt.config import config_dir
-
-    preset = config_dir() / "methods" / f"{method}.yaml"
     base = [
         "data.dataset=folder", f"data.path={world['data']}", "data.shots=4", "data.augment=false",
         f"backbone.arch={world['arch']}", "backbone.weights=null", "noise.type=sym", "noise.rate=0.25",
         "optim.epochs=2", "optim.batch_size=4", "optim.eval_batch_size=8", "prompt.n_ctx=4",
         "run.device=cpu", f"run.out_dir={out}", "run.name=run",
     ]  # fmt: skip
-    return load_config([preset], [*base, *overrides])
+    return load_config(overrides=[*base, *overrides], method=method)
 
 
 LOG_FIELDS = {"epoch", "lr", "loss", "epoch_time"}
@@ -74,7 +71,12 @@ def test_every_method_trains_end_to_end(world, tmp_path, method: str) -> None:
     assert len(split["train"]["label"]) == 12 and len(split["test"]["label"]) == 9
     metrics = json.loads((rd / "metrics.json").read_text())
     assert set(metrics) >= METRIC_FIELDS
-    assert 0.0 <= metrics["top1"] <= 100.0 and set(metrics["per_class_accuracy"]) == set(COLOURS)
+    per_class = metrics["per_class_accuracy"]
+    assert set(per_class) == set(COLOURS)  # 3 test images per class: top-1 is the mean of the per-class accuracies
+    assert metrics["top1"] == pytest.approx(sum(per_class.values()) / len(per_class), abs=1e-6)
+    saved = flatten_tree(yaml.safe_load((rd / "config.yaml").read_text()))
+    recipe = {k: v for k, v in METHODS.get(method).recipe.items() if k.startswith("method.")}
+    assert {k: saved[k] for k in recipe} == recipe  # the run trained exactly its method's recipe
     log = [json.loads(line) for line in (rd / "log.jsonl").read_text().splitlines()]
     from safetensors.torch import load_file
 
@@ -201,10 +203,10 @@ def test_clip_dependent_and_open_set_noise_train_end_to_end(world, tmp_path, kin
         assert len(split["classnames"]) == 2 == result.metrics["num_classes"] and len(labels) == 8
         assert sum(t == 2 for t in truth) == 2 == sum(noisy) == split["stats"]["num_open_set"]  # floor(0.25 * 8)
         assert set(split["test"]["label"]) == {0, 1} and len(split["test"]["label"]) == 6
-        assert cached == ["folder-" + cached[0].split("-")[1] + "-4shot-seed1-open-set0.25-k1.json"]
+        assert cached == ["folder-" + cached[0].split("-")[1] + "-4shot-seed1-open-set-0.25-k1.json"]
         return
     key = hashlib.sha256(f"{world['arch']}|None".encode()).hexdigest()[:8]
-    assert len(cached) == 1 and cached[0].endswith(f"-{kind}0.25-{key}.json")  # keyed by the backbone
+    assert len(cached) == 1 and cached[0].endswith(f"-{kind}-0.25-{key}.json")  # keyed by the backbone
     clip = load_clip(cfg, torch.device("cpu"))
     if kind == "asym-semantic":
         targets = semantic_targets(clip, split["classnames"], "folder")
@@ -217,5 +219,5 @@ def test_clip_dependent_and_open_set_noise_train_end_to_end(world, tmp_path, kin
     tf = build_transform(input_size(clip), clip.mean, clip.std, train=False)
     feats = image_features(clip, clean, tf, batch_size=8, device=torch.device("cpu"),
                            precision=resolve_precision("fp32", torch.device("cpu")))  # fmt: skip
-    again = apply_noise(clean, split["classnames"], "instance", 0.25, seed=cfg.run.seed, features=feats)
+    again = apply_noise(clean, split["classnames"], NoiseSpec("instance", 0.25), seed=cfg.run.seed, features=feats)
     assert [s.label for s in again] == labels  # the engine drew the noise from these images' features

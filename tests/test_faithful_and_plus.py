@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from visprompt.config import config_dir, load_config
+from visprompt.config import load_config
 from visprompt.engine.loop import fit
 from visprompt.engine.runtime import Precision
 from visprompt.errors import ConfigError
@@ -16,8 +15,7 @@ from visprompt.methods import TrainView, build_method, method_spec
 from visprompt.methods.objective import SplitLoss
 from visprompt.methods.plus import RECIPE, PlusMethod
 from visprompt.methods.prompt import PromptMethod
-from visprompt.methods.selection import OTSelection, epoch_batches
-from visprompt.selection.ot import ot_split_per_batch
+from visprompt.methods.selection import OTSelection, epoch_batches, split_per_batch
 
 
 class DropoutProbe(nn.Module):
@@ -33,6 +31,9 @@ class DropoutProbe(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [self.weight]
+
+    def last_stats(self) -> dict[str, float]:
+        return {}
 
 
 def _planted(n: int = 32, classes: int = 4, flipped: int = 8) -> dict[str, torch.Tensor]:
@@ -99,7 +100,7 @@ def test_epoch_scope_splits_in_eval_mode_per_minibatch_before_the_epochs_updates
     assert torch.equal(data.reads[0][1], start) and not torch.equal(data.reads[1][1], start)
     # the split is one OT problem per mini-batch of a seeded shuffled pass (the loop's generator for the epoch)
     gen = torch.Generator().manual_seed((3 * 1_000_003 + 0 * 7919) % 2**63 + 2)
-    expected = ot_split_per_batch(
+    expected = split_per_batch(
         torch.softmax(batch["pooled"] @ start, dim=-1), batch["labels"], epoch_batches(32, 8, gen)
     )
     n_clean = int(expected.clean.sum())
@@ -165,13 +166,12 @@ def test_alpha_halves_the_clean_step_and_normalize_alpha_restores_coops() -> Non
 
 
 def _preset(name: str, *overrides: str):
-    return load_config([config_dir() / "methods" / f"{name}.yaml"], list(overrides))
+    return load_config(overrides=list(overrides), method=name)
 
 
 def test_visprompt_plus_preset_is_its_recipe() -> None:
     cfg = _preset("visprompt-plus")
-    tree = yaml.safe_load((config_dir() / "methods" / "visprompt-plus.yaml").read_text())
-    assert tree["method"]["name"] == "visprompt-plus"
+    assert cfg.method.name == "visprompt-plus"
     for key, value in RECIPE.items():
         node: object = cfg
         for part in key.split("."):

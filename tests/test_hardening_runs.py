@@ -48,15 +48,13 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 
 def config(world: dict[str, Path], out: Path, *overrides: str, data: Path | None = None):
-    from visprompt.config import config_dir
-
     base = [
         "data.dataset=folder", f"data.path={data or world['data']}", "data.shots=2", "data.augment=false",
         f"backbone.arch={world['arch']}", "backbone.weights=null", "noise.type=sym", "noise.rate=0.25",
         "optim.epochs=2", "optim.batch_size=4", "optim.eval_batch_size=8", "prompt.n_ctx=2",
         "run.device=cpu", f"run.out_dir={out}", "run.name=run",
     ]  # fmt: skip
-    return load_config([config_dir() / "methods" / "coop.yaml"], [*base, *overrides])
+    return load_config(overrides=[*base, *overrides], method="coop")
 
 
 class Crash(RuntimeError):

@@ -15,9 +15,8 @@ from visprompt.losses import (
     per_sample_loss,
     sce,
     split_loss_terms,
-    visprompt_loss,
-    visprompt_loss_terms,
 )
+from visprompt.methods.objective import SplitLoss
 
 
 def _batch(b: int = 12, c: int = 7, scale: float = 3.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,55 +120,43 @@ def test_bad_arguments_raise() -> None:
         cross_entropy(logits, labels[:3])
 
 
-def test_visprompt_loss_is_the_batch_normalised_weighted_sum() -> None:
+def test_split_loss_is_the_batch_normalised_weighted_sum() -> None:
     logits, labels = _batch(b=10)
     clean = torch.tensor([True, False] * 5)
     ce = F.cross_entropy(logits, labels, reduction="none")
     g = gce(logits, labels, q=0.5, reduction="none")
-    expected = (0.3 * ce[clean].sum() + 0.7 * g[~clean].sum()) / 10
-    terms = visprompt_loss_terms(logits, labels, clean, alpha=0.3)
-    torch.testing.assert_close(terms["loss"], expected)
-    torch.testing.assert_close(terms["clean"] + terms["noisy"], terms["loss"])
-    torch.testing.assert_close(visprompt_loss(logits, labels, clean, alpha=0.3), expected)
-    # The subset-mean reading of the equation.
-    subset = visprompt_loss(logits, labels, clean, alpha=0.3, normalize="subset")
-    torch.testing.assert_close(subset, 0.3 * ce[clean].mean() + 0.7 * g[~clean].mean())
+    loss, parts = SplitLoss(clean="ce", noisy="gce", alpha=0.3, q=0.5)(logits, labels, clean)
+    torch.testing.assert_close(loss, (0.3 * ce[clean].sum() + 0.7 * g[~clean].sum()) / 10)
+    assert parts["loss_clean"] == pytest.approx(float(ce[clean].mean()), abs=1e-6)
+    # split_loss_terms's subset-mean reading of the equation
+    c, n = split_loss_terms(ce, g, clean, weights=(0.3, 0.7), normalize="subset")
+    torch.testing.assert_close(c + n, 0.3 * ce[clean].mean() + 0.7 * g[~clean].mean())
 
 
-def test_visprompt_loss_with_an_empty_subset() -> None:
+def test_split_loss_with_an_empty_subset() -> None:
     logits, labels = _batch(b=8)
     logits.requires_grad_(True)
     ce = F.cross_entropy(logits, labels)
     all_clean = torch.ones(8, dtype=torch.bool)
-    torch.testing.assert_close(visprompt_loss(logits, labels, all_clean, alpha=1.0), ce)  # CoOp exactly
-    torch.testing.assert_close(visprompt_loss(logits, labels, all_clean, alpha=0.5), 0.5 * ce)
-    none_clean = ~all_clean
-    for normalize in ("batch", "subset"):
-        loss = visprompt_loss(logits, labels, none_clean, alpha=0.5, normalize=normalize)
-        torch.testing.assert_close(loss, 0.5 * gce(logits, labels, q=0.5))
-        (grad,) = torch.autograd.grad(loss, logits)
-        assert torch.isfinite(grad).all()
-    empty = visprompt_loss(logits[:0], labels[:0], all_clean[:0])
-    assert empty.item() == 0.0
+    torch.testing.assert_close(SplitLoss(noisy="none", alpha=1.0)(logits, labels, all_clean)[0], ce)  # CoOp exactly
+    torch.testing.assert_close(SplitLoss(alpha=0.5)(logits, labels, all_clean)[0], 0.5 * ce)
+    loss, _ = SplitLoss(alpha=0.5)(logits, labels, ~all_clean)
+    torch.testing.assert_close(loss, 0.5 * gce(logits, labels, q=0.5))
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.isfinite(grad).all()
 
 
-def test_visprompt_loss_options() -> None:
+def test_split_loss_options() -> None:
     logits, labels = _batch(b=6)
     clean = torch.tensor([True, True, False, False, False, True])
-    with_mae = visprompt_loss(logits, labels, clean, noisy_loss="mae")
+    with_mae, _ = SplitLoss(noisy="mae")(logits, labels, clean)
     expected = (
         0.5 * cross_entropy(logits, labels, reduction="none")[clean].sum()
         + 0.5 * mae(logits, labels, reduction="none")[~clean].sum()
     ) / 6
     torch.testing.assert_close(with_mae, expected)
-    with_sce = visprompt_loss(logits, labels, clean, noisy_loss="sce", noisy_kwargs={"alpha": 1.0, "beta": 0.0})
-    torch.testing.assert_close(with_sce, 0.5 * cross_entropy(logits, labels))  # SCE(alpha=1, beta=0) is CE
     with pytest.raises(UnknownNameError):
-        visprompt_loss(logits, labels, clean, noisy_loss="focal")
-    with pytest.raises(ValueError, match="clean_mask"):
-        visprompt_loss(logits, labels, clean.long())
-    with pytest.raises(ValueError, match="alpha"):
-        visprompt_loss(logits, labels, clean, alpha=1.5)
+        per_sample_loss("focal", logits, labels)
 
 
 def test_per_sample_loss_looks_up_the_registry() -> None:

@@ -28,9 +28,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 
 def config(world, out: Path, method: str, precision: str):
-    from visprompt.config import config_dir
-
-    return load_config([config_dir() / "methods" / f"{method}.yaml"], [
+    return load_config(method=method, overrides=[
         "data.dataset=folder", f"data.path={world['data']}", "data.shots=2", "data.augment=false",
         f"backbone.arch={world['arch']}", "backbone.weights=null", "noise.type=sym", "noise.rate=0.25",
         "optim.epochs=2", "optim.batch_size=3", "optim.eval_batch_size=8", "prompt.n_ctx=2",

@@ -85,5 +85,5 @@ def test_paper_backbones_build_offline_and_count_parameters(arch: str, visprompt
     assert tokens.shape == (1, 50 if arch == "RN50" else 197, clip.embed_dim)
     names = [f"class {i}" for i in range(10)]
     visprompt = PromptClassifier(clip, VisPromptLearner(clip, names)).summary()
-    assert visprompt["trainable_total"] == visprompt_params  # the figures DESIGN.md asks to report
+    assert visprompt["trainable_total"] == visprompt_params  # the trainable parameter count each run reports
     assert PromptClassifier(clip, CoOpPromptLearner(clip, names)).summary()["trainable_total"] == 16 * 512

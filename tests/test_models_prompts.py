@@ -10,7 +10,6 @@ from visprompt.errors import ConfigError
 from visprompt.models.classifier import PromptClassifier, ZeroShotClassifier
 from visprompt.models.cocoop import CoCoOpPromptLearner
 from visprompt.models.coop import CoOpPromptLearner
-from visprompt.models.prompts import PROMPT_LEARNERS
 from visprompt.models.templates import templates_for
 from visprompt.models.tiny import tiny_clip, tiny_image_batch
 from visprompt.models.visprompt import VisPromptLearner
@@ -195,6 +194,11 @@ def test_zero_shot_templates_and_ensembles(clip, images) -> None:
     assert mixed(images).shape == (3, len(NAMES)) and mixed.trainable_parameters() == []
 
 
-def test_registry_names() -> None:
-    assert PROMPT_LEARNERS.names() == ["cocoop", "coop", "visprompt"]
-    assert PROMPT_LEARNERS.get("visprompt") is VisPromptLearner
+def test_learners_and_classifiers_meet_the_protocols(clip) -> None:
+    from visprompt.models.protocols import Classifier, PromptLearner
+
+    for learner in (CoOpPromptLearner(clip, NAMES, n_ctx=2), VisPromptLearner(clip, NAMES, n_ctx=2)):
+        assert isinstance(learner, PromptLearner)
+        assert isinstance(PromptClassifier(clip, learner), Classifier)
+    assert isinstance(ZeroShotClassifier(clip, NAMES), Classifier)
+    assert not isinstance(object(), Classifier)

@@ -143,3 +143,92 @@ def test_bidirectional_tower_falls_back_to_reference() -> None:
     assert resolve_text_path(clip, "auto", prefix_len=17) == "reference"
     with pytest.raises(ConfigError, match="not causal"):
         resolve_text_path(clip, "truncated", prefix_len=17)
+
+
+# -- the distinct-token floor: classes grouped by length, the last layer at the pooled token -------------------
+
+FLOOR_NAMES = ("dog", "golden retriever", "cat", "sweet pepper", "a rather long class name with many words", "ox")
+
+
+def _learner(kind: str, clip):
+    from visprompt.models.cocoop import CoCoOpPromptLearner
+    from visprompt.models.visprompt import VisPromptLearner
+
+    torch.manual_seed(3)
+    if kind == "coop":
+        return CoOpPromptLearner(clip, FLOOR_NAMES, n_ctx=4)
+    if kind == "coop-csc":
+        return CoOpPromptLearner(clip, FLOOR_NAMES, n_ctx=4, csc=True)
+    if kind == "coop-middle":
+        return CoOpPromptLearner(clip, FLOOR_NAMES, n_ctx=4, class_token_position="middle")
+    if kind == "cocoop":
+        return CoCoOpPromptLearner(clip, FLOOR_NAMES)
+    return VisPromptLearner(clip, FLOOR_NAMES, n_ctx=4, vis_tokens="global" if kind == "visprompt-global" else "patch")
+
+
+@pytest.fixture(scope="module")
+def floor_clip():
+    return tiny_clip("vit", seed=4)
+
+
+@pytest.mark.parametrize(
+    ("kind", "chunk"),
+    [(k, None) for k in ("coop", "coop-csc", "coop-middle", "cocoop", "visprompt", "visprompt-global")]
+    + [("visprompt", 2), ("coop-csc", 2)],
+)
+def test_length_groups_give_the_padded_logits_and_gradients(floor_clip, kind: str, chunk: int | None) -> None:
+    """Grouped by length (and last layer at EOT) vs padded to the longest vs all 77 tokens: logits to 1e-5."""
+    from visprompt.models.classifier import PromptClassifier
+    from visprompt.models.tiny import tiny_image_batch
+
+    clip = floor_clip
+    learner = _learner(kind, clip)
+    learner.eval()  # no dropout: the three runs see the same function
+    pooled, tokens = clip.encode_image(tiny_image_batch(clip, batch=3, seed=1))
+    results = {}
+    for name, path, bucket in (("floor", "auto", True), ("padded", "auto", False), ("reference", "reference", True)):
+        model = PromptClassifier(clip, learner, text_path=path, class_chunk=chunk)
+        model.text_encoder.bucket = bucket
+        learner.zero_grad(set_to_none=True)
+        logits = model.logits_from_features(pooled, tokens)
+        (logits * torch.linspace(-1, 1, logits.numel()).reshape(logits.shape)).sum().backward()
+        grads = [p.grad.clone() for p in learner.parameters() if p.requires_grad]
+        results[name] = (logits.detach(), grads)
+    ref_logits, ref_grads = results["reference"]
+    assert ref_logits.std() > 0
+    for name in ("floor", "padded"):
+        logits, grads = results[name]
+        assert (logits - ref_logits).abs().max().item() < 1e-5, name
+        for g, g_ref in zip(grads, ref_grads, strict=True):
+            assert ((g - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-30)).item() < 1e-4, (
+                name
+            )  # float32 rounding
+
+
+def test_the_prefix_path_runs_the_distinct_positions_only() -> None:
+    from visprompt.models.text import distinct_positions, length_groups
+    from visprompt.models.visprompt import VisPromptLearner
+
+    clip = tiny_clip("vit")
+    learner = VisPromptLearner(clip, FLOOR_NAMES, n_ctx=4)
+    idx, k = learner.pool_index, learner.prefix_len
+    assert len(length_groups(idx)) >= 3  # the names really differ in length
+    floor = TextEncoder(clip, "prefix", k)
+    padded = TextEncoder(clip, "prefix", k, bucket=False)
+    distinct = distinct_positions(idx, 8, k)
+    assert floor.positions(idx, 8, k) == distinct
+    assert padded.positions(idx, 8, k) == 8 * (k + len(FLOOR_NAMES) * (int(idx.max()) + 1 - k)) > distinct
+    assert TextEncoder(clip, "prefix", k, class_chunk=1).positions(idx, 8, k) == distinct
+
+
+def test_a_mixed_length_call_still_pools_each_class_at_its_own_token(clips) -> None:
+    """encode_prefix_shared called directly on unequal lengths keeps the full last layer and gathers per class."""
+    from visprompt.models.text import encode_prefix_shared
+
+    clip = clips[torch.float64]
+    prefix, body, idx = _learned(clip, 2, False)
+    prompts = PromptEmbeddings(prefix.detach(), body.detach(), idx)
+    assert len(set(idx.tolist())) > 1
+    direct = encode_prefix_shared(clip, prompts)
+    ref = TextEncoder(clip, "reference", prefix_len=K)(prompts)
+    assert (F.normalize(direct, dim=-1) - F.normalize(ref, dim=-1)).abs().max().item() < 1e-10

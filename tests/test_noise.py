@@ -6,17 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from visprompt.config import NoiseSpec
 from visprompt.data.noise import (
     apply_noise,
     noise_stats,
-    noise_tag,
     num_noisy,
     pair_noise,
     pairs_per_class_noise,
     symmetric_noise,
 )
 from visprompt.data.records import Sample
-from visprompt.errors import ConfigError, DataError, UnknownNameError
+from visprompt.errors import ConfigError, DataError
 
 # Upper 0.1% point of the chi-square distribution with 8 degrees of freedom (C = 10: 9 other classes).
 CHI2_999_DF8 = 26.12
@@ -137,31 +137,34 @@ def _samples(c: int, k: int, truth_known: bool = True) -> tuple[Sample, ...]:
 def test_apply_noise_changes_observed_labels_only_and_keeps_everything_else() -> None:
     names = [f"class {i}" for i in range(4)]
     clean = _samples(4, 8)
-    noisy = apply_noise(clean, names, "sym", rate=0.5, seed=5)
+    noisy = apply_noise(clean, names, NoiseSpec("sym", 0.5), seed=5)
     assert len(noisy) == len(clean)
     assert sum(s.is_noisy for s in noisy) == 16
     for before, after in zip(clean, noisy, strict=True):
         assert (after.index, after.path, after.true_label) == (before.index, before.path, before.true_label)
         assert after.classname == names[after.label]
     assert noise_stats(noisy) == {"num_samples": 32, "num_noisy": 16, "num_unknown": 0, "noise_rate": 0.5}
-    assert apply_noise(clean, names, "sym", rate=0.5, seed=5) == noisy
-    assert apply_noise(clean, names, "sym", rate=0.5, seed=6) != noisy
-    assert apply_noise(clean, names, "none", rate=0.5, seed=5) == clean
+    assert apply_noise(clean, names, NoiseSpec("sym", 0.5), seed=5) == noisy
+    assert apply_noise(clean, names, NoiseSpec("sym", 0.5), seed=6) != noisy
+    assert apply_noise(clean, names, NoiseSpec("none"), seed=5) == clean
 
 
 def test_apply_noise_with_unknown_truth_keeps_it_unknown() -> None:
-    noisy = apply_noise(_samples(3, 4, truth_known=False), ["a", "b", "c"], "asym", rate=0.5, seed=0)
+    noisy = apply_noise(_samples(3, 4, truth_known=False), ["a", "b", "c"], NoiseSpec("asym", 0.5), seed=0)
     assert all(s.true_label is None for s in noisy)
     assert noise_stats(noisy)["num_unknown"] == 12 and noise_stats(noisy)["noise_rate"] is None
 
 
 def test_unknown_noise_type_suggests_the_closest() -> None:
-    with pytest.raises(UnknownNameError, match=r"unknown noise type 'symm'; did you mean 'sym'\?"):
-        apply_noise(_samples(2, 2), ["a", "b"], "symm", rate=0.5)
+    with pytest.raises(ConfigError, match=r"unknown noise type 'symm'; did you mean 'sym'"):
+        NoiseSpec("symm", 0.5)
 
 
-def test_noise_tags_name_the_setting() -> None:
-    assert noise_tag("sym", 0.5) == "sym0.5"
-    assert noise_tag("asym", 0.125) == "asym0.125"
-    assert noise_tag("sym", 0.0) == noise_tag("none", 0.3) == noise_tag("pairs-per-class") == "none"
-    assert noise_tag("pairs-per-class", false_per_class=4, pair_flip=True) == "ppc4-pair"
+def test_noise_tags_and_labels_name_the_setting() -> None:
+    assert (NoiseSpec("sym", 0.5).tag, NoiseSpec("sym", 0.5).label) == ("sym-0.5", "sym 50%")
+    assert (NoiseSpec("asym", 0.125).tag, NoiseSpec("asym", 0.125).label) == ("asym-0.125", "asym 12.5%")
+    assert NoiseSpec("sym", 0.0).label == NoiseSpec("none").label == NoiseSpec("pairs-per-class").label == "clean"
+    flip = NoiseSpec("pairs-per-class", false_per_class=4, pair_flip=True)
+    assert (flip.tag, flip.label) == ("pairs4-flip", "pairs-flip 4/class")
+    with pytest.raises(ConfigError, match=r"^noise.pair_flip: not used by noise.type=sym"):
+        NoiseSpec("sym", 0.5, pair_flip=True)

@@ -12,16 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from visprompt.config import NoiseConfig, load_config
+from visprompt.config import NoiseSpec, load_config
 from visprompt.data import pipeline
 from visprompt.data.fake import make_fake_dataset
 from visprompt.data.noise import (
-    NOISE_TYPES,
     apply_noise,
     instance_noise,
     nearest_other_class,
     noise_stats,
-    noise_tag,
     num_noisy,
     open_set_noise,
     pair_noise,
@@ -29,7 +27,7 @@ from visprompt.data.noise import (
 )
 from visprompt.data.pipeline import prepare_fewshot, splits_from_json, splits_to_json
 from visprompt.data.records import Sample
-from visprompt.errors import ConfigError, DataError, UnknownNameError
+from visprompt.errors import ConfigError, DataError
 from visprompt.selection.metrics import selection_counts
 
 # A hand-made class similarity: 0 and 2 are mutual nearest, 1 -> 3, 3 -> 0 (0.5 beats 0.4 to 1).
@@ -52,6 +50,9 @@ def _samples(c: int, k: int, offset: int = 0) -> tuple[Sample, ...]:
     return tuple(Sample(offset + i, f"/x/{offset + i}.png", i // k, i // k, f"class {i // k}") for i in range(c * k))
 
 
+OPEN_SET = NoiseSpec("open-set", 0.25, open_set_classes=1)
+SEMANTIC = NoiseSpec("asym-semantic", 0.5)
+
 # ------------------------------------------------------------------------------------------------ old types
 
 
@@ -64,7 +65,9 @@ def test_sym_asym_pairs_per_class_labels_are_unchanged_by_the_new_types() -> Non
                 ("pairs-per-class", {"false_per_class": 3, "pair_flip": True}), ("none", {})]  # fmt: skip
     for kind, kwargs in settings:
         for seed in range(5):
-            h.update(repr([s.label for s in apply_noise(samples, names, kind, seed=seed, **kwargs)]).encode())
+            h.update(
+                repr([s.label for s in apply_noise(samples, names, NoiseSpec(kind, **kwargs), seed=seed)]).encode()
+            )
     assert h.hexdigest() == "efc8330ef0a66058257ca38df874dab7fb9b43678efc212dc0df1ed6ac367921"
 
 
@@ -166,7 +169,7 @@ def test_open_set_noise_replaces_exactly_floor_rate_n_images_with_distinct_outsi
     names = [f"class {i}" for i in range(4)]
     clean = _samples(4, 8)
     pool = tuple(Sample(100 + i, f"/out/{i}.png", 4 + i % 2, 4 + i % 2, f"class {4 + i % 2}") for i in range(20))
-    noisy = apply_noise(clean, names, "open-set", rate=0.375, seed=2, pool=pool)
+    noisy = apply_noise(clean, names, NoiseSpec("open-set", 0.375, open_set_classes=1), seed=2, pool=pool)
     replaced = [(a, b) for a, b in zip(clean, noisy, strict=True) if a != b]
     assert len(replaced) == num_noisy(32, 0.375) == 12
     assert [b.label for _, b in replaced] == [a.label for a, _ in replaced]  # in-set label kept
@@ -179,34 +182,36 @@ def test_open_set_noise_replaces_exactly_floor_rate_n_images_with_distinct_outsi
     true = torch.tensor([s.true_label for s in noisy])
     counts = selection_counts(torch.ones(32, dtype=torch.bool), labels, true)
     assert counts["known"] == 32 and counts["truly_clean"] == 20  # out-of-set samples are known and noisy
-    assert apply_noise(clean, names, "open-set", rate=0.375, seed=2, pool=pool) == noisy
-    assert apply_noise(clean, names, "open-set", rate=0.375, seed=3, pool=pool) != noisy
+    assert apply_noise(clean, names, NoiseSpec("open-set", 0.375, open_set_classes=1), seed=2, pool=pool) == noisy
+    assert apply_noise(clean, names, NoiseSpec("open-set", 0.375, open_set_classes=1), seed=3, pool=pool) != noisy
     idx, _ = open_set_noise(32, 0.375, 20, np.random.default_rng(7))
     assert np.array_equal(np.sort(idx), np.flatnonzero(pair_noise(balanced(4, 8), 0.375, 4, np.random.default_rng(7))
                                                        != balanced(4, 8)))  # fmt: skip
     with pytest.raises(ConfigError, match=r"needs 12 outside images, the held-out classes hold 5"):
-        apply_noise(clean, names, "open-set", rate=0.375, seed=2, pool=pool[:5])
+        apply_noise(clean, names, NoiseSpec("open-set", 0.375, open_set_classes=1), seed=2, pool=pool[:5])
 
 
 def test_clip_dependent_types_need_their_inputs_and_names_suggest_them() -> None:
     names = ["a", "b", "c"]
     with pytest.raises(ConfigError, match=r"noise.type='asym-semantic' needs the class targets"):
-        apply_noise(_samples(3, 4), names, "asym-semantic", rate=0.5)
+        apply_noise(_samples(3, 4), names, NoiseSpec("asym-semantic", 0.5))
     with pytest.raises(ConfigError, match=r"noise.type='instance' needs the frozen CLIP's image features"):
-        apply_noise(_samples(3, 4), names, "instance", rate=0.5)
-    assert apply_noise(_samples(3, 4), names, "instance", rate=0.0) == _samples(3, 4)  # nothing to draw
+        apply_noise(_samples(3, 4), names, NoiseSpec("instance", 0.5))
+    assert apply_noise(_samples(3, 4), names, NoiseSpec("instance", 0.0)) == _samples(3, 4)  # nothing to draw
     for typo, meant in (("instanse", "instance"), ("openset", "open-set"), ("asym-semantik", "asym-semantic")):
-        with pytest.raises(UnknownNameError, match=rf"did you mean '{meant}'\?.*asym-semantic, instance, open-set"):
-            apply_noise(_samples(3, 4), names, typo, rate=0.5)
+        with pytest.raises(ConfigError, match=rf"did you mean '{meant}'.*asym-semantic, instance, none, open-set"):
+            NoiseSpec(typo, 0.5)
 
 
 def test_noise_tags_are_distinct() -> None:
-    tags = [noise_tag(kind, 0.5) for kind in ("sym", "asym", "asym-semantic", "instance")]
-    tags += [noise_tag("open-set", r, open_set_classes=k) for r, k in ((0.5, 1), (0.5, 2), (0.0, 1))]
-    tags += [noise_tag("pairs-per-class", false_per_class=2), "none"]
+    specs = [NoiseSpec(kind, 0.5) for kind in ("sym", "asym", "asym-semantic", "instance")]
+    specs += [NoiseSpec("open-set", r, open_set_classes=k) for r, k in ((0.5, 1), (0.5, 2), (0.0, 1))]
+    specs += [NoiseSpec("pairs-per-class", false_per_class=2), NoiseSpec("pairs-per-class", false_per_class=2,
+              pair_flip=True), NoiseSpec("none")]  # fmt: skip
+    tags = [spec.tag for spec in specs]
     assert len(set(tags)) == len(tags)
-    assert noise_tag("asym-semantic", 0.0) == noise_tag("instance", 0.0) == "none"
-    assert noise_tag("open-set", 0.25, open_set_classes=2) == "open-set0.25-k2"
+    assert NoiseSpec("open-set", 0.25, open_set_classes=2).tag == "open-set-0.25-k2"
+    assert NoiseSpec("asym-semantic", 0.0).is_clean and NoiseSpec("instance", 0.0).setting == ("clean", 0.0)
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
@@ -230,8 +235,8 @@ def test_pipeline_asym_semantic_caches_by_backbone(dtd_root: Path, tmp_path: Pat
         calls.append(tuple(names))
         return SIM
 
-    clean = prepare_fewshot("dtd", dtd_root, 8, "none", seed=3)
-    a = prepare_fewshot("dtd", dtd_root, 8, "asym-semantic", 0.5, seed=3, cache_dir=cache, semantic_targets=targets,
+    clean = prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("none"), seed=3)
+    a = prepare_fewshot("dtd", dtd_root, 8, SEMANTIC, seed=3, cache_dir=cache, semantic_targets=targets,
                         backbone="RN50|openai")  # fmt: skip
     assert calls == [clean.classnames]
     flipped = [s for s in a.train if s.is_noisy]
@@ -239,43 +244,49 @@ def test_pipeline_asym_semantic_caches_by_backbone(dtd_root: Path, tmp_path: Pat
     assert [s.true_label for s in a.train] == [s.label for s in clean.train]  # same images as without noise
     assert a.val == clean.val and a.test == clean.test  # validation and test untouched
     [file] = cache.iterdir()
-    assert file.name == f"dtd-8shot-seed3-asym-semantic0.5-{hashlib.sha256(b'RN50|openai').hexdigest()[:8]}.json"
+    assert file.name == f"dtd-8shot-seed3-asym-semantic-0.5-{hashlib.sha256(b'RN50|openai').hexdigest()[:8]}.json"
     record = json.loads(file.read_text())
     assert record["key"]["backbone"] == "RN50|openai" and record["stats"]["num_noisy"] == 16
     # the cache answers without the CLIP; another backbone is another file
-    assert prepare_fewshot("dtd", dtd_root, 8, "asym-semantic", 0.5, seed=3, cache_dir=cache, semantic_targets=targets,
+    assert prepare_fewshot("dtd", dtd_root, 8, SEMANTIC, seed=3, cache_dir=cache, semantic_targets=targets,
                            backbone="RN50|openai") == a  # fmt: skip
     assert len(calls) == 1
-    prepare_fewshot("dtd", dtd_root, 8, "asym-semantic", 0.5, seed=3, cache_dir=cache, semantic_targets=TARGETS,
+    prepare_fewshot("dtd", dtd_root, 8, SEMANTIC, seed=3, cache_dir=cache, semantic_targets=TARGETS,
                     backbone="ViT-B-16|openai")  # fmt: skip
     assert len(list(cache.iterdir())) == 2
     with pytest.raises(ConfigError, match=r"a cached split needs backbone="):
-        prepare_fewshot("dtd", dtd_root, 8, "instance", 0.5, seed=3, cache_dir=cache, image_features=_features)
+        prepare_fewshot(
+            "dtd", dtd_root, 8, NoiseSpec("instance", 0.5), seed=3, cache_dir=cache, image_features=_features
+        )
 
 
 def test_pipeline_instance_noise_uses_the_features_of_the_training_images(dtd_root: Path, tmp_path: Path) -> None:
-    clean = prepare_fewshot("dtd", dtd_root, 8, "none", seed=1)
+    clean = prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("none"), seed=1)
     seen = []
 
     def features(samples):
         seen.append([s.index for s in samples])
         return _features(samples)
 
-    noisy = prepare_fewshot("dtd", dtd_root, 8, "instance", 0.4, seed=1, image_features=features)
+    noisy = prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("instance", 0.4), seed=1, image_features=features)
     assert seen == [[s.index for s in clean.train]]  # the K-shot images, before noise
     assert noisy.val == clean.val and noisy.test == clean.test
     assert [s.true_label for s in noisy.train] == [s.label for s in clean.train]
     assert 0 < sum(s.is_noisy for s in noisy.train) < len(noisy.train)
     assert splits_to_json(noisy)["stats"]["num_noisy"] == sum(s.is_noisy for s in noisy.train)
-    assert prepare_fewshot("dtd", dtd_root, 8, "instance", 0.4, seed=1, image_features=_features) == noisy
-    other = prepare_fewshot("dtd", dtd_root, 8, "instance", 0.4, seed=1, image_features=lambda s: -_features(s))
+    assert prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("instance", 0.4), seed=1, image_features=_features) == noisy
+    other = prepare_fewshot(
+        "dtd", dtd_root, 8, NoiseSpec("instance", 0.4), seed=1, image_features=lambda s: -_features(s)
+    )
     assert other != noisy  # the flips depend on the features
 
 
 def test_pipeline_open_set_holds_the_last_classes_out(dtd_root: Path, tmp_path: Path, monkeypatch) -> None:
     cache = tmp_path / "cache"
-    full = prepare_fewshot("dtd", dtd_root, 8, "none", seed=2)
-    splits = prepare_fewshot("dtd", dtd_root, 8, "open-set", 0.25, seed=2, cache_dir=cache, open_set_classes=1)
+    full = prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("none"), seed=2)
+    splits = prepare_fewshot(
+        "dtd", dtd_root, 8, NoiseSpec("open-set", 0.25, open_set_classes=1), seed=2, cache_dir=cache
+    )
     assert splits.classnames == full.classnames[:3]
     assert len(splits.train) == 24 and {s.label for s in splits.train} == {0, 1, 2}
     outside = [s for s in splits.train if s.true_label == 3]
@@ -288,31 +299,30 @@ def test_pipeline_open_set_holds_the_last_classes_out(dtd_root: Path, tmp_path: 
     assert record["stats"]["num_noisy"] == record["stats"]["num_open_set"] == 6
     assert splits_from_json(json.loads(json.dumps(record))) == splits  # split.json keeps the truth >= C
     [file] = cache.iterdir()
-    assert file.name == "dtd-8shot-seed2-open-set0.25-k1.json"
+    assert file.name == "dtd-8shot-seed2-open-set-0.25-k1.json"
     assert json.loads(file.read_text())["key"]["noise"]["open_set_classes"] == 1
 
     def boom(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(pipeline, "sample_few_shot", boom)
-    assert prepare_fewshot("dtd", dtd_root, 8, "open-set", 0.25, seed=2, cache_dir=cache, open_set_classes=1) == splits
+    assert prepare_fewshot("dtd", dtd_root, 8, OPEN_SET, seed=2, cache_dir=cache) == splits
     monkeypatch.undo()
     with pytest.raises(ConfigError, match=r"noise.open_set_classes=3 leaves 1 of the 4 classes of dtd; expected"):
-        prepare_fewshot("dtd", dtd_root, 8, "open-set", 0.25, open_set_classes=3)
+        prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("open-set", 0.25, open_set_classes=3))
     with pytest.raises(ConfigError, match=r"noise.open_set_classes: expected an integer >= 1 with noise.type=open-set"):
-        prepare_fewshot("dtd", dtd_root, 8, "open-set", 0.25)
+        prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("open-set", 0.25))
     with pytest.raises(ConfigError, match=r"open-set noise needs 18 outside images, the held-out classes hold 10"):
-        prepare_fewshot("dtd", dtd_root, 8, "open-set", 0.75, open_set_classes=1)
+        prepare_fewshot("dtd", dtd_root, 8, NoiseSpec("open-set", 0.75, open_set_classes=1))
 
 
 # ------------------------------------------------------------------------------------------------ config
 
 
 def test_noise_config_new_fields_defaults_and_errors() -> None:
-    assert set(NOISE_TYPES) >= {"asym-semantic", "instance", "open-set"}
-    assert NoiseConfig().open_set_classes == 0
+    assert NoiseSpec().open_set_classes == 0
     old = load_config(base={"noise": {"type": "sym", "rate": 0.5, "false_per_class": 0, "pair_flip": False}})
-    assert old.noise == NoiseConfig(type="sym", rate=0.5)  # an old run's config.yaml loads
+    assert old.noise == NoiseSpec(type="sym", rate=0.5)  # an old run's config.yaml loads
     cfg = load_config([], ["noise.type=open-set", "noise.rate=0.25", "noise.open_set_classes=2"])
     assert (cfg.noise.type, cfg.noise.open_set_classes) == ("open-set", 2)
     for kind in ("asym-semantic", "instance"):
@@ -323,7 +333,9 @@ def test_noise_config_new_fields_defaults_and_errors() -> None:
         load_config([], ["noise.type=open-set", "noise.rate=0.25"])
     with pytest.raises(ConfigError, match=r"^noise.open_set_classes: expected an integer >= 0, got -1$"):
         load_config([], ["noise.open_set_classes=-1"])
-    with pytest.raises(ConfigError, match=r"noise.type: expected one of .*'open-set'.*; did you mean 'instance'\?"):
+    with pytest.raises(ConfigError, match=r"^noise.open_set_classes: not used by noise.type=sym"):
+        load_config([], ["noise.open_set_classes=2"])
+    with pytest.raises(ConfigError, match=r"noise.type: unknown noise type 'instanse'; did you mean 'instance'"):
         load_config([], ["noise.type=instanse"])
 
 
@@ -333,9 +345,9 @@ def test_run_names_tell_the_new_settings_apart() -> None:
     def name(*overrides: str) -> str:
         return run_name(load_config([], ["data.dataset=dtd", "method.name=coop", *overrides]))
 
-    assert name("noise.type=instance", "noise.rate=0.5").endswith("_instance0.5_seed1")
-    assert name("noise.type=asym-semantic", "noise.rate=0.5").endswith("_asym-semantic0.5_seed1")
+    assert name("noise.type=instance", "noise.rate=0.5").endswith("_instance-0.5_seed1")
+    assert name("noise.type=asym-semantic", "noise.rate=0.5").endswith("_asym-semantic-0.5_seed1")
     open_set = [name("noise.type=open-set", f"noise.rate={r}", f"noise.open_set_classes={k}") for r, k in
                 ((0.25, 1), (0.25, 2), (0.0, 1))]  # fmt: skip
-    assert open_set[0].endswith("_open-set0.25-k1_seed1") and len(set(open_set)) == 3
-    assert name("noise.type=sym", "noise.rate=0.0").endswith("_clean_seed1")
+    assert open_set[0].endswith("_open-set-0.25-k1_seed1") and len(set(open_set)) == 3
+    assert name("noise.type=sym", "noise.rate=0.0").endswith("_sym-0_seed1")

@@ -66,10 +66,12 @@ def test_naive_reference_detects_a_changed_prompt(clip) -> None:
 
 def test_token_positions_count_the_prefix_once_per_image(clip) -> None:
     learner = VisPromptLearner(clip, NAMES, n_ctx=4)
-    k, s = learner.prefix_len, int(learner.pool_index.max()) + 1 - learner.prefix_len
-    assert train_step.token_positions("visprompt", learner, 8, 5, 77) == 8 * (k + 5 * s)
-    assert train_step.token_positions("coop", learner, 8, 5, 77) == k + 5 * s
-    assert train_step.token_positions("naive", learner, 8, 5, 77) == 8 * 5 * 77
+    k, idx = learner.prefix_len, learner.pool_index
+    bodies = int((idx + 1 - k).sum())  # each class's own name, full stop and EOT (grouped by length, no padding)
+    assert bodies < 5 * (int(idx.max()) + 1 - k)  # the names differ in length: padding would cost more
+    assert train_step.token_positions("visprompt", learner, 8, 5, clip) == 8 * (k + bodies)
+    assert train_step.token_positions("coop", learner, 8, 5, clip) == k + bodies
+    assert train_step.token_positions("naive", learner, 8, 5, clip) == 8 * 5 * 77
 
 
 def test_clip_like_probs_are_probabilities_with_noisy_labels() -> None:
@@ -77,6 +79,29 @@ def test_clip_like_probs_are_probabilities_with_noisy_labels() -> None:
     assert torch.allclose(probs.sum(1), torch.ones(200), atol=1e-5)
     true = torch.arange(10).repeat(20)
     assert 0.3 < float((labels != true).float().mean()) < 0.6  # about half flipped (some flips land on the truth)
+
+
+@pytest.mark.parametrize("global_seed", [0, 5])
+def test_gpu_script_step_batches_do_not_depend_on_the_global_generator(clip, global_seed: int) -> None:
+    """gpu.py once drew labels and the clean mask from torch's global generator, whose state differs between
+    processes: global seed 5 drew no clean row at B = 2, CoOp's loss (CE on clean rows only) had no graph and its
+    step raised in some runs only. Now both come from a fixed seed, and CoOp's batch is all clean (its preset)."""
+    pooled, tokens = clip.encode_image(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    torch.manual_seed(global_seed)
+    split, coop_batch = gpu.step_batch(pooled, tokens, 5), gpu.step_batch(pooled, tokens, 5, split=False)
+    assert split["clean"].tolist() == [True, False] and coop_batch["clean"].all()
+    assert torch.equal(split["labels"], coop_batch["labels"])
+    torch.manual_seed(0)
+    learner = CoOpPromptLearner(clip, NAMES, n_ctx=4)
+    before = learner.context.ctx.detach().clone()
+    precision = gpu.resolve_precision("bf16", torch.device("cpu"))
+    torch.manual_seed(global_seed)
+    step = gpu.step_fn(
+        PromptClassifier(clip, learner).logits_from_features, train_step.COOP_LOSS, [learner.context.ctx],
+        precision, coop_batch,
+    )  # fmt: skip
+    step()
+    assert not torch.equal(learner.context.ctx.detach(), before)  # the step trained the context
 
 
 @pytest.mark.slow
@@ -91,3 +116,41 @@ def test_gpu_script_smoke_on_cpu(tmp_path: Path) -> None:
     vis = next(r for r in result["rows"] if r["what"] == "visprompt")
     assert vis["ms"] > 0 and vis["max|dlogit|"] < 1e-4 and "naive/x" in vis
     assert "| visprompt" in (tmp_path / "gpu_bench.md").read_text()
+
+
+@pytest.mark.slow  # the profiler's memory pass: ~15 s here
+def test_floor_benchmark_runs_the_distinct_positions_with_equal_logits() -> None:
+    import text_path
+
+    from visprompt.models.tiny import tiny_clip
+
+    clip = tiny_clip("vit", seed=0)
+    padded, floor = text_path.floor_rows(clip, n_cls=12, batch=2, repeats=1, n_tokens=4)
+    assert floor["positions"] == floor["distinct"] < padded["positions"]
+    assert floor["x distinct"] == 1.0 and padded["x distinct"] > 1.0
+    assert floor["max|dlogit|"] < 1e-5 and floor["grad rel"] < 1e-4
+
+
+@pytest.mark.slow
+def test_many_classes_benchmark_chunks_agree() -> None:
+    import many_classes
+
+    from visprompt.models.tiny import tiny_clip
+
+    rows = many_classes.bench(tiny_clip("vit", seed=0), 12, 2, [None, 5], repeats=1, target_b=16)
+    assert [r["class_chunk"] for r in rows] == ["all", 5]
+    assert rows[1]["max|dlogit|"] < 1e-5 and rows[1]["grad rel"] < 1e-4
+    assert rows[0]["GB at B=16 (extrap.)"] == pytest.approx(rows[0]["peak MB"] * 8 / 1024)
+
+
+def test_sweep_projection_counts_the_paper_grid() -> None:
+    import sweep
+
+    rows, summary = sweep.projection(BENCHMARKS.parent / "configs" / "sweeps" / "paper-rn50.yaml", ms_per_image=100.0)
+    total = rows[-1]
+    assert total["dataset"] == "all" and total["runs"] == summary["runs"] == 1095
+    dtd = next(r for r in rows if r["dataset"] == "dtd")
+    assert dtd["test"] == 1692 and dtd["train (16 shots)"] == 16 * 47
+    assert dtd["un-aug. images, store"] == 1692 + 3 * 16 * 47  # the test split once, each seed's train set once
+    assert total["un-aug. images, no store"] > 50 * total["un-aug. images, store"]
+    assert summary["no store h"] > summary["store h"]

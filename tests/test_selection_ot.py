@@ -10,7 +10,7 @@ import ot
 import pytest
 import torch
 
-from visprompt.selection import ConvergenceWarning, curriculum_budget, ot_split, ot_split_per_batch, sinkhorn_log
+from visprompt.selection import ConvergenceWarning, ot_split, sinkhorn_log
 
 
 def _random_problem(n: int, c: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -238,32 +238,3 @@ def test_low_precision_probabilities_are_accepted() -> None:
 def test_ot_split_rejects_bad_inputs(probs: torch.Tensor, labels: torch.Tensor, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ot_split(probs, labels)
-
-
-def test_per_batch_split_equals_separate_splits() -> None:
-    probs, labels, _ = _planted(n_per_class=8, c=4, seed=6)
-    n = len(labels)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
-    batches = list(order.split(12))
-    result = ot_split_per_batch(probs, labels, batches, budget=0.8)
-    iterations = 0
-    for idx in batches:
-        part = ot_split(probs[idx], labels[idx], budget=0.8)
-        assert torch.equal(result.clean[idx], part.clean)
-        assert torch.equal(result.pseudo_labels[idx], part.pseudo_labels)
-        iterations += part.stats["iterations"]
-    assert result.stats["problems"] == len(batches) and result.stats["iterations"] == iterations
-    assert result.stats["n"] == n and result.stats["num_clean"] == result.num_clean
-    with pytest.raises(ValueError, match="partition"):
-        ot_split_per_batch(probs, labels, [order[:10], order[5:]])
-    with pytest.raises(ValueError, match="partition"):
-        ot_split_per_batch(probs, labels, [order[:10]])
-
-
-def test_curriculum_budget() -> None:
-    assert curriculum_budget(0, 10, begin=0.3) == pytest.approx(0.3)
-    assert curriculum_budget(5, 10, begin=0.3) == pytest.approx(0.65)
-    assert curriculum_budget(10, 10, begin=0.3) == 1.0 and curriculum_budget(50, 10, begin=0.3) == 1.0
-    assert curriculum_budget(5, 10, begin=0.0, mode="exp") == pytest.approx(1 - math.exp(-2))
-    with pytest.raises(ValueError, match="curriculum mode"):
-        curriculum_budget(1, 10, begin=0.5, mode="cosine")  # type: ignore[arg-type]

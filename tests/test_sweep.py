@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
+from visprompt.config import NoiseSpec, flatten_tree, load_config, to_dict
 from visprompt.errors import ConfigError
+from visprompt.registry import METHODS
 from visprompt.sweep import expand_sweep, load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,8 +166,7 @@ def test_paper_protocol_grid() -> None:
 def test_testbed_benchmark_grid() -> None:
     runs = expand_sweep(load_sweep(REPO / "configs/sweeps/testbed.yaml", out_dir="/tmp/unused"))
     cfgs = [r.config for r in runs]
-    methods = {p.stem for p in (REPO / "src/visprompt/configs/methods").glob("*.yaml")}
-    assert {c.method.name for c in cfgs} == methods  # every method
+    assert {c.method.name for c in cfgs} == set(METHODS.names())  # every registered method
     assert {c.data.dataset for c in cfgs} == {
         "testbed-backgrounds",
         "testbed-colours",
@@ -177,7 +179,7 @@ def test_testbed_benchmark_grid() -> None:
         noisy = {c.noise.rate for c in cfgs if c.noise.type == noise}
         assert noisy | {0.0} == rates  # the clean setting runs once (as sym-0), not once per noise type
     assert {c.run.seed for c in cfgs} == {1, 2, 3}
-    per_task = len(methods) * 3 * 13
+    per_task = len(METHODS.names()) * 3 * 13
     assert len(runs) == per_task * len({c.data.dataset for c in cfgs})
 
 
@@ -223,3 +225,30 @@ def test_progress_display_bar_and_plain_lines(capsys) -> None:
     for _ in range(2):  # an unchanged count prints nothing
         lines(SweepProgress(total=4, done=1, running=2, failed=0, remaining=1, skipped=1))
     assert capsys.readouterr().err == "sweep: done 1/4, running 2, failed 0, remaining 1\n"
+
+
+def test_a_method_name_axis_gives_each_run_its_methods_recipe(tmp_path) -> None:
+    """The bug this guards against: an axis over method.name trained every method with VisPrompt's recipe."""
+    grid = {"base": {"data.dataset": "dtd"}, "grid": {"method.name": METHODS.names()}}
+    runs = expand_sweep(load_sweep(write_grid(tmp_path, grid)))
+    assert [r.config.method.name for r in runs] == METHODS.names()
+    for run in runs:
+        flat = flatten_tree(to_dict(run.config))
+        recipe = METHODS.get(run.config.method.name).recipe
+        assert {k: flat[k] for k in recipe} == dict(recipe)
+
+
+def test_runs_that_differ_in_any_noise_field_get_their_own_directory_and_report_label() -> None:
+    from visprompt.engine.build import run_name
+
+    specs = [
+        NoiseSpec("pairs-per-class", false_per_class=2),
+        NoiseSpec("pairs-per-class", false_per_class=2, pair_flip=True),
+        NoiseSpec("open-set", 0.25, open_set_classes=1),
+        NoiseSpec("open-set", 0.25, open_set_classes=2),
+        NoiseSpec("sym", 0.25),
+        NoiseSpec("asym", 0.25),
+    ]
+    names = [run_name(dataclasses.replace(load_config(), noise=spec)) for spec in specs]
+    assert len(set(names)) == len(specs)
+    assert len({spec.label for spec in specs}) == len(specs)

@@ -32,7 +32,7 @@ def test_fixed_attributes_and_geometry() -> None:
     labels = np.arange(90) % len(world.POSITIONS)
     s = world.sample_scenes(np.random.default_rng(0), 90, fixed={"position": labels, "size": 0})
     assert np.array_equal(s.position, labels) and (s.size == 0).all()
-    assert (s.radius >= 8.0).all() and (s.radius <= 9.0).all()  # radius >= 8 px (TESTBED-NOTES.md)
+    assert (s.radius >= 8.0).all() and (s.radius <= 9.0).all()  # radius >= 8 px: smaller is unreadable
     col, row = np.floor(s.centre / (32 / 3)).astype(int).T  # the centre lies in its 3x3 grid cell
     assert np.array_equal(row * 3 + col, labels)
     assert (np.abs(np.rad2deg(s.angle)) <= 30).all()

@@ -24,11 +24,14 @@ COMMAND_MODULES = (
     "visprompt.commands.train",
     "visprompt.commands.eval",
     "visprompt.commands.predict",
+    "visprompt.commands.audit",
     "visprompt.commands.sweep",
     "visprompt.commands.report",
     "visprompt.commands.data",
+    "visprompt.commands.cache",
     "visprompt.testbed.command",
     "visprompt.commands.config",
+    "visprompt.commands.methods",
 )
 
 

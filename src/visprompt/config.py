@@ -1,10 +1,12 @@
-"""Run configuration: one frozen dataclass per part, YAML files and dotted overrides resolved into a RunConfig.
+"""Run configuration: one frozen dataclass per part, and the one resolver (:func:`load_config`) of its layers.
 
 A run's configuration is resolved in layers, later layers winning:
 
-1. the dataclass defaults below (the paper's protocol, DESIGN.md section 2);
-2. YAML files, usually one per dataset, backbone and method (``configs/`` inside the package), then the user's;
-3. dotted overrides from the command line: ``optim.lr=0.001``, ``method.selection.eps=0.05``.
+1. the dataclass defaults below (the paper's protocol; the method fields default to plain cross-entropy);
+2. presets: a backbone preset (:data:`~visprompt.registry.BACKBONES`) and the recipe of the method that the
+   user's layers name (:data:`~visprompt.registry.METHODS`), whichever layer names it;
+3. the user's layers: a base mapping, YAML files, shorthands (dataset, method, backbone) and dotted overrides
+   from the command line: ``optim.lr=0.001``, ``method.selection.eps=0.05``.
 
 Values are parsed as YAML scalars (``true``, ``1e-3``, ``null``, ``[1, 2]``) and checked against the field's
 type; an unknown key or a bad value raises :class:`~visprompt.errors.ConfigError` with one line naming the key
@@ -14,6 +16,7 @@ the methods/engine layer converts a RunConfig into those arguments.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -22,13 +25,13 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from visprompt.errors import ConfigError
+from visprompt.errors import ConfigError, UnknownNameError
+from visprompt.registry import BACKBONES, METHODS, NOISE_TYPES, NoiseTypeDef
 
 __all__ = [
     "BackboneConfig",
@@ -36,18 +39,23 @@ __all__ = [
     "ExecConfig",
     "LossConfig",
     "MethodConfig",
-    "NoiseConfig",
+    "NoiseSpec",
     "OptimConfig",
     "PromptConfig",
     "RunConfig",
     "SelectionConfig",
-    "config_dir",
+    "flatten_tree",
     "load_config",
+    "merge_tree",
+    "nest_tree",
+    "parse_override",
+    "read_yaml",
+    "setting_label",
     "to_dict",
     "to_yaml",
 ]
 
-NoiseType = Literal["none", "sym", "asym", "pairs-per-class", "asym-semantic", "instance", "open-set"]
+CLEAN = "clean"  # the setting name of every spec that changes no label
 
 
 def _check(cond: bool, key: str, message: str) -> None:
@@ -62,12 +70,14 @@ class DataConfig:
     dataset: str = "testbed-backgrounds"  # a registered dataset name, or "folder" / "csv" for the user's own data
     root: str = "DATA"  # folder holding one sub-folder per dataset (the CoOp layout)
     path: str | None = None  # image folder or CSV file when dataset is "folder" or "csv"
-    shots: int = 16  # K labelled training images per class (few-shot sampling happens before noise)
+    shots: int | Literal["all"] = 16  # K labelled training images per class (sampled before noise); "all": every one
     augment: bool = True  # random-resized-crop + flip on training images
     num_workers: int = 0  # data-loader worker processes
 
     def __post_init__(self) -> None:
-        _check(self.shots >= 1, "data.shots", f"expected an integer >= 1, got {self.shots}")
+        _check(
+            self.shots == "all" or self.shots >= 1, "data.shots", f"expected an integer >= 1 or all, got {self.shots}"
+        )
         _check(self.num_workers >= 0, "data.num_workers", f"expected an integer >= 0, got {self.num_workers}")
         _check(
             self.dataset not in ("folder", "csv") or bool(self.path),
@@ -77,27 +87,91 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class NoiseConfig:
-    """Synthetic label noise applied to the few-shot training split only (validation and test stay clean).
+class NoiseSpec:
+    """A synthetic label-noise setting, applied to the few-shot training split only (validation and test stay clean).
 
-    Types: none | sym (uniform over the other classes) | asym (y -> y+1 mod C) | pairs-per-class (PTNL/JoAPR) |
-    asym-semantic (y -> the class whose CLIP text embedding is nearest) | instance (instance-dependent, Xia et al.
-    2020, from the frozen CLIP's image features) | open-set (images from held-out classes under in-set labels).
+    One object for every noise type (:data:`visprompt.registry.NOISE_TYPES` lists them with what each reads);
+    a field the type does not read must stay at its default, so two specs that differ in any field describe
+    different noisy training sets. :attr:`tag` names run directories and split caches, :attr:`setting` and
+    :attr:`label` group and name them in reports.
     """
 
-    type: NoiseType = "sym"  # see the class docstring and visprompt.data.noise
+    type: str = "sym"  # a registered noise type: none, sym, asym, pairs-per-class, asym-semantic, instance, open-set
     rate: float = 0.0  # fraction of training samples noised: exactly floor(rate * N); instance: the mean flip rate
     false_per_class: int = 0  # pairs-per-class: number of false labels per class (the PTNL/JoAPR protocol)
     pair_flip: bool = False  # pairs-per-class: flip to the next class instead of a uniform other class
     open_set_classes: int = 0  # open-set: the last k classes leave the task; their training images are the noise
 
     def __post_init__(self) -> None:
+        kind = self.definition  # an unknown type raises here, with the closest names
         _check(0.0 <= self.rate < 1.0, "noise.rate", f"expected a value in [0, 1), got {self.rate}")
         _check(self.false_per_class >= 0, "noise.false_per_class", f"expected >= 0, got {self.false_per_class}")
         least = 1 if self.type == "open-set" else 0
         when = " with noise.type=open-set" if least else ""
         _check(self.open_set_classes >= least, "noise.open_set_classes",
                f"expected an integer >= {least}{when}, got {self.open_set_classes}")  # fmt: skip
+        for name in ("rate", "false_per_class", "pair_flip", "open_set_classes"):
+            default = NoiseSpec.__dataclass_fields__[name].default
+            _check(name in kind.fields or getattr(self, name) == default, f"noise.{name}",
+                   f"not used by noise.type={self.type} (leave it at {default!r}; it reads "
+                   f"{', '.join(kind.fields) or 'nothing'})")  # fmt: skip
+
+    @property
+    def definition(self) -> NoiseTypeDef:
+        """The registered noise type."""
+        try:
+            return NOISE_TYPES.get(self.type)
+        except UnknownNameError as exc:
+            raise ConfigError(f"noise.type: {exc}") from None
+
+    @property
+    def is_clean(self) -> bool:
+        """True when no label can change: type none, or a zero rate/count (open-set never: it changes the task)."""
+        if self.type == "open-set":
+            return False
+        return self.type == "none" or (self.false_per_class == 0 if self.type == "pairs-per-class" else self.rate == 0)
+
+    @property
+    def setting(self) -> tuple[str, float]:
+        """The report's group key: (setting name, amount), e.g. ``("sym", 0.5)``, ``("pairs-flip", 4.0)``,
+        ``("open-set-k2", 0.25)``; every clean spec is ``("clean", 0.0)``."""
+        if self.is_clean:
+            return CLEAN, 0.0
+        name = self.definition.short or self.type
+        if self.pair_flip:
+            name += "-flip"
+        if "open_set_classes" in self.definition.fields:
+            name += f"-k{self.open_set_classes}"
+        amount = float(self.false_per_class) if "false_per_class" in self.definition.fields else self.rate
+        return name, amount
+
+    @property
+    def tag(self) -> str:
+        """A path-safe name unique to every distinct spec: ``sym-0.5``, ``pairs4-flip``, ``open-set-0.25-k2``."""
+        name = self.definition.short or self.type
+        if "false_per_class" in self.definition.fields:
+            name += str(self.false_per_class)
+        if "rate" in self.definition.fields:
+            name += f"-{self.rate:g}"
+        if self.pair_flip:
+            name += "-flip"
+        if "open_set_classes" in self.definition.fields:
+            name += f"-k{self.open_set_classes}"
+        return name
+
+    @property
+    def label(self) -> str:
+        """The table heading: ``clean``, ``sym 50%``, ``pairs-flip 4/class``, ``open-set-k2 25%``."""
+        return setting_label(*self.setting)
+
+
+def setting_label(name: str, amount: float) -> str:
+    """The heading of a noise setting (:attr:`NoiseSpec.setting`): ``clean``, ``sym 12.5%``, ``pairs 2/class``."""
+    if name == CLEAN:
+        return CLEAN
+    if name.startswith("pairs"):
+        return f"{name} {amount:g}/class"
+    return f"{name} {100 * amount:g}%"
 
 
 @dataclass(frozen=True)
@@ -137,7 +211,7 @@ class PromptConfig:
 class SelectionConfig:
     """How the training set is split into reliable and unreliable samples."""
 
-    kind: Literal["none", "ot", "gmm"] = "ot"
+    kind: Literal["none", "ot", "gmm"] = "none"
     # minibatch: one OT per training step on that step's own train-mode forward (the online split);
     # epoch: at each epoch's start, in eval mode, one OT per mini-batch of a shuffled pass over the training set,
     #   then clean-only and noisy-only batches (the VisPrompt authors' loop, with loss.schedule=sequential);
@@ -167,8 +241,8 @@ class LossConfig:
     """L = alpha * clean_loss(clean) + (1 - alpha) * noisy_loss(noisy), both on the given labels."""
 
     clean: Literal["ce", "gce", "mae", "sce"] = "ce"
-    noisy: Literal["ce", "gce", "mae", "sce", "none"] = "gce"
-    alpha: float = 0.5  # weight of the clean-set loss
+    noisy: Literal["ce", "gce", "mae", "sce", "none"] = "none"
+    alpha: float = 1.0  # weight of the clean-set loss
     q: float = 0.5  # GCE exponent (q = 1 is MAE up to a constant)
     schedule: Literal["joint", "sequential"] = "joint"  # one loss per batch, or clean then noisy passes (authors)
     # joint schedule: divide both weights by alpha, so a clean sample's gradient equals CoOp's at the same lr
@@ -184,9 +258,13 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """The training method: a registered name plus its selection and loss settings."""
+    """The training method: a registered name plus its selection and loss settings.
 
-    name: str = "visprompt"  # a registered method: zeroshot, coop, ..., visprompt, visprompt-clean-only, visprompt-plus
+    The field defaults here are plain cross-entropy with no selection; a method's own values come from its
+    registered recipe (:data:`visprompt.registry.METHODS`), which :func:`load_config` layers under the user's.
+    """
+
+    name: str = "visprompt"  # a registered method (`visprompt methods` lists them); its recipe is applied
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     mixup_alpha: float = 0.001  # joapr: mixup weights drawn from Beta(alpha, alpha) (JoAPR's released value)
@@ -207,6 +285,10 @@ class MethodConfig:
     prior_schedule: Literal["fixed", "noise"] = "fixed"
 
     def __post_init__(self) -> None:
+        try:
+            METHODS.get(self.name)
+        except UnknownNameError as exc:
+            raise ConfigError(f"method.name: {exc}") from None
         _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")
         _check(0.0 <= self.relabel_min_prob <= 1.0, "method.relabel_min_prob",
                f"expected a value in [0, 1], got {self.relabel_min_prob}")  # fmt: skip
@@ -243,6 +325,9 @@ class ExecConfig:
     seed: int = 1  # seeds few-shot sampling, noise, initialisation and data order
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, ...
     cache_features: bool = True  # cache the frozen image encoder's outputs when no augmentation is used
+    # persistent store of un-augmented frozen image outputs shared across runs: "auto" (<out_dir>/.features),
+    # a folder, or null (none); results are bit-identical with and without it
+    feature_store: str | None = "auto"
     threads: int = 0  # torch CPU threads for the run (0: torch's default, from OMP_NUM_THREADS or the cores)
 
     def __post_init__(self) -> None:
@@ -254,7 +339,7 @@ class RunConfig:
     """The resolved configuration of one run."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    noise: NoiseSpec = field(default_factory=NoiseSpec)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -266,11 +351,6 @@ class RunConfig:
 
 C = TypeVar("C")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def config_dir() -> Path:
-    """The folder of the YAML files shipped with the package (``datasets/``, ``backbones/``, ``methods/``)."""
-    return Path(str(resources.files("visprompt") / "configs"))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -285,19 +365,49 @@ def to_yaml(cfg: Any) -> str:
 
 def load_config(
     files: Iterable[str | Path] = (),
-    overrides: Iterable[str] = (),
+    overrides: Iterable[str] | Mapping[str, Any] = (),
     base: Mapping[str, Any] | None = None,
+    *,
+    dataset: str | None = None,
+    backbone: str | None = None,
+    method: str | None = None,
 ) -> RunConfig:
-    """Resolve defaults, then ``base`` (a nested dict), then each YAML file, then ``key=value`` overrides."""
-    tree: dict[str, Any] = {}
+    """The one resolver: defaults, presets, ``base``, YAML ``files``, the shorthands, then ``key=value`` overrides.
+
+    Layers, later winning: the dataclass defaults; the backbone preset (``backbone``, when it names one of
+    :data:`~visprompt.registry.BACKBONES`) and the recipe of the method the user's layers name (``method.name``
+    from any layer, else ``method``, else the default); then the user's layers: ``base`` (a nested or dotted
+    mapping), each file, the shorthands (``dataset`` -> ``data.dataset``, ``method`` -> ``method.name``,
+    ``backbone`` -> ``backbone.arch`` when it is not a preset) and the overrides (``key=value`` strings, or a
+    mapping of dotted keys to values). A resolved ``config.yaml``
+    names every field, so reading one back gives exactly the saved configuration.
+    """
+    user: dict[str, Any] = {}
     if base:
-        _merge(tree, dict(base), "")
+        merge_tree(user, nest_tree(base))
     for file in files:
-        _merge(tree, _read_yaml(Path(file)), "")
-    for item in overrides:
-        key, value = parse_override(item)
-        _merge(tree, _nest(key, value), "")
+        merge_tree(user, read_yaml(Path(file)))
+    shorthands = {"data.dataset": dataset, "method.name": method}
+    if backbone is not None and backbone.lower() not in BACKBONES:
+        shorthands["backbone.arch"] = backbone
+    merge_tree(user, nest_tree({k: v for k, v in shorthands.items() if v is not None}))
+    pairs = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
+    for key, value in pairs:
+        merge_tree(user, nest_tree({key: value}))
+    tree: dict[str, Any] = {}
+    if backbone is not None and backbone.lower() in BACKBONES:
+        merge_tree(tree, nest_tree(BACKBONES.get(backbone.lower())))
+    name = _method_name(user)
+    if name in METHODS:  # an unknown name is reported by MethodConfig, with the closest names
+        merge_tree(tree, nest_tree(METHODS.get(name).recipe))
+    merge_tree(tree, user)
     return _build(RunConfig, tree, "")
+
+
+def _method_name(tree: Mapping[str, Any]) -> Any:
+    section = tree.get("method")
+    name = section.get("name") if isinstance(section, Mapping) else None
+    return MethodConfig.name if name is None else name
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -315,40 +425,56 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "config file", expected: str = "a mapping of sections") -> dict[str, Any]:
+    """The mapping in YAML file ``path``; a missing file, bad YAML or another value is a one-line ConfigError."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"{what} {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot read ({exc.strerror or exc})") from None
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(f"{what} {path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(loaded).__name__}")
+        raise ConfigError(f"{what} {path}: expected {expected}, got {type(loaded).__name__}")
     return loaded
 
 
-def _nest(dotted: str, value: Any) -> dict[str, Any]:
+def nest_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys to nested sections: ``{"optim.lr": 1, "data": {"shots": 2}}`` -> ``{"optim": {"lr": 1}, ...}``."""
     out: dict[str, Any] = {}
-    node = out
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
+    for key, value in tree.items():
+        *sections, name = str(key).split(".")
+        node = out
+        for section in sections:
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key {key}: {section} is a value, not a section")
+        merge_tree(node, {name: nest_tree(value) if isinstance(value, Mapping) else value})
     return out
 
 
-def _merge(into: dict[str, Any], new: Mapping[str, Any], prefix: str) -> None:
+def merge_tree(into: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge nested mapping ``new`` into ``into`` in place (sections merged, values replaced); returns ``into``."""
     for key, value in new.items():
         if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value, f"{prefix}{key}.")
+            merge_tree(into[key], value)
         else:
-            into[key] = dict(value) if isinstance(value, Mapping) else value
+            into[key] = copy.deepcopy(dict(value) if isinstance(value, Mapping) else value)
+    return into
+
+
+def flatten_tree(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections to dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_tree(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _build(cls: type[C], tree: Mapping[str, Any], prefix: str) -> C:
@@ -411,6 +537,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")

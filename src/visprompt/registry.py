@@ -1,10 +1,12 @@
-"""Small named registries (datasets, methods, losses, ...) that fail loudly with the closest names."""
+"""Small named registries that fail loudly with the closest names, and the project's registries of methods,
+noise types and backbone presets (datasets and testbed tasks: :data:`visprompt.data.datasets.DATASETS`)."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from visprompt.errors import UnknownNameError
 
@@ -46,6 +48,10 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._items))})"
             ) from None
 
+    def items(self) -> list[tuple[str, T]]:
+        """(name, object) pairs, sorted by name."""
+        return [(name, self._items[name]) for name in self.names()]
+
     def names(self) -> list[str]:
         """All registered names, sorted."""
         return sorted(self._items)
@@ -58,3 +64,69 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+# ------------------------------------------------------------------------------------------ the registries
+# Every built-in is registered when ``import visprompt`` runs (see ``visprompt/__init__.py``); plugins register
+# theirs through the ``visprompt.plugins`` entry point group or by calling the ``register_*`` functions.
+
+
+@dataclass(frozen=True)
+class MethodDef:
+    """A training method: its builder and its whole recipe, registered under one name.
+
+    ``recipe`` maps dotted config keys to the method's published defaults (``method.selection.kind``,
+    ``method.loss.alpha``, ``prompt.n_ctx``, ``optim.epochs``, ...). Whatever layer names the method (a flag,
+    ``--set method.name=...``, a YAML file, a sweep axis, Python), the resolver puts this recipe under the user's
+    own layers, so the run trains exactly this method with the user's individual changes on top.
+    """
+
+    name: str
+    build: Callable[..., Any]  # (clip, classnames, spec: MethodSpec) -> MethodBase
+    recipe: Mapping[str, Any]  # dotted config key -> value
+    summary: str  # one line for --help, `visprompt methods` and the docs
+    variant_of: str | None = None  # an ablation variant: the named method's builder and recipe, changed by ``recipe``
+    trains: bool = True  # False: evaluated only (zero-shot)
+
+
+@dataclass(frozen=True)
+class NoiseTypeDef:
+    """A synthetic label-noise type: which NoiseSpec fields it reads, what it needs from the run, its function.
+
+    ``apply(labels, spec, num_classes, rng, inputs) -> noisy labels`` is pure and seeded; ``inputs`` holds what
+    ``needs`` names: ``"targets"`` (a (C,) class map from the frozen CLIP's text features), ``"features"`` ((N, d)
+    frozen image features of the training samples) or ``"pool"`` (images outside the label set).
+    """
+
+    name: str
+    fields: tuple[str, ...]  # the NoiseSpec fields it reads besides ``type`` (the others must stay at defaults)
+    summary: str
+    apply: Callable[..., Any] | None = None  # None: a type handled by the data pipeline itself (open-set)
+    needs: tuple[str, ...] = ()  # run inputs: "targets", "features", "pool"
+    short: str = ""  # the run-directory and table name (default: the type name)
+    depends_on_backbone: bool = False  # its labels depend on the frozen CLIP (part of the split cache key)
+
+
+METHODS: Registry[MethodDef] = Registry("method")
+NOISE_TYPES: Registry[NoiseTypeDef] = Registry("noise type")
+BACKBONES: Registry[Mapping[str, Any]] = Registry("backbone preset")  # name -> dotted ``backbone.*`` values
+
+
+def register_method(
+    name: str, *, recipe: Mapping[str, Any], summary: str, trains: bool = True
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering a method builder with its recipe (dotted config keys -> values)."""
+
+    def add(build: Callable[..., Any]) -> Callable[..., Any]:
+        METHODS.register(name)(MethodDef(name, build, dict(recipe), summary, trains=trains))
+        return build
+
+    return add
+
+
+def register_variant(name: str, *, of: str, changes: Mapping[str, Any], summary: str) -> MethodDef:
+    """Register an ablation variant: method ``of`` with ``changes`` on top of its recipe, under its own name."""
+    base = METHODS.get(of)
+    variant = MethodDef(name, base.build, {**base.recipe, **changes}, summary, variant_of=of, trains=base.trains)
+    METHODS.register(name)(variant)
+    return variant

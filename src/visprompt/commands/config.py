@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from visprompt.config import RunConfig, config_dir, load_config, to_yaml
-from visprompt.errors import ConfigError
+from visprompt.config import RunConfig, load_config, to_yaml
+from visprompt.registry import BACKBONES, METHODS, NOISE_TYPES
 
 # Shorthand flags and the config key each one sets.
 SHORTHANDS = {
@@ -23,18 +22,28 @@ SHORTHANDS = {
 }
 
 
+def _shots(text: str) -> int | str:
+    """``--shots``: a positive integer or ``all``."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {text!r}") from None
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every command that resolves a RunConfig accepts."""
     group = parser.add_argument_group("run configuration (later layers win: presets, --config, flags, --set)")
     group.add_argument("--dataset", help="dataset name (loads its preset if one exists)")
-    group.add_argument("--backbone", help="backbone preset (rn50, vit-b-16, ...) or any open_clip model name")
-    group.add_argument("--method", help="method preset: zeroshot, coop, coop-gce, cocoop, nlprompt, joapr, visprompt")
+    group.add_argument(
+        "--backbone", help=f"backbone preset ({', '.join(BACKBONES.names())}) or any open_clip model name"
+    )
+    group.add_argument("--method", help=f"method and its recipe: {', '.join(METHODS.names())}")
     group.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML file (repeatable)")
     group.add_argument("--root", help="data root holding one folder per dataset")
-    group.add_argument("--shots", type=int, help="training images per class")
-    group.add_argument(
-        "--noise", help="noise type: none, sym, asym, pairs-per-class, asym-semantic, instance, open-set"
-    )
+    group.add_argument("--shots", type=_shots, help="training images per class, or 'all' (every training image)")
+    group.add_argument("--noise", help=f"noise type: {', '.join(NOISE_TYPES.names())}")
     group.add_argument("--rate", type=float, help="noise rate in [0, 1)")
     group.add_argument("--weights", help="weights file, open_clip pretrained tag, or 'none' for random init")
     group.add_argument("--seed", type=int)
@@ -47,38 +56,18 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _preset(kind: str, name: str) -> Path | None:
-    path = config_dir() / kind / f"{name.lower().replace('/', '-')}.yaml"
-    return path if path.is_file() else None
-
-
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """Presets (dataset, backbone, method), then ``--config`` files, then shorthand flags, then ``--set``."""
-    files: list[Path] = []
+    """The command's layers through the one resolver: presets, ``--config`` files, shorthand flags, ``--set``."""
     overrides: list[str] = []
-    if args.dataset:
-        files += filter(None, [_preset("datasets", args.dataset)])
-        overrides.append(f"data.dataset={args.dataset}")
-    if args.backbone:
-        preset = _preset("backbones", args.backbone)
-        if preset:
-            files.append(preset)
-        else:
-            overrides.append(f"backbone.arch={args.backbone}")
-    if args.method:
-        preset = _preset("methods", args.method)
-        if preset is None:
-            known = sorted(p.stem for p in (config_dir() / "methods").glob("*.yaml"))
-            raise ConfigError(f"unknown method {args.method!r} (known: {', '.join(known)})")
-        files.append(preset)
-    files += [Path(f) for f in args.config]
     for flag, key in SHORTHANDS.items():
         value = getattr(args, flag, None)
         if value is not None:
             if flag == "weights" and value.lower() == "none":
                 value = "null"
             overrides.append(f"{key}={value}")
-    return load_config(files, [*overrides, *args.overrides])
+    return load_config(
+        args.config, [*overrides, *args.overrides], dataset=args.dataset, backbone=args.backbone, method=args.method
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from visprompt.config import RunConfig, config_dir, load_config
+from visprompt.config import RunConfig, load_config
 
 DEFAULT_METHODS = ("zeroshot", "coop", "nlprompt", "visprompt", "visprompt-plus")
 DEFAULT_TASK = "testbed-backgrounds"
@@ -58,7 +58,7 @@ def demo_config(args: argparse.Namespace, method: str, rate: float) -> RunConfig
         f"run.device={args.device}",
         *args.overrides,
     ]
-    return load_config([config_dir() / "methods" / f"{method}.yaml"], overrides)
+    return load_config(overrides=overrides, method=method)
 
 
 def run(args: argparse.Namespace) -> int:

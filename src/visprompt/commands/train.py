@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
-from typing import Any
 
 from visprompt.commands.config import add_config_arguments, resolve_config
-
-# Testing aid: raise after this epoch's checkpoint, as if the process had been killed there.
-INTERRUPT_ENV = "VISPROMPT_INTERRUPT_AFTER_EPOCH"
-
-
-class SimulatedInterruption(RuntimeError):
-    """Raised by the ``VISPROMPT_INTERRUPT_AFTER_EPOCH`` hook."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,24 +29,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _interrupt_hook() -> Any:
-    value = os.environ.get(INTERRUPT_ENV)
-    if not value:
-        return None
-    stop = int(value)
-
-    def hook(epoch: int, record: dict[str, Any]) -> None:
-        if epoch == stop:
-            raise SimulatedInterruption(f"simulated interruption after epoch {epoch} ({INTERRUPT_ENV})")
-
-    return hook
-
-
 def run(args: argparse.Namespace) -> int:
     from visprompt.engine.runner import train_run
 
     cfg = resolve_config(args)
-    result = train_run(cfg, restart=args.restart, on_epoch_end=_interrupt_hook(), show_progress=args.progress)
+    result = train_run(cfg, restart=args.restart, show_progress=args.progress)
     m = result.metrics
     state = "already done, skipped" if result.skipped else "done"
     if result.resumed_from:

@@ -3,7 +3,8 @@
 Image folder: either ``FOLDER/<class>/<image>`` (split per class into 50% train, 20% validation, 30% test with a
 fixed seed, CoOp's rule) or ``FOLDER/{train,val,test}/<class>/<image>`` (the user's own split; ``val/`` optional).
 
-CSV: one row per image, ``path,label`` with optional ``split`` (train/val/test) and ``true_label`` columns, named
+CSV: one row per image, ``path,label`` with optional ``split`` (train/val/test) and ``true_label`` columns (and the
+``given_label``, ``changed`` columns `visprompt audit --fix` writes, ignored here), named
 by a header row (``path,label,split``) or, without a header, in that order. Paths may be relative to the CSV's
 folder. Labels are taken as given: they are the dataset's annotation (``true_label`` = ``label``) unless a
 ``true_label`` column says otherwise (empty = unknown). Without a ``split`` column rows are split per class as
@@ -27,6 +28,7 @@ from visprompt.errors import DataError
 __all__ = ["load_csv", "load_image_folder"]
 
 _CSV_COLUMNS = ("path", "label", "split", "true_label")
+_INFO_COLUMNS = ("given_label", "changed")  # written by `visprompt audit --fix`; read and ignored
 
 
 def _to_splits(name: str, classes: Sequence[str], split: RawSplit, base: Path, true: dict[str, list]) -> DatasetSplits:
@@ -101,9 +103,10 @@ def _read_csv_rows(file: Path) -> list[tuple[int, dict[str, str]]]:
             f"CSV file {file} line 1: the header has no {missing!r} column (expected path,label[,split][,true_label])"
         )
     if "path" in header and "label" in header:
-        unknown = [c for c in header if c not in _CSV_COLUMNS]
+        unknown = [c for c in header if c not in (*_CSV_COLUMNS, *_INFO_COLUMNS)]
         if unknown:
-            raise DataError(f"CSV file {file}: unknown column {unknown[0]!r} (known: {', '.join(_CSV_COLUMNS)})")
+            known = ", ".join((*_CSV_COLUMNS, *_INFO_COLUMNS))
+            raise DataError(f"CSV file {file}: unknown column {unknown[0]!r} (known: {known})")
         columns, rows = header, rows[1:]
     else:
         columns = list(_CSV_COLUMNS[: len(rows[0][1])])

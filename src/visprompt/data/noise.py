@@ -36,26 +36,25 @@ The count floor(r * N) is computed from the decimal form of r (``0.29 * 100`` is
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 
+from visprompt.config import NoiseSpec
 from visprompt.data.records import Sample
-from visprompt.errors import ConfigError, DataError, UnknownNameError
+from visprompt.errors import ConfigError, DataError
+from visprompt.registry import NOISE_TYPES, NoiseTypeDef
 
 __all__ = [
     "INSTANCE_STD",
-    "NOISE_TYPES",
     "apply_noise",
-    "check_noise_type",
     "instance_noise",
     "nearest_other_class",
     "noise_stats",
-    "noise_tag",
     "num_noisy",
     "open_set_noise",
     "pair_noise",
@@ -64,8 +63,6 @@ __all__ = [
     "symmetric_noise",
 ]
 
-NOISE_TYPES = ("none", "sym", "asym", "pairs-per-class", "asym-semantic", "instance", "open-set")
-BACKBONE_TYPES = ("asym-semantic", "instance")  # their labels depend on the frozen CLIP (part of the cache key)
 INSTANCE_STD = 0.1  # instance: standard deviation of the per-sample flip rate's truncated normal
 _NOISE_STREAM = 2  # apply_noise's generator is default_rng([_NOISE_STREAM, seed]), apart from few-shot sampling
 
@@ -282,38 +279,86 @@ def open_set_noise(
     return idx, src
 
 
-def check_noise_type(noise_type: str) -> str:
-    """``noise_type`` if it is one of :data:`NOISE_TYPES`; otherwise an error naming the closest type."""
-    if noise_type not in NOISE_TYPES:
-        close = difflib.get_close_matches(str(noise_type), NOISE_TYPES, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownNameError(f"unknown noise type {noise_type!r}{hint} (known: {', '.join(NOISE_TYPES)})")
-    return noise_type
+# ------------------------------------------------------------------------------------------ the registry
+# Each type: the NoiseSpec fields it reads, what it needs from the run, and a pure function
+# ``(labels, spec, num_classes, rng, inputs) -> noisy labels``. Adding a type is one register call here (or in a
+# plugin) plus its tests; the config, the run directories, the cache keys and the report follow from it.
 
 
-def noise_tag(
-    noise_type: str, rate: float = 0.0, false_per_class: int = 0, pair_flip: bool = False, open_set_classes: int = 0
-) -> str:
-    """A short name of a noise setting for file names and cache keys (``sym0.5``, ``ppc4-pair``, ``none``).
+def _sym(y: np.ndarray, spec: NoiseSpec, c: int, rng: np.random.Generator, inputs: Mapping[str, Any]) -> np.ndarray:
+    return symmetric_noise(y, spec.rate, c, rng)
 
-    ``open-set`` names its held-out class count even at rate 0 (``open-set0.25-k2``): the task itself differs.
-    """
-    if noise_type == "pairs-per-class":
-        return f"ppc{false_per_class}" + ("-pair" if pair_flip else "") if false_per_class else "none"
-    if noise_type == "open-set":
-        return f"open-set{rate!r}-k{open_set_classes}"
-    if noise_type in ("sym", "asym", "asym-semantic", "instance") and rate > 0:
-        return f"{noise_type}{rate!r}"
-    return "none"
+
+def _asym(y: np.ndarray, spec: NoiseSpec, c: int, rng: np.random.Generator, inputs: Mapping[str, Any]) -> np.ndarray:
+    return pair_noise(y, spec.rate, c, rng)
+
+
+def _pairs(y: np.ndarray, spec: NoiseSpec, c: int, rng: np.random.Generator, inputs: Mapping[str, Any]) -> np.ndarray:
+    return pairs_per_class_noise(y, spec.false_per_class, c, rng, spec.pair_flip)
+
+
+def _semantic(
+    y: np.ndarray, spec: NoiseSpec, c: int, rng: np.random.Generator, inputs: Mapping[str, Any]
+) -> np.ndarray:
+    if not num_noisy(len(y), spec.rate):
+        return y
+    if inputs.get("targets") is None:
+        raise ConfigError("noise.type='asym-semantic' needs the class targets from the frozen CLIP's text features")
+    return semantic_noise(y, spec.rate, c, inputs["targets"], rng)
+
+
+def _instance(
+    y: np.ndarray, spec: NoiseSpec, c: int, rng: np.random.Generator, inputs: Mapping[str, Any]
+) -> np.ndarray:
+    if spec.rate == 0 or not len(y):
+        return y
+    if inputs.get("features") is None:
+        raise ConfigError("noise.type='instance' needs the frozen CLIP's image features of the training samples")
+    return instance_noise(y, spec.rate, c, inputs["features"], rng)
+
+
+_BUILTIN_TYPES = (
+    NoiseTypeDef("none", (), "no label changes", apply=lambda y, *_: y),
+    NoiseTypeDef("sym", ("rate",), "floor(rate*N) labels moved uniformly to another class", apply=_sym),
+    NoiseTypeDef("asym", ("rate",), "floor(rate*N) labels y -> (y + 1) mod C (pair flip)", apply=_asym),
+    NoiseTypeDef(
+        "pairs-per-class",
+        ("false_per_class", "pair_flip"),
+        "f false labels received by every class (PTNL/JoAPR)",
+        apply=_pairs,
+        short="pairs",
+    ),
+    NoiseTypeDef(
+        "asym-semantic",
+        ("rate",),
+        "floor(rate*N) labels moved to the nearest class by CLIP text embedding",
+        apply=_semantic,
+        needs=("targets",),
+        depends_on_backbone=True,
+    ),
+    NoiseTypeDef(
+        "instance",
+        ("rate",),
+        "instance-dependent flips from frozen image features (Xia et al. 2020)",
+        apply=_instance,
+        needs=("features",),
+        depends_on_backbone=True,
+    ),
+    NoiseTypeDef(
+        "open-set",
+        ("rate", "open_set_classes"),
+        "floor(rate*N) images from k held-out classes under in-set labels",
+        needs=("pool",),
+    ),
+)
+for _type in _BUILTIN_TYPES:
+    NOISE_TYPES.register(_type.name)(_type)
 
 
 def apply_noise(
     samples: Sequence[Sample],
     classnames: Sequence[str],
-    noise_type: str,
-    rate: float = 0.0,
-    false_per_class: int = 0,
-    pair_flip: bool = False,
+    spec: NoiseSpec,
     seed: int = 0,
     *,
     targets: np.ndarray | None = None,
@@ -322,39 +367,21 @@ def apply_noise(
 ) -> tuple[Sample, ...]:
     """The samples with noisy observed labels (``true_label`` kept); deterministic given ``seed``.
 
-    ``noise_type`` is one of :data:`NOISE_TYPES`; ``rate`` applies to sym/asym/asym-semantic/instance/open-set,
-    ``false_per_class`` and ``pair_flip`` to pairs-per-class. ``asym-semantic`` needs ``targets`` (the (C,)
-    nearest-class map or a (C, C) similarity), ``instance`` needs ``features`` (N, d) of ``samples``, ``open-set``
-    the ``pool`` of outside images (their ``true_label`` >= C). Bad settings raise
-    :class:`ConfigError`/:class:`UnknownNameError`.
+    ``spec`` says which type and setting (:class:`~visprompt.config.NoiseSpec`). ``asym-semantic`` needs
+    ``targets`` (the (C,) nearest-class map or a (C, C) similarity), ``instance`` needs ``features`` (N, d) of
+    ``samples``, ``open-set`` the ``pool`` of outside images (their ``true_label`` >= C). Bad settings raise
+    :class:`ConfigError`.
     """
-    check_noise_type(noise_type)
-    _check_rate(rate)
     num_classes = len(classnames)
     labels = np.fromiter((s.label for s in samples), dtype=np.int64, count=len(samples))  # (N,)
     rng = np.random.default_rng([_NOISE_STREAM, seed])
-    if noise_type == "open-set":
-        idx, src = open_set_noise(len(samples), rate, len(pool), rng)
+    if spec.type == "open-set":
+        idx, src = open_set_noise(len(samples), spec.rate, len(pool), rng)
         out = list(samples)
         for i, j in zip(idx.tolist(), src.tolist(), strict=True):
             out[i] = replace(pool[j], label=samples[i].label, classname=samples[i].classname)
         return tuple(out)
-    if noise_type == "sym":
-        noisy = symmetric_noise(labels, rate, num_classes, rng)
-    elif noise_type == "asym":
-        noisy = pair_noise(labels, rate, num_classes, rng)
-    elif noise_type == "pairs-per-class":
-        noisy = pairs_per_class_noise(labels, false_per_class, num_classes, rng, pair_flip)
-    elif noise_type == "asym-semantic" and num_noisy(len(labels), rate):
-        if targets is None:
-            raise ConfigError("noise.type='asym-semantic' needs the class targets from the frozen CLIP's text features")
-        noisy = semantic_noise(labels, rate, num_classes, targets, rng)
-    elif noise_type == "instance" and rate > 0 and len(labels):
-        if features is None:
-            raise ConfigError("noise.type='instance' needs the frozen CLIP's image features of the training samples")
-        noisy = instance_noise(labels, rate, num_classes, features, rng)
-    else:
-        noisy = labels
+    noisy = spec.definition.apply(labels, spec, num_classes, rng, {"targets": targets, "features": features})
     return tuple(
         s if new == s.label else s.relabel(int(new), classnames[new])
         for s, new in zip(samples, noisy.tolist(), strict=True)

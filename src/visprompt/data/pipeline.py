@@ -23,15 +23,17 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from visprompt.config import NoiseSpec
 from visprompt.data.datasets import get_spec, load_dataset
 from visprompt.data.fewshot import sample_few_shot
 from visprompt.data.files import atomic_write_json, read_json
-from visprompt.data.noise import BACKBONE_TYPES, apply_noise, check_noise_type, noise_stats, noise_tag, num_noisy
+from visprompt.data.noise import apply_noise, noise_stats
 from visprompt.data.records import DatasetSplits, Sample
 from visprompt.errors import ConfigError, DataError
 
@@ -41,9 +43,11 @@ __all__ = ["cache_path", "prepare_fewshot", "read_splits", "splits_fingerprint",
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "visprompt-fewshot/1"
+NO_NOISE = NoiseSpec(type="none")
 SPLITS_FORMAT = "visprompt-splits/1"
 _TRAIN_STREAM, _VAL_STREAM = 0, 1  # few-shot generators: default_rng([stream, seed])
 VAL_SHOTS = 4  # validation keeps min(K, 4) images per class (CoOp)
+ALL_SHOTS = "all"  # data.shots: every training image (an audit covers them all), validation keeps VAL_SHOTS per class
 
 
 def splits_fingerprint(splits: DatasetSplits) -> str:
@@ -56,7 +60,9 @@ def splits_fingerprint(splits: DatasetSplits) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_path(cache_dir: str | Path, dataset: str, shots: int, seed: int, tag: str, path: str | None = None) -> Path:
+def cache_path(
+    cache_dir: str | Path, dataset: str, shots: int | str, seed: int, tag: str, path: str | None = None
+) -> Path:
     """``<cache_dir>/<dataset>[-<hash of path>]-<K>shot-seed<seed>-<noise tag>.json``."""
     name = (
         dataset if path is None else f"{dataset}-{hashlib.sha256(os.fsencode(Path(path).absolute())).hexdigest()[:8]}"
@@ -64,24 +70,18 @@ def cache_path(cache_dir: str | Path, dataset: str, shots: int, seed: int, tag: 
     return Path(cache_dir) / f"{name}-{shots}shot-seed{seed}-{tag}.json"
 
 
-def _check_settings(shots: int, noise_type: str, rate: float, false_per_class: int, open_set_classes: int) -> None:
-    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
-        raise ConfigError(f"data.shots: expected an integer >= 1, got {shots!r}")
-    check_noise_type(noise_type)
-    num_noisy(0, rate)  # raises ConfigError outside [0, 1)
-    if isinstance(false_per_class, bool) or not isinstance(false_per_class, int) or false_per_class < 0:
-        raise ConfigError(f"noise.false_per_class: expected an integer >= 0, got {false_per_class!r}")
-    if noise_type == "pairs-per-class" and false_per_class > shots:
-        raise ConfigError(f"noise.false_per_class={false_per_class} exceeds data.shots={shots}")
-    k = open_set_classes
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0 or (noise_type == "open-set" and k < 1):
-        raise ConfigError(f"noise.open_set_classes: expected an integer >= 1 with noise.type=open-set, got {k!r}")
+def _check_settings(shots: int | str, noise: NoiseSpec) -> None:
+    if shots != ALL_SHOTS and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
+        raise ConfigError(f"data.shots: expected an integer >= 1 or {ALL_SHOTS!r}, got {shots!r}")
+    if noise.type == "pairs-per-class" and shots != ALL_SHOTS and noise.false_per_class > shots:
+        raise ConfigError(f"noise.false_per_class={noise.false_per_class} exceeds data.shots={shots}")
 
 
-def _task_splits(full: DatasetSplits, noise_type: str, open_set_classes: int) -> DatasetSplits:
+def _task_splits(full: DatasetSplits, noise: NoiseSpec) -> DatasetSplits:
     """The splits the task uses: ``full``, or for open-set noise ``full`` without its last k classes."""
-    if noise_type != "open-set":
+    if noise.type != "open-set":
         return full
+    open_set_classes = noise.open_set_classes
     c = full.num_classes - open_set_classes
     if c < 2:
         raise ConfigError(
@@ -92,13 +92,14 @@ def _task_splits(full: DatasetSplits, noise_type: str, open_set_classes: int) ->
     return DatasetSplits(name=full.name, classnames=full.classnames[:c], **keep)
 
 
-def _tagged(tag: str, noise_type: str, backbone: str | None, caching: bool) -> tuple[str, str | None]:
+def _tagged(noise: NoiseSpec, backbone: str | None, caching: bool) -> tuple[str, str | None]:
     """The cache tag and key's backbone: CLIP-dependent noise adds a hash of ``backbone`` to the tag."""
-    if noise_type not in BACKBONE_TYPES or tag == "none":
+    tag = noise.tag
+    if not noise.definition.depends_on_backbone or noise.is_clean:
         return tag, None
     if backbone is None:
         if caching:
-            raise ConfigError(f"noise.type={noise_type!r}: a cached split needs backbone= (its labels depend on it)")
+            raise ConfigError(f"noise.type={noise.type!r}: a cached split needs backbone= (its labels depend on it)")
         return tag, None
     return f"{tag}-{hashlib.sha256(backbone.encode()).hexdigest()[:8]}", backbone
 
@@ -150,17 +151,13 @@ ImageFeatures = Callable[[Sequence[Sample]], np.ndarray]  # training samples -> 
 def prepare_fewshot(
     dataset: str,
     root: str | Path,
-    shots: int,
-    noise_type: str = "none",
-    rate: float = 0.0,
-    false_per_class: int = 0,
-    pair_flip: bool = False,
+    shots: int | str,
+    noise: NoiseSpec = NO_NOISE,
     seed: int = 1,
     path: str | None = None,
     cache_dir: Path | str | None = None,
     check_files: bool = True,
     *,
-    open_set_classes: int = 0,
     semantic_targets: SemanticTargets | np.ndarray | None = None,
     image_features: ImageFeatures | None = None,
     backbone: str | None = None,
@@ -169,24 +166,23 @@ def prepare_fewshot(
 
     Args:
         dataset, root, path: as for :func:`~visprompt.data.datasets.load_dataset`.
-        shots: K images per class (a class holding fewer raises :class:`DataError`).
-        noise_type, rate, false_per_class, pair_flip: the noise setting (:func:`~visprompt.data.noise.apply_noise`).
+        shots: K images per class (a class holding fewer raises :class:`DataError`), or ``"all"``: the whole
+            training split (what an audit covers); validation then keeps 4 images per class.
+        noise: the noise setting (:func:`~visprompt.data.noise.apply_noise`).
         seed: seeds the few-shot choice and the noise (separate streams).
         cache_dir: where the realisation is cached (None: no cache).
         check_files: raise if any listed image is missing (one stat per image).
-        open_set_classes: open-set noise: the last k classes are held out of the task and supply the outside images.
         semantic_targets: asym-semantic: the nearest-class map (or similarity) of the task's classes, or a callable
             computing it from the class names.
         image_features: instance: a callable giving the (N, d) image features of the K-shot training samples.
         backbone: names the frozen CLIP (arch and weights) for the cache key of asym-semantic/instance noise.
     """
-    _check_settings(shots, noise_type, rate, false_per_class, open_set_classes)
+    _check_settings(shots, noise)
     full = load_dataset(dataset, root, path)
     fingerprint = splits_fingerprint(full)
-    task = _task_splits(full, noise_type, open_set_classes)
+    task = _task_splits(full, noise)
     _check_classes(task)
-    tag = noise_tag(noise_type, rate, false_per_class, pair_flip, open_set_classes)
-    tag, backbone = _tagged(tag, noise_type, backbone, cache_dir is not None)
+    tag, backbone = _tagged(noise, backbone, cache_dir is not None)
     file = None
     if cache_dir is not None:
         file = cache_path(cache_dir, get_spec(dataset).name, shots, seed, tag, path)
@@ -194,23 +190,24 @@ def prepare_fewshot(
     if cached is not None:
         train, val = cached
     else:
-        train = sample_few_shot(task.train, shots, np.random.default_rng([_TRAIN_STREAM, seed]))
+        if shots == ALL_SHOTS:
+            train = task.train
+            val_shots = VAL_SHOTS
+        else:
+            train = sample_few_shot(task.train, shots, np.random.default_rng([_TRAIN_STREAM, seed]))
+            val_shots = min(shots, VAL_SHOTS)
         val = sample_few_shot(
-            task.val, min(shots, VAL_SHOTS), np.random.default_rng([_VAL_STREAM, seed]), strict=False, where="val split"
+            task.val, val_shots, np.random.default_rng([_VAL_STREAM, seed]), strict=False, where="val split"
         )
-        train = _add_noise(train, full, task, noise_type, rate, false_per_class, pair_flip, seed, semantic_targets,
-                           image_features)  # fmt: skip
+        train = _add_noise(train, full, task, noise, seed, semantic_targets, image_features)
     splits = DatasetSplits(name=full.name, classnames=task.classnames, train=train, val=val, test=task.test)
     if check_files:
         _check_files(splits)
-    open_set = noise_type == "open-set"
     stats = _split_stats(splits)
     if file is not None and cached is None:
-        noise = {"type": noise_type, "rate": rate, "false_per_class": false_per_class, "pair_flip": pair_flip,
-                 **({"open_set_classes": open_set_classes} if open_set else {})}  # fmt: skip
         record = {
             "format": CACHE_FORMAT,
-            "key": {"dataset": full.name, "path": path, "shots": shots, "seed": seed, "noise": noise,
+            "key": {"dataset": full.name, "path": path, "shots": shots, "seed": seed, "noise": asdict(noise),
                     **({"backbone": backbone} if backbone is not None else {})},
             "fingerprint": fingerprint,
             "num_classes": full.num_classes,
@@ -220,7 +217,7 @@ def prepare_fewshot(
         }  # fmt: skip
         atomic_write_json(file, record)
         logger.info("cached few-shot split in %s", file)
-    logger.info("%s: %d-shot train %d images (%d noisy), val %d, test %d", full.name, shots, len(train),
+    logger.info("%s: %s-shot train %d images (%d noisy), val %d, test %d", full.name, shots, len(train),
                 stats["num_noisy"], len(val), len(task.test))  # fmt: skip
     return splits
 
@@ -229,10 +226,7 @@ def _add_noise(
     train: tuple[Sample, ...],
     full: DatasetSplits,
     task: DatasetSplits,
-    noise_type: str,
-    rate: float,
-    false_per_class: int,
-    pair_flip: bool,
+    noise: NoiseSpec,
     seed: int,
     semantic_targets: SemanticTargets | np.ndarray | None,
     image_features: ImageFeatures | None,
@@ -240,14 +234,15 @@ def _add_noise(
     """``apply_noise`` with the inputs the noise type needs (computed here, only when some sample flips)."""
     targets = features = None
     pool: tuple[Sample, ...] = ()
-    flips = rate > 0 and len(train) > 0
-    if noise_type == "asym-semantic" and flips and semantic_targets is not None:
+    needs = noise.definition.needs
+    flips = not noise.is_clean and len(train) > 0
+    if "targets" in needs and flips and semantic_targets is not None:
         targets = semantic_targets(task.classnames) if callable(semantic_targets) else semantic_targets
-    if noise_type == "instance" and flips and image_features is not None:
+    if "features" in needs and flips and image_features is not None:
         features = image_features(train)
-    if noise_type == "open-set":
+    if "pool" in needs:
         pool = tuple(s for s in full.train if s.label >= task.num_classes)  # the held-out classes' training images
-    return apply_noise(train, task.classnames, noise_type, rate, false_per_class, pair_flip, seed, targets=targets,
+    return apply_noise(train, task.classnames, noise, seed, targets=targets,
                        features=features, pool=pool)  # fmt: skip
 
 

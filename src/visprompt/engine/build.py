@@ -8,33 +8,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from visprompt.config import RunConfig
 from visprompt.data.transforms import build_transform
 from visprompt.engine.rundir import RunDir
 from visprompt.errors import ConfigError
 from visprompt.methods import MethodBase
+from visprompt.models.frozen_clip import FrozenCLIP
 
-__all__ = ["image_transform", "input_size", "load_clip", "load_trainable", "run_name", "uses_tokens"]
+__all__ = ["image_transform", "input_size", "load_clip", "load_trainable", "run_name"]
 
 
 def run_name(cfg: RunConfig) -> str:
     """``cfg.run.name``, or one derived from the settings that define a run."""
     if cfg.run.name:
         return cfg.run.name
-    n = cfg.noise
-    noise = "clean" if n.type == "none" or (n.rate == 0 and n.false_per_class == 0 and n.type != "open-set") else (
-        f"{n.type}{n.false_per_class}" if n.type == "pairs-per-class"
-        else f"{n.type}{n.rate:g}-k{n.open_set_classes}" if n.type == "open-set"  # k classes leave the task
-        else f"{n.type}{n.rate:g}"
-    )  # fmt: skip
     arch = Path(cfg.backbone.arch).stem if cfg.backbone.arch.endswith(".json") else cfg.backbone.arch
-    name = f"{cfg.data.dataset}_{cfg.method.name}_{arch}_{cfg.data.shots}shot_{noise}_seed{cfg.run.seed}"
+    name = f"{cfg.data.dataset}_{cfg.method.name}_{arch}_{cfg.data.shots}shot_{cfg.noise.tag}_seed{cfg.run.seed}"
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
 
 
-def load_clip(cfg: RunConfig, device: torch.device) -> nn.Module:
+def load_clip(cfg: RunConfig, device: torch.device) -> FrozenCLIP:
     """The frozen CLIP of ``cfg.backbone`` on ``device`` (a missing weights file is a one-line WeightsError).
 
     ``backbone.arch = "testbed"`` is the offline testbed's tiny CLIP with its compact tokenizer
@@ -50,26 +44,15 @@ def load_clip(cfg: RunConfig, device: torch.device) -> nn.Module:
     return load_backbone(b.arch, b.weights, device=device, cache_dir=b.cache_dir, sha256=b.sha256, seed=cfg.run.seed)
 
 
-def input_size(clip: nn.Module) -> int:
+def input_size(clip: FrozenCLIP) -> int:
     """The square input side of the image tower."""
     size = clip.image_size
     return int(size if isinstance(size, int) else size[0])
 
 
-def image_transform(clip: nn.Module, train: bool = False) -> Callable[[Any], torch.Tensor]:
+def image_transform(clip: FrozenCLIP, train: bool = False) -> Callable[[Any], torch.Tensor]:
     """The image tower's preprocessing at its input size and normalisation; ``train``: with augmentation."""
     return build_transform(input_size(clip), clip.mean, clip.std, train=train)
-
-
-def uses_tokens(classifier: nn.Module) -> bool:
-    """Whether the classifier reads the visual tokens (else only the pooled embedding is cached).
-
-    Only VisPrompt's cross-modal block with ``vis_tokens="patch"`` does; a classifier may say so itself.
-    """
-    if hasattr(classifier, "uses_tokens"):
-        return bool(classifier.uses_tokens)
-    learner = getattr(classifier, "learner", None)
-    return getattr(learner, "vis_tokens", None) == "patch" and getattr(learner, "film", None) is not None
 
 
 def load_trainable(rd: RunDir, method: MethodBase, device: torch.device) -> None:

@@ -11,6 +11,10 @@ The image encoder is frozen, so its outputs on un-augmented images never change.
 * for evaluation (:func:`predict_logits`), always: images are encoded batch by batch and the classifier
   reads the features through ``logits_from_features``.
 
+Across runs, the un-augmented outputs of a training set or a test split can come from a persistent
+:class:`~visprompt.engine.store.FeatureStore` (``run.feature_store``), shared by every run and sweep worker
+that writes to the same folder; results are bit-identical with and without it.
+
 With augmentation on, training batches are images drawn through a DataLoader (:class:`ImageData`) whose
 batch sampler is the method's plan and whose workers are seeded from the epoch's generator.
 """
@@ -30,6 +34,7 @@ from visprompt.data.loader import SampleDataset
 from visprompt.data.records import Sample
 from visprompt.engine.progress import progress
 from visprompt.engine.runtime import Precision, worker_init_fn
+from visprompt.engine.store import FeatureStore
 from visprompt.methods.base import Batch, MethodBase, TrainView
 
 log = logging.getLogger(__name__)
@@ -54,14 +59,26 @@ def _eval_loader(samples: Sequence[Sample], transform: Callable[[Any], torch.Ten
 
 def _encoded_batches(
     clip: nn.Module, samples: Sequence[Sample], transform: Callable[[Any], torch.Tensor], batch_size: int,
-    device: torch.device, precision: Precision, num_workers: int, desc: str,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
-    """The frozen image tower's outputs on ``samples`` in order, batch by batch: pooled (B, E), tokens (B, T, E)."""
-    loader = _eval_loader(samples, transform, batch_size, num_workers)
-    for batch in progress(loader, desc=desc, total=len(loader), leave=False):
-        with precision.autocast():
-            pooled, tokens = clip.encode_image(batch["image"].to(device))  # (B, E), (B, T, E)
-        yield pooled, tokens  # outside autocast: the caller's code does not run under it
+    device: torch.device, precision: Precision, num_workers: int, desc: str, store: FeatureStore | None = None,
+    keep_tokens: bool = True,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:  # fmt: skip
+    """The frozen image tower's outputs on ``samples`` in order, batch by batch: pooled (B, E), tokens (B, T, E).
+
+    With a ``store``, read from it when it holds these outputs (else computed and written to it); tokens are
+    then None unless ``keep_tokens``.
+    """
+
+    def encode() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = _eval_loader(samples, transform, batch_size, num_workers)
+        for batch in progress(loader, desc=desc, total=len(loader), leave=False):
+            with precision.autocast():
+                pooled, tokens = clip.encode_image(batch["image"].to(device))  # (B, E), (B, T, E)
+            yield pooled, tokens  # outside autocast: the caller's code does not run under it
+
+    if store is None:
+        return encode()
+    key = store.key(clip, samples, transform, batch_size=batch_size, device=device, precision=precision.name)
+    return store.batches(key, encode, batch_size=batch_size, device=device, keep_tokens=keep_tokens, what=desc)
 
 
 @dataclass
@@ -93,10 +110,16 @@ def encode_samples(
     keep_tokens: bool = True,
     num_workers: int = 0,
     desc: str = "encoding images",
+    store: FeatureStore | None = None,
 ) -> FeatureSet:
-    """Encode ``samples`` (un-augmented ``transform``) with the frozen image tower; features in float32."""
+    """Encode ``samples`` (un-augmented ``transform``) with the frozen image tower; features in float32.
+
+    ``store``: a :class:`~visprompt.engine.store.FeatureStore` to read the outputs from (or fill).
+    """
     pooled, tokens = [], []
-    encoded = _encoded_batches(clip, samples, transform, batch_size, device, precision, num_workers, desc)
+    encoded = _encoded_batches(
+        clip, samples, transform, batch_size, device, precision, num_workers, desc, store, keep_tokens
+    )
     for p, t in encoded:
         pooled.append(p.float())
         if keep_tokens:
@@ -136,13 +159,16 @@ def predict_logits(
     keep_tokens: bool = True,
     num_workers: int = 0,
     desc: str = "evaluating",
+    store: FeatureStore | None = None,
 ) -> torch.Tensor:
-    """Logits (N, C) on CPU: images encoded batch by batch, the classifier reading the features."""
+    """Logits (N, C) on CPU: images encoded batch by batch (or read from ``store``), the classifier reading them."""
     was_training = classifier.training
     classifier.eval()
     out = []
     try:
-        encoded = _encoded_batches(clip, samples, transform, batch_size, device, precision, num_workers, desc)
+        encoded = _encoded_batches(
+            clip, samples, transform, batch_size, device, precision, num_workers, desc, store, keep_tokens
+        )
         for pooled, tokens in encoded:
             with precision.autocast():
                 logits = classifier.logits_from_features(pooled, tokens if keep_tokens else None)

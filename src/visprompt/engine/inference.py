@@ -14,7 +14,7 @@ from torch import nn
 from visprompt.config import RunConfig, load_config
 from visprompt.data.pipeline import read_splits, splits_from_json
 from visprompt.data.records import DatasetSplits, Sample
-from visprompt.engine.build import image_transform, load_clip, load_trainable, uses_tokens
+from visprompt.engine.build import image_transform, load_clip, load_trainable
 from visprompt.engine.data import predict_logits
 from visprompt.engine.rundir import DONE, FAILED, RUNNING, RunDir
 from visprompt.engine.runtime import resolve_device, resolve_precision, seed_everything
@@ -64,7 +64,7 @@ class LoadedRun:
         return predict_logits(
             self.method.classifier, self.clip, samples, image_transform(self.clip),
             batch_size=batch_size or self.cfg.optim.eval_batch_size, device=self.device, precision=precision,
-            keep_tokens=uses_tokens(self.method.classifier),
+            keep_tokens=self.method.classifier.uses_tokens,
         )  # fmt: skip
 
 

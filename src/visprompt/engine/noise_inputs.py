@@ -1,4 +1,4 @@
-"""What label noise that depends on the frozen CLIP takes from it (DESIGN.md section 3).
+"""What label noise that depends on the frozen CLIP takes from it (README: asym-semantic and instance noise).
 
 Notation: N samples, C classes, E joint embedding width.
 
@@ -25,6 +25,7 @@ from visprompt.data.noise import nearest_other_class
 from visprompt.data.records import Sample
 from visprompt.engine.data import encode_samples
 from visprompt.engine.runtime import Precision
+from visprompt.engine.store import FeatureStore
 
 __all__ = ["class_similarity", "image_features", "noise_inputs", "semantic_targets"]
 
@@ -54,11 +55,12 @@ def image_features(
     device: torch.device,
     precision: Precision,
     num_workers: int = 0,
+    store: FeatureStore | None = None,
 ) -> np.ndarray:
     """Pooled frozen image embeddings (N, E) of ``samples`` through the un-augmented ``transform``, float32."""
     feats = encode_samples(
         clip, samples, transform, batch_size=batch_size, device=device, precision=precision, keep_tokens=False,
-        num_workers=num_workers, desc="encoding train images for instance noise",
+        num_workers=num_workers, desc="encoding train images for instance noise", store=store,
     )  # fmt: skip
     return feats.pooled.float().cpu().numpy()
 

@@ -1,6 +1,6 @@
 """The run directory: every file a run leaves behind, each written atomically.
 
-Layout (DESIGN.md section 7)::
+Layout (docs/architecture.md)::
 
     runs/<name>/
       config.yaml              the resolved RunConfig

@@ -24,11 +24,10 @@ import torch
 from torch import nn
 
 from visprompt.config import RunConfig, load_config, to_yaml
-from visprompt.data.noise import BACKBONE_TYPES
 from visprompt.data.pipeline import prepare_fewshot, read_splits, splits_to_json
 from visprompt.data.precheck import check_run_data
 from visprompt.data.records import DatasetSplits
-from visprompt.engine.build import image_transform, load_clip, load_trainable, run_name, uses_tokens
+from visprompt.engine.build import image_transform, load_clip, load_trainable, run_name
 from visprompt.engine.data import FeatureData, FeatureSet, ImageData, encode_samples, predict_logits
 from visprompt.engine.loop import fit
 from visprompt.engine.metrics import classification_metrics
@@ -45,6 +44,7 @@ from visprompt.engine.runtime import (
     set_rng_state,
 )
 from visprompt.engine.sameconfig import config_differences
+from visprompt.engine.store import FeatureStore, resolve_store
 from visprompt.errors import ConfigError
 from visprompt.methods import MethodBase, build_method, method_spec
 from visprompt.runlock import LOCK_NAME, folder_lock
@@ -72,19 +72,22 @@ def _backbone_key(cfg: RunConfig) -> str:
     return f"{cfg.backbone.arch}|{cfg.backbone.weights}"
 
 
+def _feature_store(cfg: RunConfig) -> FeatureStore | None:
+    return resolve_store(cfg.run.feature_store, cfg.run.out_dir)
+
+
 def _prepare_splits(cfg: RunConfig, rd: RunDir, clip: nn.Module, device: torch.device) -> DatasetSplits:
     if rd.split_file.is_file():  # a resumed run keeps the exact split it started with
         return read_splits(rd.split_file)
     d, n = cfg.data, cfg.noise
     inputs = {}
-    if n.type in BACKBONE_TYPES:  # from the frozen CLIP, called only if the split is not cached
+    if n.definition.depends_on_backbone:  # from the frozen CLIP, called only if the split is not cached
         # in fp32 whatever the run's precision, so the realised noise does not depend on it
         inputs = noise_inputs(clip, d.dataset, image_transform(clip), batch_size=cfg.optim.eval_batch_size,
                               device=device, precision=resolve_precision("fp32", device),
-                              num_workers=d.num_workers)  # fmt: skip
+                              num_workers=d.num_workers, store=_feature_store(cfg))  # fmt: skip
     return prepare_fewshot(
-        d.dataset, d.root, d.shots, n.type, n.rate, n.false_per_class, n.pair_flip, cfg.run.seed,
-        path=d.path, cache_dir=Path(cfg.run.out_dir) / ".splits", open_set_classes=n.open_set_classes,
+        d.dataset, d.root, d.shots, n, cfg.run.seed, path=d.path, cache_dir=Path(cfg.run.out_dir) / ".splits",
         backbone=_backbone_key(cfg), **inputs,
     )  # fmt: skip
 
@@ -220,7 +223,7 @@ def _train_and_evaluate(
     show_progress: bool | None,
 ) -> RunResult:
     eval_tf = image_transform(clip)
-    keep_tokens = uses_tokens(method.classifier)
+    keep_tokens = method.classifier.uses_tokens
     timings: dict[str, float] = {"setup_s": time.perf_counter() - started}
     resumed_from = None
     if method.trains:
@@ -233,7 +236,7 @@ def _train_and_evaluate(
     t0 = time.perf_counter()
     logits = predict_logits(
         method.classifier, clip, splits.test, eval_tf, batch_size=cfg.optim.eval_batch_size, device=device,
-        precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers,
+        precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers, store=_feature_store(cfg),
     )  # fmt: skip
     timings["eval_s"] = time.perf_counter() - t0
     labels = torch.tensor([s.label for s in splits.test])
@@ -264,7 +267,7 @@ def _training_data(
             cache["train"] = encode_samples(
                 clip, splits.train, eval_tf, batch_size=cfg.optim.eval_batch_size, device=device,
                 precision=precision, keep_tokens=keep_tokens, num_workers=cfg.data.num_workers,
-                desc="encoding train images",
+                desc="encoding train images", store=_feature_store(cfg),
             )  # fmt: skip
             timings["features_s"] = time.perf_counter() - t0
         return cache["train"]
@@ -362,7 +365,6 @@ def _final_metrics(
     timings["total_s"] = (
         timings["train_s"] + timings.get("setup_s", 0.0) + timings.get("features_s", 0.0) + timings["eval_s"]
     )
-    summary = getattr(method.classifier, "summary", None)
     return {
         "run": rd.path.name,
         "method": cfg.method.name,
@@ -378,7 +380,7 @@ def _final_metrics(
         "last_epoch": records[-1] if records else None,
         "timings": timings,
         "trainable_parameters": sum(p.numel() for p in method.trainable_parameters()),
-        "parameters": summary() if callable(summary) else {},
+        "parameters": method.classifier.summary(),
         "precision": precision.name,
         "resumed_from_epoch": resumed_from,
         "environment": environment(device),

@@ -9,27 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from visprompt.config import RunConfig, to_dict
+from visprompt.config import RunConfig, flatten_tree, to_dict
 
 __all__ = ["WHERE_KEYS", "config_differences", "flat_config"]
 
 # Where and how a run executes, not what it computes (the run name is its directory, checked separately).
-WHERE_KEYS = frozenset({"run.out_dir", "run.name", "run.device", "run.threads", "data.num_workers"})
+WHERE_KEYS = frozenset(
+    {"run.out_dir", "run.name", "run.device", "run.threads", "data.num_workers", "run.feature_store"}
+)  # the feature store changes where features come from, never the results (tests/test_feature_store.py)
 
 
 def flat_config(cfg: RunConfig) -> dict[str, Any]:
     """The config as ``{"optim.lr": 0.002, ...}``."""
-    out: dict[str, Any] = {}
-    for section, fields in to_dict(cfg).items():
-        stack = [(section, fields)]
-        while stack:
-            prefix, node = stack.pop()
-            for key, value in node.items():
-                if isinstance(value, dict):
-                    stack.append((f"{prefix}.{key}", value))
-                else:
-                    out[f"{prefix}.{key}"] = value
-    return out
+    return flatten_tree(to_dict(cfg))
 
 
 def config_differences(saved: RunConfig, now: RunConfig) -> list[str]:

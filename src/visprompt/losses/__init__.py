@@ -1,18 +1,6 @@
-"""Losses: CE, GCE, MAE, SCE (registered in ``LOSSES``) and the combined VisPrompt clean/noisy loss."""
+"""Losses: CE, GCE, MAE, SCE (registered in ``LOSSES``) and the clean/noisy split of a batch's loss."""
 
-from visprompt.losses.robust import LOSSES, LossFn, cross_entropy, gce, mae, per_sample_loss, reduce, sce
-from visprompt.losses.split import split_loss_terms, visprompt_loss, visprompt_loss_terms
+from visprompt.losses.robust import LOSSES, LossFn, cross_entropy, gce, mae, per_sample_loss, sce
+from visprompt.losses.split import split_loss_terms
 
-__all__ = [
-    "LOSSES",
-    "LossFn",
-    "cross_entropy",
-    "gce",
-    "mae",
-    "per_sample_loss",
-    "reduce",
-    "sce",
-    "split_loss_terms",
-    "visprompt_loss",
-    "visprompt_loss_terms",
-]
+__all__ = ["LOSSES", "LossFn", "cross_entropy", "gce", "mae", "per_sample_loss", "sce", "split_loss_terms"]

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from visprompt.registry import Registry
 
-__all__ = ["LOSSES", "LossFn", "Reduction", "cross_entropy", "gce", "mae", "per_sample_loss", "reduce", "sce"]
+__all__ = ["LOSSES", "LossFn", "Reduction", "cross_entropy", "gce", "mae", "per_sample_loss", "sce"]
 
 Reduction = Literal["none", "mean", "sum"]
 LossFn = Callable[..., torch.Tensor]  # fn(logits (B, C), labels (B,), *, reduction=..., **hyperparameters)
@@ -42,7 +42,7 @@ LossFn = Callable[..., torch.Tensor]  # fn(logits (B, C), labels (B,), *, reduct
 LOSSES: Registry[LossFn] = Registry("loss")
 
 
-def reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
     """Apply ``reduction`` ("none", "mean" or "sum") to (B,) per-sample losses; the mean of none is 0."""
     if reduction == "none":
         return per_sample
@@ -65,7 +65,7 @@ def _log_p_label(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @LOSSES.register("ce")
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, reduction: Reduction = "mean") -> torch.Tensor:
     """Cross-entropy -log p_y of (B, C) logits against (B,) labels."""
-    return reduce(-_log_p_label(logits, labels), reduction)
+    return _reduce(-_log_p_label(logits, labels), reduction)
 
 
 @LOSSES.register("gce")
@@ -73,13 +73,13 @@ def gce(logits: torch.Tensor, labels: torch.Tensor, *, q: float = 0.5, reduction
     """Generalised cross-entropy (1 - p_y^q) / q, q in (0, 1]."""
     if not 0.0 < q <= 1.0:
         raise ValueError(f"GCE needs q in (0, 1], got {q!r}")
-    return reduce(-torch.expm1(q * _log_p_label(logits, labels)) / q, reduction)
+    return _reduce(-torch.expm1(q * _log_p_label(logits, labels)) / q, reduction)
 
 
 @LOSSES.register("mae")
 def mae(logits: torch.Tensor, labels: torch.Tensor, *, reduction: Reduction = "mean") -> torch.Tensor:
     """Mean absolute error in NLPrompt's convention, 1 - p_y (= GCE at q = 1; half of |e_y - p|_1)."""
-    return reduce(-torch.expm1(_log_p_label(logits, labels)), reduction)
+    return _reduce(-torch.expm1(_log_p_label(logits, labels)), reduction)
 
 
 @LOSSES.register("sce")
@@ -94,7 +94,7 @@ def sce(
 ) -> torch.Tensor:
     """Symmetric cross-entropy alpha * CE + beta * RCE, RCE = -log_clamp * (1 - p_y) (defaults: CIFAR-10's)."""
     log_p_y = _log_p_label(logits, labels)
-    return reduce(alpha * -log_p_y + beta * -log_clamp * -torch.expm1(log_p_y), reduction)
+    return _reduce(alpha * -log_p_y + beta * -log_clamp * -torch.expm1(log_p_y), reduction)
 
 
 def per_sample_loss(

@@ -1,4 +1,4 @@
-r"""The VisPrompt training loss: cross-entropy on the clean subset, a robust loss on the noisy one.
+r"""The split loss of a batch: a loss on the clean subset, another on the noisy one (VisPrompt: CE and GCE).
 
 For a batch of B samples with clean mask :math:`m` (from the OT split), given labels :math:`y` and weight
 :math:`\alpha` (default 0.5), with :math:`R` the noisy-subset loss (default GCE, q = 0.5):
@@ -18,14 +18,11 @@ batch) give. ``normalize="subset"`` instead uses :math:`\alpha\,\mathrm{mean}_{c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Literal
 
 import torch
 
-from visprompt.losses.robust import per_sample_loss
-
-__all__ = ["split_loss_terms", "visprompt_loss", "visprompt_loss_terms"]
+__all__ = ["split_loss_terms"]
 
 Normalize = Literal["batch", "subset"]
 
@@ -62,68 +59,3 @@ def split_loss_terms(
     if per_noisy is not None:
         noisy = weights[1] * torch.where(clean_mask, zero, per_noisy).sum() / noisy_den
     return clean, noisy
-
-
-def visprompt_loss_terms(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    clean_mask: torch.Tensor,
-    *,
-    alpha: float = 0.5,
-    q: float = 0.5,
-    noisy_loss: str = "gce",
-    noisy_kwargs: Mapping[str, float] | None = None,
-    normalize: Normalize = "batch",
-) -> dict[str, torch.Tensor]:
-    """The VisPrompt loss and its two parts (see the module docstring).
-
-    Args:
-        logits: (B, C) logits (any float dtype; computed in float32).
-        labels: (B,) given labels, used by both terms.
-        clean_mask: (B,) bool, True for samples the split trusts.
-        alpha: weight of the clean cross-entropy; 1 - alpha weighs the noisy term.
-        q: GCE exponent, used when ``noisy_loss == "gce"``.
-        noisy_loss: name in :data:`LOSSES` for the noisy subset (``"gce"``, ``"mae"``, ``"sce"``, ``"ce"``).
-        noisy_kwargs: extra hyperparameters of the noisy loss (e.g. ``{"alpha": 0.1, "beta": 1.0}`` for SCE).
-        normalize: ``"batch"`` (divide both sums by B) or ``"subset"`` (mean within each subset).
-
-    Returns:
-        ``{"loss": scalar, "clean": scalar, "noisy": scalar}`` with loss = clean + noisy (the weighted parts,
-        differentiable), all float32.
-    """
-    if clean_mask.shape != labels.shape or clean_mask.dtype != torch.bool:
-        raise ValueError(f"clean_mask must be a bool tensor of shape {tuple(labels.shape)}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
-    if normalize not in ("batch", "subset"):
-        raise ValueError(f"unknown normalize {normalize!r}; expected 'batch' or 'subset'")
-    per_noisy = per_sample_loss(noisy_loss, logits, labels, q=q, **(noisy_kwargs or {}))  # (B,)
-    per_clean = per_sample_loss("ce", logits, labels)  # (B,)
-    clean_mask = clean_mask.to(logits.device)
-    clean, noisy = split_loss_terms(per_clean, per_noisy, clean_mask, weights=(alpha, 1.0 - alpha), normalize=normalize)
-    return {"loss": clean + noisy, "clean": clean, "noisy": noisy}
-
-
-def visprompt_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    clean_mask: torch.Tensor,
-    alpha: float = 0.5,
-    q: float = 0.5,
-    noisy_loss: str = "gce",
-    *,
-    noisy_kwargs: Mapping[str, float] | None = None,
-    normalize: Normalize = "batch",
-) -> torch.Tensor:
-    """Scalar ``alpha * CE(clean) + (1 - alpha) * R(noisy)``; see :func:`visprompt_loss_terms`."""
-    terms = visprompt_loss_terms(
-        logits,
-        labels,
-        clean_mask,
-        alpha=alpha,
-        q=q,
-        noisy_loss=noisy_loss,
-        noisy_kwargs=noisy_kwargs,
-        normalize=normalize,
-    )
-    return terms["loss"]

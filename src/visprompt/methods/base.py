@@ -27,14 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from visprompt.registry import Registry
+from visprompt.models.protocols import Classifier
 
-__all__ = ["METHODS", "Batch", "MethodBase", "TrainView", "batch_logits", "select_batch", "shuffled_batches"]
+__all__ = ["Batch", "MethodBase", "TrainView", "batch_logits", "select_batch", "shuffled_batches"]
 
 Batch = dict[str, torch.Tensor]
-
-#: Registered methods: ``builder(clip, classnames, spec: MethodSpec) -> MethodBase`` (see ``methods.build``).
-METHODS: Registry[Callable[..., MethodBase]] = Registry("method")
 
 
 @dataclass
@@ -52,7 +49,7 @@ class TrainView:
         return int(self.labels.numel())
 
 
-def batch_logits(classifier: nn.Module, batch: Batch) -> torch.Tensor:
+def batch_logits(classifier: Classifier, batch: Batch) -> torch.Tensor:
     """Logits (B, C) of a batch from cached frozen image outputs when present, else from images."""
     if "pooled" in batch:
         return classifier.logits_from_features(batch["pooled"], batch.get("tokens"))
@@ -82,7 +79,7 @@ class MethodBase(nn.Module):
     #: False for methods without a training phase (zero-shot): the engine only evaluates them.
     trains: bool = True
 
-    def __init__(self, classifier: nn.Module) -> None:
+    def __init__(self, classifier: Classifier) -> None:
         super().__init__()
         self.classifier = classifier
 
@@ -119,5 +116,4 @@ class MethodBase(nn.Module):
 
     def model_stats(self) -> dict[str, float]:
         """The classifier's statistics of its last forward (VisPrompt's gate), empty for others."""
-        stats = getattr(self.classifier, "last_stats", None)
-        return dict(stats()) if callable(stats) else {}
+        return dict(self.classifier.last_stats())

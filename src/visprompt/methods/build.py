@@ -1,35 +1,61 @@
 """The one boundary where a RunConfig becomes explicit arguments: :class:`MethodSpec` and :func:`build_method`.
 
-Every registered method is a builder ``(clip, classnames, spec) -> MethodBase``; the spec carries typed
-values only (no config object reaches a method). The paper's ablations are overrides of the visprompt
-preset (``prompt.gate=zero``, ``prompt.use_ffn=false``, ``method.selection.kind=none``, ...), all of which
-arrive here as fields of the spec.
+Every registered method (:data:`~visprompt.registry.METHODS`) has a builder ``(clip, classnames, spec) ->
+MethodBase``; the spec carries typed values only (no config object reaches a method). The paper's ablations are
+overrides of the visprompt recipe (``prompt.gate=zero``, ``prompt.use_ffn=false``, ``method.selection.kind=none``,
+...) or registered variants, all of which arrive here as fields of the spec.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from visprompt.config import RunConfig
 from visprompt.errors import ConfigError
-from visprompt.methods.base import METHODS, MethodBase
+from visprompt.methods.base import MethodBase
 from visprompt.methods.objective import SplitLoss
 from visprompt.methods.selection import NoSelection, OTSelection
+from visprompt.registry import METHODS
 
-__all__ = ["MethodSpec", "build_method", "method_spec"]
+if TYPE_CHECKING:
+    from visprompt.models.frozen_clip import FrozenCLIP
+
+__all__ = ["CoOpOptions", "MethodSpec", "VisPromptOptions", "build_method", "method_spec"]
+
+
+@dataclass(frozen=True)
+class CoOpOptions:
+    """The shared-context prompt's arguments (:class:`~visprompt.models.coop.CoOpPromptLearner`)."""
+
+    n_ctx: int = 16
+    ctx_init: str = ""
+    csc: bool = False
+    class_token_position: str = "end"
+
+
+@dataclass(frozen=True)
+class VisPromptOptions:
+    """The cross-modal FiLM block's arguments (:class:`~visprompt.models.visprompt.VisPromptLearner`)."""
+
+    vis_tokens: str = "patch"
+    film_mode: str = "tokenwise"
+    use_ffn: bool = True
+    gate: str = "learned"
+    visual_guidance: bool = True
+    init: str = "default"
+    num_heads: int = 8
+    dropout: float = 0.1
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """Everything a method builder may use, as plain values."""
+    """Everything a method builder may use, as typed values (no config object reaches a method)."""
 
     name: str  # registered method name
     dataset: str = ""  # dataset name (zero-shot templates)
-    coop: dict[str, Any] = field(default_factory=dict)  # n_ctx, ctx_init, csc, class_token_position
-    visprompt: dict[str, Any] = field(default_factory=dict)  # the cross-modal FiLM block's options
+    coop: CoOpOptions = field(default_factory=CoOpOptions)
+    visprompt: VisPromptOptions = field(default_factory=VisPromptOptions)
     selector: NoSelection | OTSelection = field(default_factory=NoSelection)
     selection_kind: str = "none"  # none | ot | gmm
     gmm_threshold: float = 0.5
@@ -55,17 +81,10 @@ def method_spec(cfg: RunConfig) -> MethodSpec:
     return MethodSpec(
         name=cfg.method.name,
         dataset=cfg.data.dataset,
-        coop={"n_ctx": p.n_ctx, "ctx_init": p.ctx_init, "csc": p.csc, "class_token_position": p.class_token_position},
-        visprompt={
-            "vis_tokens": p.vis_tokens,
-            "film_mode": p.film_mode,
-            "use_ffn": p.use_ffn,
-            "gate": p.gate,
-            "visual_guidance": p.visual_guidance,
-            "init": p.init,
-            "num_heads": p.num_heads,
-            "dropout": p.dropout,
-        },
+        coop=CoOpOptions(p.n_ctx, p.ctx_init, p.csc, p.class_token_position),
+        visprompt=VisPromptOptions(
+            p.vis_tokens, p.film_mode, p.use_ffn, p.gate, p.visual_guidance, p.init, p.num_heads, p.dropout
+        ),
         selector=selector,
         selection_kind=sel.kind,
         gmm_threshold=sel.gmm_threshold,
@@ -87,11 +106,9 @@ def method_spec(cfg: RunConfig) -> MethodSpec:
     )
 
 
-def build_method(spec: MethodSpec, clip: nn.Module, classnames: tuple[str, ...] | list[str]) -> MethodBase:
+def build_method(spec: MethodSpec, clip: FrozenCLIP, classnames: tuple[str, ...] | list[str]) -> MethodBase:
     """Build the registered method ``spec.name`` on a frozen CLIP (the caller seeds and moves it)."""
-    import visprompt.methods  # noqa: F401  (registers the built-in methods)
-
-    builder = METHODS.get(spec.name)
+    definition = METHODS.get(spec.name)
     if spec.selection_kind == "gmm" and spec.name != "joapr":
         raise ConfigError(f"method.selection.kind: 'gmm' is JoAPR's split; method {spec.name!r} takes none or ot")
-    return builder(clip, tuple(classnames), spec)
+    return definition.build(clip, tuple(classnames), spec)

@@ -31,17 +31,20 @@ and token features) instead of the pixels.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visprompt.methods.base import METHODS, Batch, MethodBase, TrainView
+from visprompt.methods.base import Batch, MethodBase, TrainView
 from visprompt.methods.selection import split_counts
+from visprompt.registry import register_method
 
 if TYPE_CHECKING:
     from visprompt.methods.build import MethodSpec
+    from visprompt.models.frozen_clip import FrozenCLIP
 
 __all__ = ["JoAPRMethod", "sharpen"]
 
@@ -167,11 +170,17 @@ class JoAPRMethod(MethodBase):
         return {"loss": ce + self.entropy_weight * neg_entropy, "loss_clean": float(ce.detach())}
 
 
-@METHODS.register("joapr")
-def joapr(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> JoAPRMethod:
+@register_method(
+    "joapr",
+    recipe={"method.selection.kind": "gmm", "method.selection.gmm_threshold": 0.5, "method.loss.clean": "ce",
+            "method.loss.noisy": "ce", "method.loss.alpha": 0.5, "method.loss.schedule": "joint",
+            "method.mixup_alpha": 0.001},  # the authors' released setting: Beta(0.001, 0.001) mixes little
+    summary="JoAPR (Guo et al., 2024): a GMM split on per-sample losses, label refurbishment and mixup",
+)  # fmt: skip
+def joapr(clip: FrozenCLIP, classnames: tuple[str, ...], spec: MethodSpec) -> JoAPRMethod:
     """JoAPR on a CoOp prompt; GMM threshold and mixup from the spec, the rest at the authors' defaults."""
     from visprompt.models.classifier import PromptClassifier
     from visprompt.models.coop import CoOpPromptLearner
 
-    classifier = PromptClassifier(clip, CoOpPromptLearner(clip, classnames, **spec.coop))
+    classifier = PromptClassifier(clip, CoOpPromptLearner(clip, classnames, **asdict(spec.coop)))
     return JoAPRMethod(classifier, len(classnames), threshold=spec.gmm_threshold, mixup_alpha=spec.mixup_alpha)

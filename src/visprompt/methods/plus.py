@@ -14,8 +14,8 @@ seeds, and reports it on held-out ones):
 * **Relabelling** (``method.relabel``): a sample the split calls noisy is trained on its OT pseudo-label when the
   model gives that label at least ``relabel_min_prob``, and gets no loss otherwise (never its given label).
 
-:data:`RECIPE` is the complete recipe (every selection, loss, prompt and method field it relies on); the preset
-``configs/methods/visprompt-plus.yaml`` holds the same values (a test checks they agree).
+:data:`RECIPE` is the complete recipe (every selection, loss, prompt and method field it relies on), and
+it is registered with exactly these values (``register_method``).
 """
 
 from __future__ import annotations
@@ -27,19 +27,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visprompt.methods.base import METHODS, Batch, TrainView
+from visprompt.methods.base import Batch, TrainView
 from visprompt.methods.objective import SplitLoss
 from visprompt.methods.prompt import PromptMethod
 from visprompt.methods.selection import OTSelection, split_counts
+from visprompt.registry import register_method
 
 if TYPE_CHECKING:
     from visprompt.methods.build import MethodSpec
 
 __all__ = ["RECIPE", "PlusMethod", "prior_classifier"]
 
-#: The complete recipe of ``visprompt-plus`` as dotted config keys (mirrored by its preset YAML).
+#: The complete recipe of ``visprompt-plus`` as dotted config keys (registered with the builder below).
 RECIPE: dict[str, Any] = {
-    "method.name": "visprompt-plus",
     "method.selection.kind": "ot",
     "method.selection.scope": "full",
     "method.selection.cost": "neglogp",
@@ -196,7 +196,12 @@ class PlusMethod(PromptMethod):
         return {"loss": loss, **parts, **self.model_stats()}
 
 
-@METHODS.register("visprompt-plus")
+@register_method(
+    "visprompt-plus",
+    recipe=RECIPE,
+    summary="ours, not the paper's: VisPrompt's learner, full-set OT per epoch, noisy-part weight = kept fraction, "
+    "zero-shot prior weighted by 1 - kept",
+)
 def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PlusMethod:
     """``visprompt-plus``: VisPrompt's learner, an epoch-level OT split, a zero-shot prior and relabelling."""
     from visprompt.models import ZeroShotClassifier, templates_for
@@ -205,7 +210,7 @@ def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpe
 
     if not isinstance(spec.selector, OTSelection):
         raise ValueError("visprompt-plus needs method.selection.kind=ot")
-    learner = VisPromptLearner(clip, classnames, **spec.coop, **spec.visprompt)
+    learner = VisPromptLearner(clip, classnames, **dataclasses.asdict(spec.coop), **dataclasses.asdict(spec.visprompt))
     prior = None
     if spec.prior_weight > 0:
         if spec.templates == "plain":

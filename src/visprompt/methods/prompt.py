@@ -13,19 +13,23 @@ every clean batch before any noisy one, as NLPrompt's loop does.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from visprompt.methods.base import METHODS, Batch, MethodBase, TrainView, select_batch, shuffled_batches
+from visprompt.methods.base import Batch, MethodBase, TrainView, select_batch, shuffled_batches
 from visprompt.methods.objective import SplitLoss
 from visprompt.methods.selection import NoSelection, OTSelection, split_counts
+from visprompt.registry import register_method, register_variant
 
 if TYPE_CHECKING:
     from visprompt.methods.build import MethodSpec
+    from visprompt.models.classifier import PromptClassifier
+    from visprompt.models.frozen_clip import FrozenCLIP
 
-__all__ = ["PromptMethod"]
+__all__ = ["VISPROMPT_RECIPE", "PromptMethod", "coop_learner"]
 
 
 class PromptMethod(MethodBase):
@@ -91,50 +95,106 @@ class PromptMethod(MethodBase):
 
 
 # ------------------------------------------------------------------------------------------ the registry
+# Each method's recipe names every selection and loss field it relies on (the config's defaults are plain CE with
+# no selection); prompt and optimiser fields appear where the method's paper departs from the shared protocol.
+
+_NO_SELECTION = {"method.selection.kind": "none"}
+_CE = {
+    "method.loss.clean": "ce",
+    "method.loss.noisy": "none",
+    "method.loss.alpha": 1.0,
+    "method.loss.schedule": "joint",
+}
+VISPROMPT_RECIPE = {
+    "method.selection.kind": "ot",
+    "method.selection.scope": "minibatch",
+    "method.selection.cost": "neglogp",
+    "method.selection.eps": 0.01,
+    "method.loss.clean": "ce",
+    "method.loss.noisy": "gce",
+    "method.loss.alpha": 0.5,
+    "method.loss.q": 0.5,
+    "method.loss.schedule": "joint",
+    "prompt.vis_tokens": "patch",
+    "prompt.film_mode": "tokenwise",
+    "prompt.use_ffn": True,
+    "prompt.gate": "learned",
+    "prompt.visual_guidance": True,
+}
 
 
-def _classifier(clip: nn.Module, learner: nn.Module) -> nn.Module:
+def _classifier(clip: FrozenCLIP, learner: nn.Module) -> PromptClassifier:
     from visprompt.models.classifier import PromptClassifier
 
     return PromptClassifier(clip, learner)
 
 
-@METHODS.register("coop")
-@METHODS.register("coop-gce")
-@METHODS.register("nlprompt")
-def coop(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
-    """A CoOp prompt learner with the preset's selection and loss; the three methods differ only there.
-
-    * ``coop``: no selection, cross-entropy on the given labels (alpha = 1).
-    * ``coop-gce``: the generalised cross-entropy of PTNL (gce, q = 0.5).
-    * ``nlprompt``: a full-set OT split, CE on the clean part and MAE on the rest.
-    """
+def coop_learner(clip: FrozenCLIP, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
+    """A CoOp prompt learner with the recipe's selection and loss (CoOp, CoOp+GCE and NLPrompt differ only there)."""
     from visprompt.models.coop import CoOpPromptLearner
 
-    learner = CoOpPromptLearner(clip, classnames, **spec.coop)
+    learner = CoOpPromptLearner(clip, classnames, **asdict(spec.coop))
     return PromptMethod(_classifier(clip, learner), spec.selector, spec.loss)
 
 
-@METHODS.register("cocoop")
-def cocoop(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
+register_method(
+    "coop",
+    recipe={**_NO_SELECTION, **_CE},
+    summary="CoOp (Zhou et al., IJCV 2022): a learned shared context, CE on the given labels",
+)(coop_learner)
+register_method(
+    "coop-gce",
+    recipe={**_NO_SELECTION, **_CE, "method.loss.clean": "gce", "method.loss.q": 0.5},
+    summary="CoOp + GCE (PTNL, Wu et al. 2023): the generalised cross-entropy, q = 0.5",
+)(coop_learner)
+register_method(
+    "nlprompt",
+    recipe={"method.selection.kind": "ot", "method.selection.scope": "full", "method.selection.cost": "negp",
+            "method.selection.eps": 0.01, "method.loss.clean": "ce", "method.loss.noisy": "mae",
+            "method.loss.alpha": 0.5, "method.loss.schedule": "sequential"},
+    summary="NLPrompt (Pan et al., 2025): CoOp + a full-set OT split per epoch, CE on the clean part then MAE",
+)(coop_learner)  # fmt: skip
+
+
+@register_method(
+    "cocoop",
+    recipe={**_NO_SELECTION, **_CE, "prompt.n_ctx": 4, "prompt.ctx_init": "a photo of a", "optim.batch_size": 1,
+            "optim.epochs": 10},
+    summary="CoCoOp (Zhou et al., CVPR 2022): the context shifted per image by a meta-net; batch 1, 10 epochs",
+)  # fmt: skip
+def cocoop(clip: FrozenCLIP, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
     """CoCoOp: the context shifted per image by a meta-net on the pooled image embedding."""
     from visprompt.models.cocoop import CoCoOpPromptLearner
 
-    kwargs = {k: v for k, v in spec.coop.items() if k != "csc"}  # no class-specific context in CoCoOp
+    kwargs = {k: v for k, v in asdict(spec.coop).items() if k != "csc"}  # no class-specific context in CoCoOp
     return PromptMethod(_classifier(clip, CoCoOpPromptLearner(clip, classnames, **kwargs)), spec.selector, spec.loss)
 
 
-@METHODS.register("visprompt")
-@METHODS.register("visprompt-faithful")
-@METHODS.register("visprompt-clean-only")
-def visprompt(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
-    """VisPrompt: cross-modal FiLM prompts, OT split, alpha * CE(clean) + (1 - alpha) * GCE(noisy).
-
-    ``visprompt-faithful`` is the authors' loop (its preset: an epoch-start split per mini-batch in eval mode,
-    then clean-only and noisy-only batches); ``visprompt-clean-only`` is the same learner and split with no loss
-    on the noisy part (its preset).
-    """
+@register_method(
+    "visprompt",
+    recipe=VISPROMPT_RECIPE,
+    summary="VisPrompt (arXiv 2604.09532): cross-modal FiLM prompts, OT split per mini-batch, CE(clean) + GCE(noisy)",
+)
+def visprompt(clip: FrozenCLIP, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
+    """VisPrompt: cross-modal FiLM prompts, OT split, alpha * CE(clean) + (1 - alpha) * GCE(noisy)."""
     from visprompt.models.visprompt import VisPromptLearner
 
-    learner = VisPromptLearner(clip, classnames, **spec.coop, **spec.visprompt)
+    learner = VisPromptLearner(clip, classnames, **asdict(spec.coop), **asdict(spec.visprompt))
     return PromptMethod(_classifier(clip, learner), spec.selector, spec.loss)
+
+
+register_variant(
+    "visprompt-clean-only",
+    of="visprompt",
+    changes={"method.loss.noisy": "none"},
+    summary="VisPrompt with no loss on the OT-noisy part (not the paper's protocol; for heavily noisy labels)",
+)
+
+
+register_variant(
+    "visprompt-faithful",
+    of="visprompt",
+    changes={"method.selection.scope": "epoch", "method.loss.schedule": "sequential"},
+    summary="VisPrompt with the authors' loop: the OT split at each epoch's start in eval mode, per mini-batch, "
+    "then clean-only and noisy-only batches",
+)

@@ -22,7 +22,7 @@ import torch
 
 from visprompt.methods.base import TrainView
 
-__all__ = ["NoSelection", "OTSelection", "Selector", "epoch_batches", "split_counts"]
+__all__ = ["NoSelection", "OTSelection", "Selector", "epoch_batches", "split_counts", "split_per_batch"]
 
 
 def split_counts(clean: torch.Tensor, labels: torch.Tensor, true_labels: torch.Tensor) -> dict[str, int]:
@@ -55,7 +55,7 @@ class NoSelection:
 
 @dataclass(frozen=True)
 class OTSelection:
-    """The OT split of DESIGN.md section 2 (see :func:`visprompt.selection.ot.ot_split`)."""
+    """The OT split of docs/method.md (see :func:`visprompt.selection.ot.ot_split`)."""
 
     scope: Literal["minibatch", "epoch", "full"] = "minibatch"
     cost: Literal["neglogp", "negp"] = "neglogp"
@@ -84,7 +84,7 @@ class OTSelection:
         ``scope="full"``: one OT problem over the N samples. ``scope="epoch"``: one OT problem per mini-batch of a
         shuffled pass over the training set (``view.batch_size``, ``view.generator``), the authors' loop.
         """
-        from visprompt.selection.ot import ot_split, ot_split_per_batch
+        from visprompt.selection.ot import ot_split
 
         if self.scope not in ("full", "epoch"):
             raise ValueError(f"epoch_split needs scope 'full' or 'epoch', got {self.scope!r}")
@@ -95,7 +95,40 @@ class OTSelection:
         if view.batch_size < 1 or view.generator is None:
             raise ValueError("scope 'epoch' needs the view's batch_size and generator (set by the training loop)")
         batches = epoch_batches(view.num_samples, view.batch_size, view.generator)
-        return ot_split_per_batch(probs, view.labels, batches, **kwargs), probs
+        return split_per_batch(probs, view.labels, batches, **kwargs), probs
+
+
+def split_per_batch(probs: torch.Tensor, labels: torch.Tensor, batches: list[torch.Tensor], **kwargs: Any) -> Any:
+    """One :func:`~visprompt.selection.ot.ot_split` per batch of a partition of range(N), assembled in order.
+
+    Returns a SplitResult over the N rows; ``stats``: ``iterations`` (sum), ``marginal_error`` (max), ``converged``
+    (all), ``problems`` (number of batches) and ``num_clean``.
+    """
+    from visprompt.selection.ot import ot_split
+    from visprompt.selection.result import SplitResult
+
+    n = probs.shape[0]
+    index = torch.cat(batches) if batches else torch.empty(0, dtype=torch.long)
+    if index.numel() != n or not torch.equal(torch.sort(index).values, torch.arange(n)):
+        raise ValueError(f"batches must partition range({n}): every row exactly once")
+    clean = torch.zeros(n, dtype=torch.bool, device=probs.device)
+    pseudo = torch.zeros(n, dtype=torch.long, device=probs.device)
+    confidence = torch.zeros(n, dtype=torch.float32, device=probs.device)
+    parts = []
+    for idx in batches:
+        idx = idx.to(probs.device)
+        part = ot_split(probs[idx], labels[idx], **kwargs)
+        clean[idx], pseudo[idx], confidence[idx] = part.clean, part.pseudo_labels, part.confidence
+        parts.append(part.stats)
+    stats = {
+        "n": n,
+        "num_clean": int(clean.sum()),
+        "problems": len(parts),
+        "iterations": sum(int(p["iterations"]) for p in parts),
+        "marginal_error": max(float(p["marginal_error"]) for p in parts),
+        "converged": all(bool(p["converged"]) for p in parts),
+    }
+    return SplitResult(clean=clean, pseudo_labels=pseudo, confidence=confidence, stats=stats)
 
 
 def epoch_batches(num_samples: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from visprompt.methods.base import METHODS, Batch, MethodBase
+from visprompt.methods.base import Batch, MethodBase
+from visprompt.registry import register_method
 
 if TYPE_CHECKING:
     from visprompt.methods.build import MethodSpec
+    from visprompt.models.frozen_clip import FrozenCLIP
 
 __all__ = ["ZeroShotMethod"]
 
@@ -31,8 +33,13 @@ class ZeroShotMethod(MethodBase):
         raise RuntimeError("zero-shot CLIP has no training step")
 
 
-@METHODS.register("zeroshot")
-def zeroshot(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> ZeroShotMethod:
+@register_method(
+    "zeroshot",
+    recipe={"method.selection.kind": "none", "method.templates": "dataset"},
+    summary="zero-shot CLIP (Radford et al., 2021): class-name templates, no training",
+    trains=False,
+)
+def zeroshot(clip: FrozenCLIP, classnames: tuple[str, ...], spec: MethodSpec) -> ZeroShotMethod:
     from visprompt.models import ZeroShotClassifier, templates_for
     from visprompt.models.templates import DEFAULT_TEMPLATE
 

@@ -5,13 +5,14 @@ Imports point one way: backbone <- text <- context <- learners (coop, cocoop, fi
 
 from visprompt.models.backbone import load_backbone, save_backbone
 from visprompt.models.classifier import PromptClassifier, ZeroShotClassifier
+from visprompt.models.cocoop import CoCoOpPromptLearner
+from visprompt.models.coop import CoOpPromptLearner
 from visprompt.models.frozen_clip import FrozenCLIP
-from visprompt.models.prompts import PROMPT_LEARNERS, CoCoOpPromptLearner, CoOpPromptLearner, VisPromptLearner
 from visprompt.models.templates import templates_for
 from visprompt.models.text import PromptEmbeddings, TextEncoder
+from visprompt.models.visprompt import VisPromptLearner
 
 __all__ = [
-    "PROMPT_LEARNERS",
     "CoCoOpPromptLearner",
     "CoOpPromptLearner",
     "FrozenCLIP",

@@ -35,6 +35,7 @@ from visprompt.models.weights import (
     openai_sha256,
     read_weights,
 )
+from visprompt.registry import BACKBONES
 
 __all__ = ["PAPER_ARCHS", "FrozenCLIP", "clip_tokenizer", "load_backbone", "save_backbone"]
 
@@ -49,6 +50,13 @@ PAPER_ARCHS = {
     "ViT-B/32": "ViT-B-32",
     "ViT-B/16": "ViT-B-16",
 }
+
+# Backbone presets (``--backbone rn50``): OpenAI weights need the QuickGELU architectures.
+for _paper, _arch in PAPER_ARCHS.items():
+    BACKBONES.register(_paper.lower().replace("/", "-"))(
+        {"backbone.arch": f"{_arch}-quickgelu", "backbone.weights": "openai"}
+    )
+BACKBONES.register("testbed")({"backbone.arch": "testbed", "backbone.weights": None})  # the shipped tiny CLIP
 
 
 def _resolve_name(arch: str) -> str:

@@ -77,7 +77,7 @@ class PromptClassifier(nn.Module):
     @property
     def uses_tokens(self) -> bool:
         """Whether :meth:`logits_from_features` reads the visual tokens (callers may cache pooled features only)."""
-        return bool(getattr(self.learner, "uses_tokens", True))
+        return bool(self.learner.uses_tokens)
 
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen image outputs: pooled (B, E) and visual tokens (B, T, E)."""
@@ -116,7 +116,7 @@ class PromptClassifier(nn.Module):
 
     def last_stats(self) -> dict[str, float]:
         """Statistics of the last forward worth logging (VisPrompt: gate mean/std); empty for others."""
-        return self.learner.last_stats() if hasattr(self.learner, "last_stats") else {}
+        return self.learner.last_stats()
 
     def summary(self) -> dict[str, object]:
         """Trainable parameter counts per part, backbone size and the text path in use."""

@@ -1,4 +1,4 @@
-"""The cross-modal FiLM block of VisPrompt (DESIGN.md section 2): the context reads the image.
+"""The cross-modal FiLM block of VisPrompt (docs/method.md): the context reads the image.
 
 Notation: B images, Q query tokens (M context tokens, or C x M with class-specific context), T visual tokens,
 D text width, d_v visual token width.

@@ -4,7 +4,7 @@ Notation: B images, E joint embedding width, D text width, T visual tokens, L te
 
 :class:`FrozenCLIP` wraps an open_clip model: every parameter has ``requires_grad=False`` and the model stays
 in eval mode whatever ``.train()`` is called with. Its :meth:`FrozenCLIP.encode_image` returns the pooled image
-embedding and the visual tokens in the joint space (DESIGN.md section 2):
+embedding and the visual tokens in the joint space (docs/method.md):
 
 * ViT: ``ln_post(x) @ proj`` on the CLS and patch tokens, T = 1 + (H/p)(W/p); the CLS token is the pooled one.
 * ModifiedResNet: the attention pool's value and output projections applied to each cell of the final grid

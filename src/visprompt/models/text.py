@@ -24,6 +24,11 @@ pooling): ``t = proj(ln_final(h_L[eot]))``. Three ways to compute it, equal up t
 ``"auto"`` takes the fastest valid one: prefix sharing when the prefix holds context tokens (K >= 2) and the
 tower has plain CLIP blocks, else truncation when the tower is causal, else the reference. Classes can be
 processed in chunks (``class_chunk``) to bound peak memory; the prefix cache is computed once for all chunks.
+
+The distinct-token floor: the truncated and prefix paths group classes by prompt length, so each class runs
+exactly its own tokens up to the pooled one (not the longest class's), and the prefix path runs its last layer
+at the pooled position only. Per step the prefix path then runs P x K + P x sum_c (pool_c + 1 - K) positions,
+the count of distinct ones (:func:`distinct_positions`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from visprompt.errors import ConfigError
@@ -70,8 +76,8 @@ class PromptEmbeddings:
     def prefix_len(self) -> int:
         return self.prefix.shape[1]
 
-    def classes(self, index: slice) -> PromptEmbeddings:
-        """The same prompts restricted to a slice of classes."""
+    def classes(self, index: slice | torch.Tensor) -> PromptEmbeddings:
+        """The same prompts restricted to a slice (or a long tensor of indices) of classes."""
         return PromptEmbeddings(self.prefix, self.body[:, index], self.pool_index[index])
 
 
@@ -147,25 +153,36 @@ def prefix_cache(clip: FrozenCLIP, prefix: torch.Tensor) -> list[tuple[torch.Ten
 
 
 def _body_attention(
-    blk: nn.Module, h: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, mask: torch.Tensor
+    blk: nn.Module, h: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, mask: torch.Tensor, last_only: bool = False
 ) -> torch.Tensor:
-    """Multi-head attention of body tokens (Pb, C, S, D) over [prefix keys; body keys] -> (P, C, S, D)."""
+    """Multi-head attention of body tokens (Pb, C, S, D) over [prefix keys; body keys] -> (P, C, S', D).
+
+    ``last_only``: queries at the last body position only (S' = 1); keys and values still cover all S.
+    """
     attn = blk.attn
     heads = attn.num_heads
     n_pre, _, k, hd = kp.shape
     n_body, n_cls, s, d = h.shape
-    q, key, value = F.linear(blk.ln_1(h), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)  # (Pb, C, S, D)
-    q = _split_heads(q, heads) * hd**-0.5  # (Pb, C, H, S, hd)
+    x = blk.ln_1(h)
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    if last_only:
+        q = F.linear(x[:, :, -1:], w[:d], None if b is None else b[:d])  # (Pb, C, 1, D)
+        key, value = F.linear(x, w[d:], None if b is None else b[d:]).chunk(2, dim=-1)  # (Pb, C, S, D)
+        mask = mask[-1:]  # the last row of the causal mask: it sees every body token
+    else:
+        q, key, value = F.linear(x, w, b).chunk(3, dim=-1)  # (Pb, C, S, D)
+    sq = q.shape[2]
+    q = _split_heads(q, heads) * hd**-0.5  # (Pb, C, H, S', hd)
     key, value = _split_heads(key, heads), _split_heads(value, heads)  # (Pb, C, H, S, hd)
-    q_rows = q.permute(0, 2, 1, 3, 4).reshape(n_body, heads, n_cls * s, hd)  # (Pb, H, C*S, hd)
+    q_rows = q.permute(0, 2, 1, 3, 4).reshape(n_body, heads, n_cls * sq, hd)  # (Pb, H, C*S', hd)
     p = max(n_pre, n_body)
-    s_pre = (q_rows @ kp.transpose(-1, -2)).reshape(p, heads, n_cls, s, k).permute(0, 2, 1, 3, 4)  # (P, C, H, S, K)
-    s_body = q @ key.transpose(-1, -2) + mask  # (Pb, C, H, S, S)
+    s_pre = (q_rows @ kp.transpose(-1, -2)).reshape(p, heads, n_cls, sq, k).permute(0, 2, 1, 3, 4)  # (P,C,H,S',K)
+    s_body = q @ key.transpose(-1, -2) + mask  # (Pb, C, H, S', S)
     a = torch.cat([s_pre.expand(p, -1, -1, -1, -1), s_body.expand(p, -1, -1, -1, -1)], dim=-1).softmax(dim=-1)
-    a_pre, a_body = a.split([k, s], dim=-1)  # (P, C, H, S, K), (P, C, H, S, S)
-    a_rows = a_pre.permute(0, 2, 1, 3, 4).reshape(p, heads, n_cls * s, k)  # (P, H, C*S, K)
-    out = (a_rows @ vp).reshape(p, heads, n_cls, s, hd).permute(0, 2, 1, 3, 4) + a_body @ value  # (P, C, H, S, hd)
-    return attn.out_proj(out.transpose(-3, -2).reshape(p, n_cls, s, d))  # (P, C, S, D)
+    a_pre, a_body = a.split([k, s], dim=-1)  # (P, C, H, S', K), (P, C, H, S', S)
+    a_rows = a_pre.permute(0, 2, 1, 3, 4).reshape(p, heads, n_cls * sq, k)  # (P, H, C*S', K)
+    out = (a_rows @ vp).reshape(p, heads, n_cls, sq, hd).permute(0, 2, 1, 3, 4) + a_body @ value  # (P,C,H,S',hd)
+    return attn.out_proj(out.transpose(-3, -2).reshape(p, n_cls, sq, d))  # (P, C, S', D)
 
 
 def encode_prefix_shared(
@@ -173,19 +190,29 @@ def encode_prefix_shared(
     prompts: PromptEmbeddings,
     cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
-    """Prefix-shared path -> features (P, C, E); ``cache`` is :func:`prefix_cache` of ``prompts.prefix``."""
+    """Prefix-shared path -> features (P, C, E); ``cache`` is :func:`prefix_cache` of ``prompts.prefix``.
+
+    When every class is pooled at the same position (classes grouped by length, as :class:`TextEncoder` does),
+    the last layer runs its query, output projection and MLP at that position only: nothing else is read.
+    """
     k, idx = prompts.prefix_len, prompts.pool_index
     if bool((idx < k).any()):
         raise ValueError("prefix-shared path: a pooled position lies inside the shared prefix")
     if cache is None:
         cache = prefix_cache(clip, prompts.prefix)
     s = int(idx.max()) + 1 - k
+    uniform = bool((idx == idx.max()).all())
     h = prompts.body[:, :, :s] + clip.positional_embedding[k : k + s].to(prompts.body.dtype)  # (Pb, C, S, D)
     mask = causal_mask(s, dtype=h.dtype, device=h.device)
-    for blk, (kp, vp) in zip(clip.transformer.resblocks, cache, strict=True):
-        h = h + blk.ls_1(_body_attention(blk, h, kp, vp, mask))  # (P, C, S, D) from layer 1 on
+    blocks = clip.transformer.resblocks
+    for i, (blk, (kp, vp)) in enumerate(zip(blocks, cache, strict=True)):
+        last_only = uniform and i + 1 == len(blocks)
+        res = h[:, :, -1:] if last_only else h
+        h = res + blk.ls_1(_body_attention(blk, h, kp, vp, mask, last_only))  # (P, C, S or 1, D) from layer 1 on
         h = h + blk.ls_2(blk.mlp(blk.ln_2(h)))
     h = h.expand(prompts.num_contexts, -1, -1, -1)
+    if uniform:
+        return clip.project_text(h[:, :, -1])  # (P, C, E): every class pooled at its last body token
     h = h[:, torch.arange(h.shape[1], device=h.device), idx - k]  # (P, C, D) at the pooled positions
     return clip.project_text(h)  # (P, C, E)
 
@@ -209,42 +236,108 @@ def resolve_text_path(clip: FrozenCLIP, path: str, prefix_len: int) -> str:
     return path
 
 
+def length_groups(pool_index: torch.Tensor) -> list[torch.Tensor]:
+    """Class indices grouped by pooled position (equal prompt lengths), shortest first, each in class order."""
+    return [torch.nonzero(pool_index == v).flatten() for v in torch.unique(pool_index).tolist()]
+
+
+def distinct_positions(pool_index: torch.Tensor, n_contexts: int, prefix_len: int) -> int:
+    """Token positions a step cannot avoid: the prefix once per context, each body up to its pooled token once per
+    (context, class)."""
+    return n_contexts * (prefix_len + int((pool_index + 1 - prefix_len).sum()))
+
+
 class TextEncoder:
     """Runs prompt embeddings through a frozen CLIP's text tower on a fixed path, optionally in class chunks.
+
+    On the truncated and prefix paths, classes are grouped by prompt length (``bucket``): each group runs
+    exactly as many tokens as its prompts have up to the pooled token, instead of every class padded to the
+    longest; on the prefix path the last layer then runs at the pooled position only. The features are the
+    same up to float rounding (the transformer's outputs at a position depend only on the positions before it).
 
     Args:
         clip: the frozen CLIP.
         path: ``"auto"``, ``"reference"``, ``"truncated"`` or ``"prefix"``.
         prefix_len: K, the number of tokens the prompts share across classes (decides whether prefix sharing
             pays).
-        class_chunk: at most this many classes per pass (None: all at once).
+        class_chunk: at most this many classes per pass (None: all at once). Under autograd each chunk is
+            checkpointed (its activations are recomputed in the backward pass instead of kept), so a training
+            step holds one chunk's activations at a time: peak memory falls with the chunk size, at the cost
+            of running the chunks' forward twice. The result is the same.
+        bucket: group classes by prompt length (False: pad to the longest, the earlier behaviour; kept for the
+            benchmarks' before/after comparison).
     """
 
     def __init__(
-        self, clip: FrozenCLIP, path: str = "auto", prefix_len: int = 1, class_chunk: int | None = None
+        self,
+        clip: FrozenCLIP,
+        path: str = "auto",
+        prefix_len: int = 1,
+        class_chunk: int | None = None,
+        *,
+        bucket: bool = True,
     ) -> None:
         if class_chunk is not None and class_chunk < 1:
             raise ConfigError(f"class_chunk must be a positive integer or None, got {class_chunk}")
         self.clip = clip
         self.path = resolve_text_path(clip, path, prefix_len)
         self.class_chunk = class_chunk
+        self.bucket = bucket
 
     def required_length(self, pool_index: torch.Tensor) -> int:
         """How many tokens the prompts must provide for this path."""
         return self.clip.context_length if self.path == "reference" else int(pool_index.max()) + 1
 
+    def _groups(self, pool_index: torch.Tensor) -> list[torch.Tensor | slice]:
+        n_cls = int(pool_index.shape[0])
+        step = self.class_chunk or n_cls
+        if not self.bucket or self.path == "reference":
+            return [slice(start, start + step) for start in range(0, n_cls, step)]
+        return [part for group in length_groups(pool_index) for part in group.split(step)]
+
+    def _encode(self, part: PromptEmbeddings, cache: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
+        if self.path == "prefix":
+            return encode_prefix_shared(self.clip, part, cache)
+        if self.path == "truncated":
+            return encode_full(self.clip, part, int(part.pool_index.max()) + 1)
+        return encode_full(self.clip, part, None)
+
+    def _encode_part(
+        self, prefix: torch.Tensor, body: torch.Tensor, pool_index: torch.Tensor, *flat_cache: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`_encode` with its inputs as tensors (what ``torch.utils.checkpoint`` saves and replays)."""
+        cache = [(flat_cache[i], flat_cache[i + 1]) for i in range(0, len(flat_cache), 2)] if flat_cache else None
+        return self._encode(PromptEmbeddings(prefix, body, pool_index), cache)
+
+    def positions(self, pool_index: torch.Tensor, n_contexts: int, prefix_len: int) -> int:
+        """Token positions this encoder runs through the transformer for P = ``n_contexts`` contexts."""
+        total = n_contexts * prefix_len if self.path == "prefix" else 0
+        for group in self._groups(pool_index):
+            idx = pool_index[group]
+            length = self.clip.context_length if self.path == "reference" else int(idx.max()) + 1
+            body = length - prefix_len if self.path == "prefix" else length
+            total += n_contexts * int(idx.shape[0]) * body
+        return total
+
     def __call__(self, prompts: PromptEmbeddings) -> torch.Tensor:
         """Unnormalised text features (P, C, E)."""
-        n_cls = prompts.num_classes
-        step = self.class_chunk or n_cls
+        groups = self._groups(prompts.pool_index)
         cache = prefix_cache(self.clip, prompts.prefix) if self.path == "prefix" else None
+        checkpoint = self.class_chunk is not None and len(groups) > 1 and torch.is_grad_enabled()
         outs = []
-        for start in range(0, n_cls, step):
-            part = prompts.classes(slice(start, start + step))
-            if self.path == "prefix":
-                outs.append(encode_prefix_shared(self.clip, part, cache))
-            elif self.path == "truncated":
-                outs.append(encode_full(self.clip, part, int(part.pool_index.max()) + 1))
+        for group in groups:
+            part = prompts.classes(group)
+            if checkpoint:
+                flat = [t for kv in cache for t in kv] if cache is not None else []
+                outs.append(
+                    torch.utils.checkpoint.checkpoint(
+                        self._encode_part, part.prefix, part.body, part.pool_index, *flat, use_reentrant=False
+                    )
+                )
             else:
-                outs.append(encode_full(self.clip, part, None))
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (P, C, E)
+                outs.append(self._encode(part, cache))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (P, C, E) in group order
+        if isinstance(groups[0], torch.Tensor) and len(groups) > 1:
+            order = torch.cat(groups)  # class index of each output column
+            out = out[:, torch.argsort(order)]  # back to class order
+        return out

@@ -1,6 +1,6 @@
 """Read run directories: the resolved config, status, final metrics and per-epoch log of every run under a folder.
 
-A run directory is any folder holding a ``config.yaml`` (DESIGN.md section 7); runs that have not finished
+A run directory is any folder holding a ``config.yaml`` (docs/architecture.md); runs that have not finished
 (no ``metrics.json``, or a status other than ``done``) are kept, so that a report can list them. Nested
 values are flattened to dotted keys (``method.selection.kind``, ``timings.train_s``).
 
@@ -22,11 +22,13 @@ from typing import Any
 
 import yaml
 
+from visprompt.config import CLEAN, NoiseSpec, flatten_tree
+from visprompt.errors import VispromptError
+
 log = logging.getLogger(__name__)
 
-__all__ = ["CLEAN", "RunRecord", "collect_runs", "flatten", "label_methods", "metric_value", "sweep_failures"]
+__all__ = ["CLEAN", "RunRecord", "collect_runs", "label_methods", "metric_value", "sweep_failures"]
 
-CLEAN = "clean"  # the noise type of every clean run (rate 0 or type none)
 # Config keys that never distinguish methods: where a run lives and how it executes.
 _NOT_VARIANTS = ("run.", "data.dataset", "data.root", "data.path", "data.num_workers", "noise.", "method.name",
                  "backbone.cache_dir", "optim.eval_batch_size")  # fmt: skip
@@ -58,32 +60,18 @@ class RunRecord:
 
     @property
     def noise(self) -> tuple[str, float]:
-        """(noise type, rate); clean runs are ``("clean", 0.0)``, pairs-per-class uses its count as the rate,
-        open-set names its held-out class count (``"open-set-k2"``)."""
-        kind = str(self.config.get("noise.type", "none"))
-        if kind == "pairs-per-class":
-            count = int(self.config.get("noise.false_per_class", 0))
-            flip = bool(self.config.get("noise.pair_flip", False))
-            return ("pairs-flip" if flip else "pairs", float(count)) if count else (CLEAN, 0.0)
-        rate = float(self.config.get("noise.rate", 0.0))
-        if kind == "open-set":  # k held-out classes make another task, even at rate 0
-            return f"open-set-k{int(self.config.get('noise.open_set_classes', 0))}", rate
-        return (CLEAN, 0.0) if kind == "none" or rate == 0 else (kind, rate)
+        """The run's noise setting (:attr:`~visprompt.config.NoiseSpec.setting`): ``("clean", 0.0)``,
+        ``("sym", 0.5)``, ``("pairs-flip", 4.0)``, ``("open-set-k2", 0.25)``."""
+        return self.noise_spec.setting
+
+    @property
+    def noise_spec(self) -> NoiseSpec:
+        section = {k.removeprefix("noise."): v for k, v in self.config.items() if k.startswith("noise.")}
+        return NoiseSpec(**section)
 
     @property
     def finished(self) -> bool:
         return self.status == "done" and bool(self.metrics)
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def collect_runs(runs_dir: str | Path) -> list[RunRecord]:
@@ -96,7 +84,12 @@ def collect_runs(runs_dir: str | Path) -> list[RunRecord]:
             continue
         try:
             records.append(_read_run(run_dir, root))
-        except (OSError, ValueError, yaml.YAMLError) as exc:  # one unreadable run must not sink the report
+        except (
+            OSError,
+            ValueError,
+            yaml.YAMLError,
+            VispromptError,
+        ) as exc:  # one unreadable run must not sink the report
             log.warning("skipping %s: %s", run_dir, exc)
     return records
 
@@ -150,17 +143,19 @@ def label_methods(records: Sequence[RunRecord]) -> dict[str, str]:
 
 
 def _read_run(run_dir: Path, root: Path) -> RunRecord:
-    config = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    config = flatten_tree(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
     status_file, metrics_file, error_file = run_dir / "status", run_dir / "metrics.json", run_dir / "error.txt"
     words = status_file.read_text().split() if status_file.is_file() else []
     status = words[0] if words else None
-    metrics = flatten(json.loads(metrics_file.read_text())) if metrics_file.is_file() else {}
+    metrics = flatten_tree(json.loads(metrics_file.read_text())) if metrics_file.is_file() else {}
     error = None
     if error_file.is_file():
         lines = [line for line in error_file.read_text().splitlines() if line.strip()]
         error = lines[0].strip() if lines else None  # the message (a traceback follows)
     name = run_dir.relative_to(root).as_posix()
-    return RunRecord(run_dir, name, status, config, metrics, list(_read_log(run_dir / "log.jsonl")), error)
+    record = RunRecord(run_dir, name, status, config, metrics, list(_read_log(run_dir / "log.jsonl")), error)
+    record.noise_spec  # noqa: B018  (an invalid noise section is reported here, not in the middle of a table)
+    return record
 
 
 def _read_log(path: Path) -> Iterable[dict[str, Any]]:
@@ -168,7 +163,7 @@ def _read_log(path: Path) -> Iterable[dict[str, Any]]:
         return
     for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
-            yield flatten(json.loads(line))
+            yield flatten_tree(json.loads(line))
         except (json.JSONDecodeError, AttributeError):
             continue  # a line torn by a crash (or a stray byte): the rest of the run still counts
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from visprompt.config import CLEAN, setting_label
 from visprompt.fileio import atomic_path
-from visprompt.report.collect import CLEAN, RunRecord, metric_value
+from visprompt.report.collect import RunRecord, metric_value
 
 __all__ = [
     "SummaryCell",
@@ -47,15 +48,6 @@ class SummaryCell:
 
 def setting_order(noise: str, rate: float) -> tuple[int, str, float]:
     return (_NOISE_ORDER.get(noise, 3), noise, rate)
-
-
-def setting_label(noise: str, rate: float) -> str:
-    """``clean``, ``sym 12.5%``, ``pairs 2/class``."""
-    if noise == CLEAN:
-        return CLEAN
-    if noise.startswith("pairs"):
-        return f"{noise} {rate:g}/class"
-    return f"{noise} {100 * rate:g}%"
 
 
 def summarize(records: Sequence[RunRecord], labels: Mapping[str, str], metric: str) -> list[SummaryCell]:

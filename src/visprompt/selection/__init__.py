@@ -7,7 +7,7 @@ split against true labels). None of them edits a dataset; each returns a :class:
 
 from visprompt.selection.gmm import GaussianMixture1D, fit_gmm_1d, gmm_split
 from visprompt.selection.metrics import selection_counts, selection_metrics
-from visprompt.selection.ot import curriculum_budget, ot_split, ot_split_per_batch
+from visprompt.selection.ot import ot_split
 from visprompt.selection.result import ConvergenceWarning, SplitResult
 from visprompt.selection.sinkhorn import SinkhornStats, sinkhorn_log
 
@@ -16,11 +16,9 @@ __all__ = [
     "GaussianMixture1D",
     "SinkhornStats",
     "SplitResult",
-    "curriculum_budget",
     "fit_gmm_1d",
     "gmm_split",
     "ot_split",
-    "ot_split_per_batch",
     "selection_counts",
     "selection_metrics",
     "sinkhorn_log",

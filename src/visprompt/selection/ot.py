@@ -16,15 +16,13 @@ Notation: N samples, C classes, :math:`p \in \Delta_C^N` the model's class proba
    ranked over all N; ties go to the lower index).
 
 Scope is the caller's choice of rows: pass the whole training set for one OT over it (NLPrompt, ``"full"``),
-one mini-batch at a time (the VisPrompt authors, ``"minibatch"``), or use :func:`ot_split_per_batch` with the
-epoch's index partition. Each problem is balanced on its own rows; a batch must not be tiny (with N = 1 the plan
-is b itself and carries no information).
+or one mini-batch at a time (the VisPrompt authors, ``"minibatch"``). Each problem is balanced on its own rows;
+a batch must not be tiny (with N = 1 the plan is b itself and carries no information).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -32,7 +30,7 @@ import torch
 from visprompt.selection.result import SplitResult
 from visprompt.selection.sinkhorn import SinkhornStats, sinkhorn_log
 
-__all__ = ["OtCost", "SinkhornStats", "curriculum_budget", "ot_split", "ot_split_per_batch", "sinkhorn_log"]
+__all__ = ["OtCost", "SinkhornStats", "ot_split", "sinkhorn_log"]
 
 OtCost = Literal["neglogp", "negp"]
 _PROB_ATOL = 1e-3  # tolerance on row sums of the probabilities, at least 4 ulps of their dtype
@@ -143,72 +141,3 @@ def _split_stats(clean: torch.Tensor, pseudo: torch.Tensor, labels: torch.Tensor
         "clean_fraction": num_clean / n,
         "relabel_fraction": float((pseudo != labels).double().mean()),
     }
-
-
-@torch.no_grad()
-def ot_split_per_batch(
-    probs: torch.Tensor, labels: torch.Tensor, batches: Sequence[torch.Tensor], **kwargs: object
-) -> SplitResult:
-    """One :func:`ot_split` per mini-batch of an index partition, assembled back into dataset order.
-
-    Args:
-        probs: (N, C) probabilities of the whole training set.
-        labels: (N,) given labels.
-        batches: index tensors (or lists) that partition ``range(N)``: every row exactly once.
-        **kwargs: keyword arguments of :func:`ot_split` (cost, eps, tol, max_iter, budget applied per batch, ...).
-
-    Returns:
-        A :class:`SplitResult` over all N rows. ``stats``: ``n``, ``num_clean``, ``clean_fraction``,
-        ``relabel_fraction`` over all rows; ``problems`` (number of batches); ``iterations`` and ``newton_steps``
-        (sums), ``max_iterations``; ``marginal_error`` (max); ``converged`` (all of them).
-    """
-    n = probs.shape[0]
-    if len(batches) == 0:
-        raise ValueError("batches is empty; pass the index partition of range(N)")
-    index = [torch.as_tensor(batch, dtype=torch.long, device=probs.device).reshape(-1) for batch in batches]
-    seen = torch.cat(index) if index else torch.empty(0, dtype=torch.long, device=probs.device)
-    if seen.numel() != n or not torch.equal(torch.sort(seen).values, torch.arange(n, device=probs.device)):
-        raise ValueError(f"batches must partition range({n}): every row exactly once")
-
-    clean = torch.zeros(n, dtype=torch.bool, device=probs.device)
-    pseudo = torch.zeros(n, dtype=torch.long, device=probs.device)
-    confidence = torch.zeros(n, dtype=torch.float32, device=probs.device)
-    parts = []
-    for idx in index:
-        part = ot_split(probs[idx], labels[idx], **kwargs)  # type: ignore[arg-type]
-        clean[idx], pseudo[idx], confidence[idx] = part.clean, part.pseudo_labels, part.confidence
-        parts.append(part.stats)
-
-    labels = labels.to(device=probs.device, dtype=torch.long)
-    stats = {
-        **_split_stats(clean, pseudo, labels),
-        "problems": len(parts),
-        "iterations": sum(int(s["iterations"]) for s in parts),
-        "max_iterations": max(int(s["iterations"]) for s in parts),
-        "newton_steps": sum(int(s["newton_steps"]) for s in parts),
-        "marginal_error": max(float(s["marginal_error"]) for s in parts),
-        "converged": all(bool(s["converged"]) for s in parts),
-    }
-    for key in ("cost", "budget", "eps", "tol"):
-        stats[key] = parts[0][key]
-    return SplitResult(clean=clean, pseudo_labels=pseudo, confidence=confidence, stats=stats)
-
-
-def curriculum_budget(
-    epoch: int, ramp_epochs: int, begin: float, end: float = 1.0, mode: Literal["linear", "exp"] = "linear"
-) -> float:
-    """Budget for ``epoch`` of a curriculum that grows from ``begin`` to ``end`` over ``ramp_epochs`` epochs.
-
-    ``"linear"``: begin + (end - begin) t; ``"exp"``: begin + (end - begin) (1 - exp(-4 t)), with t = epoch /
-    ramp_epochs (NLPrompt's schedules). From ``ramp_epochs`` on the budget is ``end``.
-    """
-    if ramp_epochs <= 0 or epoch >= ramp_epochs:
-        return float(end)
-    t = max(epoch, 0) / ramp_epochs
-    if mode == "linear":
-        ratio = t
-    elif mode == "exp":
-        ratio = 1.0 - math.exp(-4.0 * t)
-    else:
-        raise ValueError(f"unknown curriculum mode {mode!r}; expected 'linear' or 'exp'")
-    return float(begin + ratio * (end - begin))

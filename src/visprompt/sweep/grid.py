@@ -29,19 +29,14 @@ restarted sweep finds the runs it already finished.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from visprompt.config import RunConfig, config_dir, load_config, parse_override
+from visprompt.config import RunConfig, flatten_tree, load_config, parse_override, read_yaml
 from visprompt.errors import ConfigError
 
 __all__ = ["PRESET_KEYS", "SweepRun", "SweepSpec", "expand_sweep", "load_sweep", "resolve_run_config", "run_name"]
@@ -51,8 +46,7 @@ RESERVED_KEYS = ("run.name", "run.out_dir")  # set by the sweep itself
 # Keys already part of the run directory name.
 NAMED_KEYS = {"dataset", "method", "data.dataset", "method.name", "noise.type", "noise.rate", "run.seed",
               "noise.false_per_class", "noise.pair_flip", "noise.open_set_classes"}  # fmt: skip
-PATH_KEYS = ("data.root", "data.path")  # made absolute, since Ray workers may run elsewhere
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+PATH_KEYS = ("root", "path")  # data.root and data.path are made absolute, since Ray workers may run elsewhere
 
 
 @dataclass(frozen=True)
@@ -84,14 +78,7 @@ def load_sweep(path: str | Path, out_dir: str | Path | None = None, overrides: I
     """Read a grid file; ``out_dir`` replaces the file's, ``overrides`` (``key=value``) extend its ``base``."""
     path = Path(path)
     where = f"grid file {path}"
-    if not path.is_file():
-        raise ConfigError(f"{where} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with keys base, grid, out_dir, name")
+    raw = read_yaml(path, what="grid file", expected="a mapping with keys base, grid, out_dir, name")
     unknown = sorted(set(raw) - {"name", "out_dir", "base", "grid"})
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (expected name, out_dir, base, grid)")
@@ -148,69 +135,25 @@ def expand_sweep(spec: SweepSpec) -> list[SweepRun]:
 
 
 def resolve_run_config(settings: Mapping[str, Any], config_files: Iterable[Path], out_dir: Path) -> RunConfig:
-    """Presets, then ``config_files``, then the dotted keys of ``settings``; ``run.out_dir`` set to ``out_dir``."""
-    files: list[Path] = []
-    values: dict[str, Any] = {}  # dotted key -> value, applied after the files
-    if settings.get("dataset") is not None:
-        files += filter(None, [_preset("datasets", str(settings["dataset"]))])
-        values["data.dataset"] = str(settings["dataset"])
-    if settings.get("backbone") is not None:
-        preset = _preset("backbones", str(settings["backbone"]))
-        if preset is not None:
-            files.append(preset)
-        else:
-            values["backbone.arch"] = str(settings["backbone"])
-    if settings.get("method") is not None:
-        preset = _preset("methods", str(settings["method"]))
-        if preset is None:
-            known = sorted(p.stem for p in (config_dir() / "methods").glob("*.yaml"))
-            raise ConfigError(f"unknown method {settings['method']!r} (known: {', '.join(known)})")
-        files.append(preset)
-    files += config_files
-    values.update((k, _number(v)) for k, v in settings.items() if k not in PRESET_KEYS)
-    values["run.out_dir"] = str(out_dir)
-    tree: dict[str, Any] = {}
-    for file in files:
-        _deep_merge(tree, _read_yaml(file))
-    for key, value in values.items():
-        node = tree
-        *sections, name = key.split(".")
-        for section in sections:
-            node = node.setdefault(section, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"unknown config key {key} ({section} is a value, not a section)")
-        node[name] = value
-    for key in PATH_KEYS:  # relative data paths are relative to where the sweep starts, not to the workers
-        section, name = key.split(".")
-        value = tree.get(section, {}).get(name)
-        if isinstance(value, str):
-            tree[section][name] = str(Path(value).expanduser().resolve())
-    return load_config(base=tree)
+    """The train command's layers (:func:`~visprompt.config.load_config`): presets, ``config_files``, then the
+    dotted keys of ``settings``; ``run.out_dir`` set to ``out_dir``, relative data paths made absolute."""
+    values = {k: v for k, v in settings.items() if k not in PRESET_KEYS}
+    presets = {k: None if settings.get(k) is None else str(settings[k]) for k in PRESET_KEYS}
+    cfg = load_config(config_files, {**values, "run.out_dir": str(out_dir)}, **presets)
+    data = cfg.data  # relative data paths are relative to where the sweep starts, not to the workers
+    absolute = {key: str(Path(getattr(data, key)).expanduser().resolve()) for key in PATH_KEYS if getattr(data, key)}
+    return dataclasses.replace(cfg, data=dataclasses.replace(data, **absolute))
 
 
 def run_name(cfg: RunConfig, extra: Mapping[str, Any]) -> str:
     """``<dataset>/<method>/<noise>/[<axis>-<value>/...]seed<k>`` for a resolved config."""
-    noise = cfg.noise
-    if noise.type == "pairs-per-class":
-        noise_part = f"pairs{noise.false_per_class}" + ("-flip" if noise.pair_flip else "")
-    elif noise.type == "open-set":  # the k held-out classes change the task itself
-        noise_part = f"open-set-{_fmt(noise.rate)}-k{noise.open_set_classes}"
-    else:
-        noise_part = f"{noise.type}-{_fmt(noise.rate)}"
-    parts = [cfg.data.dataset, cfg.method.name, noise_part]
+    parts = [cfg.data.dataset, cfg.method.name, cfg.noise.tag]
     parts += [f"{key}-{_fmt(value)}" for key, value in extra.items()]
     parts.append(f"seed{cfg.run.seed}")
     return "/".join(_safe(p) for p in parts)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _number(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` (no dot) as a string; the command line's overrides read it as a number, so do we."""
-    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-        return float(value)
-    return value
 
 
 def _axis_value(key: str, assignment: Mapping[str, Any], base: Mapping[str, Any], cfg: RunConfig) -> Any:
@@ -241,18 +184,11 @@ def _describe(assignment: Mapping[str, Any]) -> str:
     return "{" + ", ".join(f"{k}={_fmt(v)}" for k, v in assignment.items()) + "}"
 
 
-def _flatten(tree: Any, where: str, prefix: str = "") -> dict[str, Any]:
+def _flatten(tree: Any, where: str) -> dict[str, Any]:
     """``{data: {shots: 16}, method: coop}`` -> ``{"data.shots": 16, "method": "coop"}``."""
     if not isinstance(tree, Mapping):
         raise ConfigError(f"{where}: expected a mapping of keys to values, got {tree!r}")
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, where, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
+    return flatten_tree(tree)
 
 
 def _parse_axes(grid: Mapping[str, Any], where: str) -> dict[str, list[Any]]:
@@ -270,31 +206,3 @@ def _check_key(key: str, where: str) -> None:
         raise ConfigError(f"{where}: {key} is set by the sweep (use out_dir for the folder)")
     if "." not in key and key not in PRESET_KEYS:
         raise ConfigError(f"{where}: unknown key {key!r} (expected {', '.join(PRESET_KEYS)} or a dotted config key)")
-
-
-def _preset(kind: str, name: str) -> Path | None:
-    path = config_dir() / kind / f"{name.lower().replace('/', '-')}.yaml"
-    return path if path.is_file() else None
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    return copy.deepcopy(_parse_yaml(path, path.stat().st_mtime_ns))  # runs share a few files: parse each once
-
-
-@cache
-def _parse_yaml(path: Path, mtime_ns: int) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(loaded).__name__}")
-    return loaded
-
-
-def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value)
-        else:
-            into[key] = dict(value) if isinstance(value, Mapping) else value

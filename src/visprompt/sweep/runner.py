@@ -1,6 +1,6 @@
 """Run a sweep's runs as Ray tasks: skip finished runs, retry failed ones, resume after an interruption.
 
-The ``status`` file in each run directory is the source of truth (DESIGN.md section 7): a run whose status
+The ``status`` file in each run directory is the source of truth (docs/architecture.md): a run whose status
 is ``done`` is never submitted again; any other run (fresh, ``running`` from an interrupted sweep, or
 ``failed``) is submitted, and the run function itself resumes from the run's checkpoint. So stopping a sweep
 (Ctrl-C, a killed driver, a lost cluster) and starting it again finishes the remaining runs without touching

@@ -1,6 +1,6 @@
 """The offline testbed: a procedural image world, a tiny CLIP pretrained on it, and few-shot tasks.
 
-A stand-in for real CLIP weights and datasets that exercises every code path offline (DESIGN.md section 6):
+A stand-in for real CLIP weights and datasets that exercises every code path offline (docs/architecture.md):
 
 - :mod:`~visprompt.testbed.world` and :mod:`~visprompt.testbed.render`: seeded scenes, captions, images.
 - :mod:`~visprompt.testbed.vocab`: the real CLIP BPE remapped to a compact vocabulary.

@@ -7,7 +7,7 @@ camera change per task (a colour cast or a hue rotation, as a different camera o
 
 The consistent change is what gives prompt learning something to learn. Measured on the shipped checkpoint
 (MODEL_CARD.md): under random corruption alone the frozen features hold no more than zero-shot reads out (a
-16-shot linear probe and CoOp stay at or below zero-shot, as TESTBED-NOTES.md found), whereas under a
+16-shot linear probe and CoOp stay at or below zero-shot, as a first prototype of the testbed found), whereas under a
 consistent camera change zero-shot is misled but the features still separate the classes (the linear probe
 stays high), and 16 labelled shots per class let CoOp recalibrate the class embeddings.
 

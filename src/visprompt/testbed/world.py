@@ -6,7 +6,8 @@ captions never mention. :func:`sample_scenes` draws a batch of N scenes as paral
 (:class:`Scenes`); :func:`captions` writes one caption per scene that names a random subset of the main
 object's attributes in varied phrasings. Each attribute is named with its own probability
 (:data:`MENTION_PROB`): colour in most captions, the others in only 30-50% of them, which is what makes the
-downstream tasks built on those concepts neither trivial nor hopeless for zero-shot transfer (TESTBED-NOTES.md).
+downstream tasks built on those concepts neither trivial nor hopeless for zero-shot transfer (see the model card,
+``src/visprompt/testbed/assets/MODEL_CARD.md``).
 
 Everything is a pure function of a ``numpy.random.Generator``: the same seed gives the same scenes and captions.
 Rendering lives in :mod:`visprompt.testbed.render`.

@@ -1,0 +1,101 @@
+"""``visprompt audit``: rank a dataset's training labels by how likely they are wrong, with a report.
+
+Two forms: ``visprompt audit RUN_DIR`` audits the training samples of a finished run; ``visprompt audit --dataset
+folder|csv|<name> ...`` first trains the method it needs (default ``visprompt``, on every training image:
+``data.shots=all``, no augmentation, so the frozen features are computed once) and then audits that run. Outputs
+go to ``<run>/audit/`` (or ``--to DIR``): ``audit.csv``, ``audit.html`` and ``summary.json``; ``--fix OUT.csv``
+also writes the corrected label file. Nothing is written until the audit has succeeded, and every file is
+written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from visprompt.commands.config import add_config_arguments, resolve_config
+from visprompt.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "audit",
+        help="find the wrong labels of a dataset (ranked CSV, HTML report, corrected label file)",
+        description="Audit the training labels of a run (RUN_DIR) or of a dataset (--dataset ...: trains the "
+        "method first, on every training image). Writes audit.csv (ranked), audit.html (self-contained) and "
+        "summary.json to RUN_DIR/audit or --to DIR.",
+    )
+    parser.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory written by visprompt train")
+    parser.add_argument("--to", metavar="DIR", help="where the audit files go (default: <run>/audit)")
+    parser.add_argument("--fix", metavar="OUT.csv", help="also write the corrected label file (CSV layout) here")
+    parser.add_argument("--data", metavar="ROOT", help="RUN_DIR's images live under this root now")
+    parser.add_argument("--thumbnails", type=int, default=500, help="rows of audit.html with a thumbnail (500)")
+    parser.add_argument("--folds", type=int, default=5, help="cross-fitting folds (5)")
+    add_config_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _one_shot(args: argparse.Namespace) -> Path:
+    """Train the run the audit needs (skipped when it is already done) and return its directory."""
+    from visprompt.engine.runner import train_run
+
+    if args.shots is None:
+        args.shots = "all"
+    if args.method is None:
+        args.method = "visprompt"
+    args.overrides = ["data.augment=false", *args.overrides]  # frozen features once; the user's --set still wins
+    cfg = resolve_config(args)
+    result = train_run(cfg)
+    return result.run_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    from visprompt.audit.report import class_summary, confused_pairs, write_csv, write_fix, write_html
+    from visprompt.audit.run import audit_run
+    from visprompt.fileio import atomic_write_json
+
+    if args.run_dir and args.dataset:
+        raise ConfigError("give either RUN_DIR or --dataset, not both")
+    if not args.run_dir and not args.dataset:
+        raise ConfigError("give a RUN_DIR to audit, or --dataset folder|csv|<name> to train and audit")
+    if args.folds < 2:
+        raise ConfigError(f"--folds: expected an integer >= 2, got {args.folds}")
+    fix = Path(args.fix) if args.fix else None
+    if fix is not None and args.dataset == "csv":
+        source = next((o.partition("=")[2] for o in args.overrides if o.startswith("data.path=")), None)
+        if source and fix.resolve() == Path(source).resolve():
+            raise ConfigError(f"--fix {fix}: that is the input label file; the audit never overwrites it")
+    run_dir = Path(args.run_dir) if args.run_dir else _one_shot(args)
+    device = args.device or "auto"
+    audit = audit_run(run_dir, device=device, data_root=args.data, folds=args.folds)
+    out = Path(args.to) if args.to else run_dir / "audit"
+    r, names = audit.result, audit.splits.classnames
+    write_csv(out / "audit.csv", audit.samples, r, names)
+    write_html(out / "audit.html", audit.samples, r, names, title=f"visprompt audit: {run_dir.name}",
+               thumbnails=args.thumbnails)  # fmt: skip
+    true = [s.true_label for s in audit.samples]
+    known = all(t is not None for t in true) and any(t != s.label for t, s in zip(true, audit.samples, strict=True))
+    summary = {
+        "run": str(run_dir),
+        "samples": len(audit.samples),
+        "estimated_errors": r.estimated_errors,
+        "true_errors": sum(t != s.label for t, s in zip(true, audit.samples, strict=True)) if known else None,
+        "per_class": class_summary(r, names),
+        "confused_pairs": confused_pairs(r, names),
+        "timings": audit.timings,
+        "stats": r.stats,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    if fix is not None:
+        write_fix(fix, audit.splits, audit.samples, r)
+    n = len(audit.samples)
+    print(f"{n} training samples audited: {r.estimated_errors} flagged ({100 * r.estimated_errors / n:.1f}%)"
+          + (f"; {summary['true_errors']} labels are known to be wrong" if known else ""))  # fmt: skip
+    print(
+        f"report: {out / 'audit.html'}  ranked list: {out / 'audit.csv'}"
+        + (f"  corrected labels: {fix}" if fix else "")
+    )
+    return 0

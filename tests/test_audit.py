@@ -1,0 +1,170 @@
+"""``visprompt audit``: scores, writers, ``shots: all``, the CLI's two forms and its one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import visprompt.cli as cli
+from test_engine_runs import COLOURS, world  # noqa: F401  (the module-scoped fixture)
+from visprompt.audit import audit_scores
+from visprompt.audit.report import class_summary, confused_pairs, write_csv, write_fix
+from visprompt.config import load_config
+from visprompt.data.custom import load_csv
+from visprompt.data.records import DatasetSplits, Sample
+from visprompt.errors import ConfigError, DataError
+
+
+def _clusters(n_per: int = 40, c: int = 4, e: int = 16, seed: int = 0, flip: float = 0.2):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(c, e)) * 3
+    true = np.repeat(np.arange(c), n_per)
+    x = centres[true] + rng.normal(size=(len(true), e))
+    given = true.copy()
+    wrong = rng.choice(len(true), int(flip * len(true)), replace=False)
+    given[wrong] = (true[wrong] + 1 + rng.integers(0, c - 1, len(wrong))) % c
+    return x.astype(np.float32), given, true
+
+
+def test_audit_scores_find_the_flipped_labels() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    x, given, true = _clusters()
+    r = audit_scores(x, given, 4, steps=30)
+    wrong = given != true
+    assert roc_auc_score(wrong, r.score) > 0.95
+    assert (r.suggested[wrong] == true[wrong]).mean() > 0.9  # the suggestion is the true label
+    assert abs(r.estimated_errors - wrong.sum()) <= 0.25 * wrong.sum()
+    assert set(r.ranking()[: wrong.sum() // 2]) <= set(np.flatnonzero(wrong))  # the top half-k are all wrong
+    assert np.allclose(r.probs.sum(1), 1) and ((r.score >= 0) & (r.score <= 1)).all()
+    again = audit_scores(x, given, 4, steps=30)
+    assert np.array_equal(again.score, r.score) and np.array_equal(again.flagged, r.flagged)  # deterministic
+
+
+def test_audit_scores_reject_bad_input() -> None:
+    x, given, _ = _clusters(n_per=5)
+    with pytest.raises(ValueError, match="features must be"):
+        audit_scores(x[:-1], given, 4)
+    with pytest.raises(ValueError, match="labels must lie"):
+        audit_scores(x, given + 10, 4)
+    with pytest.raises(ValueError, match="text_features"):
+        audit_scores(x, given, 4, text_features=np.ones((3, x.shape[1])))
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        audit_scores(bad, given, 4)
+
+
+def _read(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _splits(tmp_path, n: int = 6) -> DatasetSplits:
+    names = ("a", "b")
+    train = []
+    for i in range(n):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(b"")
+        train.append(Sample(index=i, path=str(path), label=i % 2, true_label=i % 2, classname=names[i % 2]))
+    test = []
+    for i in range(2):
+        path = tmp_path / f"test{i}.png"
+        path.write_bytes(b"")
+        test.append(Sample(index=i, path=str(path), label=i, true_label=i, classname=names[i]))
+    return DatasetSplits(name="csv", classnames=names, train=tuple(train), val=(), test=tuple(test))
+
+
+def test_csv_and_fix_files(tmp_path) -> None:
+    splits = _splits(tmp_path)
+    x = np.eye(6, 3, dtype=np.float32) + 0.1
+    r = audit_scores(x, np.array([s.label for s in splits.train]), 2, steps=5, folds=2)
+    r.flagged[:] = False
+    r.flagged[1] = True
+    r.suggested[1] = 0
+    write_csv(tmp_path / "audit.csv", splits.train, r, splits.classnames)
+    rows = _read(tmp_path / "audit.csv")
+    assert [int(row["rank"]) for row in rows] == list(range(1, 7))
+    assert [float(row["score"]) for row in rows] == sorted((float(row["score"]) for row in rows), reverse=True)
+    fix = write_fix(tmp_path / "fixed.csv", splits, splits.train, r)
+    table = _read(fix)
+    assert [row["changed"] for row in table[:6]] == ["0", "1", "0", "0", "0", "0"]
+    assert table[1]["label"] == "a" and table[1]["given_label"] == "b"
+    assert [row["split"] for row in table] == ["train"] * 6 + ["test"] * 2
+    loaded = load_csv(fix)  # the package reads its own corrected file (the extra columns are known)
+    assert [s.label for s in loaded.train] == [0, 0, 0, 1, 0, 1] and len(loaded.test) == 2
+    (tmp_path / "odd.csv").write_text("path,label,comment\n0.png,a,x\n")
+    with pytest.raises(DataError, match="unknown column 'comment'"):
+        load_csv(tmp_path / "odd.csv")
+    assert class_summary(r, splits.classnames)[1] == {"class": "b", "samples": 3, "flagged": 1, "rate": 1 / 3}
+    assert confused_pairs(r, splits.classnames) == [{"given": "b", "suggested": "a", "count": 1}]
+
+
+def test_shots_all_keeps_every_training_image(world) -> None:  # noqa: F811
+    from visprompt.data.pipeline import prepare_fewshot
+
+    assert load_config([], ["data.shots=all"]).data.shots == "all"
+    with pytest.raises(ConfigError, match=r"data\.shots"):
+        load_config([], ["data.shots=some"])
+    splits = prepare_fewshot("folder", "DATA", "all", path=str(world["data"]))
+    few = prepare_fewshot("folder", "DATA", 2, path=str(world["data"]))
+    assert len(splits.train) > len(few.train) == 2 * len(COLOURS)
+    assert len(splits.val) == len(prepare_fewshot("folder", "DATA", 4, path=str(world["data"])).val)
+
+
+def test_audit_cli_errors_are_one_line(tmp_path, capsys) -> None:
+    assert cli.main(["audit", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: run directory {tmp_path / 'nope'} does not exist"
+    run = tmp_path / "run"
+    run.mkdir()
+    assert cli.main(["audit", str(run)]) == 2
+    assert "not a run directory (no config.yaml)" in capsys.readouterr().err
+    (run / "config.yaml").write_text("{}\n")
+    assert cli.main(["audit", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no split.json" in err
+    assert cli.main(["audit"]) == 2
+    assert "give a RUN_DIR" in capsys.readouterr().err
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,note\nx.png,a,hi\n")
+    before = labels.read_bytes()
+    out = tmp_path / "out"
+    testbed = ["--backbone", "testbed", "--set", "backbone.weights=null"]
+    assert cli.main(["audit", "--dataset", "csv", "--set", f"data.path={labels}", "--out", str(out), *testbed]) == 2
+    assert "unknown column 'note'" in capsys.readouterr().err
+    assert not any(out.rglob("*")) and labels.read_bytes() == before  # nothing written, the user's file untouched
+    assert cli.main(["audit", "--dataset", "csv", "--set", f"data.path={labels}", "--fix", str(labels)]) == 2
+    assert "never overwrites" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_audit_one_shot_and_run_dir(world, tmp_path, capsys) -> None:  # noqa: F811
+    args = [
+        "audit", "--dataset", "folder", "--set", f"data.path={world['data']}", "--backbone", str(world["arch"]),
+        "--weights", "none", "--method", "coop", "--noise", "sym", "--rate", "0.25", "--epochs", "1", "--out",
+        str(tmp_path), "--name", "run", "--device", "cpu", "--set", "optim.batch_size=4", "--set", "prompt.n_ctx=4",
+        "--fix", str(tmp_path / "fixed.csv"), "--thumbnails", "3",
+    ]  # fmt: skip
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "run"
+    split = json.loads((run / "split.json").read_text())
+    n = len(split["train"]["label"])
+    assert f"{n} training samples audited" in out and "labels are known to be wrong" in out
+    rows = _read(run / "audit" / "audit.csv")
+    assert len(rows) == n
+    page = (run / "audit" / "audit.html").read_text()
+    assert page.count("data:image/jpeg;base64,") == 3 and "http://" not in page and "https://" not in page
+    summary = json.loads((run / "audit" / "summary.json").read_text())
+    assert summary["true_errors"] == sum(
+        a != b for a, b in zip(split["train"]["label"], split["train"]["true_label"], strict=True)
+    )
+    assert summary["timings"]["features_cached"] == 0.0
+    fixed = load_csv(tmp_path / "fixed.csv")
+    assert len(fixed.train) == n
+    assert cli.main(["audit", str(run), "--to", str(tmp_path / "again"), "--device", "cpu"]) == 0  # from the cache
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["timings"]["features_cached"] == 1.0 and again["estimated_errors"] == summary["estimated_errors"]

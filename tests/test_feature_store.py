@@ -1,0 +1,154 @@
+"""The persistent frozen-feature store: keys, atomic concurrent writes, the CLI, and bit-identical engine runs."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_engine_runs import config, world  # noqa: F401 (the tiny dataset and CLIP fixture)
+from visprompt.cli import main
+from visprompt.data.records import Sample
+from visprompt.engine import train_run
+from visprompt.engine.build import image_transform
+from visprompt.engine.store import FeatureStore, StoredFeatures
+from visprompt.models.tiny import tiny_clip
+
+
+def _samples(root: Path, n: int = 3) -> list[Sample]:
+    out = []
+    for i in range(n):
+        path = root / f"{i}.bin"
+        path.write_bytes(bytes([i]) * 10)
+        out.append(Sample(i, str(path), 0, 0, "a"))
+    return out
+
+
+def test_the_key_follows_weights_transform_settings_and_files(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "store")
+    clip = tiny_clip("vit", seed=0)
+    samples = _samples(tmp_path)
+    tf = image_transform(clip)
+    settings = {"batch_size": 8, "device": torch.device("cpu"), "precision": "fp32"}
+    key = store.key(clip, samples, tf, **settings)
+    assert key == store.key(clip, list(samples), image_transform(clip), **settings)  # deterministic
+    assert key != store.key(tiny_clip("vit", seed=1), samples, tf, **settings)  # other weights
+    assert key != store.key(clip, samples, image_transform(clip, train=True), **settings)  # other transform
+    assert key != store.key(clip, samples, tf, **{**settings, "batch_size": 4})
+    assert key != store.key(clip, samples[::-1], tf, **settings)  # order
+    with torch.no_grad():
+        next(clip.model.visual.parameters()).add_(1.0)  # weights edited in place
+    assert key != store.key(clip, samples, tf, **settings)
+    os.utime(samples[0].path, ns=(1, 1))  # the file changed (mtime)
+    assert store.key(clip, samples, tf, **settings) != store.key(clip, samples[1:], tf, **settings)
+    assert store.key(clip, samples, lambda x: x, **settings) is None  # no stable description: never stored
+
+
+def _writer(root: str, seed: int) -> None:
+    torch.manual_seed(0)  # every worker computes the same features, as sweep workers do
+    feats = StoredFeatures(torch.randn(64, 32), torch.randn(64, 50, 32), torch.float32)
+    FeatureStore(root).save("ab" * 32, feats)
+
+
+def test_concurrent_writers_leave_one_whole_entry(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    ctx = mp.get_context("fork")  # processes, as Ray workers are (fork: no re-import of torch)
+    procs = [ctx.Process(target=_writer, args=(str(root), s)) for s in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    store = FeatureStore(root)
+    assert store.info()["entries"] == 1
+    assert not list(root.rglob("*.tmp"))
+    torch.manual_seed(0)
+    pooled, tokens = torch.randn(64, 32), torch.randn(64, 50, 32)
+    got = store.load("ab" * 32, need_tokens=True)
+    assert torch.equal(got.pooled, pooled) and torch.equal(got.tokens, tokens)
+
+
+def test_a_damaged_entry_is_a_miss(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = FeatureStore(tmp_path)
+    path = store.save("cd" * 32, StoredFeatures(torch.ones(4, 3), None, torch.bfloat16))
+    got = store.load("cd" * 32, need_tokens=False)
+    assert got.dtype == torch.bfloat16 and got.tokens is None
+    assert store.load("cd" * 32, need_tokens=True) is None  # no tokens stored
+    path.write_bytes(path.read_bytes()[:20])
+    with caplog.at_level(logging.WARNING):
+        assert store.load("cd" * 32, need_tokens=False) is None
+    assert "unreadable" in caplog.text
+
+
+def test_cache_info_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    store = FeatureStore(tmp_path / "runs" / ".features")
+    for key in ("ab" * 32, "cd" * 32):
+        store.save(key, StoredFeatures(torch.zeros(10, 8), None, torch.float32))
+    assert main(["cache", "info", "--out", str(tmp_path / "runs")]) == 0
+    assert "2 entries" in capsys.readouterr().out
+    assert main(["cache", "clear", "--store", str(store.root)]) == 0
+    assert "removed 2 entries" in capsys.readouterr().out
+    assert store.info()["entries"] == 0
+    (tmp_path / "file").write_text("x")
+    assert main(["cache", "info", "--store", str(tmp_path / "file")]) == 2
+
+
+def _params(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "checkpoint.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("method", "noise"), [("visprompt", "sym"), pytest.param("coop", "instance", marks=pytest.mark.slow)]
+)
+def test_runs_are_bit_identical_with_and_without_the_store(
+    world,  # noqa: F811
+    tmp_path: Path,
+    method: str,
+    noise: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Off, on and empty (fills it), on and full (reads it): the same split, parameters and test logits."""
+    results = {}
+    with caplog.at_level(logging.INFO, logger="visprompt.engine.store"):
+        for name, store in (("off", "null"), ("fill", "auto"), ("hit", "auto")):  # run names: store-*
+            caplog.clear()
+            cfg = config(world, method, tmp_path, f"run.name=store-{name}", f"run.feature_store={store}",
+                         f"noise.type={noise}", "optim.epochs=1")  # fmt: skip
+            result = train_run(cfg, show_progress=False)
+            results[name] = (result, caplog.text)
+    store = FeatureStore(tmp_path / ".features")
+    assert store.info()["entries"] >= 2  # the training set and the test split
+    assert "wrote" in results["fill"][1] and "features from" not in results["fill"][1]
+    assert "features from" in results["hit"][1] and "wrote" not in results["hit"][1]
+    assert "feature store" not in results["off"][1]
+    ref = results["off"][0]
+    for name in ("fill", "hit"):
+        other = results[name][0]
+        assert (other.run_dir / "split.json").read_text() == (ref.run_dir / "split.json").read_text()
+        a, b = _params(ref.run_dir), _params(other.run_dir)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        for field in ("top1", "macro_f1", "per_class_accuracy"):
+            assert other.metrics[field] == ref.metrics[field]
+        assert other.metrics["last_epoch"]["loss"] == ref.metrics["last_epoch"]["loss"]
+
+
+def test_batches_pass_through_and_a_failed_write_only_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    parts = [(torch.randn(2, 3), torch.randn(2, 4, 3)) for _ in range(2)]
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x")
+    with caplog.at_level(logging.WARNING):
+        out = list(FeatureStore(blocked).batches("ef" * 32, lambda: iter(parts), batch_size=2,
+                                                 device=torch.device("cpu"), keep_tokens=True))  # fmt: skip
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(out, parts, strict=True))
+    assert "could not write" in caplog.text
+    store = FeatureStore(tmp_path / "ok")
+    first = list(store.batches("ef" * 32, lambda: iter(parts), batch_size=2, device=torch.device("cpu"),
+                               keep_tokens=True))  # fmt: skip
+    again = list(store.batches("ef" * 32, lambda: iter(()), batch_size=2, device=torch.device("cpu"),
+                               keep_tokens=True))  # fmt: skip
+    assert len(again) == 2 and all(torch.equal(a[1], b[1]) for a, b in zip(again, first, strict=True))
