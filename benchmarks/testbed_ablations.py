@@ -1,5 +1,8 @@
 """VisPrompt's ablations on the offline testbed: each variant is the ``visprompt`` preset with a few overrides.
 
+An override ``method=NAME`` starts the variant from another method preset instead (``visprompt-faithful``,
+``visprompt-plus``, or a baseline such as ``nlprompt``).
+
 Every variant runs on every testbed task, noise setting and seed through the sweep runner (finished runs are
 skipped, so an interrupted study resumes), then the script prints Markdown tables of top-1 accuracy:
 
@@ -41,6 +44,54 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "film-global": ("FiLM from the mean visual token", ["prompt.film_mode=global"]),
     "cost-negp": ("OT cost -p instead of -log p", ["method.selection.cost=negp"]),
     "alpha-0.8": ("alpha = 0.8 (more weight on the clean part)", ["method.loss.alpha=0.8"]),
+    "faithful": (
+        "the authors' loop: split at epoch start in eval mode per mini-batch, then clean-only and noisy-only batches",
+        ["method=visprompt-faithful"],
+    ),
+    "normalize-alpha": (
+        "both loss weights divided by alpha (a clean sample gets CoOp's step at the same lr)",
+        ["method.loss.normalize_alpha=true"],
+    ),
+    "lr-0.004": ("twice the learning rate (the other way to undo alpha = 0.5's halved step)", ["optim.lr=0.004"]),
+    "plus": ("`visprompt-plus` (its preset)", ["method=visprompt-plus"]),
+    "plus-relabel-0.9": (
+        "full-set OT, prior 1, OT-noisy samples trained on pseudo-labels the model gives >= 0.9, others no loss",
+        [
+            "method=visprompt-plus",
+            "method.prior_schedule=fixed",
+            "method.relabel=true",
+            "method.relabel_min_prob=0.9",
+            "method.loss.noisy=ce",
+            "method.noisy_weight=fixed",
+        ],
+    ),
+    "plus-no-relabel": (
+        "full-set OT, prior 1, no loss on the OT-noisy part",
+        ["method=visprompt-plus", "method.prior_schedule=fixed", "method.loss.noisy=none", "method.noisy_weight=fixed"],
+    ),
+    "plus-gce-no-prior": (
+        "full-set OT, GCE on the OT-noisy part's given labels, weights normalised by alpha, no prior",
+        ["method=visprompt-plus", "method.prior_weight=0", "method.prior_schedule=fixed", "method.noisy_weight=fixed"],
+    ),
+    "plus-gce-prior-0.25": (
+        "as plus-gce-no-prior, with the zero-shot prior at a fixed weight 0.25",
+        [
+            "method=visprompt-plus",
+            "method.prior_weight=0.25",
+            "method.prior_schedule=fixed",
+            "method.noisy_weight=fixed",
+        ],
+    ),
+    "plus-kept-prior-0.25-fixed": (
+        "`visprompt-plus` with the zero-shot prior at a fixed weight 0.25 instead of 1 - the kept fraction",
+        ["method=visprompt-plus", "method.prior_weight=0.25", "method.prior_schedule=fixed"],
+    ),
+    "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
+    "coop": ("baseline: CoOp", ["method=coop"]),
+    "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),
+    "nlprompt": ("baseline: NLPrompt", ["method=nlprompt"]),
+    "joapr": ("baseline: JoAPR", ["method=joapr"]),
+    "clean-only": ("the `visprompt-clean-only` preset", ["method=visprompt-clean-only"]),
     "nlprompt-recipe": (
         "NLPrompt's split and loss (full-set OT, cost -p, CE then MAE passes) with VisPrompt's prompt",
         [
@@ -67,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/testbed-ablations", help="runs folder (default: %(default)s)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--table", type=Path, default=None, help="also write the Markdown tables to this file")
+    parser.add_argument(
+        "--compare", nargs="+", default=[], metavar="A:B",
+        help="also print paired differences A - B per setting with a 95%% t-interval and win counts",
+    )  # fmt: skip
+    parser.add_argument("--no-run", action="store_true", help="only tabulate the finished runs under --out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -88,27 +144,86 @@ def main(argv: list[str] | None = None) -> int:
             **dict(parse_override(item) for item in VARIANTS[name][1]),
         }
         runs += expand_sweep(SweepSpec(name, out / name, base, (), grids))
-    started = time.perf_counter()
-    result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=_progress)
-    print(f"\n{len(runs)} runs in {time.perf_counter() - started:.0f} s ({len(result.failed)} failed)", file=sys.stderr)
+    ok = True
+    if not args.no_run:
+        started = time.perf_counter()
+        result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=_progress)
+        seconds = time.perf_counter() - started
+        print(f"\n{len(runs)} runs in {seconds:.0f} s ({len(result.failed)} failed)", file=sys.stderr)
+        ok = result.ok
 
     text = ablation_tables(out, args.variants, args.tasks, settings, args.seeds)
+    pairs = [tuple(item.split(":", 1)) for item in args.compare]
+    if pairs:
+        text += "\n" + paired_table(out, pairs, args.tasks, settings, args.seeds)
     print(text)
     if args.table is not None:
         args.table.write_text(text)
-    return 0 if result.ok else 1
+    return 0 if ok else 1
+
+
+def finished_top1(out: Path) -> dict[tuple[str, str, str, float, int], float]:
+    """Top-1 of every finished run under ``out``: (variant, task, noise type, rate, seed) -> %."""
+    top1 = {}
+    for record in collect_runs(out):
+        value = metric_value(record.metrics, "top1")
+        if record.finished and value is not None:
+            top1[(record.name.split("/", 1)[0], record.dataset, *record.noise, record.seed)] = value
+    return top1
+
+
+def paired_stats(diffs: list[float]) -> tuple[float, float, float, int]:
+    """Mean of paired differences, its two-sided 95% t-interval (nan for one pair) and the number won (> 0)."""
+    from scipy.stats import t
+
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, float("nan"), float("nan"), sum(d > 0 for d in diffs)
+    half = t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return mean, mean - half, mean + half, sum(d > 0 for d in diffs)
+
+
+def paired_table(
+    out: Path, pairs: list[tuple[str, str]], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
+) -> str:
+    """Paired differences A - B (same task, seed, noisy labels) per setting and pooled over all settings."""
+    top1 = finished_top1(out)
+    settings = [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]
+    cols = [setting_label(noise, rate) for noise, rate in settings]
+    lines = [
+        "Paired differences in top-1 points, A - B over tasks x seeds: mean [95% t-interval] and pairs won by A.",
+        "",
+        "| A - B | " + " | ".join(cols) + " | all settings |",
+        "|---|" + "---:|" * (len(cols) + 1),
+    ]
+    for a, b in pairs:
+        cells, pooled = [], []
+        for noise, rate in settings:
+            diffs = [
+                top1[(a, t, noise, rate, s)] - top1[(b, t, noise, rate, s)]
+                for t in tasks
+                for s in seeds
+                if (a, t, noise, rate, s) in top1 and (b, t, noise, rate, s) in top1
+            ]
+            pooled += diffs
+            cells.append(_paired_cell(diffs))
+        lines.append(f"| {a} - {b} | " + " | ".join(cells) + f" | {_paired_cell(pooled)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _paired_cell(diffs: list[float]) -> str:
+    if not diffs:
+        return "-"
+    mean, lo, hi, won = paired_stats(diffs)
+    interval = f" [{lo:+.1f}, {hi:+.1f}]" if len(diffs) > 1 else ""
+    return f"{mean:+.1f}{interval} {won}/{len(diffs)}"
 
 
 def ablation_tables(
     out: Path, variants: list[str], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
 ) -> str:
     """The Markdown tables of the finished runs under ``out`` (one folder per variant)."""
-    top1: dict[tuple[str, str, str, float, int], float] = {}
-    for record in collect_runs(out):
-        value = metric_value(record.metrics, "top1")
-        if record.finished and value is not None:
-            variant = record.name.split("/", 1)[0]
-            top1[(variant, record.dataset, *record.noise, record.seed)] = value
+    top1 = finished_top1(out)
     settings = [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]  # as RunRecord.noise
     cols = [setting_label(noise, rate) for noise, rate in settings]
     lines = [

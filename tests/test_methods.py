@@ -194,7 +194,7 @@ def test_method_spec_carries_the_visprompt_preset_and_ablation_overrides() -> No
 
 def test_registry_holds_every_method_of_the_paper() -> None:
     paper = {"zeroshot", "coop", "coop-gce", "cocoop", "nlprompt", "joapr", "visprompt"}
-    assert set(METHODS.names()) == paper | {"visprompt-clean-only"}
+    assert set(METHODS.names()) == paper | {"visprompt-clean-only", "visprompt-faithful", "visprompt-plus"}
 
 
 def test_visprompt_clean_only_differs_from_visprompt_only_in_the_noisy_loss() -> None:

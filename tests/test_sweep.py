@@ -167,7 +167,12 @@ def test_testbed_benchmark_grid() -> None:
     runs = expand_sweep(load_sweep(REPO / "configs/sweeps/testbed.yaml", out_dir="/tmp/unused"))
     cfgs = [r.config for r in runs]
     assert {c.method.name for c in cfgs} == set(METHODS.names())  # every registered method
-    assert {c.data.dataset for c in cfgs} == {"testbed-backgrounds", "testbed-colours", "testbed-scenes"}
+    assert {c.data.dataset for c in cfgs} == {
+        "testbed-backgrounds",
+        "testbed-colours",
+        "testbed-scenes",
+        "testbed-many",
+    }
     assert {(c.backbone.arch, c.backbone.weights) for c in cfgs} == {("testbed", None)}
     rates = {0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75}
     for noise in ("sym", "asym"):

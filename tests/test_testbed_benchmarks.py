@@ -53,3 +53,16 @@ def test_selection_table_averages_the_last_epoch_of_the_selecting_methods(tmp_pa
     table = testbed_robustness.selection_table(collect_runs(tmp_path))
     assert "| nlprompt | 0.80 / 0.50 / 0.38 |" in table
     assert "coop" not in table and "sym 50%" in table
+
+
+def test_paired_table_gives_mean_difference_t_interval_and_wins(tmp_path) -> None:
+    for seed, (a, b) in enumerate([(56.0, 50.0), (58.0, 60.0), (61.0, 60.0)], 1):
+        fake_run(tmp_path, f"plus/c/sym-0.75/seed{seed}", "visprompt-plus", "sym", 0.75, seed, a)
+        fake_run(tmp_path, f"defaults/c/sym-0.75/seed{seed}", "visprompt", "sym", 0.75, seed, b)
+    mean, lo, hi, won = testbed_ablations.paired_stats([6.0, -2.0, 1.0])
+    assert mean == 5.0 / 3 and won == 2
+    # t(0.975, 2) = 4.303, sample std of (6, -2, 1) = 4.041: half-width 10.04
+    assert abs((hi - lo) / 2 - 4.303 * 4.0415 / 3**0.5) < 0.01
+    text = testbed_ablations.paired_table(tmp_path, [("plus", "defaults")], ["testbed-colours"], [("sym", 0.75)],
+                                          [1, 2, 3])  # fmt: skip
+    assert "| plus - defaults | +1.7 [-8.4, +11.7] 2/3 | +1.7 [-8.4, +11.7] 2/3 |" in text

@@ -21,10 +21,21 @@ def _small(name: str = "testbed-positions") -> build.TaskSpec:
 def test_task_specs_are_registry_ready() -> None:
     assert len(TASKS) >= 3
     for t in TASKS_BY_NAME.values():
-        assert 6 <= t.num_classes <= 12 and len(set(t.classnames)) == t.num_classes
+        assert (6 <= t.num_classes <= 12 or t.name == "testbed-many") and len(set(t.classnames)) == t.num_classes
         assert t.split_file.startswith("split_zhou_") and t.split_file.endswith(".json")
         assert t.expected_counts["train"] >= 16 * t.num_classes  # room for 16-shot sampling
         assert "{}" in t.template
+
+
+def test_many_class_task_is_every_colour_on_five_backgrounds() -> None:
+    from visprompt.testbed.world import BACKGROUNDS, COLOURS
+
+    task = TASKS_BY_NAME["testbed-many"]
+    assert task.num_classes == 50 and task in TASKS  # built by default and in the benchmark grid
+    values = task.attribute_values()  # (50, 2): (colour, background) of each label
+    assert {tuple(v) for v in values.tolist()} == {(c, b) for c in range(len(COLOURS)) for b in range(5)}
+    assert all(task.classnames[i] == f"{list(COLOURS)[c]} object on {BACKGROUNDS[b]}" for i, (c, b) in
+               enumerate(values.tolist()))  # fmt: skip
 
 
 def test_build_writes_coop_layout(tmp_path) -> None:

@@ -212,7 +212,11 @@ class SelectionConfig:
     """How the training set is split into reliable and unreliable samples."""
 
     kind: Literal["none", "ot", "gmm"] = "none"
-    scope: Literal["minibatch", "full"] = "minibatch"  # OT per training mini-batch (authors) or over the set
+    # minibatch: one OT per training step on that step's own train-mode forward (the online split);
+    # epoch: at each epoch's start, in eval mode, one OT per mini-batch of a shuffled pass over the training set,
+    #   then clean-only and noisy-only batches (the VisPrompt authors' loop, with loss.schedule=sequential);
+    # full: one OT over the whole training set per epoch (NLPrompt)
+    scope: Literal["minibatch", "epoch", "full"] = "minibatch"
     cost: Literal["neglogp", "negp"] = "neglogp"  # -log p (ours) or -p (NLPrompt's effective cost)
     eps: float = 0.01  # entropic regularisation of the OT problem
     tol: float = 1e-6  # stop when the marginal error (L1) falls below this
@@ -241,10 +245,15 @@ class LossConfig:
     alpha: float = 1.0  # weight of the clean-set loss
     q: float = 0.5  # GCE exponent (q = 1 is MAE up to a constant)
     schedule: Literal["joint", "sequential"] = "joint"  # one loss per batch, or clean then noisy passes (authors)
+    # joint schedule: divide both weights by alpha, so a clean sample's gradient equals CoOp's at the same lr
+    # (alpha = 0.5 otherwise halves every sample's step against CoOp, CoOp+GCE and NLPrompt)
+    normalize_alpha: bool = False
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.alpha <= 1.0, "method.loss.alpha", f"expected a value in [0, 1], got {self.alpha}")
         _check(0.0 < self.q <= 1.0, "method.loss.q", f"expected a value in (0, 1], got {self.q}")
+        _check(not self.normalize_alpha or self.alpha > 0, "method.loss.normalize_alpha",
+               f"needs method.loss.alpha > 0, got {self.alpha}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -260,12 +269,29 @@ class MethodConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     mixup_alpha: float = 0.001  # joapr: mixup weights drawn from Beta(alpha, alpha) (JoAPR's released value)
     templates: Literal["dataset", "ensemble", "plain"] = "dataset"  # zeroshot: per-dataset or ImageNet ensemble
+    # visprompt-plus: logits = learned + prior_weight * zero-shot logits (the dataset's templates), in training,
+    # in the split and at test time; 0 = no zero-shot prior
+    prior_weight: float = 0.0
+    # visprompt-plus: train a sample the epoch's OT split calls noisy on its OT pseudo-label instead of its given
+    # label, when the current model gives that pseudo-label at least relabel_min_prob (else it gets no loss)
+    relabel: bool = False
+    relabel_min_prob: float = 0.5  # see relabel
+    # visprompt-plus: the noisy part's loss weight; "kept" multiplies it by the fraction of the training set the
+    # epoch's split keeps as clean (a proxy for 1 - the noise rate: the more labels the split rejects, the less
+    # the rejected samples' given labels are trusted)
+    noisy_weight: Literal["fixed", "kept"] = "fixed"
+    # visprompt-plus: "noise" multiplies prior_weight by 1 - the kept fraction of the epoch's split (the noise
+    # estimate), in the next epoch's training and split and at test time; "fixed" keeps prior_weight
+    prior_schedule: Literal["fixed", "noise"] = "fixed"
 
     def __post_init__(self) -> None:
         try:
             METHODS.get(self.name)
         except UnknownNameError as exc:
             raise ConfigError(f"method.name: {exc}") from None
+        _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")
+        _check(0.0 <= self.relabel_min_prob <= 1.0, "method.relabel_min_prob",
+               f"expected a value in [0, 1], got {self.relabel_min_prob}")  # fmt: skip
 
 
 @dataclass(frozen=True)

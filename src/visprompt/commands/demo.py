@@ -1,9 +1,9 @@
 """``visprompt demo``: the method comparison on the embedded offline testbed, in minutes on a CPU.
 
-Builds one testbed task under ``--root`` (if it is not there yet), trains zero-shot CLIP, CoOp, NLPrompt and
-VisPrompt on it under symmetric label noise at each ``--rate`` with the shipped tiny CLIP, then writes the
-report (tables and plots) of the runs folder and prints its table. Finished runs are skipped, so a second
-``visprompt demo`` only re-prints the results. The testbed is a stand-in for real CLIP weights and datasets
+Builds one testbed task under ``--root`` (if it is not there yet), trains zero-shot CLIP, CoOp, NLPrompt,
+VisPrompt and visprompt-plus on it under symmetric label noise at each ``--rate`` with the shipped tiny CLIP,
+then writes the report (tables and plots) of the runs folder and prints its table. Finished runs are skipped, so
+a second ``visprompt demo`` only re-prints the results. The testbed is a stand-in for real CLIP weights and datasets
 (see ``src/visprompt/testbed/assets/MODEL_CARD.md``); its numbers say nothing about real benchmarks.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from visprompt.config import RunConfig, load_config
 
-DEFAULT_METHODS = ("zeroshot", "coop", "nlprompt", "visprompt")
+DEFAULT_METHODS = ("zeroshot", "coop", "nlprompt", "visprompt", "visprompt-plus")
 DEFAULT_TASK = "testbed-backgrounds"
 
 

@@ -104,7 +104,9 @@ def fit(
         started = time.perf_counter()
         meter = EpochMeter()
         method.train()
-        meter.update(method.before_epoch(epoch, data.view(method)))
+        view = data.view(method)
+        view.batch_size, view.generator = batch_size, torch.Generator().manual_seed(epoch_seed(seed, epoch) + 2)
+        meter.update(method.before_epoch(epoch, view))
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         plan = method.plan_epoch(epoch, data.num_samples, batch_size, generator)
         lr = optimizer.param_groups[0]["lr"]

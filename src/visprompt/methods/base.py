@@ -41,6 +41,8 @@ class TrainView:
     labels: torch.Tensor  # (N,) observed labels
     true_labels: torch.Tensor  # (N,) clean labels, -1 where unknown
     logits: Callable[[], torch.Tensor]  # () -> (N, C) float32 logits of the current model (eval mode)
+    batch_size: int = 0  # the training batch size (0: unknown); the epoch-scope split cuts its pass with it
+    generator: torch.Generator | None = None  # seeded by (seed, epoch): the epoch-scope split's shuffled pass
 
     @property
     def num_samples(self) -> int:

@@ -62,6 +62,11 @@ class MethodSpec:
     loss: SplitLoss = field(default_factory=SplitLoss)
     mixup_alpha: float = 0.001
     templates: str = "dataset"  # zero-shot: dataset | ensemble | plain
+    prior_weight: float = 0.0  # visprompt-plus: weight of the zero-shot logits added to the learned ones
+    relabel: bool = False  # visprompt-plus: OT-noisy samples trained on their OT pseudo-label
+    relabel_min_prob: float = 0.5  # ... when the model gives the pseudo-label at least this probability
+    noisy_weight: str = "fixed"  # visprompt-plus: fixed | kept (noisy-part weight x the split's kept fraction)
+    prior_schedule: str = "fixed"  # visprompt-plus: fixed | noise (prior weight x (1 - the kept fraction))
 
 
 def method_spec(cfg: RunConfig) -> MethodSpec:
@@ -83,9 +88,21 @@ def method_spec(cfg: RunConfig) -> MethodSpec:
         selector=selector,
         selection_kind=sel.kind,
         gmm_threshold=sel.gmm_threshold,
-        loss=SplitLoss(clean=loss.clean, noisy=loss.noisy, alpha=loss.alpha, q=loss.q, schedule=loss.schedule),
+        loss=SplitLoss(
+            clean=loss.clean,
+            noisy=loss.noisy,
+            alpha=loss.alpha,
+            q=loss.q,
+            schedule=loss.schedule,
+            normalize_alpha=loss.normalize_alpha,
+        ),
         mixup_alpha=cfg.method.mixup_alpha,
         templates=cfg.method.templates,
+        prior_weight=cfg.method.prior_weight,
+        relabel=cfg.method.relabel,
+        relabel_min_prob=cfg.method.relabel_min_prob,
+        noisy_weight=cfg.method.noisy_weight,
+        prior_schedule=cfg.method.prior_schedule,
     )
 
 

@@ -9,6 +9,10 @@ With a batch of B samples, a clean mask c (B,) and per-sample losses l_clean, l_
 Normalising by B (not by the subset sizes) keeps each sample's weight independent of how many of its
 batch-mates were selected, and makes the case "everything clean, alpha = 1" exactly the mean loss (CoOp).
 ``noisy = "none"`` drops the noisy part.
+
+Step size: in the joint schedule a clean sample's gradient is alpha times CoOp's at the same learning rate
+(alpha = 0.5 halves it); ``normalize_alpha`` divides both weights by alpha, which keeps the ratio of the two
+terms and gives a clean sample CoOp's step. The sequential schedule's parts are plain means (CoOp's step).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class SplitLoss:
     alpha: float = 0.5
     q: float = 0.5
     schedule: Literal["joint", "sequential"] = "joint"
+    normalize_alpha: bool = False  # joint: weights (1, (1 - alpha) / alpha), a clean sample's step equals CoOp's
+    noisy_scale: float = 1.0  # joint: a further factor on the noisy part's weight (visprompt-plus sets it per epoch)
 
     def __call__(
         self, logits: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor
@@ -56,5 +62,8 @@ class SplitLoss:
             weights, normalize = (1.0, 1.0), "subset"
         else:
             weights, normalize = (self.alpha, 1.0 - self.alpha), "batch"
+            if self.normalize_alpha:
+                weights = (1.0, (1.0 - self.alpha) / self.alpha)
+            weights = (weights[0], weights[1] * self.noisy_scale)
         clean_term, noisy_term = split_loss_terms(per_clean, per_noisy, clean, weights=weights, normalize=normalize)
         return clean_term + noisy_term, stats

@@ -47,7 +47,7 @@ class PromptMethod(MethodBase):
 
     # ------------------------------------------------------------------------------------ epoch hooks
     def before_epoch(self, epoch: int, view: TrainView) -> dict[str, Any]:
-        if self.selector.scope != "full":
+        if self.selector.scope not in ("full", "epoch"):
             return {}
         clean, stats = self.selector.select_full(view)
         self._clean = clean.cpu()
@@ -188,4 +188,13 @@ register_variant(
     of="visprompt",
     changes={"method.loss.noisy": "none"},
     summary="VisPrompt with no loss on the OT-noisy part (not the paper's protocol; for heavily noisy labels)",
+)
+
+
+register_variant(
+    "visprompt-faithful",
+    of="visprompt",
+    changes={"method.selection.scope": "epoch", "method.loss.schedule": "sequential"},
+    summary="VisPrompt with the authors' loop: the OT split at each epoch's start in eval mode, per mini-batch, "
+    "then clean-only and noisy-only batches",
 )

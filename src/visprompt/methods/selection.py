@@ -3,9 +3,11 @@
 A strategy wraps one of the pure splitters of :mod:`visprompt.selection` and says where it applies:
 
 * ``NoSelection``: every sample is clean (CoOp, CoOp+GCE, CoCoOp).
-* ``OTSelection(scope="minibatch")``: one OT problem per training mini-batch, on the current model's
-  probabilities (the VisPrompt authors' loop); ``scope="full"``: one OT problem over the whole training set
-  before each epoch (NLPrompt). Clean = the OT pseudo-label equals the given label.
+* ``OTSelection(scope="minibatch")``: one OT problem per training step, on that step's own train-mode
+  probabilities (an online variant); ``scope="epoch"``: at the start of each epoch, in eval mode and before any
+  update, one OT problem per mini-batch of a shuffled pass over the training set (the VisPrompt authors' loop;
+  the method then trains on clean-only and noisy-only batches); ``scope="full"``: one OT problem over the
+  whole training set before each epoch (NLPrompt). Clean = the OT pseudo-label equals the given label.
 
 Each returns the clean mask and statistics in the loop's convention (``sel_*``/``n_*`` counts, ``ot_*``
 means).
@@ -20,7 +22,7 @@ import torch
 
 from visprompt.methods.base import TrainView
 
-__all__ = ["NoSelection", "OTSelection", "Selector", "split_counts"]
+__all__ = ["NoSelection", "OTSelection", "Selector", "epoch_batches", "split_counts", "split_per_batch"]
 
 
 def split_counts(clean: torch.Tensor, labels: torch.Tensor, true_labels: torch.Tensor) -> dict[str, int]:
@@ -55,7 +57,7 @@ class NoSelection:
 class OTSelection:
     """The OT split of docs/method.md (see :func:`visprompt.selection.ot.ot_split`)."""
 
-    scope: Literal["minibatch", "full"] = "minibatch"
+    scope: Literal["minibatch", "epoch", "full"] = "minibatch"
     cost: Literal["neglogp", "negp"] = "neglogp"
     eps: float = 0.01
     tol: float = 1e-6
@@ -72,9 +74,73 @@ class OTSelection:
         return result.clean.to(labels.device), _solver_stats(result)
 
     def select_full(self, view: TrainView) -> tuple[torch.Tensor, dict[str, Any]]:
-        """One OT split over the whole training set (current model, no augmentation)."""
-        probs = view.logits().float().softmax(dim=-1)  # (N, C)
-        return self.select(probs, view.labels)
+        """The epoch's split of the training set (``scope`` full or epoch): clean mask (N,) and statistics."""
+        result, _ = self.epoch_split(view)
+        return result.clean.to(view.labels.device), _solver_stats(result)
+
+    def epoch_split(self, view: TrainView) -> tuple[Any, torch.Tensor]:
+        """The epoch's split from the current model in eval mode, before any update: (SplitResult, probs (N, C)).
+
+        ``scope="full"``: one OT problem over the N samples. ``scope="epoch"``: one OT problem per mini-batch of a
+        shuffled pass over the training set (``view.batch_size``, ``view.generator``), the authors' loop.
+        """
+        from visprompt.selection.ot import ot_split
+
+        if self.scope not in ("full", "epoch"):
+            raise ValueError(f"epoch_split needs scope 'full' or 'epoch', got {self.scope!r}")
+        probs = view.logits().float().softmax(dim=-1)  # (N, C), eval mode (TrainView.logits)
+        kwargs = {"cost": self.cost, "eps": self.eps, "tol": self.tol, "max_iter": self.max_iter, "budget": self.budget}
+        if self.scope == "full":
+            return ot_split(probs, view.labels, **kwargs), probs
+        if view.batch_size < 1 or view.generator is None:
+            raise ValueError("scope 'epoch' needs the view's batch_size and generator (set by the training loop)")
+        batches = epoch_batches(view.num_samples, view.batch_size, view.generator)
+        return split_per_batch(probs, view.labels, batches, **kwargs), probs
+
+
+def split_per_batch(probs: torch.Tensor, labels: torch.Tensor, batches: list[torch.Tensor], **kwargs: Any) -> Any:
+    """One :func:`~visprompt.selection.ot.ot_split` per batch of a partition of range(N), assembled in order.
+
+    Returns a SplitResult over the N rows; ``stats``: ``iterations`` (sum), ``marginal_error`` (max), ``converged``
+    (all), ``problems`` (number of batches) and ``num_clean``.
+    """
+    from visprompt.selection.ot import ot_split
+    from visprompt.selection.result import SplitResult
+
+    n = probs.shape[0]
+    index = torch.cat(batches) if batches else torch.empty(0, dtype=torch.long)
+    if index.numel() != n or not torch.equal(torch.sort(index).values, torch.arange(n)):
+        raise ValueError(f"batches must partition range({n}): every row exactly once")
+    clean = torch.zeros(n, dtype=torch.bool, device=probs.device)
+    pseudo = torch.zeros(n, dtype=torch.long, device=probs.device)
+    confidence = torch.zeros(n, dtype=torch.float32, device=probs.device)
+    parts = []
+    for idx in batches:
+        idx = idx.to(probs.device)
+        part = ot_split(probs[idx], labels[idx], **kwargs)
+        clean[idx], pseudo[idx], confidence[idx] = part.clean, part.pseudo_labels, part.confidence
+        parts.append(part.stats)
+    stats = {
+        "n": n,
+        "num_clean": int(clean.sum()),
+        "problems": len(parts),
+        "iterations": sum(int(p["iterations"]) for p in parts),
+        "marginal_error": max(float(p["marginal_error"]) for p in parts),
+        "converged": all(bool(p["converged"]) for p in parts),
+    }
+    return SplitResult(clean=clean, pseudo_labels=pseudo, confidence=confidence, stats=stats)
+
+
+def epoch_batches(num_samples: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A shuffled partition of range(N) into batches for the epoch-scope split: every sample exactly once.
+
+    Unlike the training plan nothing is dropped (a dropped sample would have no split); a last batch of a single
+    sample, whose OT problem carries no information, joins the batch before it.
+    """
+    batches = list(torch.randperm(num_samples, generator=generator).split(batch_size))
+    if len(batches) > 1 and batches[-1].numel() < 2:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
 
 
 def _solver_stats(result: Any) -> dict[str, float]:

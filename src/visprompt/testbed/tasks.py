@@ -99,6 +99,7 @@ WARM_LIGHT = (1.0, 0.8, 0.5)  # per-channel gain of a warm (tungsten-like) colou
 COOL_LIGHT = (0.6, 0.8, 1.0)  # ... and of a cool (shade-like) one
 SCENE_COLOURS = ("red", "blue", "yellow")
 SCENE_BACKGROUNDS = ("grass", "sand", "water")
+MANY_BACKGROUNDS = BACKGROUNDS[:5]  # sky, grass, sand, water, bricks: with the ten colours, 50 classes
 
 TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(
@@ -128,6 +129,24 @@ TASKS: tuple[TaskSpec, ...] = (
         "a photo of a {}.",
         dataclasses.replace(SHIFT, gain=COOL_LIGHT),
         values=tuple((list(COLOURS).index(c), BACKGROUNDS.index(b)) for c in SCENE_COLOURS for b in SCENE_BACKGROUNDS),
+    ),
+    # The many-class task: every colour on five backgrounds, 50 classes. With C = 50 a training mini-batch of 16
+    # cannot hold every class, which is where a per-mini-batch OT split with a uniform 1/C class marginal breaks
+    # down (the paper's Caltech101, Flowers102, UCF101 and Food-101 have about 100 classes). Smaller train/val/test
+    # pools than the 10-class tasks keep a run cheap on a CPU: 16-shot sampling draws from 20 train images per
+    # class, and the test set is 20 images per class (1,000 images, as many as the other tasks).
+    TaskSpec(
+        "testbed-many",
+        "testbed_many",
+        "split_zhou_TestbedMany.json",
+        "colour+background",
+        tuple(f"{c} object on {b}" for c in COLOURS for b in MANY_BACKGROUNDS),
+        "a photo of a {}.",
+        dataclasses.replace(SHIFT_MILD, gain=COOL_LIGHT),
+        train_per_class=20,
+        val_per_class=4,
+        test_per_class=20,
+        values=tuple((list(COLOURS).index(c), BACKGROUNDS.index(b)) for c in COLOURS for b in MANY_BACKGROUNDS),
     ),
 )
 EXTRA_TASKS: tuple[TaskSpec, ...] = (

@@ -1,0 +1,274 @@
+"""The authors' loop (``scope=epoch``), the alpha step-size normalisation and ``visprompt-plus``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visprompt.config import load_config
+from visprompt.engine.loop import fit
+from visprompt.engine.runtime import Precision
+from visprompt.errors import ConfigError
+from visprompt.methods import TrainView, build_method, method_spec
+from visprompt.methods.objective import SplitLoss
+from visprompt.methods.plus import RECIPE, PlusMethod
+from visprompt.methods.prompt import PromptMethod
+from visprompt.methods.selection import OTSelection, epoch_batches, split_per_batch
+
+
+class DropoutProbe(nn.Module):
+    """logits = dropout(pooled) @ W: its output depends on train/eval mode, as VisPrompt's block does."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(classes))
+        self.drop = nn.Dropout(0.5)
+
+    def logits_from_features(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        return self.drop(pooled) @ self.weight
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [self.weight]
+
+    def last_stats(self) -> dict[str, float]:
+        return {}
+
+
+def _planted(n: int = 32, classes: int = 4, flipped: int = 8) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    true = torch.arange(n) % classes
+    pooled = F.one_hot(true, classes).float() * 8.0 + 0.1 * torch.randn(n, classes, generator=gen)
+    labels = true.clone()
+    labels[:flipped] = (true[:flipped] + 1) % classes
+    return {"pooled": pooled, "labels": labels, "true_labels": true, "index": torch.arange(n)}
+
+
+class _Data:
+    """A TrainData over cached features whose view records the model's mode and weights when it is read."""
+
+    def __init__(self, batch: dict[str, torch.Tensor]) -> None:
+        self.batch = batch
+        self.num_samples = int(batch["labels"].numel())
+        self.reads: list[tuple[bool, torch.Tensor]] = []
+
+    def batches(self, plan: list[torch.Tensor], seed: int) -> list[dict[str, torch.Tensor]]:
+        return [{k: v[idx] for k, v in self.batch.items()} for idx in plan]
+
+    def view(self, method: PromptMethod) -> TrainView:
+        def logits() -> torch.Tensor:
+            clf = method.classifier
+            was = clf.training
+            clf.eval()  # as engine.data's view does
+            try:
+                self.reads.append((clf.training, clf.weight.detach().clone()))
+                with torch.no_grad():
+                    return clf.logits_from_features(self.batch["pooled"])
+            finally:
+                clf.train(was)
+
+        return TrainView(self.batch["labels"], self.batch["true_labels"], logits)
+
+
+def test_epoch_batches_partition_every_sample_and_merge_a_single_leftover() -> None:
+    batches = epoch_batches(33, 8, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [8, 8, 8, 9]
+    assert sorted(torch.cat(batches).tolist()) == list(range(33))
+    assert [len(b) for b in epoch_batches(34, 8, torch.Generator().manual_seed(0))] == [8, 8, 8, 8, 2]
+
+
+def test_epoch_scope_splits_in_eval_mode_per_minibatch_before_the_epochs_updates() -> None:
+    batch = _planted()
+    probe = DropoutProbe(4)
+    method = PromptMethod(probe, OTSelection(scope="epoch"), SplitLoss(schedule="sequential"))
+    data = _Data(batch)
+    seen: list[dict[str, torch.Tensor]] = []
+    forward = method.forward
+
+    def spy(part: dict[str, torch.Tensor]) -> dict[str, object]:
+        seen.append(part)
+        return forward(part)
+
+    method.forward = spy  # type: ignore[method-assign]
+    start = probe.weight.detach().clone()
+    opt = torch.optim.SGD(probe.trainable_parameters(), lr=0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+    records = fit(method, data, opt, sched, epochs=2, batch_size=8, precision=Precision("cpu", None), seed=3)
+    # one read of the whole training set per epoch, in eval mode, the first before any update
+    assert len(data.reads) == 2 and not any(training for training, _ in data.reads)
+    assert torch.equal(data.reads[0][1], start) and not torch.equal(data.reads[1][1], start)
+    # the split is one OT problem per mini-batch of a seeded shuffled pass (the loop's generator for the epoch)
+    gen = torch.Generator().manual_seed((3 * 1_000_003 + 0 * 7919) % 2**63 + 2)
+    expected = split_per_batch(
+        torch.softmax(batch["pooled"] @ start, dim=-1), batch["labels"], epoch_batches(32, 8, gen)
+    )
+    n_clean = int(expected.clean.sum())
+    assert records[0]["n_clean"] == n_clean and records[0]["sel_hits"] == int((expected.clean[8:]).sum())
+    assert 16 <= n_clean < 24  # 8-sample batches of 4 classes are not balanced: the 1/C marginal rejects some
+    # training batches are clean-only, then noisy-only: every clean batch before any noisy one
+    epoch1 = seen[: len(seen) // 2]
+    kinds = [bool(p["clean"].all()) for p in epoch1]
+    assert all(bool(p["clean"].all()) or not bool(p["clean"].any()) for p in epoch1)
+    assert kinds == sorted(kinds, reverse=True)
+    assert kinds.count(True) == n_clean // 8 and kinds.count(False) == (32 - n_clean) // 8
+
+
+def test_epoch_scope_differs_from_the_online_split_which_reads_train_mode_outputs() -> None:
+    """The online split (scope minibatch) sees dropout; the epoch split does not (same weights, same batch)."""
+    batch = _planted()
+    torch.manual_seed(0)
+    probe = DropoutProbe(4)
+    online = PromptMethod(probe, OTSelection(scope="minibatch"), SplitLoss())
+    online.train()
+    assert online(batch)["sel_hits"] < 24  # dropout on the features corrupts some of the online split
+    view = TrainView(
+        batch["labels"],
+        batch["true_labels"],
+        lambda: batch["pooled"] @ probe.weight,
+        32,
+        torch.Generator().manual_seed(0),
+    )  # fmt: skip  (one balanced batch: 8 per class)
+    clean, _ = OTSelection(scope="epoch").select_full(view)
+    assert int(clean.sum()) == 24 and not bool(clean[:8].any())
+
+
+def test_epoch_scope_without_the_loops_batch_size_is_an_error() -> None:
+    batch = _planted()
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"])
+    with pytest.raises(ValueError, match="batch_size and generator"):
+        OTSelection(scope="epoch").epoch_split(view)
+
+
+def test_alpha_halves_the_clean_step_and_normalize_alpha_restores_coops() -> None:
+    logits = torch.randn(6, 3, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    clean = torch.ones(6, dtype=torch.bool)
+
+    def grad(loss: SplitLoss) -> torch.Tensor:
+        logits.grad = None
+        loss(logits, labels, clean)[0].backward()
+        return logits.grad.clone()
+
+    coop = grad(SplitLoss(noisy="none", alpha=1.0))
+    assert torch.allclose(grad(SplitLoss(alpha=0.5)), 0.5 * coop)
+    assert torch.allclose(grad(SplitLoss(alpha=0.5, normalize_alpha=True)), coop)
+    mixed = clean.clone()
+    mixed[:2] = False  # the noisy part keeps its weight relative to the clean part: (1 - alpha) / alpha
+    logits.grad = None
+    SplitLoss(alpha=0.8, normalize_alpha=True)(logits, labels, mixed)[0].backward()
+    g_norm = logits.grad.clone()
+    logits.grad = None
+    SplitLoss(alpha=0.8)(logits, labels, mixed)[0].backward()
+    assert torch.allclose(g_norm, logits.grad / 0.8)
+    with pytest.raises(ConfigError, match="normalize_alpha"):
+        load_config([], ["method.loss.alpha=0", "method.loss.normalize_alpha=true"])
+
+
+def _preset(name: str, *overrides: str):
+    return load_config(overrides=list(overrides), method=name)
+
+
+def test_visprompt_plus_preset_is_its_recipe() -> None:
+    cfg = _preset("visprompt-plus")
+    assert cfg.method.name == "visprompt-plus"
+    for key, value in RECIPE.items():
+        node: object = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert node == value, key
+    faithful = method_spec(_preset("visprompt-faithful"))
+    assert faithful.selector.scope == "epoch" and faithful.loss.schedule == "sequential"
+
+
+def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_prior() -> None:
+    from visprompt.models.tiny import tiny_clip
+
+    clip = tiny_clip("vit")
+    names = ["red", "green", "blue"]
+    plus = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4")), clip, names)
+    bare = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4", "method.prior_weight=0")), clip, names)
+    assert isinstance(plus, PlusMethod) and not plus.relabel and plus.noisy_weight == "kept"
+    assert plus.prior_schedule == "noise" and plus.classifier.prior_weight == 1.0
+    varied = build_method(
+        method_spec(
+            _preset(
+                "visprompt-plus",
+                "prompt.n_ctx=4",
+                "method.noisy_weight=kept",
+                "method.relabel=false",
+                "method.prior_schedule=noise",
+                "method.relabel_min_prob=0.7",
+            )
+        ),
+        clip,
+        names,
+    )  # fmt: skip  (every field of the spec reaches the method)
+    assert (varied.noisy_weight, varied.prior_schedule, varied.relabel, varied.relabel_min_prob) == (
+        "kept", "noise", False, 0.7)  # fmt: skip
+    gen = torch.Generator().manual_seed(1)
+    pooled, tokens = torch.randn(6, clip.embed_dim, generator=gen), torch.randn(6, 17, clip.embed_dim, generator=gen)
+    bare.load_state_dict(plus.state_dict(), strict=False)
+    plus.eval()
+    bare.eval()
+    with torch.no_grad():
+        zs = clip.logit_scale.exp() * F.normalize(pooled, dim=-1) @ plus.classifier.prior_embeddings.t()
+        got = plus.classifier.logits_from_features(pooled, tokens)
+        want = bare.classifier.logits_from_features(pooled, tokens) + zs
+    assert torch.allclose(got, want, atol=1e-4)
+
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9],
+                          [0.05, 0.9, 0.05], [0.4, 0.3, 0.3], [0.3, 0.4, 0.3]])  # fmt: skip
+    view = TrainView(labels, labels.clone(), lambda: probs.log(), 6, torch.Generator().manual_seed(0))
+    method = PlusMethod(plus.classifier, OTSelection(scope="full"), SplitLoss(noisy="ce"), relabel=True,
+                        relabel_min_prob=0.5)  # fmt: skip
+    stats = method.before_epoch(0, view)
+    assert stats["n_clean"] == int(method._clean.sum())
+    noisy = ~method._clean
+    assert bool(noisy[3])  # sample 3 looks like class 1: the OT moves it there and it is relabelled
+    assert int(method._target[3]) == 1 and bool(method._use[3])
+    assert torch.equal(method._target[method._clean], labels[method._clean])
+    unsure = noisy & (probs.gather(1, method._target[:, None]).squeeze(1) < 0.5)
+    assert not bool(method._use[unsure].any())  # unsure re-assignments get no loss at all
+
+
+def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction() -> None:
+    logits = torch.randn(6, 3, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    clean = torch.tensor([True, True, False, False, False, False])
+    full, _ = SplitLoss(alpha=0.5, normalize_alpha=True)(logits, labels, clean)
+    clean_only, _ = SplitLoss(alpha=0.5, normalize_alpha=True, noisy="none")(logits, labels, clean)
+    scaled, _ = SplitLoss(alpha=0.5, normalize_alpha=True, noisy_scale=0.25)(logits, labels, clean)
+    assert torch.allclose(scaled - clean_only, 0.25 * (full - clean_only))
+
+    probe = DropoutProbe(4)
+    batch = _planted()
+    method = PlusMethod(probe, OTSelection(scope="full"), SplitLoss(normalize_alpha=True), relabel=False,
+                        relabel_min_prob=0.5, noisy_weight="kept")  # fmt: skip
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"] @ torch.eye(4))
+    stats = method.before_epoch(0, view)
+    assert stats["noisy_scale"] == pytest.approx(24 / 32) and method.loss.noisy_scale == pytest.approx(0.75)
+    assert method.base_loss.noisy_scale == 1.0  # the preset's loss is kept; each epoch sets its own scale
+
+
+def test_noise_scheduled_prior_weight_follows_the_split_and_travels_with_the_checkpoint() -> None:
+    from visprompt.models.tiny import tiny_clip
+
+    clip = tiny_clip("vit")
+    cfg = _preset("visprompt-plus", "prompt.n_ctx=4", "method.prior_schedule=noise", "method.prior_weight=2.0")
+    method = build_method(method_spec(cfg), clip, ["red", "green", "blue"])
+    batch = _planted(n=12, classes=3, flipped=3)
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"][:, :3] @ torch.eye(3))
+    stats = method.before_epoch(0, view)
+    kept = stats["n_clean"] / 12
+    assert method.classifier.prior_weight == pytest.approx(2.0 * (1 - kept)) and 0 < kept < 1
+    saved = {k: v.detach().clone() for k, v in method.named_trainable_parameters().items()}
+    assert "classifier.prior_scale" in saved
+    fresh = build_method(method_spec(cfg), clip, ["red", "green", "blue"])
+    assert fresh.classifier.prior_weight == 2.0
+    with torch.no_grad():  # what engine.build.load_trainable does for eval and predict
+        for name, p in fresh.named_trainable_parameters().items():
+            p.copy_(saved[name])
+    assert fresh.classifier.prior_weight == pytest.approx(method.classifier.prior_weight)
+    assert "classifier.prior_scale" not in {n for n, _ in fresh.classifier.named_trainable_parameters()}
