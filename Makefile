@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## the main job: the method comparison on the embedded offline testbed
 	$(BIN)/visprompt demo
 
-test: $(STAMP)  ## the default test suite (CPU, tiny models; slow tests excluded), then the Ray cluster fault test
+test: $(STAMP)  ## the default test suite (CPU, tiny models; slow tests excluded), then the Ray cluster fault test and the README's example
 	$(BIN)/python -m pytest -q -m "not slow"
-	$(BIN)/python -m pytest -q -m ray_cluster
+	$(BIN)/python -m pytest -q -m "ray_cluster or docs"
 
 test-all: $(STAMP)  ## every test, including the slow ones
 	$(BIN)/python -m pytest -q

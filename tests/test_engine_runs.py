@@ -86,7 +86,10 @@ def test_every_method_trains_end_to_end(world, tmp_path, method: str) -> None:
         return
     assert [r["epoch"] for r in log] == list(range(1, epochs + 1)) and all(set(r) >= LOG_FIELDS for r in log)
     assert all(np.isfinite(r["loss"]) for r in log)
-    assert sum(v.numel() for v in params.values()) == metrics["trainable_parameters"] > 0
+    # visprompt-plus also saves its adapted zero-shot prior weight (a 0-dim buffer), which is not trained
+    learned = {k: v for k, v in params.items() if not k.endswith("prior_scale")}
+    assert sum(v.numel() for v in learned.values()) == metrics["trainable_parameters"] > 0
+    assert len(params) - len(learned) == (method == "visprompt-plus")
     if method in ("visprompt", "nlprompt"):
         assert {"n_clean", "sel_precision", "sel_recall", "ot_iterations"} <= set(log[-1])
     if method == "visprompt":

@@ -8,7 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
+
+# ~20 s (a testbed build, two epochs, two passes over the test split): outside the default suite, run by `make test`
+# in its own step with the Ray cluster test (marker ``docs``).
+pytestmark = [pytest.mark.slow, pytest.mark.docs]
 
 
 def test_the_readme_python_example_runs(tmp_path: Path) -> None:
