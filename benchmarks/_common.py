@@ -117,3 +117,36 @@ def random_clip(arch: str, *, device: torch.device | str = "cpu", seed: int = 0)
     from visprompt.models.backbone import load_backbone
 
     return load_backbone(arch, None, device=device, quick_gelu=True, seed=seed)
+
+
+def ce_parity(models: dict[Any, Any], params: Sequence[torch.nn.Parameter], pooled, tokens, labels) -> dict:
+    """Per model: the logits and parameter gradients of one CE step from the same weights and dropout masks.
+
+    Run before any timed step (those update the parameters). ``models`` share the learner whose ``params`` they train.
+    """
+    import torch.nn.functional as F
+
+    outs = {}
+    for key, model in models.items():
+        with torch.random.fork_rng(devices=[]):  # the same dropout masks for every model
+            torch.manual_seed(1)
+            for p in params:
+                p.grad = None
+            logits = model.logits_from_features(pooled, tokens)  # (B, C)
+            F.cross_entropy(logits, labels).backward()
+            outs[key] = (logits.detach(), [p.grad.clone() for p in params])
+    return outs
+
+
+def ce_step(model: Any, params: Sequence[torch.nn.Parameter], pooled, tokens, labels) -> Callable[[], None]:
+    """One SGD step of cross-entropy on cached image features (the step the text-path benchmarks time)."""
+    import torch.nn.functional as F
+
+    optimizer = torch.optim.SGD(params, lr=1e-3)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model.logits_from_features(pooled, tokens), labels).backward()
+        optimizer.step()
+
+    return step

@@ -21,8 +21,7 @@ import argparse
 import sys
 
 import torch
-import torch.nn.functional as F
-from _common import CIFAR100, header, markdown_table, peak_memory_mb, timed
+from _common import CIFAR100, ce_parity, ce_step, header, markdown_table, peak_memory_mb, timed
 from text_path import text_tower
 
 from visprompt.models.classifier import PromptClassifier
@@ -51,24 +50,10 @@ def bench(clip, n_cls: int, batch: int, chunks: list[int | None], repeats: int, 
     labels = torch.randint(0, n_cls, (batch,), generator=gen)
     params = [p for p in learner.parameters() if p.requires_grad]
     models = {chunk: PromptClassifier(clip, learner, class_chunk=chunk) for chunk in chunks}
-    outs = {}
-    for chunk, model in models.items():  # parity first: the timed steps update the parameters
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(1)
-            for p in params:
-                p.grad = None
-            logits = model.logits_from_features(pooled, tokens)
-            F.cross_entropy(logits, labels).backward()
-            outs[chunk] = (logits.detach(), [p.grad.clone() for p in params])
+    outs = ce_parity(models, params, pooled, tokens, labels)  # first: the timed steps update the parameters
     rows = []
     for chunk, model in models.items():
-        optimizer = torch.optim.SGD(params, lr=1e-3)
-
-        def step(model: PromptClassifier = model, optimizer: torch.optim.Optimizer = optimizer) -> None:
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model.logits_from_features(pooled, tokens), labels).backward()
-            optimizer.step()
-
+        step = ce_step(model, params, pooled, tokens, labels)
         mb = peak_memory_mb(step)  # also the warm-up
         wall, cpu = timed(step, repeats)
         (la, ga), (lb, gb) = outs[chunks[0]], outs[chunk]

@@ -39,7 +39,7 @@ import platform
 
 import torch
 import torch.nn.functional as F
-from _common import class_names, header, markdown_table, peak_memory_mb, timed
+from _common import ce_parity, ce_step, class_names, header, markdown_table, peak_memory_mb, timed
 
 from visprompt.models.classifier import PromptClassifier
 from visprompt.models.context import PromptContext
@@ -165,24 +165,10 @@ def floor_rows(clip: FrozenCLIP, n_cls: int, batch: int, repeats: int, n_tokens:
     for name, bucket in (("padded", False), ("floor", True)):
         models[name] = PromptClassifier(clip, learner)
         models[name].text_encoder.bucket = bucket
-    outs = {}
-    for name, model in models.items():  # parity first: the timed steps below update the parameters
-        with torch.random.fork_rng(devices=[]):  # the same dropout masks for both
-            torch.manual_seed(1)
-            for p in params:
-                p.grad = None
-            logits = model.logits_from_features(pooled, tokens)
-            F.cross_entropy(logits, labels).backward()
-            outs[name] = (logits.detach(), [p.grad.clone() for p in params])
+    outs = ce_parity(models, params, pooled, tokens, labels)  # first: the timed steps update the parameters
     rows = []
     for name, model in models.items():
-        optimizer = torch.optim.SGD(params, lr=1e-3)
-
-        def step(model: PromptClassifier = model, optimizer: torch.optim.Optimizer = optimizer) -> None:
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model.logits_from_features(pooled, tokens), labels).backward()
-            optimizer.step()
-
+        step = ce_step(model, params, pooled, tokens, labels)
         mb = peak_memory_mb(step)  # also the warm-up
         wall, cpu = timed(step, repeats)
         positions = model.text_encoder.positions(idx, batch, k)
