@@ -9,36 +9,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from visprompt.config import NoiseSpec, flatten_tree, load_config
 from visprompt.engine import load_run, train_run
 from visprompt.methods import METHODS
-
-COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 60, 220)}
-
-
-def make_folder_dataset(root: Path, train: int = 6, test: int = 3, size: int = 16, seed: int = 0) -> Path:
-    """FOLDER/{train,test}/<class>/*.png: small noisy squares in the class colour."""
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", train), ("test", test)):
-        for name, colour in COLOURS.items():
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                pixels = np.clip(np.array(colour) + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
+from worlds import COLOURS, tiny_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
-    from visprompt.models.tiny import tiny_config
-
-    base = tmp_path_factory.mktemp("engine")
-    arch = base / "tiny-vit.json"
-    arch.write_text(json.dumps(tiny_config("vit")))
-    return {"data": make_folder_dataset(base / "images"), "arch": arch, "base": base}
+    return tiny_world(tmp_path_factory.mktemp("engine"))
 
 
 def config(world: dict[str, Path], method: str, out: Path, *overrides: str):

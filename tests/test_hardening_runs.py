@@ -4,14 +4,12 @@ a full disk, unfinished runs given to eval/predict, bad images found before trai
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -21,30 +19,12 @@ from visprompt.engine import train_run
 from visprompt.engine.rundir import RunDir, RunFileError
 from visprompt.errors import ConfigError, DataError
 from visprompt.runlock import FolderLockedError, folder_lock, is_locked
-
-COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 60, 220)}
-
-
-def make_images(root: Path, train: int = 5, test: int = 2, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", train), ("test", test)):
-        for name, colour in COLOURS.items():
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                pixels = np.clip(np.array(colour) + rng.normal(0, 30, (12, 12, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
+from worlds import make_folder_dataset, tiny_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
-    from visprompt.models.tiny import tiny_config
-
-    base = tmp_path_factory.mktemp("hardening")
-    arch = base / "tiny-vit.json"
-    arch.write_text(json.dumps(tiny_config("vit")))
-    return {"data": make_images(base / "images"), "arch": arch, "base": base}
+    return tiny_world(tmp_path_factory.mktemp("hardening"), train=5, test=2, size=12)
 
 
 def config(world: dict[str, Path], out: Path, *overrides: str, data: Path | None = None):
@@ -235,7 +215,7 @@ def test_a_full_disk_marks_the_run_failed_and_the_cli_says_so_in_one_line(world,
 
 
 def test_a_bad_test_image_is_found_before_training(world, tmp_path) -> None:
-    data = make_images(tmp_path / "images")
+    data = make_folder_dataset(tmp_path / "images", train=5, test=2, size=12)
     (data / "test" / "green" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     (data / "test" / "blue" / "1.png").write_bytes(b"")
     with pytest.raises(DataError, match=r"2 of the \d+ images this run reads are unusable, e.g. .* before training"):
@@ -244,7 +224,7 @@ def test_a_bad_test_image_is_found_before_training(world, tmp_path) -> None:
 
 
 def test_an_empty_class_is_refused(world, tmp_path) -> None:
-    data = make_images(tmp_path / "images")
+    data = make_folder_dataset(tmp_path / "images", train=5, test=2, size=12)
     (data / "train" / "violet").mkdir()
     (data / "test" / "violet").mkdir()
     Image.new("RGB", (8, 8)).save(data / "test" / "violet" / "0.png")

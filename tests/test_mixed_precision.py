@@ -11,20 +11,16 @@ import pytest
 import torch
 
 import visprompt.engine.runner as runner
-from test_hardening_runs import make_images
 from visprompt.config import load_config
 from visprompt.engine import train_run
 from visprompt.engine.runtime import Precision
+from worlds import tiny_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
-    from visprompt.models.tiny import tiny_config
-
     base = tmp_path_factory.mktemp("precision")
-    arch = base / "tiny-vit.json"
-    arch.write_text(json.dumps(tiny_config("vit")))
-    return {"data": make_images(base / "images"), "arch": arch}
+    return tiny_world(base, train=5, test=2, size=12)
 
 
 def config(world, out: Path, method: str, precision: str):

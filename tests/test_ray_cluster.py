@@ -29,11 +29,11 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
-from test_hardening_runs import make_images  # noqa: E402
 from visprompt.config import load_config  # noqa: E402
 from visprompt.engine import train_run  # noqa: E402
 from visprompt.sweep import expand_sweep, load_sweep, read_status, run_sweep  # noqa: E402
 from visprompt.sweep.grid import SweepRun  # noqa: E402
+from worlds import tiny_world  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray_cluster]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -146,12 +146,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
-    from visprompt.models.tiny import tiny_config
-
     base = tmp_path_factory.mktemp("cluster")
-    arch = base / "tiny-vit.json"
-    arch.write_text(json.dumps(tiny_config("vit")))
-    return {"data": make_images(base / "images"), "arch": arch}
+    return tiny_world(base, train=5, test=2, size=12)
 
 
 GRID_BASE = {"method": "coop", "data.dataset": "folder", "data.shots": 2, "data.augment": False,
