@@ -7,5 +7,6 @@
 - :mod:`~visprompt.data.transforms`, :mod:`~visprompt.data.loader`: image transforms and a seeded DataLoader (torch).
 - :mod:`~visprompt.data.verify`: checks of a dataset on disk; :mod:`~visprompt.data.fake`: tiny fake layouts.
 
-Submodules are imported on use, so ``import visprompt.data`` stays free of torch.
+The numpy-only submodules (records, fewshot, noise, pipeline) import no torch themselves; ``import visprompt``, which
+any import of a submodule runs first, registers every built-in and so does (see ``visprompt/__init__.py``).
 """
