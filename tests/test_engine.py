@@ -260,8 +260,7 @@ def test_fit_steps_once_per_batch_and_records_every_epoch() -> None:
     opt = build_optimizer(method.trainable_parameters(), lr=0.5)
     sched = build_scheduler(opt, epochs=3, warmup_epochs=0)
     seen, steps = [], []
-    real_step = opt.step
-    opt.step = lambda *a, **k: (steps.append(len(seen)), real_step(*a, **k))[1]  # type: ignore[method-assign]
+    opt.register_step_post_hook(lambda *_: steps.append(len(seen)))  # the epoch index of every optimizer step
     records = fit(method, data, opt, sched, epochs=3, batch_size=4, precision=precision, seed=0,
                   on_epoch_end=lambda e, r: seen.append(e), show_progress=False)  # fmt: skip
     assert seen == [1, 2, 3] and [r["epoch"] for r in records] == [1, 2, 3]
