@@ -67,3 +67,14 @@ def test_methods_lists_the_registry_and_prints_a_recipe(capsys) -> None:
     assert "method.selection.scope: 'full'" in out and "method.loss.noisy: 'mae'" in out
     assert main(["methods", "nlprompts"]) == 2
     assert "did you mean 'nlprompt'" in capsys.readouterr().err
+
+
+def test_a_closed_output_pipe_is_not_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from visprompt.cli import main; sys.exit(main(['methods', 'visprompt']))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # hang up before it writes (it imports torch first), as `| head -0` would
+    assert proc.wait(timeout=60) == 0
+    assert b"Traceback" not in proc.stderr.read()
