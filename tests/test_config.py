@@ -156,3 +156,12 @@ def test_yaml_1_1_exponents_are_numbers_in_every_layer(tmp_path) -> None:
     file = tmp_path / "lr.yaml"
     file.write_text("optim: {lr: 1e-3}\n")  # YAML 1.1 reads this as a string
     assert load_config([file]).optim.lr == 1e-3
+
+
+def test_a_method_option_the_named_method_does_not_read_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^method.prior_weight: not read by method visprompt"):
+        load_config(overrides=["method.prior_weight=1"], method="visprompt")
+    with pytest.raises(ConfigError, match=r"^method.mixup_alpha: not read by method coop"):
+        load_config(overrides=["method.mixup_alpha=0.5"], method="coop")
+    assert load_config(overrides=["method.mixup_alpha=0.5"], method="joapr").method.mixup_alpha == 0.5
+    assert load_config(overrides=["method.prior_weight=0.25"], method="visprompt-plus").method.prior_weight == 0.25

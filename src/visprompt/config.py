@@ -286,9 +286,18 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         try:
-            METHODS.get(self.name)
+            recipe = METHODS.get(self.name).recipe
         except UnknownNameError as exc:
             raise ConfigError(f"method.name: {exc}") from None
+        # A method-specific option that the named method's recipe does not set is one it does not read: a value
+        # other than the default would be written into config.yaml and mean nothing (a label that lies).
+        for option in dataclasses.fields(self):
+            key = f"method.{option.name}"
+            if option.name in ("name", "selection", "loss") or key in recipe:
+                continue
+            _check(getattr(self, option.name) == option.default, key,
+                   f"not read by method {self.name} (leave it at {option.default!r}; `visprompt methods "
+                   f"{self.name}` lists what it sets)")  # fmt: skip
         _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")
         _check(0.0 <= self.relabel_min_prob <= 1.0, "method.relabel_min_prob",
                f"expected a value in [0, 1], got {self.relabel_min_prob}")  # fmt: skip
