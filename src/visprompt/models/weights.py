@@ -144,6 +144,7 @@ def read_weights(path: str | Path, *, expected_sha256: str | None = None) -> Wei
                 f"{path}: wrong SHA-256 {digest[:16]}..., expected {expected_sha256[:16]}... "
                 "(a truncated download or a different file); replace it with the published file"
             )
+    unpickling = False
     try:
         if is_torchscript_archive(path):
             with warnings.catch_warnings():
@@ -160,17 +161,19 @@ def read_weights(path: str | Path, *, expected_sha256: str | None = None) -> Wei
             return WeightsFile(
                 path, _clean_state_dict(sd, path), "safetensors", _parse_bool(meta.get("quick_gelu")), digest
             )
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        unpickling = True  # the last resort: a tensor-only state dict; any failure from here means "not weights"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # e.g. "pickle protocol 63" from random bytes: we say it
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except WeightsError:
         raise
     except Exception as err:  # pickle, zip, safetensors header errors: one line naming the file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "weights_only" in str(err) or "Weights only load failed" in first:  # torch's advice is never ours
-            first = (
-                "not a weights file (not safetensors, a TorchScript archive or a tensor-only state dict); "
-                "visprompt never unpickles other objects"
-            )
-        raise WeightsError(f"{path}: cannot read weights ({first[:200]})") from None
+            first = "visprompt never unpickles other objects"
+        if unpickling:  # random bytes fail in many ways inside the unpickler (pop from empty list, EOF, ...)
+            first = f"not a weights file (not safetensors, a TorchScript archive or a tensor-only state dict); {first}"
+        raise WeightsError(f"{path}: cannot read weights ({first[:240]})") from None
     quick_gelu = obj.get("quick_gelu") if isinstance(obj, dict) and isinstance(obj.get("quick_gelu"), bool) else None
     return WeightsFile(path, _clean_state_dict(obj, path), "state_dict", quick_gelu, digest)
 
