@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from visprompt.engine.inference import LoadedRun
 
-__all__ = ["Predictions", "Run", "config", "load_run", "train"]
+__all__ = ["Predictions", "Run", "config", "image_samples", "load_run", "train"]
 
 
 def config(
@@ -106,8 +106,9 @@ class Run:
 
     def predict(self, images: Sequence[str | Path]) -> Predictions:
         """Class probabilities of image files (checked before any is read)."""
+        samples = image_samples(images)  # checked before the model is built
         loaded = self.model()
-        probs = loaded.logits(_samples(images)).softmax(dim=-1)  # (N, C)
+        probs = loaded.logits(samples).softmax(dim=-1)  # (N, C)
         return Predictions(tuple(loaded.splits.classnames), probs)
 
     def features(self, images: Sequence[str | Path]) -> torch.Tensor:
@@ -116,9 +117,10 @@ class Run:
         from visprompt.engine.data import encode_samples
         from visprompt.engine.runtime import resolve_precision
 
+        samples = image_samples(images)
         loaded = self.model()
         features = encode_samples(
-            loaded.clip, _samples(images), image_transform(loaded.clip), batch_size=loaded.cfg.optim.eval_batch_size,
+            loaded.clip, samples, image_transform(loaded.clip), batch_size=loaded.cfg.optim.eval_batch_size,
             device=loaded.device, precision=resolve_precision(loaded.cfg.optim.precision, loaded.device),
             keep_tokens=False,
         )  # fmt: skip
@@ -143,7 +145,8 @@ def load_run(path: str | Path, device: str = "auto", partial: bool = False) -> R
     return Run(run, device=device, partial=partial)
 
 
-def _samples(images: Sequence[str | Path]) -> list[Any]:
+def image_samples(images: Sequence[str | Path]) -> list[Any]:
+    """Samples (label 0, truth unknown) of image files, each checked to be a readable image first."""
     from visprompt.data.precheck import check_image_header
     from visprompt.data.records import Sample
     from visprompt.errors import DataError

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
-from visprompt.errors import DataError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,18 +20,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from visprompt.data.precheck import check_image_header
-    from visprompt.data.records import Sample
+    from visprompt.api import image_samples
     from visprompt.engine.inference import load_run
 
-    for image in args.images:
-        problem = check_image_header(image)
-        if problem is not None:
-            raise DataError(f"image {image} {problem}")
+    samples = image_samples(args.images)  # every image checked before the run is loaded
     loaded = load_run(args.run_dir, device=args.device, partial=args.partial)
     classnames = loaded.splits.classnames
-    samples = [Sample(index=i, path=str(Path(p).resolve()), label=0, true_label=None, classname="")
-               for i, p in enumerate(args.images)]  # fmt: skip
     probs = loaded.logits(samples).softmax(dim=-1)  # (N, C)
     if args.json:
         out = [
