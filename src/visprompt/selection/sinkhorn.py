@@ -126,9 +126,52 @@ def _row_error(log_rows: torch.Tensor, a: torch.Tensor) -> float:
     return float((torch.exp(log_rows) - a).abs().sum())
 
 
-def _in_range(scaling: torch.Tensor) -> bool:
-    """Whether every entry is finite and within [1/_ABSORB, _ABSORB] (NaN compares False)."""
-    return bool(((scaling > 1 / _ABSORB) & (scaling < _ABSORB)).all())
+def _scaling_sweeps(
+    kernel: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    tol: float,
+    budget: int,
+    err: float,
+) -> tuple[torch.Tensor, torch.Tensor, int, float, bool]:
+    """Exp-domain sweeps on the plan diag(alpha) K diag(beta) from alpha = beta = 1; at most ``budget`` of them.
+
+    Returns ``(u, v, sweeps, err, converged)`` with the last good scalings folded into (u, v); ``err`` is the
+    last accepted sweep's error (the one passed in when none was). A sweep is rejected (and the loop left) when
+    a new scaling is not finite or leaves [1/_ABSORB, _ABSORB].
+
+    The arithmetic is that of the plain loop ``beta = b / (K^T alpha)``, ``alpha = a / (K beta)``, operation
+    for operation; only the bookkeeping is cheaper: the two new scalings are written into one buffer (one
+    min/max reduction decides the range check, NaN propagating as out of range) and the error and the range
+    are read back in one transfer. The buffers alternate, so the previous sweep's scalings stay valid for
+    the error and for a rejected sweep.
+    """
+    n = a.shape[0]
+    kt = kernel.T
+    alpha, beta = torch.ones_like(u), torch.ones_like(v)  # Q = diag(alpha) K diag(beta)
+    buffers = [torch.empty(n + b.shape[0], dtype=a.dtype, device=a.device) for _ in range(2)]
+    views = [(buf, buf[:n], buf[n:]) for buf in buffers]  # (alpha; beta) of a sweep in one vector
+    col, row, diff = torch.empty_like(b), torch.empty_like(a), torch.empty_like(a)
+    checks = torch.empty(3, dtype=a.dtype, device=a.device)  # error, min and max of the new scalings
+    err_out, minmax_out = checks[0], (checks[1], checks[2])
+    sweeps, turn = 0, 0
+    while sweeps < budget:
+        scalings, new_alpha, new_beta = views[turn]
+        torch.div(b, torch.mv(kt, alpha, out=col), out=new_beta)  # (C,)  column update
+        torch.mv(kernel, new_beta, out=row)  # (N,)  k_beta: row sums are alpha * k_beta
+        torch.div(a, row, out=new_alpha)  # (N,)  row update
+        torch.aminmax(scalings, out=minmax_out)
+        torch.sum(torch.mul(alpha, row, out=diff).sub_(a).abs_(), dim=0, out=err_out)
+        err_new, low, high = checks.tolist()
+        if not (low > 1 / _ABSORB and high < _ABSORB):  # fold the last good scalings into (u, v)
+            break  # and redo an exact log-domain sweep
+        sweeps, err, beta = sweeps + 1, err_new, new_beta
+        if err <= tol:  # the plan diag(alpha) K diag(beta): columns exact, rows within tol
+            return u + alpha.log(), v + beta.log(), sweeps, err, True
+        alpha, turn = new_alpha, 1 - turn
+    return u + alpha.log(), v + beta.log(), sweeps, err, False
 
 
 def _solve_stage(
@@ -147,18 +190,10 @@ def _solve_stage(
         u = log_a - log_rows  # (N,)  rows now exact
         log_kernel = mr + u[:, None] + v[None, :]  # (N, C)  log of the current plan Q(u, v)
         kernel = torch.exp(log_kernel).masked_fill_(log_kernel < _LOG_NEGLIGIBLE, 0.0)  # no subnormals
-        alpha, beta = torch.ones_like(u), torch.ones_like(v)  # Q = diag(alpha) K diag(beta)
-        while sweeps < max_iter:
-            new_beta = b / (kernel.T @ alpha)  # (C,)  column update
-            k_beta = kernel @ new_beta  # (N,)  row sums are alpha * k_beta
-            new_alpha = a / k_beta  # (N,)  row update
-            if not (_in_range(new_alpha) and _in_range(new_beta)):  # fold the last good scalings into (u, v)
-                break  # and redo an exact log-domain sweep
-            sweeps, err, beta = sweeps + 1, float((alpha * k_beta - a).abs().sum()), new_beta
-            if err <= tol:  # the plan diag(alpha) K diag(beta): columns exact, rows within tol
-                return u + alpha.log(), v + beta.log(), sweeps, err
-            alpha = new_alpha
-        u, v = u + alpha.log(), v + beta.log()
+        u, v, used, err, done = _scaling_sweeps(kernel, a, b, u, v, tol, max_iter - sweeps, err)
+        sweeps += used
+        if done:
+            return u, v, sweeps, err
     return u, v, sweeps, err
 
 
