@@ -24,7 +24,7 @@ def _in_range(scaling: torch.Tensor) -> bool:
     return bool(((scaling > 1 / _ABSORB) & (scaling < _ABSORB)).all())
 
 
-def _reference_stage(mr, a, b, u, v, tol, max_iter):  # noqa: ANN001, ANN202 - the earlier loop, verbatim
+def _reference_stage(mr, a, b, u, v, tol, max_iter):  # the earlier loop, verbatim
     log_a, log_b = a.log(), b.log()
     sweeps, err = 0, math.inf
     while sweeps < max_iter:
@@ -58,8 +58,12 @@ def _problems() -> list[tuple[torch.Tensor, float, dict]]:
         for temp in (0.3, 3.0, 30.0, 100.0):
             for cost in ("neglogp", "negp"):
                 probs = (torch.randn(n, c, generator=g) * temp).softmax(-1)
-                for eps, kwargs in ((0.01, {}), (0.05, {}), (0.01, {"eps_scaling": False, "max_newton": 0,
-                                                                    "max_iter": 300}), (0.01, {"max_iter": 37})):
+                for eps, kwargs in (
+                    (0.01, {}),
+                    (0.05, {}),
+                    (0.01, {"eps_scaling": False, "max_newton": 0, "max_iter": 300}),
+                    (0.01, {"max_iter": 37}),
+                ):
                     out.append((_cost(probs, cost), eps, kwargs))
     return out
 
