@@ -3,6 +3,10 @@
 Every image a run will read (train, val and test) must be a regular file whose header PIL can parse: a missing,
 empty, foreign or header-corrupt test image would otherwise surface only in the final evaluation, after all
 training epochs. Headers only (no decoding); a file corrupt past its header still fails later, naming the file.
+
+A process remembers the files whose header it has read successfully, by path, size, modification time and inode:
+a sweep worker that trains run after run on the same images stats each file again but reads its header once. A
+file replaced since (another size, time or inode) is read again; a failed check is never remembered.
 """
 
 from __future__ import annotations
@@ -22,9 +26,16 @@ log = logging.getLogger(__name__)
 
 __all__ = ["check_image_header", "check_run_data"]
 
+_CHECKED: set[tuple[str, int, int, int, int]] = set()  # (path, size, mtime_ns, device, inode) of good headers
+_CHECKED_MAX = 1_000_000  # forget everything past this many files (a bound on the memory, not a cache policy)
 
-def check_image_header(path: str) -> str | None:
-    """None when ``path`` is a regular file with an image header PIL reads, else what is wrong (a few words)."""
+
+def check_image_header(path: str, *, remember: bool = False) -> str | None:
+    """None when ``path`` is a regular file with an image header PIL reads, else what is wrong (a few words).
+
+    ``remember``: skip the header of a file this process has already read successfully (same path, size,
+    modification time and inode), and remember this one when it is good.
+    """
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -37,6 +48,9 @@ def check_image_header(path: str) -> str | None:
         return "is not a regular file (a FIFO, socket or device)"
     if st.st_size == 0:
         return "is empty (0 bytes)"
+    key = (path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+    if remember and key in _CHECKED:
+        return None
     try:
         with Image.open(path) as image:
             if image.width < 1 or image.height < 1:
@@ -45,13 +59,21 @@ def check_image_header(path: str) -> str | None:
         return f"is too large ({exc})"
     except (OSError, ValueError, SyntaxError) as exc:  # PIL: UnidentifiedImageError is an OSError
         return f"is not a readable image ({type(exc).__name__})"
+    if remember:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED.add(key)
     return None
+
+
+def _check_remembered(path: str) -> str | None:
+    return check_image_header(path, remember=True)
 
 
 def _first_problems(paths: Iterable[str], workers: int) -> list[tuple[str, str]]:
     paths = list(paths)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, 16))) as pool:
-        results = pool.map(check_image_header, paths, chunksize=64)
+        results = pool.map(_check_remembered, paths, chunksize=64)
         return [(p, r) for p, r in zip(paths, results, strict=True) if r is not None]
 
 
