@@ -44,9 +44,9 @@ def _runs(data: Path, out: Path, many: bool) -> list[Any]:
     chosen = []
     for run in expand_sweep(spec):
         a = run.assignment
-        if all(a.get(k) == v for k, v in SLICE.items()) or (
-            many and all(a.get(k) == v for k, v in MANY.items()) and a.get("method") in MANY_METHODS
-        ):
+        in_slice = all(a.get(k) == v for k, v in SLICE.items())
+        in_many = many and all(a.get(k) == v for k, v in MANY.items()) and a.get("method") in MANY_METHODS
+        if in_slice or in_many:
             chosen.append(run)
     return chosen
 
@@ -168,8 +168,9 @@ def main() -> None:
     rows = []
     for label, v in variants:
         wall, cpu = sum(x["wall_s"] for x in v["runs"]), sum(x["cpu_s"] for x in v["runs"])
-        rows.append({"variant": label, "runs": len(v["runs"]), "wall s": wall, "cpu s": cpu,
-                     "runs/s (wall)": len(v["runs"]) / wall, "runs per cpu-min": 60 * len(v["runs"]) / cpu})  # fmt: skip
+        n = len(v["runs"])
+        rows.append({"variant": label, "runs": n, "wall s": wall, "cpu s": cpu, "runs/s (wall)": n / wall,
+                     "runs per cpu-min": 60 * n / cpu})  # fmt: skip
     print()
     print(markdown_table(rows, list(rows[0]), {"wall s": ".1f", "cpu s": ".1f", "runs/s (wall)": ".3f",
                                                "runs per cpu-min": ".2f"}))  # fmt: skip
@@ -184,7 +185,8 @@ def main() -> None:
                         "x (cpu)": mean("ref", i, "cpu_s") / mean("new", i, "cpu_s"),
                         "ref wall s": mean("ref", i, "wall_s"), "new wall s": mean("new", i, "wall_s"),
                         "x (wall)": mean("ref", i, "wall_s") / mean("new", i, "wall_s"),
-                        "top-1": variants[0][1]["runs"][i]["top1"], "identical": "yes" if identical[n] else "NO"})  # fmt: skip
+                        "top-1": variants[0][1]["runs"][i]["top1"],
+                        "identical": "yes" if identical[n] else "NO"})  # fmt: skip
     print()
     fmt = {k: ".2f" for k in per_run[0] if k not in ("run", "identical")}
     print(markdown_table(per_run, list(per_run[0]), fmt))
