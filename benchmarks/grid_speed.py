@@ -172,8 +172,8 @@ def main() -> None:
         rows.append({"variant": label, "runs": n, "wall s": wall, "cpu s": cpu, "runs/s (wall)": n / wall,
                      "runs per cpu-min": 60 * n / cpu})  # fmt: skip
     print()
-    print(markdown_table(rows, list(rows[0]), {"wall s": ".1f", "cpu s": ".1f", "runs/s (wall)": ".3f",
-                                               "runs per cpu-min": ".2f"}))  # fmt: skip
+    print(markdown_table(rows, list(rows[0]), {"wall s": "{:.1f}", "cpu s": "{:.1f}", "runs/s (wall)": "{:.3f}",
+                                               "runs per cpu-min": "{:.2f}"}))  # fmt: skip
 
     def mean(label: str, i: int | None, key: str) -> float:
         vs = [v for name, v in variants if name.startswith(label)]
@@ -188,7 +188,7 @@ def main() -> None:
                         "top-1": variants[0][1]["runs"][i]["top1"],
                         "identical": "yes" if identical[n] else "NO"})  # fmt: skip
     print()
-    fmt = {k: ".2f" for k in per_run[0] if k not in ("run", "identical")}
+    fmt = {k: "{:.2f}" for k in per_run[0] if k not in ("run", "identical")}
     print(markdown_table(per_run, list(per_run[0]), fmt))
     cpu_x = mean("ref", None, "cpu_s") / mean("new", None, "cpu_s")
     wall_x = mean("ref", None, "wall_s") / mean("new", None, "wall_s")

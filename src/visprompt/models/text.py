@@ -185,23 +185,31 @@ def _body_attention(
     return attn.out_proj(out.transpose(-3, -2).reshape(p, n_cls, sq, d))  # (P, C, S', D)
 
 
+def _pool_layout(pool_index: torch.Tensor, prefix_len: int) -> tuple[int, bool]:
+    """(S, uniform) of a prefix-path call: body tokens up to the last pooled one, and whether all pool there."""
+    if bool((pool_index < prefix_len).any()):
+        raise ValueError("prefix-shared path: a pooled position lies inside the shared prefix")
+    top = int(pool_index.max())
+    return top + 1 - prefix_len, bool((pool_index == top).all())
+
+
 def encode_prefix_shared(
     clip: FrozenCLIP,
     prompts: PromptEmbeddings,
     cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    layout: tuple[int, bool] | None = None,
 ) -> torch.Tensor:
     """Prefix-shared path -> features (P, C, E); ``cache`` is :func:`prefix_cache` of ``prompts.prefix``.
 
     When every class is pooled at the same position (classes grouped by length, as :class:`TextEncoder` does),
     the last layer runs its query, output projection and MLP at that position only: nothing else is read.
+    ``layout`` is ``_pool_layout(prompts.pool_index, K)`` when the caller already has it (it is read from the
+    pool indices otherwise).
     """
     k, idx = prompts.prefix_len, prompts.pool_index
-    if bool((idx < k).any()):
-        raise ValueError("prefix-shared path: a pooled position lies inside the shared prefix")
+    s, uniform = _pool_layout(idx, k) if layout is None else layout
     if cache is None:
         cache = prefix_cache(clip, prompts.prefix)
-    s = int(idx.max()) + 1 - k
-    uniform = bool((idx == idx.max()).all())
     h = prompts.body[:, :, :s] + clip.positional_embedding[k : k + s].to(prompts.body.dtype)  # (Pb, C, S, D)
     mask = causal_mask(s, dtype=h.dtype, device=h.device)
     blocks = clip.transformer.resblocks
@@ -283,6 +291,7 @@ class TextEncoder:
         self.path = resolve_text_path(clip, path, prefix_len)
         self.class_chunk = class_chunk
         self.bucket = bucket
+        self._plan: tuple[tuple, _Plan] | None = None  # (settings and pool indices, plan) of the last call
 
     def required_length(self, pool_index: torch.Tensor) -> int:
         """How many tokens the prompts must provide for this path."""
@@ -295,9 +304,14 @@ class TextEncoder:
             return [slice(start, start + step) for start in range(0, n_cls, step)]
         return [part for group in length_groups(pool_index) for part in group.split(step)]
 
-    def _encode(self, part: PromptEmbeddings, cache: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
+    def _encode(
+        self,
+        part: PromptEmbeddings,
+        cache: list[tuple[torch.Tensor, torch.Tensor]] | None,
+        layout: tuple[int, bool] | None = None,
+    ) -> torch.Tensor:
         if self.path == "prefix":
-            return encode_prefix_shared(self.clip, part, cache)
+            return encode_prefix_shared(self.clip, part, cache, layout)
         if self.path == "truncated":
             return encode_full(self.clip, part, int(part.pool_index.max()) + 1)
         return encode_full(self.clip, part, None)
@@ -319,14 +333,41 @@ class TextEncoder:
             total += n_contexts * int(idx.shape[0]) * body
         return total
 
+    def plan(self, pool_index: torch.Tensor, prefix_len: int) -> _Plan:
+        """The class groups of ``pool_index`` and what each call needs to know about them, computed once.
+
+        The plan depends only on the pool indices' values (kept as a tuple of ints and compared on every call),
+        so a learner's fixed ``pool_index`` is grouped once per run instead of at every step.
+        """
+        key = (self.path, self.class_chunk, self.bucket, prefix_len, *pool_index.tolist())
+        if self._plan is not None and self._plan[0] == key and self._plan[1].device == pool_index.device:
+            return self._plan[1]
+        groups = self._groups(pool_index)
+        layouts = None
+        if self.path == "prefix":
+            layouts = [_pool_layout(pool_index[g], prefix_len) for g in groups]
+        n_cls = int(pool_index.shape[0])
+        whole = (
+            len(groups) == 1
+            and isinstance(groups[0], torch.Tensor)
+            and bool(torch.equal(groups[0], torch.arange(n_cls, device=groups[0].device)))
+        )
+        order = None
+        if isinstance(groups[0], torch.Tensor) and len(groups) > 1:
+            order = torch.argsort(torch.cat(groups))  # output column -> class order
+        plan = _Plan(groups, layouts, whole, order, pool_index.device)
+        self._plan = (key, plan)
+        return plan
+
     def __call__(self, prompts: PromptEmbeddings) -> torch.Tensor:
         """Unnormalised text features (P, C, E)."""
-        groups = self._groups(prompts.pool_index)
+        plan = self.plan(prompts.pool_index, prompts.prefix_len)
+        groups = plan.groups
         cache = prefix_cache(self.clip, prompts.prefix) if self.path == "prefix" else None
         checkpoint = self.class_chunk is not None and len(groups) > 1 and torch.is_grad_enabled()
         outs = []
-        for group in groups:
-            part = prompts.classes(group)
+        for i, group in enumerate(groups):
+            part = prompts if plan.whole else prompts.classes(group)  # one group of every class in order: as is
             if checkpoint:
                 flat = [t for kv in cache for t in kv] if cache is not None else []
                 outs.append(
@@ -335,9 +376,19 @@ class TextEncoder:
                     )
                 )
             else:
-                outs.append(self._encode(part, cache))
+                outs.append(self._encode(part, cache, None if plan.layouts is None else plan.layouts[i]))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (P, C, E) in group order
-        if isinstance(groups[0], torch.Tensor) and len(groups) > 1:
-            order = torch.cat(groups)  # class index of each output column
-            out = out[:, torch.argsort(order)]  # back to class order
+        if plan.order is not None:
+            out = out[:, plan.order]  # back to class order
         return out
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How :class:`TextEncoder` runs one set of pool indices (see :meth:`TextEncoder.plan`)."""
+
+    groups: list[torch.Tensor | slice]  # the class groups (or chunks), in the order they run
+    layouts: list[tuple[int, bool]] | None  # prefix path: (S, uniform) of each group
+    whole: bool  # a single group holding every class in class order (the prompts run as they are)
+    order: torch.Tensor | None  # (C,) the output column of each class when groups reorder them, else None
+    device: torch.device
