@@ -1,6 +1,6 @@
 """The Sinkhorn solver's cheaper bookkeeping (buffers, one read-back per sweep) gives bit-identical results.
 
-``_reference_stage`` is the stage loop as it was before (kept here as the reference): the solver run with it and
+``reference_stage`` is the stage loop as it was before (kept here as the reference): the solver run with it and
 with the library's loop must return the same plan, bit for bit, and the same statistics, on problems that
 converge, that stop at ``max_iter`` and that absorb out-of-range scalings (sharp costs at small eps).
 """
@@ -13,42 +13,9 @@ import warnings
 import pytest
 import torch
 
+from reference_paths import reference_stage
 from visprompt.selection import sinkhorn
 from visprompt.selection.ot import _cost
-
-_ABSORB = 1e50
-_LOG_NEGLIGIBLE = -575.0
-
-
-def _in_range(scaling: torch.Tensor) -> bool:
-    return bool(((scaling > 1 / _ABSORB) & (scaling < _ABSORB)).all())
-
-
-def _reference_stage(mr, a, b, u, v, tol, max_iter):  # the earlier loop, verbatim
-    log_a, log_b = a.log(), b.log()
-    sweeps, err = 0, math.inf
-    while sweeps < max_iter:
-        v = log_b - torch.logsumexp(mr + u[:, None], dim=0)
-        log_rows = torch.logsumexp(mr + v[None, :], dim=1)
-        sweeps, err = sweeps + 1, float((torch.exp(log_rows + u) - a).abs().sum())
-        if err <= tol:
-            return u, v, sweeps, err
-        u = log_a - log_rows
-        log_kernel = mr + u[:, None] + v[None, :]
-        kernel = torch.exp(log_kernel).masked_fill_(log_kernel < _LOG_NEGLIGIBLE, 0.0)
-        alpha, beta = torch.ones_like(u), torch.ones_like(v)
-        while sweeps < max_iter:
-            new_beta = b / (kernel.T @ alpha)
-            k_beta = kernel @ new_beta
-            new_alpha = a / k_beta
-            if not (_in_range(new_alpha) and _in_range(new_beta)):
-                break
-            sweeps, err, beta = sweeps + 1, float((alpha * k_beta - a).abs().sum()), new_beta
-            if err <= tol:
-                return u + alpha.log(), v + beta.log(), sweeps, err
-            alpha = new_alpha
-        u, v = u + alpha.log(), v + beta.log()
-    return u, v, sweeps, err
 
 
 def _problems() -> list[tuple[torch.Tensor, float, dict]]:
@@ -72,7 +39,7 @@ def test_solver_matches_the_reference_loop_bit_for_bit(monkeypatch: pytest.Monke
     problems = _problems()
     warnings.simplefilter("ignore")
     new = [sinkhorn.sinkhorn_log(cost, eps=eps, **kw) for cost, eps, kw in problems]
-    monkeypatch.setattr(sinkhorn, "_solve_stage", _reference_stage)
+    monkeypatch.setattr(sinkhorn, "_solve_stage", reference_stage)
     ref = [sinkhorn.sinkhorn_log(cost, eps=eps, **kw) for cost, eps, kw in problems]
     unconverged = absorbed = 0
     for (plan, stats), (ref_plan, ref_stats) in zip(new, ref, strict=True):
@@ -94,6 +61,6 @@ def test_a_budget_of_zero_keeps_the_log_sweep_error() -> None:
     a, b = torch.full((16,), 1 / 16, dtype=torch.float64), torch.full((10,), 0.1, dtype=torch.float64)
     args = (-cost / 0.01, a, b, torch.zeros(16, dtype=torch.float64), torch.zeros(10, dtype=torch.float64), 1e-12)
     u, v, sweeps, err = sinkhorn._solve_stage(*args, 1)
-    ru, rv, rsweeps, rerr = _reference_stage(*args, 1)
+    ru, rv, rsweeps, rerr = reference_stage(*args, 1)
     assert sweeps == rsweeps == 1 and math.isfinite(err) and err == rerr
     assert torch.equal(u, ru) and torch.equal(v, rv)

@@ -1,6 +1,6 @@
 """TextEncoder's per-run plan (class groups and pool layouts computed once) gives the same bits as before.
 
-``_reference_call`` is ``TextEncoder.__call__`` as it was (groups, checks and class indexing redone at every call);
+``reference_text_call`` is ``TextEncoder.__call__`` as it was (groups, checks and class indexing redone at every call);
 the encoder must return the same features and the same gradients, bit for bit, on every path the learners use,
 on repeated calls (the plan reused) and when the class list changes (the plan recomputed).
 """
@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from reference_paths import reference_text_call
 from visprompt.models.classifier import PromptClassifier
-from visprompt.models.text import PromptEmbeddings, TextEncoder, encode_full, encode_prefix_shared, prefix_cache
+from visprompt.models.text import TextEncoder
 from visprompt.models.tiny import tiny_clip, tiny_image_batch
 
 ONE_LENGTH = ("dog", "cat", "ox", "fox")  # one token each: one group holding every class
@@ -21,28 +22,6 @@ MIXED = ("dog", "golden retriever", "cat", "sweet pepper", "a rather long class 
 @pytest.fixture(scope="module")
 def clip():
     return tiny_clip("vit", seed=4)
-
-
-def _reference_call(enc: TextEncoder, prompts: PromptEmbeddings) -> torch.Tensor:
-    groups = enc._groups(prompts.pool_index)
-    cache = prefix_cache(enc.clip, prompts.prefix) if enc.path == "prefix" else None
-    checkpoint = enc.class_chunk is not None and len(groups) > 1 and torch.is_grad_enabled()
-    outs = []
-    for group in groups:
-        part = prompts.classes(group)
-        if checkpoint:
-            flat = [t for kv in cache for t in kv] if cache is not None else []
-            outs.append(torch.utils.checkpoint.checkpoint(enc._encode_part, part.prefix, part.body, part.pool_index,
-                                                          *flat, use_reentrant=False))  # fmt: skip
-        elif enc.path == "prefix":
-            outs.append(encode_prefix_shared(enc.clip, part, cache))
-        else:
-            length = int(part.pool_index.max()) + 1 if enc.path == "truncated" else None
-            outs.append(encode_full(enc.clip, part, length))
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-    if isinstance(groups[0], torch.Tensor) and len(groups) > 1:
-        out = out[:, torch.argsort(torch.cat(groups))]
-    return out
 
 
 def _learner(kind: str, clip, names):
@@ -81,7 +60,7 @@ def test_the_plan_gives_the_same_bits(clip, kind: str, chunk: int | None, names:
     pooled = pooled[:1] if kind == "cocoop" else pooled
     for _ in range(2):  # the second call reuses the plan
         feats, grads = _run(model, pooled, tokens[: pooled.shape[0]], enc)
-        ref_feats, ref_grads = _run(model, pooled, tokens[: pooled.shape[0]], lambda p: _reference_call(enc, p))
+        ref_feats, ref_grads = _run(model, pooled, tokens[: pooled.shape[0]], lambda p: reference_text_call(enc, p))
         assert feats.std() > 0
         assert torch.equal(feats, ref_feats)
         for g, r in zip(grads, ref_grads, strict=True):
@@ -97,5 +76,5 @@ def test_the_plan_follows_the_pool_indices(clip) -> None:
         enc = enc or TextEncoder(clip, "auto", learner.prefix_len)
         with torch.no_grad():
             prompts = learner(None, None, enc.required_length(learner.pool_index))
-            assert torch.equal(enc(prompts), _reference_call(enc, prompts))
+            assert torch.equal(enc(prompts), reference_text_call(enc, prompts))
         assert enc._plan[0][4:] == tuple(learner.pool_index.tolist())
