@@ -1,11 +1,12 @@
 """A fixed slice of the testbed grid, run with a reference source tree and with this one, interleaved.
 
     PYTHONPATH=src python benchmarks/grid_speed.py --reference-src /path/to/old/checkout/src --data DATA
-    PYTHONPATH=src python benchmarks/grid_speed.py --reference-src ... --many      # adds two testbed-many runs
+    PYTHONPATH=src python benchmarks/grid_speed.py --reference-src ... --slice many  # testbed-many's runs instead
 
 The slice is taken from ``configs/sweeps/testbed.yaml`` as the sweep expands it (same configs, same run names):
-by default every method of the grid on testbed-backgrounds at symmetric 50% noise, seed 1 (9 runs); ``--many``
-adds testbed-many's CoOp and VisPrompt at the same setting. Each variant runs in its own process with
+by default (``--slice ten``) every method of the grid on testbed-backgrounds at symmetric 50% noise, seed 1 (9
+runs); ``--slice many`` takes testbed-many's CoOp and VisPrompt at the same setting instead (50 classes), and
+``--slice both`` both. Each variant runs in its own process with
 ``PYTHONPATH`` pointing at its source tree, one thread, like a sweep worker: a warm-up pass first (every run of the
 slice for one epoch: imports, the tiny CLIP, the feature store filled as a long sweep has it), then the slice
 itself, timed run by run (wall clock and the process's CPU time). Variants alternate (ref, new, ref, new, ...), so
@@ -37,15 +38,16 @@ MANY_METHODS = ("coop", "visprompt")
 _VOLATILE = {"timings", "environment", "versions", "git_sha", "epoch_time"}
 
 
-def _runs(data: Path, out: Path, many: bool) -> list[Any]:
+def _runs(data: Path, out: Path, which: str) -> list[Any]:
     from visprompt.sweep.grid import expand_sweep, load_sweep
 
     spec = load_sweep(GRID, out_dir=out, overrides=[f"data.root={data}", f"run.feature_store={out / '.features'}"])
     chosen = []
     for run in expand_sweep(spec):
         a = run.assignment
-        in_slice = all(a.get(k) == v for k, v in SLICE.items())
-        in_many = many and all(a.get(k) == v for k, v in MANY.items()) and a.get("method") in MANY_METHODS
+        in_slice = which in ("ten", "both") and all(a.get(k) == v for k, v in SLICE.items())
+        in_many = which in ("many", "both") and all(a.get(k) == v for k, v in MANY.items())
+        in_many = in_many and a.get("method") in MANY_METHODS
         if in_slice or in_many:
             chosen.append(run)
     return chosen
@@ -99,14 +101,14 @@ def worker(args: argparse.Namespace) -> None:
     out = Path(args.out)
     src = Path(visprompt.__file__).resolve().parents[1]
     started, started_cpu = time.perf_counter(), time.process_time()
-    for run in _runs(Path(args.data), out / "warmup", args.many):  # one epoch of each: the steady state of a sweep
+    for run in _runs(Path(args.data), out / "warmup", args.slice):  # one epoch of each: the steady state of a sweep
         cfg = run.config
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, epochs=1),
                                   run=dataclasses.replace(cfg.run, feature_store=str(out / ".features")))  # fmt: skip
         train_run(cfg, show_progress=False)
     warmup = time.perf_counter() - started, time.process_time() - started_cpu
     results = []
-    for run in _runs(Path(args.data), out, args.many):
+    for run in _runs(Path(args.data), out, args.slice):
         t0, c0 = time.perf_counter(), time.process_time()
         train_run(run.config, show_progress=False)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -114,10 +116,10 @@ def worker(args: argparse.Namespace) -> None:
     (out / "result.json").write_text(json.dumps({"src": str(src), "warmup": warmup, "runs": results}, indent=1))
 
 
-def _spawn(src: Path, out: Path, data: Path, many: bool) -> dict[str, Any]:
+def _spawn(src: Path, out: Path, data: Path, which: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--out", str(out), "--data", str(data)]
-    subprocess.run([*cmd, *(["--many"] if many else [])], env=env, check=True, cwd=ROOT)
+    subprocess.run([*cmd, "--slice", which], env=env, check=True, cwd=ROOT)
     result = json.loads((out / "result.json").read_text())
     if Path(result["src"]) != src.resolve():
         raise SystemExit(f"variant ran visprompt from {result['src']}, expected {src}")
@@ -131,7 +133,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "DATA", help="the testbed data root")
     parser.add_argument("--out", type=Path, default=Path("/tmp/visprompt-grid-speed"))
     parser.add_argument("--rounds", type=int, default=2, help="ref/new pairs, interleaved")
-    parser.add_argument("--many", action="store_true", help="add testbed-many's CoOp and VisPrompt runs")
+    parser.add_argument(
+        "--slice",
+        choices=("ten", "many", "both"),
+        default="ten",
+        help="ten: testbed-backgrounds, every method; many: testbed-many's CoOp and VisPrompt",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -156,7 +163,7 @@ def main() -> None:
                 import shutil
 
                 shutil.rmtree(out)
-            variants.append((f"{label} {r}", _spawn(src, out, args.data, args.many)))
+            variants.append((f"{label} {r}", _spawn(src, out, args.data, args.slice)))
             runs = variants[-1][1]["runs"]
             print(f"  {label} {r}: {sum(x['wall_s'] for x in runs):.1f} s wall, "
                   f"{sum(x['cpu_s'] for x in runs):.1f} s CPU", flush=True)  # fmt: skip
