@@ -6,11 +6,15 @@
 The slice is taken from ``configs/sweeps/testbed.yaml`` as the sweep expands it (same configs, same run names):
 by default (``--slice ten``) every method of the grid on testbed-backgrounds at symmetric 50% noise, seed 1 (9
 runs); ``--slice many`` takes testbed-many's CoOp and VisPrompt at the same setting instead (50 classes), and
-``--slice both`` both. Each variant runs in its own process with
-``PYTHONPATH`` pointing at its source tree, one thread, like a sweep worker: a warm-up pass first (every run of the
-slice for one epoch: imports, the tiny CLIP, the feature store filled as a long sweep has it), then the slice
-itself, timed run by run (wall clock and the process's CPU time). Variants alternate (ref, new, ref, new, ...), so
-drift in the host's load shows as a difference between rounds of the same variant.
+``--slice both`` both.
+
+Each variant runs in its own worker process with ``PYTHONPATH`` pointing at its source tree, one thread, like a
+sweep worker: a warm-up pass first (every run of the slice for one epoch: imports, the tiny CLIP, the feature store
+filled as a long sweep has it), then the runs, one at a time on request. The two runs of a pair go back to back
+(the order alternating from pair to pair) and the whole slice is repeated ``--rounds`` times, so drift in the
+host's load hits both variants alike; the per-run figures are medians over the rounds (and minima, the estimate
+least disturbed by other jobs). Wall-clock and process CPU time are both reported: on a shared host with SMT
+siblings busy, even the CPU time of the same work varies by 20% or more.
 
 Every run must be identical across all variants and rounds: the split, the trained parameters (bit for bit), the
 training log without its timings, and the metrics without timings and environment. The script exits non-zero
@@ -87,7 +91,8 @@ def _digest(run_dir: Path) -> dict[str, str]:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One variant: warm-up pass, then the timed slice; writes ``result.json`` into ``--out``."""
+    """One variant, driven line by line: a warm-up pass, then ``ROUND NAME`` on stdin runs one run of the slice
+    into ``--out/rROUND`` and answers one JSON line (timings and digests); ``quit`` ends."""
     import dataclasses
     import logging
 
@@ -96,34 +101,71 @@ def worker(args: argparse.Namespace) -> None:
     import visprompt
     from visprompt.engine.runner import train_run
 
+    answer = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    sys.stdout = sys.stderr  # nothing else may write into the answer channel
     logging.disable(logging.WARNING)
     torch.set_num_threads(1)
     out = Path(args.out)
-    src = Path(visprompt.__file__).resolve().parents[1]
+    store = str(out / ".features")
     started, started_cpu = time.perf_counter(), time.process_time()
     for run in _runs(Path(args.data), out / "warmup", args.slice):  # one epoch of each: the steady state of a sweep
         cfg = run.config
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, epochs=1),
-                                  run=dataclasses.replace(cfg.run, feature_store=str(out / ".features")))  # fmt: skip
+                                  run=dataclasses.replace(cfg.run, feature_store=store))  # fmt: skip
         train_run(cfg, show_progress=False)
-    warmup = time.perf_counter() - started, time.process_time() - started_cpu
-    results = []
-    for run in _runs(Path(args.data), out, args.slice):
+    src = str(Path(visprompt.__file__).resolve().parents[1])
+    warmup = {
+        "src": src,
+        "warmup_wall_s": time.perf_counter() - started,
+        "warmup_cpu_s": time.process_time() - started_cpu,
+    }
+    answer.write(json.dumps(warmup) + "\n")
+    rounds: dict[str, dict[str, Any]] = {}
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        round_, name = line.split(maxsplit=1)
+        if round_ not in rounds:
+            rounds[round_] = {r.name: r for r in _runs(Path(args.data), out / f"r{round_}", args.slice)}
+        run = rounds[round_][name.strip()]
         t0, c0 = time.perf_counter(), time.process_time()
         train_run(run.config, show_progress=False)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        results.append({"name": run.name, "wall_s": wall, "cpu_s": cpu, **_digest(run.path)})
-    (out / "result.json").write_text(json.dumps({"src": str(src), "warmup": warmup, "runs": results}, indent=1))
+        answer.write(json.dumps({"name": run.name, "wall_s": wall, "cpu_s": cpu, **_digest(run.path)}) + "\n")
 
 
-def _spawn(src: Path, out: Path, data: Path, which: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--out", str(out), "--data", str(data)]
-    subprocess.run([*cmd, "--slice", which], env=env, check=True, cwd=ROOT)
-    result = json.loads((out / "result.json").read_text())
-    if Path(result["src"]) != src.resolve():
-        raise SystemExit(f"variant ran visprompt from {result['src']}, expected {src}")
-    return result
+class _Worker:
+    """A variant's worker process (see :func:`worker`)."""
+
+    def __init__(self, label: str, src: Path, out: Path, data: Path, which: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--out", str(out), "--data", str(data),
+               "--slice", which]  # fmt: skip
+        self.label, self.src = label, src
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ready(self) -> dict[str, Any]:
+        info = self._read()
+        if Path(info["src"]) != self.src.resolve():
+            raise SystemExit(f"{self.label} ran visprompt from {info['src']}, expected {self.src}")
+        return info
+
+    def run(self, round_: int, name: str) -> dict[str, Any]:
+        self.proc.stdin.write(f"{round_} {name}\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def _read(self) -> dict[str, Any]:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.label} worker stopped (exit code {self.proc.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait()
 
 
 def main() -> None:
@@ -132,7 +174,7 @@ def main() -> None:
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="the tree to measure (default: this one)")
     parser.add_argument("--data", type=Path, default=ROOT / "DATA", help="the testbed data root")
     parser.add_argument("--out", type=Path, default=Path("/tmp/visprompt-grid-speed"))
-    parser.add_argument("--rounds", type=int, default=2, help="ref/new pairs, interleaved")
+    parser.add_argument("--rounds", type=int, default=3, help="times each run is repeated per variant")
     parser.add_argument(
         "--slice",
         choices=("ten", "many", "both"),
@@ -154,53 +196,74 @@ def main() -> None:
             parser.error(f"{name} {src}: expected a source tree holding visprompt/__init__.py")
     if not (args.data / "testbed_backgrounds").is_dir():
         parser.error(f"--data {args.data}: no testbed_backgrounds folder (build it: visprompt testbed build)")
+    if args.out.exists():
+        import shutil
+
+        shutil.rmtree(args.out)
     print(header(f"reference {args.reference_src}, measured {args.src}; {args.rounds} rounds, one thread"))
-    variants: list[tuple[str, dict[str, Any]]] = []
-    for r in range(1, args.rounds + 1):
-        for label, src in (("ref", args.reference_src), ("new", args.src)):
-            out = args.out / f"{label}{r}"
-            if out.exists():
-                import shutil
+    labels = ("ref", "new")
+    workers = {label: _Worker(label, src, args.out / label, args.data, args.slice)
+               for label, src in zip(labels, (args.reference_src, args.src), strict=True)}  # fmt: skip
+    try:
+        for w in workers.values():
+            info = w.ready()
+            print(f"  {w.label}: warm-up {info['warmup_wall_s']:.1f} s wall, {info['warmup_cpu_s']:.1f} s CPU")
+        sys.path.insert(0, str(args.src))
+        names = [r.name for r in _runs(args.data, args.out / "names", args.slice)]
+        results: dict[str, list[list[dict[str, Any]]]] = {label: [] for label in labels}
+        for r in range(1, args.rounds + 1):
+            for label in labels:
+                results[label].append([])
+            for i, name in enumerate(names):  # the pair of each run back to back, the order alternating
+                for label in labels if (r + i) % 2 else labels[::-1]:
+                    results[label][-1].append(workers[label].run(r, name))
+            line = ", ".join(f"{lb} {sum(x['cpu_s'] for x in results[lb][-1]):.1f} s CPU" for lb in labels)
+            print(f"  round {r}: {line}", flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+    _report(args, names, results, markdown_table)
 
-                shutil.rmtree(out)
-            variants.append((f"{label} {r}", _spawn(src, out, args.data, args.slice)))
-            runs = variants[-1][1]["runs"]
-            print(f"  {label} {r}: {sum(x['wall_s'] for x in runs):.1f} s wall, "
-                  f"{sum(x['cpu_s'] for x in runs):.1f} s CPU", flush=True)  # fmt: skip
 
-    names = [x["name"] for x in variants[0][1]["runs"]]
+def _report(args: argparse.Namespace, names: list[str], results: dict[str, list[list[dict[str, Any]]]],
+            markdown_table: Any) -> None:  # fmt: skip
     keys = ("split", "parameters", "log", "metrics")
-    identical = {n: all(v["runs"][i][k] == variants[0][1]["runs"][i][k] for _, v in variants for k in keys)
+    first = results["ref"][0]
+    identical = {n: all(rnd[i][k] == first[i][k] for v in results.values() for rnd in v for k in keys)
                  for i, n in enumerate(names)}  # fmt: skip
     rows = []
-    for label, v in variants:
-        wall, cpu = sum(x["wall_s"] for x in v["runs"]), sum(x["cpu_s"] for x in v["runs"])
-        n = len(v["runs"])
-        rows.append({"variant": label, "runs": n, "wall s": wall, "cpu s": cpu, "runs/s (wall)": n / wall,
-                     "runs per cpu-min": 60 * n / cpu})  # fmt: skip
+    for r in range(args.rounds):
+        for label in ("ref", "new"):
+            runs = results[label][r]
+            wall, cpu = sum(x["wall_s"] for x in runs), sum(x["cpu_s"] for x in runs)
+            rows.append({"round": r + 1, "variant": label, "runs": len(runs), "wall s": wall, "cpu s": cpu,
+                         "runs/s (wall)": len(runs) / wall, "runs per cpu-min": 60 * len(runs) / cpu})  # fmt: skip
     print()
     print(markdown_table(rows, list(rows[0]), {"wall s": "{:.1f}", "cpu s": "{:.1f}", "runs/s (wall)": "{:.3f}",
                                                "runs per cpu-min": "{:.2f}"}))  # fmt: skip
 
-    def mean(label: str, i: int | None, key: str) -> float:
-        vs = [v for name, v in variants if name.startswith(label)]
-        return statistics.mean(sum(x[key] for x in v["runs"]) if i is None else v["runs"][i][key] for v in vs)
+    def per(label: str, i: int, key: str, how: Any) -> float:
+        return how(rnd[i][key] for rnd in results[label])
 
     per_run = []
     for i, n in enumerate(names):
-        per_run.append({"run": n, "ref cpu s": mean("ref", i, "cpu_s"), "new cpu s": mean("new", i, "cpu_s"),
-                        "x (cpu)": mean("ref", i, "cpu_s") / mean("new", i, "cpu_s"),
-                        "ref wall s": mean("ref", i, "wall_s"), "new wall s": mean("new", i, "wall_s"),
-                        "x (wall)": mean("ref", i, "wall_s") / mean("new", i, "wall_s"),
-                        "top-1": variants[0][1]["runs"][i]["top1"],
-                        "identical": "yes" if identical[n] else "NO"})  # fmt: skip
+        ref_cpu, new_cpu = per("ref", i, "cpu_s", statistics.median), per("new", i, "cpu_s", statistics.median)
+        ref_wall, new_wall = per("ref", i, "wall_s", statistics.median), per("new", i, "wall_s", statistics.median)
+        per_run.append({"run": n, "ref cpu s": ref_cpu, "new cpu s": new_cpu, "x (cpu)": ref_cpu / new_cpu,
+                        "x (min cpu)": per("ref", i, "cpu_s", min) / per("new", i, "cpu_s", min),
+                        "ref wall s": ref_wall, "new wall s": new_wall, "x (wall)": ref_wall / new_wall,
+                        "top-1": first[i]["top1"], "identical": "yes" if identical[n] else "NO"})  # fmt: skip
     print()
-    fmt = {k: "{:.2f}" for k in per_run[0] if k not in ("run", "identical")}
-    print(markdown_table(per_run, list(per_run[0]), fmt))
-    cpu_x = mean("ref", None, "cpu_s") / mean("new", None, "cpu_s")
-    wall_x = mean("ref", None, "wall_s") / mean("new", None, "wall_s")
-    print(f"\nwhole slice, mean of {args.rounds} rounds: {cpu_x:.2f}x in CPU time, {wall_x:.2f}x in wall time; "
-          f"{sum(identical.values())}/{len(names)} runs identical in every variant")  # fmt: skip
+    print(markdown_table(per_run, list(per_run[0]), {k: "{:.2f}" for k in per_run[0] if k not in ("run", "identical")}))
+
+    def total(label: str, key: str, how: Any) -> float:
+        return sum(per(label, i, key, how) for i in range(len(names)))
+
+    print(f"\nwhole slice, per-run medians of {args.rounds} rounds summed: "
+          f"{total('ref', 'cpu_s', statistics.median) / total('new', 'cpu_s', statistics.median):.2f}x in CPU time "
+          f"({total('ref', 'cpu_s', min) / total('new', 'cpu_s', min):.2f}x on per-run minima), "
+          f"{total('ref', 'wall_s', statistics.median) / total('new', 'wall_s', statistics.median):.2f}x in wall time; "
+          f"{sum(identical.values())}/{len(names)} runs identical in every variant and round")  # fmt: skip
     if not all(identical.values()):
         raise SystemExit("some runs differ between variants (see the 'identical' column)")
 
