@@ -27,7 +27,8 @@ from visprompt.config import parse_override
 from visprompt.report.collect import CLEAN, collect_runs, metric_value
 from visprompt.report.paired import paired
 from visprompt.report.tables import setting_label
-from visprompt.sweep import SweepProgress, SweepSpec, expand_sweep, load_sweep, run_sweep
+from visprompt.sweep import SweepSpec, expand_sweep, load_sweep, run_sweep
+from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     if not args.no_run:
         started = time.perf_counter()
-        result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=_progress)
+        result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=ProgressDisplay())
         seconds = time.perf_counter() - started
         print(f"\n{len(runs)} runs in {seconds:.0f} s ({len(result.failed)} failed)", file=sys.stderr)
         ok = result.ok
@@ -254,10 +255,6 @@ def _setting(text: str) -> tuple[str, float]:
         return noise, float(rate)
     except ValueError:
         raise SystemExit(f"--settings: expected TYPE:RATE such as sym:0.5, got {text!r}") from None
-
-
-def _progress(progress: SweepProgress) -> None:
-    print(f"\r{progress}", end="", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

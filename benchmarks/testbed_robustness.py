@@ -27,7 +27,8 @@ from visprompt.report import RunRecord, build_report, collect_runs
 from visprompt.report.collect import CLEAN, metric_value
 from visprompt.report.paired import paired
 from visprompt.report.tables import setting_label, setting_order
-from visprompt.sweep import SweepProgress, expand_sweep, load_sweep, run_sweep
+from visprompt.sweep import expand_sweep, load_sweep, run_sweep
+from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     for root in roots:
         build_testbed(root, sorted({r.config.data.dataset for r in runs if r.config.data.root == root}))
     started = time.perf_counter()
-    result = run_sweep(runs, out_dir=spec.out_dir, num_cpus=args.num_cpus, on_progress=_progress)
+    result = run_sweep(runs, out_dir=spec.out_dir, num_cpus=args.num_cpus, on_progress=ProgressDisplay())
     seconds = time.perf_counter() - started
     print(f"\n{len(runs)} runs ({len(result.failed)} failed) in {seconds / 60:.1f} min", file=sys.stderr)
     report = build_report(spec.out_dir)
@@ -173,10 +174,6 @@ def goals_table(records: list[RunRecord], target: str = "visprompt-plus", paper:
         summary.append(f"- {target} - {other} over all cells: {gap:+.2f} points (goal >= +{goal:.0f}: "
                        f"{'met' if gap >= goal else 'not met'}); pooled pairs {paired(pooled).cell()}.")  # fmt: skip
     return "\n".join([*lines, "", *summary]) + "\n"
-
-
-def _progress(progress: SweepProgress) -> None:
-    print(f"\r{progress}", end="", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

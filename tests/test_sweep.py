@@ -212,7 +212,7 @@ def test_a_finished_sweep_returns_without_starting_ray(tmp_path, monkeypatch) ->
 
 
 def test_progress_display_bar_and_plain_lines(capsys) -> None:
-    from visprompt.commands.sweep import ProgressDisplay
+    from visprompt.sweep.progress import ProgressDisplay
     from visprompt.sweep import SweepProgress
 
     bar = ProgressDisplay(interactive=True)
