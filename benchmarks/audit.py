@@ -15,7 +15,10 @@ score). Detectors, all on the same frozen testbed-CLIP image features:
   flagged = argmax != given).
 
 Metrics per setting: AUROC and AUPRC of the score against "label is wrong", precision and recall of the flagged
-set, precision at k = the true number of errors, estimated vs true error count.
+set, precision at k = the true number of errors, estimated vs true error count. Each detector's estimate of the
+count: the audit's ``estimated_errors`` (EM noise-model estimate); cleanlab's ``num_label_issues`` (its default,
+equal to the size of ``find_label_issues``; the ``off_diagonal_calibrated`` variant is kept beside it as
+``estimated_calibrated``); the flagged count for the others.
 
     nice python benchmarks/audit.py --out /work/scratch/audit-bench --root DATA > docs/audit-results.md
 """
@@ -101,12 +104,12 @@ def _disagreement(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
     return score, probs.argmax(axis=1) != labels
 
 
-def detect_audit(d: dict[str, Any], labels: np.ndarray, extra: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+def detect_audit(d: dict[str, Any], labels: np.ndarray, extra: np.ndarray | None = None) -> tuple[Any, ...]:
     from visprompt.audit import audit_scores
 
     r = audit_scores(d["features"], labels, int(d["text"].shape[0]), text_features=d["text"], extra_probs=extra,
                      zs_scale=float(d["zs_scale"]))  # fmt: skip
-    return r.score, r.flagged
+    return r.score, r.flagged, {"estimated": r.estimated_errors, "disagreements": r.stats["disagreements"]}
 
 
 def _lr() -> Any:
@@ -115,7 +118,8 @@ def _lr() -> Any:
     return LogisticRegression(max_iter=1000)
 
 
-def detect_cleanlab(d: dict[str, Any], labels: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
+def detect_cleanlab(d: dict[str, Any], labels: np.ndarray, seed: int) -> tuple[Any, ...]:
+    from cleanlab.count import num_label_issues
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -124,7 +128,11 @@ def detect_cleanlab(d: dict[str, Any], labels: np.ndarray, seed: int) -> tuple[n
     probs = cross_val_predict(_lr(), d["features"], labels, cv=folds, method="predict_proba")
     quality = get_label_quality_scores(labels, probs)
     issues = find_label_issues(labels, probs)
-    return 1.0 - quality, issues
+    counts = {
+        "estimated": int(num_label_issues(labels, probs)),
+        "estimated_calibrated": int(num_label_issues(labels, probs, estimation_method="off_diagonal_calibrated")),
+    }
+    return 1.0 - quality, issues, counts
 
 
 def detect_zero_shot(d: dict[str, Any], labels: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -157,7 +165,8 @@ def visprompt_probs(task: str, root: Path, noise: str, rate: float, seed: int, o
 # ------------------------------------------------------------------------------------------------ metrics
 
 
-def metrics(score: np.ndarray, flagged: np.ndarray, wrong: np.ndarray) -> dict[str, float]:
+def metrics(score: np.ndarray, flagged: np.ndarray, wrong: np.ndarray, estimated: int | None = None) -> dict[str, Any]:
+    """Ranking and flagged-set metrics; ``estimated``: the detector's count of errors (None: the flagged count)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     k = int(wrong.sum())
@@ -169,7 +178,8 @@ def metrics(score: np.ndarray, flagged: np.ndarray, wrong: np.ndarray) -> dict[s
         "precision": hits / max(int(flagged.sum()), 1),
         "recall": hits / max(k, 1),
         "p@k": float(wrong[top].mean()) if k else float("nan"),
-        "estimated": int(flagged.sum()),
+        "flagged": int(flagged.sum()),
+        "estimated": int(flagged.sum()) if estimated is None else int(estimated),
         "true": k,
     }
 
@@ -196,10 +206,12 @@ def run_setting(d: dict, task: str, root: Path, noise: str, rate: float, seed: i
         detectors["audit+visprompt"] = lambda: detect_audit(d, labels, extra=vp())
     for name, fn in detectors.items():
         t0 = time.perf_counter()
-        score, flagged = fn()
-        m = metrics(np.asarray(score, dtype=float), np.asarray(flagged, dtype=bool), wrong)
+        score, flagged, *more = fn()
+        counts = more[0] if more else {}
+        m = metrics(np.asarray(score, dtype=float), np.asarray(flagged, dtype=bool), wrong, counts.get("estimated"))
         rows.append({"task": task, "noise": noise, "rate": rate, "seed": seed, "detector": name,
-                     "seconds": time.perf_counter() - t0, **m})  # fmt: skip
+                     "seconds": time.perf_counter() - t0, **m,
+                     **{k: v for k, v in counts.items() if k != "estimated"}})  # fmt: skip
     return rows
 
 
@@ -210,18 +222,60 @@ def _mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
+def _counts(rows: list[dict[str, Any]], key: str = "estimated") -> np.ndarray:
+    return np.array([r[key] / max(r["true"], 1) for r in rows if key in r])
+
+
+def count_tables(rows: list[dict[str, Any]], dets: list[str], settings: list[tuple]) -> list[str]:
+    """Estimated / true number of label errors: per detector over all settings, then per task x noise cell."""
+    columns = [(d, "estimated") for d in dets]
+    if any("estimated_calibrated" in r for r in rows):
+        columns.insert(dets.index("cleanlab") + 1, ("cleanlab", "estimated_calibrated"))
+
+    def name(det: str, key: str) -> str:
+        return det if key == "estimated" else f"{det} (calibrated)"
+
+    out = ["", "## Estimated vs true number of label errors", "",
+           "Ratio = estimated / true number of wrong labels per setting (task x noise x rate x seed); within 20% = "
+           "ratio in [0.8, 1.2].", "",
+           "| detector | settings within 20% | mean abs(ratio - 1) | lowest ratio | highest ratio |",
+           "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for det, key in columns:
+        a = _counts([r for r in rows if r["detector"] == det], key)
+        if len(a):
+            inside = int((np.abs(a - 1) <= 0.2 + 1e-9).sum())
+            out.append(f"| {name(det, key)} | {inside} / {len(a)} | {np.mean(np.abs(a - 1)):.2f} | "
+                       f"{a.min():.2f} | {a.max():.2f} |")  # fmt: skip
+    out += ["", "Per task x noise cell: mean ratio over seeds [lowest, highest], seeds within 20%.", "",
+            "| task | noise | true | " + " | ".join(name(d, k) for d, k in columns) + " |",
+            "|---|---|---:|" + "---:|" * len(columns)]  # fmt: skip
+    for s in settings:
+        cell = [r for r in rows if (r["task"], r["noise"], r["rate"]) == s]
+        true = _mean([r["true"] for r in cell if r["detector"] == dets[0]])
+        shown = []
+        for det, key in columns:
+            a = _counts([r for r in cell if r["detector"] == det], key)
+            inside = int((np.abs(a - 1) <= 0.2 + 1e-9).sum())
+            shown.append(f"{a.mean():.2f} [{a.min():.2f}, {a.max():.2f}] {inside}/{len(a)}" if len(a) else "")
+        out.append(f"| {s[0]} | {s[1]} {s[2]:.0%} | {true:.0f} | " + " | ".join(shown) + " |")
+    return out
+
+
 def tables(rows: list[dict[str, Any]]) -> str:
     """Markdown: means per detector, per-setting AUROC / P@k / counts, and paired win counts against cleanlab."""
     dets = [d for d in DETECTORS if any(r["detector"] == d for r in rows)]
     out = ["## Means over every task, noise setting and seed", "",
-           "| detector | AUROC | AUPRC | precision | recall | P@k | estimated / true errors |",
-           "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+           "| detector | AUROC | AUPRC | precision | recall | P@k | flagged / true | estimated / true | within 20% |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for det in dets:
         rs = [r for r in rows if r["detector"] == det]
-        ratio = _mean([r["estimated"] / max(r["true"], 1) for r in rs])
+        ratio = _counts(rs)
+        flagged = _mean([r.get("flagged", r["estimated"]) / max(r["true"], 1) for r in rs])
+        inside = int((np.abs(ratio - 1) <= 0.2 + 1e-9).sum())
         out.append(f"| {det} | {_mean([r['auroc'] for r in rs]):.3f} | {_mean([r['auprc'] for r in rs]):.3f} | "
                    f"{_mean([r['precision'] for r in rs]):.3f} | {_mean([r['recall'] for r in rs]):.3f} | "
-                   f"{_mean([r['p@k'] for r in rs]):.3f} | {ratio:.2f} |")  # fmt: skip
+                   f"{_mean([r['p@k'] for r in rs]):.3f} | {flagged:.2f} | {ratio.mean():.2f} | "
+                   f"{inside} / {len(ratio)} |")  # fmt: skip
     settings = sorted({(r["task"], r["noise"], r["rate"]) for r in rows})
     cell: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -234,16 +288,7 @@ def tables(rows: list[dict[str, Any]]) -> str:
             best = max(vals.values())
             shown = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in vals.values()]
             out.append(f"| {s[0]} | {s[1]} {s[2]:.0%} | " + " | ".join(shown) + " |")
-    out += ["", "## Estimated vs true number of label errors (mean over seeds)", "",
-            "| task | noise | true | " + " | ".join(d for d in dets) + " |",
-            "|---|---|---:|" + "---:|" * len(dets)]  # fmt: skip
-    for s in settings:
-        true = _mean([r["true"] for r in cell[s][dets[0]]])
-        shown = []
-        for d in dets:
-            est = _mean([r["estimated"] for r in cell[s][d]])
-            shown.append(f"{est:.0f} ({(est - true) / max(true, 1):+.0%})")
-        out.append(f"| {s[0]} | {s[1]} {s[2]:.0%} | {true:.0f} | " + " | ".join(shown) + " |")
+    out += count_tables(rows, dets, settings)
     out += ["", "## Paired comparison with cleanlab (per task x noise x rate x seed)", "",
             "Difference = detector - cleanlab on the same noisy labels; mean with a 95% bootstrap interval over the "
             "paired settings; wins / ties / losses.", "",
