@@ -211,8 +211,14 @@ def test_audit_one_shot_and_run_dir(world, tmp_path, capsys) -> None:  # noqa: F
         a != b for a, b in zip(split["train"]["label"], split["train"]["true_label"], strict=True)
     )
     assert summary["timings"]["features_cached"] == 0.0
+    est, flagged = summary["estimated_errors"], summary["flagged"]
+    assert f"about {est} wrong labels" in out and f"{flagged} flagged" in out and f"about <b>{est}</b>" in page
+    assert flagged == sum(r["flagged"] == "1" for r in rows) <= max(est, 0)  # the flagged set is the top estimate
+    assert est == round(summary["stats"]["estimate"])
     fixed = load_csv(tmp_path / "fixed.csv")
     assert len(fixed.train) == n
+    changed = [r for r in _read(tmp_path / "fixed.csv") if r["split"] == "train" and r["changed"] == "1"]
+    assert len(changed) == flagged  # --fix changes exactly the flagged labels
     assert cli.main(["audit", str(run), "--to", str(tmp_path / "again"), "--device", "cpu"]) == 0  # from the cache
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert again["timings"]["features_cached"] == 1.0 and again["estimated_errors"] == summary["estimated_errors"]
