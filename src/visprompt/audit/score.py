@@ -8,9 +8,10 @@ How a sample's score is built (:func:`audit_scores`):
 1. **Cross-fitted posterior, two rounds.** A cosine head :math:`h(k \mid x) = \mathrm{softmax}_k(s\, x^\top w_k)`
    (temperature ``s`` = 30, weights started at the zero-shot text embeddings when given, else at the class
    means) is fitted with the given labels on K - 1 folds and predicts the held-out fold, so no sample scores
-   itself (``folds`` = 5). Round 2 refits the same way on only the samples round 1 did not flag, so the head that
-   scores a sample was trained on (mostly) right labels. The fit is Adam (100 steps, full batch up to 4096
-   rows, random batches of 4096 above) on cross-entropy plus a weak L2 pull (0.01) towards the start.
+   itself (``folds`` = 5). Round 2 refits the same way on only the samples whose round-1 suggestion (step 4) is
+   their given label, so the head that scores a sample was trained on (mostly) right labels. The fit is Adam
+   (100 steps, full batch up to 4096 rows, random batches of 4096 above) on cross-entropy plus a weak L2 pull
+   (0.01) towards the start.
 2. **Priors (optional).** :math:`q \propto h \cdot z^{\alpha} \cdot e^{\beta}`: the zero-shot CLIP
    probabilities :math:`z` (``prior_weight`` :math:`\alpha`, 0 by default: on the testbed's weak zero-shot
    model any weight above 0 lowered the design set's AUROC) and a trained run's own probabilities :math:`e`
@@ -33,7 +34,7 @@ How a sample's score is built (:func:`audit_scores`):
    under that posterior, :math:`\hat E = \sum_i (1 - w_{i \tilde y_i})`.
 6. **Flagged**: among the samples whose suggested label differs from the given one, the :math:`\mathrm{round}(\hat E)`
    with the highest scores (all of them when there are fewer). On the design seed this set was more precise than
-   "every disagreement" (mean F1 0.76 vs 0.69: precision 0.78 vs 0.56, recall 0.76 vs 0.93). Every number here is
+   "every disagreement" (mean precision 0.78 vs 0.56, recall 0.76 vs 0.93). Every number here is
    deterministic given ``seed``.
 
 The design of these choices (rounds, prior weight, the mix of :math:`q` and :math:`\pi`) was made on seed 1 of the
