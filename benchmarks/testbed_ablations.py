@@ -25,6 +25,7 @@ from pathlib import Path
 
 from visprompt.config import parse_override
 from visprompt.report.collect import CLEAN, collect_runs, metric_value
+from visprompt.report.paired import paired
 from visprompt.report.tables import setting_label
 from visprompt.sweep import SweepProgress, SweepSpec, expand_sweep, load_sweep, run_sweep
 from visprompt.testbed import build_testbed
@@ -172,17 +173,6 @@ def finished_top1(out: Path) -> dict[tuple[str, str, str, float, int], float]:
     return top1
 
 
-def paired_stats(diffs: list[float]) -> tuple[float, float, float, int]:
-    """Mean of paired differences, its two-sided 95% t-interval (nan for one pair) and the number won (> 0)."""
-    from scipy.stats import t
-
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return mean, float("nan"), float("nan"), sum(d > 0 for d in diffs)
-    half = t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return mean, mean - half, mean + half, sum(d > 0 for d in diffs)
-
-
 def paired_table(
     out: Path, pairs: list[tuple[str, str]], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
 ) -> str:
@@ -212,11 +202,7 @@ def paired_table(
 
 
 def _paired_cell(diffs: list[float]) -> str:
-    if not diffs:
-        return "-"
-    mean, lo, hi, won = paired_stats(diffs)
-    interval = f" [{lo:+.1f}, {hi:+.1f}]" if len(diffs) > 1 else ""
-    return f"{mean:+.1f}{interval} {won}/{len(diffs)}"
+    return paired(diffs).cell() if diffs else "-"
 
 
 def ablation_tables(
