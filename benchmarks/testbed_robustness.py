@@ -39,18 +39,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=Path, default=ROOT / "configs" / "sweeps" / "testbed.yaml")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--docs", type=Path, default=None, help="copy the table and plots here (default: none)")
+    parser.add_argument("--out", type=Path, default=None, help="runs folder (default: the grid's out_dir)")
+    parser.add_argument("--no-run", action="store_true", help="only report the finished runs under the runs folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    spec = load_sweep(args.grid)
-    runs = expand_sweep(spec)
-    roots = {r.config.data.root for r in runs}
-    for root in roots:
-        build_testbed(root, sorted({r.config.data.dataset for r in runs if r.config.data.root == root}))
-    started = time.perf_counter()
-    result = run_sweep(runs, out_dir=spec.out_dir, num_cpus=args.num_cpus, on_progress=ProgressDisplay())
-    seconds = time.perf_counter() - started
-    print(f"\n{len(runs)} runs ({len(result.failed)} failed) in {seconds / 60:.1f} min", file=sys.stderr)
+    spec = load_sweep(args.grid, out_dir=args.out)
+    ok = True
+    if not args.no_run:
+        runs = expand_sweep(spec)
+        roots = {r.config.data.root for r in runs}
+        for root in roots:
+            build_testbed(root, sorted({r.config.data.dataset for r in runs if r.config.data.root == root}))
+        started = time.perf_counter()
+        result = run_sweep(runs, out_dir=spec.out_dir, num_cpus=args.num_cpus, on_progress=ProgressDisplay())
+        seconds = time.perf_counter() - started
+        print(f"\n{len(runs)} runs ({len(result.failed)} failed) in {seconds / 60:.1f} min", file=sys.stderr)
+        ok = result.ok
     report = build_report(spec.out_dir)
     records = collect_runs(spec.out_dir)
     selection = selection_table(records) + "\n" + goals_table(records)
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             f"one thread per run -->\n\n"
         )
         atomic_write_text(args.docs / "results.md", header + report.markdown.read_text() + "\n" + selection)
-    return 0 if result.ok else 1
+    return 0 if ok else 1
 
 
 def selection_table(records: list[RunRecord]) -> str:
