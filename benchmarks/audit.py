@@ -5,6 +5,8 @@ at 10, 20 and 40% from the package's own noise code, for seeds 2-4 (seed 1 was u
 score). Detectors, all on the same frozen testbed-CLIP image features:
 
 * ``audit``: :func:`visprompt.audit.audit_scores` (cross-fitted zero-shot-started head, two rounds, OT balancing);
+* ``audit-disagree``: the same audit with the earlier flagged rule (every sample whose suggested label differs
+  from the given one; their number as the estimate);
 * ``audit+visprompt``: the same with a trained VisPrompt run's probabilities multiplied in (what
   ``visprompt audit RUN_DIR`` does), only with ``--visprompt`` (trains one run per setting);
 * ``visprompt``: that run's probabilities alone (score 1 - p(given), flagged = argmax != given);
@@ -15,7 +17,10 @@ score). Detectors, all on the same frozen testbed-CLIP image features:
   flagged = argmax != given).
 
 Metrics per setting: AUROC and AUPRC of the score against "label is wrong", precision and recall of the flagged
-set, precision at k = the true number of errors, estimated vs true error count.
+set, precision at k = the true number of errors, estimated vs true error count. Each detector's estimate of the
+count: the audit's ``estimated_errors`` (EM noise-model estimate); cleanlab's ``num_label_issues`` (its default,
+equal to the size of ``find_label_issues``; the ``off_diagonal_calibrated`` variant is kept beside it as
+``estimated_calibrated``); the flagged count for the others.
 
     nice python benchmarks/audit.py --out /work/scratch/audit-bench --root DATA > docs/audit-results.md
 """
@@ -39,7 +44,7 @@ NOISES = ("sym", "asym", "instance")
 RATES = (0.1, 0.2, 0.4)
 EVAL_SEEDS = (2, 3, 4)
 DESIGN_SEEDS = (1,)
-DETECTORS = ("audit", "audit+visprompt", "visprompt", "cleanlab", "zero-shot", "loss")
+DETECTORS = ("audit", "audit-disagree", "audit+visprompt", "visprompt", "cleanlab", "zero-shot", "loss")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -101,12 +106,22 @@ def _disagreement(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
     return score, probs.argmax(axis=1) != labels
 
 
-def detect_audit(d: dict[str, Any], labels: np.ndarray, extra: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+def run_audit(d: dict[str, Any], labels: np.ndarray, extra: np.ndarray | None = None) -> Any:
     from visprompt.audit import audit_scores
 
-    r = audit_scores(d["features"], labels, int(d["text"].shape[0]), text_features=d["text"], extra_probs=extra,
-                     zs_scale=float(d["zs_scale"]))  # fmt: skip
-    return r.score, r.flagged
+    return audit_scores(d["features"], labels, int(d["text"].shape[0]), text_features=d["text"], extra_probs=extra,
+                        zs_scale=float(d["zs_scale"]))  # fmt: skip
+
+
+def detect_audit(d: dict[str, Any], labels: np.ndarray, extra: np.ndarray | None = None, r: Any = None) -> tuple:
+    """The audit as shipped: its score, its flagged set (top estimate of the disagreements), its estimate."""
+    r = run_audit(d, labels, extra) if r is None else r
+    return r.score, r.flagged, {"estimated": r.estimated_errors, "disagreements": r.stats["disagreements"]}
+
+
+def detect_audit_disagree(r: Any) -> tuple:
+    """The same audit with the earlier rule: flagged = every disagreement, estimate = their number."""
+    return r.score, r.suggested != r.given
 
 
 def _lr() -> Any:
@@ -115,7 +130,8 @@ def _lr() -> Any:
     return LogisticRegression(max_iter=1000)
 
 
-def detect_cleanlab(d: dict[str, Any], labels: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
+def detect_cleanlab(d: dict[str, Any], labels: np.ndarray, seed: int) -> tuple[Any, ...]:
+    from cleanlab.count import num_label_issues
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -124,7 +140,11 @@ def detect_cleanlab(d: dict[str, Any], labels: np.ndarray, seed: int) -> tuple[n
     probs = cross_val_predict(_lr(), d["features"], labels, cv=folds, method="predict_proba")
     quality = get_label_quality_scores(labels, probs)
     issues = find_label_issues(labels, probs)
-    return 1.0 - quality, issues
+    counts = {
+        "estimated": int(num_label_issues(labels, probs)),
+        "estimated_calibrated": int(num_label_issues(labels, probs, estimation_method="off_diagonal_calibrated")),
+    }
+    return 1.0 - quality, issues, counts
 
 
 def detect_zero_shot(d: dict[str, Any], labels: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -157,7 +177,8 @@ def visprompt_probs(task: str, root: Path, noise: str, rate: float, seed: int, o
 # ------------------------------------------------------------------------------------------------ metrics
 
 
-def metrics(score: np.ndarray, flagged: np.ndarray, wrong: np.ndarray) -> dict[str, float]:
+def metrics(score: np.ndarray, flagged: np.ndarray, wrong: np.ndarray, estimated: int | None = None) -> dict[str, Any]:
+    """Ranking and flagged-set metrics; ``estimated``: the detector's count of errors (None: the flagged count)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     k = int(wrong.sum())
@@ -169,7 +190,8 @@ def metrics(score: np.ndarray, flagged: np.ndarray, wrong: np.ndarray) -> dict[s
         "precision": hits / max(int(flagged.sum()), 1),
         "recall": hits / max(k, 1),
         "p@k": float(wrong[top].mean()) if k else float("nan"),
-        "estimated": int(flagged.sum()),
+        "flagged": int(flagged.sum()),
+        "estimated": int(flagged.sum()) if estimated is None else int(estimated),
         "true": k,
     }
 
@@ -178,8 +200,16 @@ def run_setting(d: dict, task: str, root: Path, noise: str, rate: float, seed: i
     labels = noisy_labels(task, root, noise, rate, seed, d["features"])
     wrong = labels != d["labels"]
     rows = []
+    once: dict[str, Any] = {}
+
+    def audit() -> Any:
+        if "r" not in once:
+            once["r"] = run_audit(d, labels)
+        return once["r"]
+
     detectors: dict[str, Any] = {
-        "audit": lambda: detect_audit(d, labels),
+        "audit": lambda: detect_audit(d, labels, r=audit()),
+        "audit-disagree": lambda: detect_audit_disagree(audit()),
         "cleanlab": lambda: detect_cleanlab(d, labels, seed),
         "zero-shot": lambda: detect_zero_shot(d, labels),
         "loss": lambda: detect_loss(d, labels),
@@ -196,10 +226,12 @@ def run_setting(d: dict, task: str, root: Path, noise: str, rate: float, seed: i
         detectors["audit+visprompt"] = lambda: detect_audit(d, labels, extra=vp())
     for name, fn in detectors.items():
         t0 = time.perf_counter()
-        score, flagged = fn()
-        m = metrics(np.asarray(score, dtype=float), np.asarray(flagged, dtype=bool), wrong)
+        score, flagged, *more = fn()
+        counts = more[0] if more else {}
+        m = metrics(np.asarray(score, dtype=float), np.asarray(flagged, dtype=bool), wrong, counts.get("estimated"))
         rows.append({"task": task, "noise": noise, "rate": rate, "seed": seed, "detector": name,
-                     "seconds": time.perf_counter() - t0, **m})  # fmt: skip
+                     "seconds": time.perf_counter() - t0, **m,
+                     **{k: v for k, v in counts.items() if k != "estimated"}})  # fmt: skip
     return rows
 
 
@@ -210,18 +242,64 @@ def _mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
+def _value(row: dict[str, Any], metric: str) -> float:
+    return abs(row["estimated"] / max(row["true"], 1) - 1) if metric == "count error" else row[metric]
+
+
+def _counts(rows: list[dict[str, Any]], key: str = "estimated") -> np.ndarray:
+    return np.array([r[key] / max(r["true"], 1) for r in rows if key in r])
+
+
+def count_tables(rows: list[dict[str, Any]], dets: list[str], settings: list[tuple]) -> list[str]:
+    """Estimated / true number of label errors: per detector over all settings, then per task x noise cell."""
+    columns = [(d, "estimated") for d in dets]
+    if any("estimated_calibrated" in r for r in rows):
+        columns.insert(dets.index("cleanlab") + 1, ("cleanlab", "estimated_calibrated"))
+
+    def name(det: str, key: str) -> str:
+        return det if key == "estimated" else f"{det} (calibrated)"
+
+    out = ["", "## Estimated vs true number of label errors", "",
+           "Ratio = estimated / true number of wrong labels per setting (task x noise x rate x seed); within 20% = "
+           "ratio in [0.8, 1.2].", "",
+           "| detector | settings within 20% | mean abs(ratio - 1) | lowest ratio | highest ratio |",
+           "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for det, key in columns:
+        a = _counts([r for r in rows if r["detector"] == det], key)
+        if len(a):
+            inside = int((np.abs(a - 1) <= 0.2 + 1e-9).sum())
+            out.append(f"| {name(det, key)} | {inside} / {len(a)} | {np.mean(np.abs(a - 1)):.2f} | "
+                       f"{a.min():.2f} | {a.max():.2f} |")  # fmt: skip
+    out += ["", "Per task x noise cell: mean ratio over seeds [lowest, highest], seeds within 20%.", "",
+            "| task | noise | true | " + " | ".join(name(d, k) for d, k in columns) + " |",
+            "|---|---|---:|" + "---:|" * len(columns)]  # fmt: skip
+    for s in settings:
+        cell = [r for r in rows if (r["task"], r["noise"], r["rate"]) == s]
+        true = _mean([r["true"] for r in cell if r["detector"] == dets[0]])
+        shown = []
+        for det, key in columns:
+            a = _counts([r for r in cell if r["detector"] == det], key)
+            inside = int((np.abs(a - 1) <= 0.2 + 1e-9).sum())
+            shown.append(f"{a.mean():.2f} [{a.min():.2f}, {a.max():.2f}] {inside}/{len(a)}" if len(a) else "")
+        out.append(f"| {s[0]} | {s[1]} {s[2]:.0%} | {true:.0f} | " + " | ".join(shown) + " |")
+    return out
+
+
 def tables(rows: list[dict[str, Any]]) -> str:
     """Markdown: means per detector, per-setting AUROC / P@k / counts, and paired win counts against cleanlab."""
     dets = [d for d in DETECTORS if any(r["detector"] == d for r in rows)]
     out = ["## Means over every task, noise setting and seed", "",
-           "| detector | AUROC | AUPRC | precision | recall | P@k | estimated / true errors |",
-           "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+           "| detector | AUROC | AUPRC | precision | recall | P@k | flagged / true | estimated / true | within 20% |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for det in dets:
         rs = [r for r in rows if r["detector"] == det]
-        ratio = _mean([r["estimated"] / max(r["true"], 1) for r in rs])
+        ratio = _counts(rs)
+        flagged = _mean([r.get("flagged", r["estimated"]) / max(r["true"], 1) for r in rs])
+        inside = int((np.abs(ratio - 1) <= 0.2 + 1e-9).sum())
         out.append(f"| {det} | {_mean([r['auroc'] for r in rs]):.3f} | {_mean([r['auprc'] for r in rs]):.3f} | "
                    f"{_mean([r['precision'] for r in rs]):.3f} | {_mean([r['recall'] for r in rs]):.3f} | "
-                   f"{_mean([r['p@k'] for r in rs]):.3f} | {ratio:.2f} |")  # fmt: skip
+                   f"{_mean([r['p@k'] for r in rs]):.3f} | {flagged:.2f} | {ratio.mean():.2f} | "
+                   f"{inside} / {len(ratio)} |")  # fmt: skip
     settings = sorted({(r["task"], r["noise"], r["rate"]) for r in rows})
     cell: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -234,19 +312,11 @@ def tables(rows: list[dict[str, Any]]) -> str:
             best = max(vals.values())
             shown = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in vals.values()]
             out.append(f"| {s[0]} | {s[1]} {s[2]:.0%} | " + " | ".join(shown) + " |")
-    out += ["", "## Estimated vs true number of label errors (mean over seeds)", "",
-            "| task | noise | true | " + " | ".join(d for d in dets) + " |",
-            "|---|---|---:|" + "---:|" * len(dets)]  # fmt: skip
-    for s in settings:
-        true = _mean([r["true"] for r in cell[s][dets[0]]])
-        shown = []
-        for d in dets:
-            est = _mean([r["estimated"] for r in cell[s][d]])
-            shown.append(f"{est:.0f} ({(est - true) / max(true, 1):+.0%})")
-        out.append(f"| {s[0]} | {s[1]} {s[2]:.0%} | {true:.0f} | " + " | ".join(shown) + " |")
+    out += count_tables(rows, dets, settings)
     out += ["", "## Paired comparison with cleanlab (per task x noise x rate x seed)", "",
             "Difference = detector - cleanlab on the same noisy labels; mean with a 95% bootstrap interval over the "
-            "paired settings; wins / ties / losses.", "",
+            "paired settings; wins / ties / losses. `count error` = abs(estimated / true - 1): lower is better, so "
+            "a win is a negative difference.", "",
             "| detector | metric | mean difference [95% CI] | wins / ties / losses |",
             "|---|---|---:|---:|"]  # fmt: skip
     rng = np.random.default_rng(0)
@@ -254,17 +324,19 @@ def tables(rows: list[dict[str, Any]]) -> str:
     for det in dets:
         if det == "cleanlab":
             continue
-        for metric in ("auroc", "p@k", "auprc"):
+        for metric in ("auroc", "p@k", "auprc", "count error"):
             diffs = []
             for (t, n, rt, sd, dd), r in keyed.items():
                 if dd == det and (t, n, rt, sd, "cleanlab") in keyed:
-                    diffs.append(r[metric] - keyed[(t, n, rt, sd, "cleanlab")][metric])
+                    diffs.append(_value(r, metric) - _value(keyed[(t, n, rt, sd, "cleanlab")], metric))
             if not diffs:
                 continue
             a = np.array(diffs)
             boot = rng.choice(a, size=(2000, len(a))).mean(axis=1)
             lo, hi = np.percentile(boot, [2.5, 97.5])
             w, ti, lo_n = int((a > 1e-9).sum()), int((abs(a) <= 1e-9).sum()), int((a < -1e-9).sum())
+            if metric == "count error":
+                w, lo_n = lo_n, w
             out.append(f"| {det} | {metric} | {a.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] | {w} / {ti} / {lo_n} |")
     return "\n".join(out) + "\n"
 
@@ -281,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--visprompt", action="store_true", help="also train VisPrompt per setting (slow)")
     parser.add_argument("--epochs", type=int, default=30, help="VisPrompt epochs")
     parser.add_argument("--rows", default="rows", help="rows file stem under --out (parallel jobs: one each)")
-    parser.add_argument("--tables-only", action="store_true", help="print the tables of every rows*.jsonl only")
+    parser.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="print the tables of every rows*.jsonl under --out (for --tasks and the seeds) only",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from visprompt.testbed import build_testbed
@@ -291,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tables_only:
         files = sorted(args.out.glob(f"{prefix}rows*.jsonl"))
         rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
-        unique = {(r["task"], r["noise"], r["rate"], r["seed"], r["detector"]): r for r in rows if r["seed"] in seeds}
+        rows = [r for r in rows if r["seed"] in seeds and r["task"] in args.tasks]
+        unique = {(r["task"], r["noise"], r["rate"], r["seed"], r["detector"]): r for r in rows}
         print(tables(list(unique.values())))
         return 0
     build_testbed(args.root, list(args.tasks))

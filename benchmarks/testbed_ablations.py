@@ -25,8 +25,10 @@ from pathlib import Path
 
 from visprompt.config import parse_override
 from visprompt.report.collect import CLEAN, collect_runs, metric_value
+from visprompt.report.paired import paired
 from visprompt.report.tables import setting_label
-from visprompt.sweep import SweepProgress, SweepSpec, expand_sweep, load_sweep, run_sweep
+from visprompt.sweep import SweepSpec, expand_sweep, load_sweep, run_sweep
+from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     if not args.no_run:
         started = time.perf_counter()
-        result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=_progress)
+        result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=ProgressDisplay())
         seconds = time.perf_counter() - started
         print(f"\n{len(runs)} runs in {seconds:.0f} s ({len(result.failed)} failed)", file=sys.stderr)
         ok = result.ok
@@ -170,17 +172,6 @@ def finished_top1(out: Path) -> dict[tuple[str, str, str, float, int], float]:
         if record.finished and value is not None:
             top1[(record.name.split("/", 1)[0], record.dataset, *record.noise, record.seed)] = value
     return top1
-
-
-def paired_stats(diffs: list[float]) -> tuple[float, float, float, int]:
-    """Mean of paired differences, its two-sided 95% t-interval (nan for one pair) and the number won (> 0)."""
-    from scipy.stats import t
-
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return mean, float("nan"), float("nan"), sum(d > 0 for d in diffs)
-    half = t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return mean, mean - half, mean + half, sum(d > 0 for d in diffs)
 
 
 def paired_table(
@@ -212,11 +203,7 @@ def paired_table(
 
 
 def _paired_cell(diffs: list[float]) -> str:
-    if not diffs:
-        return "-"
-    mean, lo, hi, won = paired_stats(diffs)
-    interval = f" [{lo:+.1f}, {hi:+.1f}]" if len(diffs) > 1 else ""
-    return f"{mean:+.1f}{interval} {won}/{len(diffs)}"
+    return paired(diffs).cell() if diffs else "-"
 
 
 def ablation_tables(
@@ -268,10 +255,6 @@ def _setting(text: str) -> tuple[str, float]:
         return noise, float(rate)
     except ValueError:
         raise SystemExit(f"--settings: expected TYPE:RATE such as sym:0.5, got {text!r}") from None
-
-
-def _progress(progress: SweepProgress) -> None:
-    print(f"\r{progress}", end="", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,11 @@ from pathlib import Path
 
 from visprompt.fileio import atomic_write_text
 from visprompt.report import RunRecord, build_report, collect_runs
-from visprompt.report.collect import CLEAN
+from visprompt.report.collect import CLEAN, metric_value
+from visprompt.report.paired import paired
 from visprompt.report.tables import setting_label, setting_order
-from visprompt.sweep import SweepProgress, expand_sweep, load_sweep, run_sweep
+from visprompt.sweep import expand_sweep, load_sweep, run_sweep
+from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,21 +39,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=Path, default=ROOT / "configs" / "sweeps" / "testbed.yaml")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--docs", type=Path, default=None, help="copy the table and plots here (default: none)")
+    parser.add_argument("--out", type=Path, default=None, help="runs folder (default: the grid's out_dir)")
+    parser.add_argument("--no-run", action="store_true", help="only report the finished runs under the runs folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    spec = load_sweep(args.grid)
-    runs = expand_sweep(spec)
-    roots = {r.config.data.root for r in runs}
-    for root in roots:
-        build_testbed(root, sorted({r.config.data.dataset for r in runs if r.config.data.root == root}))
-    started = time.perf_counter()
-    result = run_sweep(runs, out_dir=spec.out_dir, num_cpus=args.num_cpus, on_progress=_progress)
-    seconds = time.perf_counter() - started
-    print(f"\n{len(runs)} runs ({len(result.failed)} failed) in {seconds / 60:.1f} min", file=sys.stderr)
+    spec = load_sweep(args.grid, out_dir=args.out)
+    ok = True
+    if not args.no_run:
+        runs = expand_sweep(spec)
+        roots = {r.config.data.root for r in runs}
+        for root in roots:
+            build_testbed(root, sorted({r.config.data.dataset for r in runs if r.config.data.root == root}))
+        started = time.perf_counter()
+        result = run_sweep(runs, out_dir=spec.out_dir, num_cpus=args.num_cpus, on_progress=ProgressDisplay())
+        seconds = time.perf_counter() - started
+        print(f"\n{len(runs)} runs ({len(result.failed)} failed) in {seconds / 60:.1f} min", file=sys.stderr)
+        ok = result.ok
     report = build_report(spec.out_dir)
     records = collect_runs(spec.out_dir)
-    selection = selection_table(records)
+    selection = selection_table(records) + "\n" + goals_table(records)
     print(report.markdown.read_text() + "\n" + selection)
     if args.docs is not None:
         args.docs.mkdir(parents=True, exist_ok=True)
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             f"one thread per run -->\n\n"
         )
         atomic_write_text(args.docs / "results.md", header + report.markdown.read_text() + "\n" + selection)
-    return 0 if result.ok else 1
+    return 0 if ok else 1
 
 
 def selection_table(records: list[RunRecord]) -> str:
@@ -100,8 +107,78 @@ def selection_table(records: list[RunRecord]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _progress(progress: SweepProgress) -> None:
-    print(f"\r{progress}", end="", file=sys.stderr, flush=True)
+BASELINES = ("zeroshot", "coop", "coop-gce", "cocoop", "nlprompt", "joapr")  # the paper's comparison methods
+
+
+def goals_table(records: list[RunRecord], target: str = "visprompt-plus", paper: str = "visprompt") -> str:
+    """Issue-12 goals of ``target`` on the finished runs, cell by cell (task x noise setting, paired over seeds).
+
+    Per cell: ``target``'s mean, the best other method's, the paired difference to the best and to zero-shot
+    (mean [95% t-interval] pairs won). "within" means the target is the best or the interval of its difference to
+    the best reaches 0. Then every method's mean over all cells and the paired difference of ``target`` to the
+    best baseline (:data:`BASELINES`) and to ``paper`` over all (task, setting, seed) pairs (pooled, descriptive).
+    """
+    top1: dict[tuple[str, str, tuple[str, float], int], float] = {}
+    for r in records:
+        value = metric_value(r.metrics, "top1")
+        if r.finished and value is not None:
+            top1[(r.method, r.dataset, r.noise, r.seed)] = value
+    cells = sorted({(k[1], k[2]) for k in top1}, key=lambda c: (c[0], setting_order(*c[1])))
+    methods = sorted({k[0] for k in top1})
+    if target not in methods:
+        return f"## Goals of {target}\n\nno finished {target} runs\n"
+
+    def seeds_of(method: str, cell: tuple[str, tuple[str, float]]) -> dict[int, float]:
+        return {k[3]: v for k, v in top1.items() if k[0] == method and (k[1], k[2]) == cell}
+
+    def diff(a: dict[int, float], b: dict[int, float]) -> list[float]:
+        return [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
+
+    lines = [
+        f"## Goals of {target}, cell by cell",
+        "",
+        f"Mean top-1 % over seeds; {target} - best and - zero-shot are paired over seeds: mean [95% t-interval] "
+        "pairs won.",
+        "",
+        f"| task | setting | seeds | {target} | best other (mean) | {target} - best | within | {target} - zero-shot |",
+        "|---|---|---:|---:|---|---:|---|---:|",
+    ]
+    within_all, above_zs_all, cell_means = True, True, {m: [] for m in methods}
+    for cell in cells:
+        runs = {m: seeds_of(m, cell) for m in methods}
+        means = {m: statistics.fmean(v.values()) for m, v in runs.items() if v}
+        for m, v in means.items():
+            cell_means[m].append(v)
+        if target not in means:
+            continue
+        best = max((m for m in means if m != target), key=means.get)
+        to_best = paired(diff(runs[target], runs[best]))
+        within = means[target] >= means[best] or not (to_best.n > 1 and to_best.high < 0)
+        to_zs = paired(diff(runs[target], runs["zeroshot"])) if runs.get("zeroshot") else None
+        within_all &= within
+        above_zs_all &= to_zs is None or to_zs.mean >= 0
+        lines.append(
+            f"| {cell[0]} | {setting_label(*cell[1])} | {len(runs[target])} | {means[target]:.1f} | {best} "
+            f"({means[best]:.1f}) | {to_best.cell()} | {'yes' if within else '**no**'} | "
+            f"{to_zs.cell() if to_zs else '-'} |"
+        )
+    complete = [m for m in methods if len(cell_means[m]) == len(cells)]
+    overall = {m: statistics.fmean(cell_means[m]) for m in complete}
+    lines += ["", f"Mean over all {len(cells)} cells (methods with runs in every cell):", ""]
+    lines += ["| method | mean top-1 % |", "|---|---:|"]
+    lines += [f"| {m} | {overall[m]:.2f} |" for m in sorted(overall, key=overall.get, reverse=True)]
+    baselines = [m for m in complete if m in BASELINES]
+    summary = [f"- {target} is the best or within the paired interval of the best in every cell: "
+               f"{'yes' if within_all else 'no'}; never below zero-shot (cell means): "
+               f"{'yes' if above_zs_all else 'no'}."]  # fmt: skip
+    for other, goal in ((max(baselines, key=overall.get) if baselines else None, 3.0), (paper, 4.0)):
+        if other is None or other not in overall or target not in overall:
+            continue
+        pooled = [d for cell in cells for d in diff(seeds_of(target, cell), seeds_of(other, cell))]
+        gap = overall[target] - overall[other]
+        summary.append(f"- {target} - {other} over all cells: {gap:+.2f} points (goal >= +{goal:.0f}: "
+                       f"{'met' if gap >= goal else 'not met'}); pooled pairs {paired(pooled).cell()}.")  # fmt: skip
+    return "\n".join([*lines, "", *summary]) + "\n"
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 
 import visprompt.cli as cli
 from test_engine_runs import COLOURS, world  # noqa: F401  (the module-scoped fixture)
-from visprompt.audit import audit_scores
+from visprompt.audit import audit_scores, estimate_error_count
 from visprompt.audit.report import class_summary, confused_pairs, write_csv, write_fix
 from visprompt.config import load_config
 from visprompt.data.custom import load_csv
@@ -38,6 +38,10 @@ def test_audit_scores_find_the_flipped_labels() -> None:
     assert roc_auc_score(wrong, r.score) > 0.95
     assert (r.suggested[wrong] == true[wrong]).mean() > 0.9  # the suggestion is the true label
     assert abs(r.estimated_errors - wrong.sum()) <= 0.25 * wrong.sum()
+    disagree = r.suggested != r.given
+    assert not (r.flagged & ~disagree).any()  # flagged samples are disagreements ...
+    assert r.flagged.sum() == min(r.estimated_errors, disagree.sum())  # ... as many as estimated ...
+    assert r.score[r.flagged].min() >= r.score[disagree & ~r.flagged].max(initial=0)  # ... the highest-scored ones
     assert set(r.ranking()[: wrong.sum() // 2]) <= set(np.flatnonzero(wrong))  # the top half-k are all wrong
     assert np.allclose(r.probs.sum(1), 1) and ((r.score >= 0) & (r.score <= 1)).all()
     again = audit_scores(x, given, 4, steps=30)
@@ -56,6 +60,50 @@ def test_audit_scores_reject_bad_input() -> None:
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         audit_scores(bad, given, 4)
+
+
+def _noisy_world(n: int, c: int, transition: np.ndarray, seed: int = 0):
+    """Calibrated class posteriors (N, C), true labels drawn from them, given labels drawn from ``transition``."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, c)) * 2.5
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    true = np.array([rng.choice(c, p=p) for p in probs])
+    given = np.array([rng.choice(c, p=transition[t]) for t in true])
+    return probs, true, given
+
+
+@pytest.mark.parametrize("kind", ["symmetric", "asymmetric"])
+def test_estimate_error_count_recovers_a_known_number_of_errors(kind: str) -> None:
+    c, rate = 5, 0.3
+    if kind == "symmetric":
+        t = np.full((c, c), rate / (c - 1)) + np.eye(c) * (1 - rate - rate / (c - 1))
+    else:  # y -> y + 1 with probability rate
+        t = (1 - rate) * np.eye(c) + rate * np.roll(np.eye(c), 1, axis=1)
+    probs, true, given = _noisy_world(3000, c, t)
+    wrong = int((given != true).sum())
+    estimate, fitted, posterior = estimate_error_count(probs, given)
+    assert abs(estimate - wrong) <= 0.1 * wrong, (estimate, wrong)
+    assert np.allclose(fitted.sum(1), 1) and np.abs(fitted - t).max() < 0.08  # the transition matrix is recovered
+    assert posterior.shape == (3000,) and ((posterior >= 0) & (posterior <= 1)).all()
+    assert abs(posterior.sum() - estimate) < 1e-6
+    # the flagged count of the same posteriors would miss by far more: the count is not just the disagreements
+    assert abs((probs.argmax(1) != given).sum() - wrong) > 0.3 * wrong
+    clean = estimate_error_count(probs, true)[0]  # the true labels: few errors are estimated
+    assert clean < 0.1 * wrong
+
+
+def test_estimate_error_count_rejects_bad_input() -> None:
+    probs = np.full((4, 3), 1 / 3)
+    with pytest.raises(ValueError, match="probs must be"):
+        estimate_error_count(probs[:3], np.zeros(4, dtype=int))
+    with pytest.raises(ValueError, match="labels must lie"):
+        estimate_error_count(probs, np.array([0, 1, 2, 3]))
+    bad = probs.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        estimate_error_count(bad, np.zeros(4, dtype=int))
+    with pytest.raises(ValueError, match="two classes"):
+        estimate_error_count(np.ones((4, 1)), np.zeros(4, dtype=int))
 
 
 def _read(path) -> list[dict[str, str]]:
@@ -163,8 +211,14 @@ def test_audit_one_shot_and_run_dir(world, tmp_path, capsys) -> None:  # noqa: F
         a != b for a, b in zip(split["train"]["label"], split["train"]["true_label"], strict=True)
     )
     assert summary["timings"]["features_cached"] == 0.0
+    est, flagged = summary["estimated_errors"], summary["flagged"]
+    assert f"about {est} wrong labels" in out and f"{flagged} flagged" in out and f"about <b>{est}</b>" in page
+    assert flagged == sum(r["flagged"] == "1" for r in rows) <= max(est, 0)  # the flagged set is the top estimate
+    assert est == round(summary["stats"]["estimate"])
     fixed = load_csv(tmp_path / "fixed.csv")
     assert len(fixed.train) == n
+    changed = [r for r in _read(tmp_path / "fixed.csv") if r["split"] == "train" and r["changed"] == "1"]
+    assert len(changed) == flagged  # --fix changes exactly the flagged labels
     assert cli.main(["audit", str(run), "--to", str(tmp_path / "again"), "--device", "cpu"]) == 0  # from the cache
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert again["timings"]["features_cached"] == 1.0 and again["estimated_errors"] == summary["estimated_errors"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -165,3 +166,44 @@ def test_a_method_option_the_named_method_does_not_read_is_refused() -> None:
         load_config(overrides=["method.mixup_alpha=0.5"], method="coop")
     assert load_config(overrides=["method.mixup_alpha=0.5"], method="joapr").method.mixup_alpha == 0.5
     assert load_config(overrides=["method.prior_weight=0.25"], method="visprompt-plus").method.prior_weight == 0.25
+
+
+@pytest.mark.parametrize(
+    ("method", "override", "refused"),
+    [
+        ("coop", "prompt.gate=zero", "prompt.gate: not read by method coop"),
+        ("zeroshot", "prompt.n_ctx=4", "prompt.n_ctx: not read by method zeroshot"),
+        ("joapr", "method.loss.alpha=0.9", "method.loss.alpha: not read by method joapr"),
+        ("joapr", "method.selection.kind=ot", "method.selection.kind: not read by method joapr"),
+        ("cocoop", "prompt.csc=true", "prompt.csc: not read by method cocoop"),
+        ("coop", "method.selection.eps=0.1", "method.selection.eps: not read by selection kind 'none'"),
+        ("visprompt", "method.selection.gmm_threshold=0.7", "method.selection.gmm_threshold: not read by selection"),
+        ("visprompt-plus", "method.selection.kind=none", "method.selection.scope: not read by selection kind"),
+        ("coop", "method.loss.q=0.7", "method.loss.q: the GCE exponent is not read"),
+    ],
+)
+def test_a_field_the_method_does_not_read_is_refused(method: str, override: str, refused: str) -> None:
+    # config.yaml must never record a prompt, selection or loss setting that the run did not use
+    with pytest.raises(ConfigError, match="^" + re.escape(refused)):
+        load_config(overrides=[override], method=method)
+
+
+@pytest.mark.parametrize(
+    ("method", "override"),
+    [
+        ("coop", "method.selection.kind=ot"),  # CoOp with VisPrompt's split: an ablation the builder honours
+        ("coop-gce", "method.loss.q=0.7"),
+        ("visprompt", "prompt.gate=zero"),
+        ("visprompt-plus", "prompt.use_ffn=false"),
+        ("joapr", "method.selection.gmm_threshold=0.6"),
+        ("cocoop", "prompt.n_ctx=8"),
+    ],
+)
+def test_a_field_the_method_reads_is_accepted(method: str, override: str) -> None:
+    key, value = override.split("=")
+    section, _, name = key.rpartition(".")
+    cfg = load_config(overrides=[override], method=method)
+    obj = cfg
+    for part in section.split("."):
+        obj = getattr(obj, part)
+    assert str(getattr(obj, name)).lower() == value

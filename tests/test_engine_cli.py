@@ -99,3 +99,27 @@ def test_progress_falls_back_to_log_lines(caplog) -> None:
     with caplog.at_level(logging.INFO, logger="visprompt.engine.progress"):
         assert list(progress(range(3), desc="epochs", total=3, enabled=False, every=0.0)) == [0, 1, 2]
     assert [r.getMessage() for r in caplog.records] == ["epochs 1/3", "epochs 2/3", "epochs 3/3"]
+
+
+def test_sigterm_stops_a_training_run_like_ctrl_c(world, tmp_path) -> None:  # noqa: F811
+    """`kill PID` (SIGTERM) is how a background job is stopped: the run ends "interrupted", its lock is released
+    and the same command resumes it; nothing is left marked as done."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = _train_args(world, tmp_path, "--epochs", "400")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "visprompt.cli", *args], env=env, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "cli" / "log.jsonl"
+    deadline = time.monotonic() + 90
+    while not (log.exists() and log.read_text().strip()) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()  # still training when the signal comes
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().endswith("interrupted")
+    assert (tmp_path / "cli" / "status").read_text().strip() != "done"
+    assert not (tmp_path / "cli" / "metrics.json").exists()

@@ -25,9 +25,11 @@ def config(world: dict[str, Path], method: str, out: Path, *overrides: str):
     base = [
         "data.dataset=folder", f"data.path={world['data']}", "data.shots=4", "data.augment=false",
         f"backbone.arch={world['arch']}", "backbone.weights=null", "noise.type=sym", "noise.rate=0.25",
-        "optim.epochs=2", "optim.batch_size=4", "optim.eval_batch_size=8", "prompt.n_ctx=4",
+        "optim.epochs=2", "optim.batch_size=4", "optim.eval_batch_size=8",
         "run.device=cpu", f"run.out_dir={out}", "run.name=run",
     ]  # fmt: skip
+    if method != "zeroshot":  # zero-shot has no prompt to shorten (and refuses a prompt field it would not read)
+        base.append("prompt.n_ctx=4")
     return load_config(overrides=[*base, *overrides], method=method)
 
 

@@ -212,8 +212,8 @@ def test_a_finished_sweep_returns_without_starting_ray(tmp_path, monkeypatch) ->
 
 
 def test_progress_display_bar_and_plain_lines(capsys) -> None:
-    from visprompt.commands.sweep import ProgressDisplay
     from visprompt.sweep import SweepProgress
+    from visprompt.sweep.progress import ProgressDisplay
 
     bar = ProgressDisplay(interactive=True)
     bar(SweepProgress(total=4, done=1, running=2, failed=0, remaining=1, skipped=1))

@@ -15,6 +15,7 @@ import testbed_ablations  # noqa: E402
 import testbed_robustness  # noqa: E402
 
 from visprompt.report import collect_runs  # noqa: E402
+from visprompt.report.paired import paired  # noqa: E402
 
 
 def fake_run(root: Path, name: str, method: str, noise: str, rate: float, seed: int, top1: float, last=None) -> None:
@@ -59,10 +60,33 @@ def test_paired_table_gives_mean_difference_t_interval_and_wins(tmp_path) -> Non
     for seed, (a, b) in enumerate([(56.0, 50.0), (58.0, 60.0), (61.0, 60.0)], 1):
         fake_run(tmp_path, f"plus/c/sym-0.75/seed{seed}", "visprompt-plus", "sym", 0.75, seed, a)
         fake_run(tmp_path, f"defaults/c/sym-0.75/seed{seed}", "visprompt", "sym", 0.75, seed, b)
-    mean, lo, hi, won = testbed_ablations.paired_stats([6.0, -2.0, 1.0])
-    assert mean == 5.0 / 3 and won == 2
+    stats = paired([6.0, -2.0, 1.0])
+    assert stats.mean == 5.0 / 3 and (stats.won, stats.lost, stats.n) == (2, 1, 3) and not stats.excludes_zero
     # t(0.975, 2) = 4.303, sample std of (6, -2, 1) = 4.041: half-width 10.04
-    assert abs((hi - lo) / 2 - 4.303 * 4.0415 / 3**0.5) < 0.01
+    assert abs((stats.high - stats.low) / 2 - 4.303 * 4.0415 / 3**0.5) < 0.01
+    assert paired([2.0, 3.0, 2.5]).excludes_zero and not paired([2.0]).excludes_zero  # one pair: no interval
     text = testbed_ablations.paired_table(tmp_path, [("plus", "defaults")], ["testbed-colours"], [("sym", 0.75)],
                                           [1, 2, 3])  # fmt: skip
     assert "| plus - defaults | +1.7 [-8.4, +11.7] 2/3 | +1.7 [-8.4, +11.7] 2/3 |" in text
+
+
+def test_goals_table_checks_each_cell_against_the_best_and_zero_shot(tmp_path) -> None:
+    scores = {  # method -> (clean, sym 75%) per seed
+        "visprompt-plus": [(80.0, 50.0), (81.0, 52.0), (79.0, 51.0)],
+        "nlprompt": [(70.0, 58.0), (71.0, 59.0), (72.0, 60.0)],  # best at 75%, by ~8 points every seed
+        "visprompt": [(78.0, 40.0), (80.0, 41.0), (78.0, 42.0)],
+        "zeroshot": [(53.0, 53.0)] * 3,
+    }
+    for method, per_seed in scores.items():
+        for seed, (clean, noisy) in enumerate(per_seed, 1):
+            fake_run(tmp_path, f"{method}/sym-0/seed{seed}", method, "sym", 0.0, seed, clean)
+            fake_run(tmp_path, f"{method}/sym-0.75/seed{seed}", method, "sym", 0.75, seed, noisy)
+    text = testbed_robustness.goals_table(collect_runs(tmp_path))
+    rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| testbed-colours")}
+    assert "| visprompt (78.7) | +1.3 [-0.1, +2.8] 3/3 | yes |" in rows["clean"]  # best, 1.3 over visprompt
+    assert "| nlprompt (59.0) | -8.0 [" in rows["sym 75%"] and "| **no** |" in rows["sym 75%"]
+    assert "-2.0 [" in rows["sym 75%"]  # below zero-shot (51.0 vs 53.0)
+    assert "every cell: no; never below zero-shot (cell means): no." in text
+    # over the two cells: plus 65.5, nlprompt 65.0 (best baseline), visprompt 59.8
+    assert "visprompt-plus - nlprompt over all cells: +0.50 points (goal >= +3: not met)" in text
+    assert "visprompt-plus - visprompt over all cells: +5.67 points (goal >= +4: met)" in text

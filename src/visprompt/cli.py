@@ -12,7 +12,9 @@ import errno
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from visprompt import __version__
@@ -63,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     _setup_logging(args.verbose, args.quiet)
+    previous = _terminate_as_interrupt()
     try:
         return int(args.func(args) or 0)
     except VispromptError as exc:
@@ -79,6 +82,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:  # main() called in-process (tests, notebooks) leaves the host's handler as it was
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt() -> signal.Handlers | None:
+    """Let ``kill PID`` (SIGTERM) stop a command the way Ctrl-C does: runs in flight are marked, a sweep stops its
+    Ray tasks and its own Ray instance, locks are released. A background job cannot get Ctrl-C (the shell ignores
+    SIGINT for it), so SIGTERM is how one stops ``visprompt sweep ... &``."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:  # the host installed its own: leave it
+        return None
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    return previous
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise KeyboardInterrupt
 
 
 # Failures of the machine or the user's folders, not of visprompt: reported as one line, like user errors.

@@ -234,6 +234,14 @@ class SelectionConfig:
             "method.selection.gmm_threshold",
             f"expected a value in (0, 1), got {self.gmm_threshold}",
         )
+        # the fields a kind does not read stay at their defaults, so config.yaml never lists a setting that did nothing
+        ot_fields = ("scope", "cost", "eps", "tol", "max_iter", "budget")
+        unread = {"none": (*ot_fields, "gmm_threshold"), "ot": ("gmm_threshold",), "gmm": ot_fields}[self.kind]
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for option in unread:
+            default = defaults[option]
+            _check(getattr(self, option) == default, f"method.selection.{option}",
+                   f"not read by selection kind {self.kind!r} (leave it at {default!r})")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -254,6 +262,9 @@ class LossConfig:
         _check(0.0 < self.q <= 1.0, "method.loss.q", f"expected a value in (0, 1], got {self.q}")
         _check(not self.normalize_alpha or self.alpha > 0, "method.loss.normalize_alpha",
                f"needs method.loss.alpha > 0, got {self.alpha}")  # fmt: skip
+        _check("gce" in (self.clean, self.noisy) or self.q == 0.5, "method.loss.q",
+               f"the GCE exponent is not read without a gce loss (clean {self.clean!r}, noisy {self.noisy!r}); "
+               "leave it at 0.5")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -354,6 +365,31 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: ExecConfig = field(default_factory=ExecConfig)
+
+    def __post_init__(self) -> None:
+        _check_method_reads(self)
+
+
+def _check_method_reads(cfg: RunConfig) -> None:
+    """Refuse a prompt, selection or loss field the method's builder does not read, set to a value other than the
+    one its recipe (or the default) gives: the run would train without it while config.yaml records it.
+
+    What a builder reads is declared at registration (:attr:`visprompt.registry.MethodDef.reads`); a method
+    registered without a declaration (``reads=None``) is not checked.
+    """
+    definition = METHODS.get(cfg.method.name)
+    if definition.reads is None:
+        return
+    sections = {"prompt": cfg.prompt, "method.selection": cfg.method.selection, "method.loss": cfg.method.loss}
+    for prefix, section in sections.items():
+        for option in dataclasses.fields(section):
+            key = f"{prefix}.{option.name}"
+            if any(key == r or key.startswith(r.rstrip(".") + ".") for r in definition.reads):
+                continue
+            expected = definition.recipe.get(key, option.default)
+            _check(getattr(section, option.name) == expected, key,
+                   f"not read by method {cfg.method.name} (leave it at {expected!r}; `visprompt methods "
+                   f"{cfg.method.name}` lists what it reads)")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------- resolving

@@ -4,7 +4,7 @@ noise types and backbone presets (datasets and testbed tasks: :data:`visprompt.d
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -87,6 +87,10 @@ class MethodDef:
     summary: str  # one line for --help, `visprompt methods` and the docs
     variant_of: str | None = None  # an ablation variant: the named method's builder and recipe, changed by ``recipe``
     trains: bool = True  # False: evaluated only (zero-shot)
+    # the prompt / method.selection / method.loss fields the builder reads: dotted keys, or a section ("method.loss")
+    # for all of its fields; any other field of those sections must keep the recipe's value (or the default).
+    # None: not declared (not checked), for plugins registered before the declaration existed
+    reads: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,12 +117,19 @@ BACKBONES: Registry[Mapping[str, Any]] = Registry("backbone preset")  # name -> 
 
 
 def register_method(
-    name: str, *, recipe: Mapping[str, Any], summary: str, trains: bool = True
+    name: str,
+    *,
+    recipe: Mapping[str, Any],
+    summary: str,
+    trains: bool = True,
+    reads: Iterable[str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering a method builder with its recipe (dotted config keys -> values)."""
+    """Decorator registering a method builder with its recipe (dotted config keys -> values) and the prompt,
+    selection and loss fields it reads (``reads``; see :attr:`MethodDef.reads`)."""
+    declared = tuple(reads) if reads is not None else None
 
     def add(build: Callable[..., Any]) -> Callable[..., Any]:
-        METHODS.register(name)(MethodDef(name, build, dict(recipe), summary, trains=trains))
+        METHODS.register(name)(MethodDef(name, build, dict(recipe), summary, trains=trains, reads=declared))
         return build
 
     return add
@@ -127,6 +138,8 @@ def register_method(
 def register_variant(name: str, *, of: str, changes: Mapping[str, Any], summary: str) -> MethodDef:
     """Register an ablation variant: method ``of`` with ``changes`` on top of its recipe, under its own name."""
     base = METHODS.get(of)
-    variant = MethodDef(name, base.build, {**base.recipe, **changes}, summary, variant_of=of, trains=base.trains)
+    variant = MethodDef(
+        name, base.build, {**base.recipe, **changes}, summary, variant_of=of, trains=base.trains, reads=base.reads
+    )
     METHODS.register(name)(variant)
     return variant

@@ -5,6 +5,6 @@ audits a run directory's training samples (frozen features computed once and cac
 :mod:`.report` writes ``audit.csv``, ``audit.html`` and the corrected label file. No CLI code here.
 """
 
-from visprompt.audit.score import AuditResult, audit_scores
+from visprompt.audit.score import AuditResult, audit_scores, estimate_error_count
 
-__all__ = ["AuditResult", "audit_scores"]
+__all__ = ["AuditResult", "audit_scores", "estimate_error_count"]

@@ -135,7 +135,8 @@ def write_html(
         or "<tr><td colspan=3>none flagged</td></tr>"
     )
     page = _PAGE.format(
-        title=html.escape(title), n=n, flagged=flagged, rate=100 * flagged / max(n, 1), class_rows=class_rows,
+        title=html.escape(title), n=n, flagged=flagged, estimated=result.estimated_errors,
+        rate=100 * result.estimated_errors / max(n, 1), class_rows=class_rows,
         pair_rows=pair_rows, payload=payload, script=_SCRIPT,
     )  # fmt: skip
     return atomic_write_text(file, page)
@@ -155,7 +156,8 @@ tr.flagged td {{ background: #fff3f0; }}
 img {{ width: 48px; height: 48px; object-fit: cover; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>{n} samples, <b>{flagged}</b> flagged as probably mislabelled (estimated error rate {rate:.1f}%).
+<p>{n} samples, about <b>{estimated}</b> wrong labels (estimated error rate {rate:.1f}%); the <b>{flagged}</b> most
+suspicious samples are flagged.
 Score: 1 - the audit's probability of the given label (high = suspicious).</p>
 <div class="summary">
 <div><h2>Estimated error rate per class</h2><table id="per-class"><tr><th>class</th><th>samples</th><th>flagged</th>

@@ -8,9 +8,10 @@ How a sample's score is built (:func:`audit_scores`):
 1. **Cross-fitted posterior, two rounds.** A cosine head :math:`h(k \mid x) = \mathrm{softmax}_k(s\, x^\top w_k)`
    (temperature ``s`` = 30, weights started at the zero-shot text embeddings when given, else at the class
    means) is fitted with the given labels on K - 1 folds and predicts the held-out fold, so no sample scores
-   itself (``folds`` = 5). Round 2 refits the same way on only the samples round 1 did not flag, so the head that
-   scores a sample was trained on (mostly) right labels. The fit is Adam (100 steps, full batch up to 4096
-   rows, random batches of 4096 above) on cross-entropy plus a weak L2 pull (0.01) towards the start.
+   itself (``folds`` = 5). Round 2 refits the same way on only the samples whose round-1 suggestion (step 4) is
+   their given label, so the head that scores a sample was trained on (mostly) right labels. The fit is Adam
+   (100 steps, full batch up to 4096 rows, random batches of 4096 above) on cross-entropy plus a weak L2 pull
+   (0.01) towards the start.
 2. **Priors (optional).** :math:`q \propto h \cdot z^{\alpha} \cdot e^{\beta}`: the zero-shot CLIP
    probabilities :math:`z` (``prior_weight`` :math:`\alpha`, 0 by default: on the testbed's weak zero-shot
    model any weight above 0 lowered the design set's AUROC) and a trained run's own probabilities :math:`e`
@@ -23,8 +24,18 @@ How a sample's score is built (:func:`audit_scores`):
    their share (a label-shift correction for classes the head over- or under-predicts).
 4. **Score** :math:`= 1 - \tfrac12\,(q_{i\tilde y_i} + \pi_{i\tilde y_i})`, in [0, 1], high = likely wrong.
    **Suggested label** :math:`\arg\max_k \tfrac12 (q_{ik} + \pi_{ik})`, **confidence** its value there.
-5. **Flagged**: suggested label :math:`\neq \tilde y_i`. The number flagged is the estimate of the number of label
-   errors (no count is asked for). Every number here is deterministic given ``seed``.
+5. **Estimated number of label errors** (:func:`estimate_error_count`). A class-conditional noise model: the
+   true class :math:`y_i` has prior :math:`h^{(1)}_i` (round 1's out-of-fold head alone, at its own temperature,
+   no priors multiplied in) and the given label is drawn from row :math:`y_i` of a C x C transition matrix
+   :math:`T`. :math:`T` is fitted by maximum likelihood with EM (E-step:
+   :math:`w_{ij} \propto h^{(1)}_{ij} T_{j \tilde y_i}`, the posterior of the true class; M-step: :math:`T_{jk}` =
+   share of the posterior mass of class j carried by samples labelled k), started at 0.8 on the diagonal, until
+   no entry moves by more than 1e-6 (at most 500 steps). The estimate is the expected number of wrong labels
+   under that posterior, :math:`\hat E = \sum_i (1 - w_{i \tilde y_i})`.
+6. **Flagged**: among the samples whose suggested label differs from the given one, the :math:`\mathrm{round}(\hat E)`
+   with the highest scores (all of them when there are fewer). On the design seed this set was more precise than
+   "every disagreement" (mean precision 0.78 vs 0.56, recall 0.76 vs 0.93). Every number here is
+   deterministic given ``seed``.
 
 The design of these choices (rounds, prior weight, the mix of :math:`q` and :math:`\pi`) was made on seed 1 of the
 testbed tasks and is evaluated on seeds 2-4 by ``benchmarks/audit.py`` (``docs/audit.md``).
@@ -45,7 +56,7 @@ from visprompt.selection.sinkhorn import sinkhorn_log
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AuditResult", "audit_scores", "crossfit_probs", "fit_head"]
+__all__ = ["AuditResult", "audit_scores", "crossfit_probs", "estimate_error_count", "fit_head"]
 
 
 @dataclass
@@ -56,13 +67,14 @@ class AuditResult:
     given: np.ndarray  # (N,) int: the given label
     suggested: np.ndarray  # (N,) int: the label the audit would give
     confidence: np.ndarray  # (N,) float in [0, 1]: the audit's probability of the suggested label
-    flagged: np.ndarray  # (N,) bool: suggested != given
+    flagged: np.ndarray  # (N,) bool: the round(estimated_errors) highest-scored samples with suggested != given
     probs: np.ndarray  # (N, C) float: the audit's class probabilities (mean of q and the OT plan rows)
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def estimated_errors(self) -> int:
-        return int(self.flagged.sum())
+        """The estimated number of wrong labels (``stats["estimated_errors"]``; the flagged count when absent)."""
+        return int(self.stats.get("estimated_errors", int(self.flagged.sum())))
 
     def ranking(self) -> np.ndarray:
         """Sample positions, most suspicious first (ties: lower position first)."""
@@ -164,6 +176,57 @@ def _ot_rows(q: torch.Tensor, prior: torch.Tensor, eps: float) -> torch.Tensor:
     return (plan / plan.sum(dim=1, keepdim=True).clamp_min(1e-300)).to(q.dtype)
 
 
+def estimate_error_count(
+    probs: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    *,
+    init_diag: float = 0.8,
+    max_steps: int = 500,
+    tol: float = 1e-6,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Expected number of wrong labels under a class-conditional noise model fitted by EM (module docstring, 5).
+
+    Args:
+        probs: (N, C) out-of-fold class probabilities, taken as each sample's prior over its true class.
+        labels: (N,) given labels in [0, C).
+        init_diag: EM's starting transition matrix: this on the diagonal, the rest spread evenly.
+        max_steps, tol: EM stops after ``max_steps`` or when no entry of the transition matrix moves by ``tol``.
+
+    Returns:
+        (estimate, transition (C, C): row j = distribution of the given label of a true class-j sample,
+        wrong (N,): each sample's posterior probability that its given label is wrong).
+    """
+    p = torch.as_tensor(np.asarray(probs), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if p.ndim != 2 or p.shape[0] != y.shape[0] or y.ndim != 1:
+        raise ValueError(f"probs must be (N, C) with N = len(labels) = {y.shape[0]}, got {tuple(p.shape)}")
+    n, c = p.shape
+    if n == 0 or c < 2:
+        raise ValueError(f"an error count needs at least one sample and two classes, got N={n}, C={c}")
+    if int(y.min()) < 0 or int(y.max()) >= c:
+        raise ValueError(f"labels must lie in [0, {c})")
+    if not torch.isfinite(p).all() or bool((p < 0).any()):
+        raise ValueError("probs must be finite and non-negative")
+    p = p.clamp_min(1e-12)
+    p = p / p.sum(dim=1, keepdim=True)
+    t = torch.full((c, c), (1.0 - init_diag) / (c - 1), dtype=torch.float64)
+    t.fill_diagonal_(init_diag)
+    for _ in range(max_steps):
+        w = p * t[:, y].T  # (N, C): prior of true class j times P(given label | true j)
+        w = w / w.sum(dim=1, keepdim=True).clamp_min(1e-300)
+        mass = torch.zeros(c, c, dtype=torch.float64).index_add_(0, y, w)  # mass[k, j]: labelled k, posterior j
+        new = mass.T + 1e-9  # (C, C): true j -> given k
+        new = new / new.sum(dim=1, keepdim=True)
+        moved = float((new - t).abs().max())
+        t = new
+        if moved < tol:
+            break
+    w = p * t[:, y].T
+    w = w / w.sum(dim=1, keepdim=True).clamp_min(1e-300)
+    wrong = 1.0 - w.gather(1, y[:, None]).squeeze(1)
+    return float(wrong.sum()), t.numpy(), wrong.numpy()
+
+
 def audit_scores(
     features: np.ndarray | torch.Tensor,
     labels: np.ndarray | torch.Tensor,
@@ -219,36 +282,48 @@ def audit_scores(
     class_mass = (counts + 1e-3) / (counts + 1e-3).sum()  # (C,) given-label frequencies (no empty column)
 
     keep = None
+    first_head = None
     for r in range(rounds):
         head = crossfit_probs(x, y, num_classes, text, folds=folds, seed=seed + r, train_mask=keep, scale=scale,
                               steps=steps, pull=pull)  # fmt: skip
+        if first_head is None:
+            first_head = head
         q = (head.clamp_min(1e-12).log() + log_prior).softmax(dim=-1)  # (N, C)
         pi = _ot_rows(q, class_mass, ot_eps)
         mix = 0.5 * (q + pi)
         suggested = mix.argmax(dim=-1)
         keep = suggested == y
-    assert keep is not None
+    assert keep is not None and first_head is not None
     given_mass = mix.gather(1, y[:, None]).squeeze(1)
     confidence, suggested = mix.max(dim=-1)
-    flagged = suggested != y
+    score = (1.0 - given_mass).clamp(0, 1).numpy().astype(np.float64)
+    disagree = (suggested != y).numpy()
+    estimate, _, _ = estimate_error_count(first_head.numpy(), y.numpy())
+    k = min(round(estimate), int(disagree.sum()))
+    order = np.argsort(-np.where(disagree, score, -1.0), kind="stable")  # disagreements first, by score
+    flagged = np.zeros(x.shape[0], dtype=bool)
+    flagged[order[:k]] = True
     stats = {
         "n": int(x.shape[0]),
         "num_classes": num_classes,
-        "estimated_errors": int(flagged.sum()),
+        "estimated_errors": round(estimate),
+        "estimate": estimate,
+        "disagreements": int(disagree.sum()),
+        "flagged": k,
         "folds": folds,
         "rounds": rounds,
         "prior": "zero-shot" if text is not None else "none",
         "extra_probs": extra_probs is not None,
         "seconds": time.perf_counter() - started,
     }
-    log.info("audit of %d samples: %d flagged (%.1f%%) in %.1f s", stats["n"], stats["estimated_errors"],
-             100 * stats["estimated_errors"] / stats["n"], stats["seconds"])  # fmt: skip
+    log.info("audit of %d samples: %d label errors estimated (%.1f%%), %d flagged, in %.1f s", stats["n"],
+             stats["estimated_errors"], 100 * estimate / stats["n"], k, stats["seconds"])  # fmt: skip
     return AuditResult(
-        score=(1.0 - given_mass).clamp(0, 1).numpy().astype(np.float64),
+        score=score,
         given=y.numpy().copy(),
         suggested=suggested.numpy().copy(),
         confidence=confidence.numpy().astype(np.float64),
-        flagged=flagged.numpy().copy(),
+        flagged=flagged,
         probs=mix.numpy().astype(np.float64),
         stats=stats,
     )

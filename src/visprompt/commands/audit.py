@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         "run": str(run_dir),
         "samples": len(audit.samples),
         "estimated_errors": r.estimated_errors,
+        "flagged": int(r.flagged.sum()),
         "true_errors": sum(t != s.label for t, s in zip(true, audit.samples, strict=True)) if known else None,
         "per_class": class_summary(r, names),
         "confused_pairs": confused_pairs(r, names),
@@ -92,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if fix is not None:
         write_fix(fix, audit.splits, audit.samples, r)
     n = len(audit.samples)
-    print(f"{n} training samples audited: {r.estimated_errors} flagged ({100 * r.estimated_errors / n:.1f}%)"
+    est, flagged = r.estimated_errors, int(r.flagged.sum())
+    print(f"{n} training samples audited: about {est} wrong labels ({100 * est / n:.1f}%), {flagged} flagged"
           + (f"; {summary['true_errors']} labels are known to be wrong" if known else ""))  # fmt: skip
     print(
         f"report: {out / 'audit.html'}  ranked list: {out / 'audit.csv'}"

@@ -10,8 +10,12 @@ a second ``visprompt demo`` only re-prints the results. The testbed is a stand-i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from visprompt.config import RunConfig, load_config
@@ -35,6 +39,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--epochs", type=int, default=30, help="training epochs per run (default: 30)")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--device", default="auto")
+    demo.add_argument(
+        "--jobs", type=int, default=None, metavar="N",
+        help="runs trained at once, each in its own process with cores/N torch threads (default: 2 on a CPU with "
+        "2 or more cores, else 1); the results are the same",
+    )  # fmt: skip
     demo.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides", help="override (repeatable)"
     )
@@ -62,7 +71,6 @@ def demo_config(args: argparse.Namespace, method: str, rate: float) -> RunConfig
 
 
 def run(args: argparse.Namespace) -> int:
-    from visprompt.engine.runner import train_run
     from visprompt.report import build_report
     from visprompt.testbed import build_testbed
 
@@ -70,16 +78,67 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:  # the demo prints its own progress; the per-epoch log lines are for -v
         logging.getLogger("visprompt").setLevel(logging.WARNING)
     configs = [demo_config(args, method, rate) for rate in args.rates for method in args.methods]  # validate first
+    jobs = _jobs(args, configs)
     build_testbed(args.root, [args.task])
-    for i, cfg in enumerate(configs, 1):
-        print(f"[{i}/{len(configs)}] {cfg.method.name} at {cfg.noise.rate:.0%} symmetric noise", flush=True)
-        result = train_run(cfg)
-        top1 = result.metrics.get("top1")
-        note = " (already done)" if result.skipped else ""
-        print(f"    top-1 {top1:.2f}%{note}" if isinstance(top1, float) else f"    {result.status}", flush=True)
+    if jobs == 1:
+        for i, cfg in enumerate(configs, 1):
+            print(f"[{i}/{len(configs)}] {_what(cfg)}", flush=True)
+            print(f"    {_outcome(*_train(cfg))}", flush=True)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        configs = [
+            cfg if cfg.run.threads else dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, threads=threads))
+            for cfg in configs
+        ]
+        print(f"training {len(configs)} runs, {jobs} at a time", flush=True)
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(_train, cfg): cfg for cfg in configs}
+            try:
+                for i, future in enumerate(as_completed(futures), 1):
+                    print(f"[{i}/{len(configs)}] {_what(futures[future])}: {_outcome(*future.result())}", flush=True)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     report = build_report(args.out)
     print()
     print(Path(report.markdown).read_text())
     print(f"runs: {args.out}   report: {report.markdown}   plots: {', '.join(map(str, report.accuracy_plots))}")
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _jobs(args: argparse.Namespace, configs: list[RunConfig]) -> int:
+    from visprompt.errors import ConfigError
+
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs: expected an integer >= 1, got {args.jobs}")
+    if args.jobs is not None:
+        return min(args.jobs, len(configs))
+    on_cpu = args.device == "cpu" or (args.device == "auto" and not _cuda())
+    return min(2, os.cpu_count() or 1, len(configs)) if on_cpu else 1
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _train(cfg: RunConfig) -> tuple[float | None, str, bool]:
+    """Train one demo run (in this process or a worker's): its top-1, status and whether it was done already."""
+    from visprompt.engine.runner import train_run
+
+    logging.getLogger("visprompt").setLevel(logging.WARNING)
+    result = train_run(cfg, show_progress=False)
+    top1 = result.metrics.get("top1")
+    return (top1 if isinstance(top1, float) else None), str(result.status), result.skipped
+
+
+def _what(cfg: RunConfig) -> str:
+    return f"{cfg.method.name} at {cfg.noise.rate:.0%} symmetric noise"
+
+
+def _outcome(top1: float | None, status: str, skipped: bool) -> str:
+    note = " (already done)" if skipped else ""
+    return f"top-1 {top1:.2f}%{note}" if top1 is not None else status

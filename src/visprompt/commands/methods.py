@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"# {method.summary}")
         for key, value in method.recipe.items():
             print(f"{key}: {value!r}")
+        if method.reads is not None:  # what you may change on top; other prompt/selection/loss fields stay as above
+            print(f"# reads: {', '.join(method.reads) or 'no prompt, selection or loss field'}")
         return 0
     width = max(len(name) for name in METHODS.names())
     for name, method in METHODS.items():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from typing import Any
 
 from visprompt.errors import ConfigError
-from visprompt.sweep import SweepProgress, expand_sweep, load_sweep, read_status, run_sweep
+from visprompt.sweep import expand_sweep, load_sweep, read_status, run_sweep
+from visprompt.sweep.progress import ProgressDisplay
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,34 +31,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their status, run nothing")
     parser.add_argument("--run-fn", metavar="MODULE:FUNCTION", help="run function (default: the training engine)")
     parser.set_defaults(func=run)
-
-
-class ProgressDisplay:
-    """A tqdm bar (done + failed of total) with the counts as postfix on a terminal; count lines otherwise."""
-
-    def __init__(self, interactive: bool | None = None) -> None:
-        self.interactive = sys.stderr.isatty() if interactive is None else interactive
-        self.bar: Any = None
-        self.last = ""
-
-    def __call__(self, p: SweepProgress) -> None:
-        line = str(p)
-        if line == self.last:
-            return
-        self.last = line
-        if not self.interactive:
-            print(f"sweep: {line}", file=sys.stderr, flush=True)
-            return
-        if self.bar is None:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=p.total, desc="sweep", unit="run", dynamic_ncols=True)
-        self.bar.n = p.done + p.failed
-        self.bar.set_postfix_str(f"running {p.running}, failed {p.failed}, remaining {p.remaining}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def run(args: argparse.Namespace) -> int:

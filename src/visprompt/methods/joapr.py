@@ -176,6 +176,9 @@ class JoAPRMethod(MethodBase):
             "method.loss.noisy": "ce", "method.loss.alpha": 0.5, "method.loss.schedule": "joint",
             "method.mixup_alpha": 0.001},  # the authors' released setting: Beta(0.001, 0.001) mixes little
     summary="JoAPR (Guo et al., 2024): a GMM split on per-sample losses, label refurbishment and mixup",
+    # its loss is its own (CE on refurbished labels, mixup, entropy): the recipe's loss fields are for display only
+    reads=("prompt.n_ctx", "prompt.ctx_init", "prompt.csc", "prompt.class_token_position",
+           "method.selection.gmm_threshold"),
 )  # fmt: skip
 def joapr(clip: FrozenCLIP, classnames: tuple[str, ...], spec: MethodSpec) -> JoAPRMethod:
     """JoAPR on a CoOp prompt; GMM threshold and mixup from the spec, the rest at the authors' defaults."""

@@ -29,7 +29,7 @@ from torch import nn
 
 from visprompt.methods.base import Batch, TrainView
 from visprompt.methods.objective import SplitLoss
-from visprompt.methods.prompt import PromptMethod
+from visprompt.methods.prompt import VISPROMPT_READS, PromptMethod
 from visprompt.methods.selection import OTSelection, split_counts
 from visprompt.registry import register_method
 
@@ -201,6 +201,7 @@ class PlusMethod(PromptMethod):
     recipe=RECIPE,
     summary="ours, not the paper's: VisPrompt's learner, full-set OT per epoch, noisy-part weight = kept fraction, "
     "zero-shot prior weighted by 1 - kept",
+    reads=VISPROMPT_READS,
 )
 def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PlusMethod:
     """``visprompt-plus``: VisPrompt's learner, an epoch-level OT split, a zero-shot prior and relabelling."""

@@ -123,6 +123,14 @@ VISPROMPT_RECIPE = {
 }
 
 
+#: What the learners read (MethodDef.reads): CoOp's context, VisPrompt's block on top; every selection and loss field
+COOP_READS = ("prompt.n_ctx", "prompt.ctx_init", "prompt.csc", "prompt.class_token_position")
+SPLIT_READS = ("method.selection", "method.loss")
+FILM_READS = ("prompt.vis_tokens", "prompt.film_mode", "prompt.use_ffn", "prompt.gate", "prompt.visual_guidance",
+              "prompt.init", "prompt.num_heads", "prompt.dropout")  # fmt: skip
+VISPROMPT_READS = (*COOP_READS, *FILM_READS, *SPLIT_READS)
+
+
 def _classifier(clip: FrozenCLIP, learner: nn.Module) -> PromptClassifier:
     from visprompt.models.classifier import PromptClassifier
 
@@ -141,11 +149,13 @@ register_method(
     "coop",
     recipe={**_NO_SELECTION, **_CE},
     summary="CoOp (Zhou et al., IJCV 2022): a learned shared context, CE on the given labels",
+    reads=(*COOP_READS, *SPLIT_READS),
 )(coop_learner)
 register_method(
     "coop-gce",
     recipe={**_NO_SELECTION, **_CE, "method.loss.clean": "gce", "method.loss.q": 0.5},
     summary="CoOp + GCE (PTNL, Wu et al. 2023): the generalised cross-entropy, q = 0.5",
+    reads=(*COOP_READS, *SPLIT_READS),
 )(coop_learner)
 register_method(
     "nlprompt",
@@ -153,6 +163,7 @@ register_method(
             "method.selection.eps": 0.01, "method.loss.clean": "ce", "method.loss.noisy": "mae",
             "method.loss.alpha": 0.5, "method.loss.schedule": "sequential"},
     summary="NLPrompt (Pan et al., 2025): CoOp + a full-set OT split per epoch, CE on the clean part then MAE",
+    reads=(*COOP_READS, *SPLIT_READS),
 )(coop_learner)  # fmt: skip
 
 
@@ -161,6 +172,7 @@ register_method(
     recipe={**_NO_SELECTION, **_CE, "prompt.n_ctx": 4, "prompt.ctx_init": "a photo of a", "optim.batch_size": 1,
             "optim.epochs": 10},
     summary="CoCoOp (Zhou et al., CVPR 2022): the context shifted per image by a meta-net; batch 1, 10 epochs",
+    reads=("prompt.n_ctx", "prompt.ctx_init", "prompt.class_token_position", *SPLIT_READS),  # no csc in CoCoOp
 )  # fmt: skip
 def cocoop(clip: FrozenCLIP, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
     """CoCoOp: the context shifted per image by a meta-net on the pooled image embedding."""
@@ -174,6 +186,7 @@ def cocoop(clip: FrozenCLIP, classnames: tuple[str, ...], spec: MethodSpec) -> P
     "visprompt",
     recipe=VISPROMPT_RECIPE,
     summary="VisPrompt (arXiv 2604.09532): cross-modal FiLM prompts, OT split per mini-batch, CE(clean) + GCE(noisy)",
+    reads=VISPROMPT_READS,
 )
 def visprompt(clip: FrozenCLIP, classnames: tuple[str, ...], spec: MethodSpec) -> PromptMethod:
     """VisPrompt: cross-modal FiLM prompts, OT split, alpha * CE(clean) + (1 - alpha) * GCE(noisy)."""

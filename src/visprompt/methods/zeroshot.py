@@ -38,6 +38,7 @@ class ZeroShotMethod(MethodBase):
     recipe={"method.selection.kind": "none", "method.templates": "dataset"},
     summary="zero-shot CLIP (Radford et al., 2021): class-name templates, no training",
     trains=False,
+    reads=(),  # no prompt, split or loss: a class-name template per class
 )
 def zeroshot(clip: FrozenCLIP, classnames: tuple[str, ...], spec: MethodSpec) -> ZeroShotMethod:
     from visprompt.models import ZeroShotClassifier, templates_for
