@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/grid_speed.py --reference-src /path/to/old/checkout/src --data DATA
     PYTHONPATH=src python benchmarks/grid_speed.py --reference-src ... --slice many  # testbed-many's runs instead
+    PYTHONPATH=src python benchmarks/grid_speed.py --parts    # the changed parts alone, against tests/reference_paths
 
 The slice is taken from ``configs/sweeps/testbed.yaml`` as the sweep expands it (same configs, same run names):
 by default (``--slice ten``) every method of the grid on testbed-backgrounds at symmetric 50% noise, seed 1 (9
@@ -15,6 +16,10 @@ filled as a long sweep has it), then the runs, one at a time on request. The two
 host's load hits both variants alike; the per-run figures are medians over the rounds (and minima, the estimate
 least disturbed by other jobs). Wall-clock and process CPU time are both reported: on a shared host with SMT
 siblings busy, even the CPU time of the same work varies by 20% or more.
+
+``--parts`` times the two changed hot paths in one process against their earlier code (kept in
+``tests/reference_paths.py``), alternating: the OT split (Sinkhorn) on VisPrompt-sized problems, and the text
+encoder's forward and backward on the testbed CLIP for CoOp, CoCoOp and VisPrompt learners.
 
 Every run must be identical across all variants and rounds: the split, the trained parameters (bit for bit), the
 training log without its timings, and the metrics without timings and environment. The script exits non-zero
@@ -168,6 +173,85 @@ class _Worker:
             self.proc.wait()
 
 
+def parts(repeats: int) -> None:
+    """The changed hot paths against their earlier code, in one process (``--parts``)."""
+    import warnings
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import header, markdown_table
+
+    from reference_paths import reference_stage, reference_text_call
+    from visprompt.selection import sinkhorn
+    from visprompt.selection.ot import ot_split
+
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    print(header(f"median of {repeats} alternating blocks, process CPU time"))
+
+    def ab(label: str, ref: Any, new: Any, calls: int) -> dict[str, Any]:
+        times: dict[str, list[float]] = {"ref": [], "new": []}
+        for rep in range(repeats):
+            for name, fn in (("ref", ref), ("new", new)) if rep % 2 else (("new", new), ("ref", ref)):
+                fn()
+                start = time.process_time()
+                for _ in range(calls):
+                    fn()
+                times[name].append((time.process_time() - start) / calls * 1e3)
+        r, n = statistics.median(times["ref"]), statistics.median(times["new"])
+        return {"part": label, "before ms": r, "after ms": n, "speed-up": r / n}
+
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    new_stage = sinkhorn._solve_stage
+    for n, c, calls in ((16, 10, 20), (16, 50, 10), (160, 10, 5), (800, 50, 1)):
+        probs = [(torch.randn(n, c, generator=g) * 3).softmax(-1) for _ in range(calls)]
+        labels = torch.randint(0, c, (n,), generator=g)
+
+        def split_all(stage: Any, probs: list = probs, labels: torch.Tensor = labels) -> None:
+            sinkhorn._solve_stage = stage
+            for p in probs:
+                ot_split(p, labels)
+
+        row = ab(f"OT split, N = {n}, C = {c}", lambda s=split_all: s(reference_stage),
+                 lambda s=split_all: s(new_stage), 1)  # fmt: skip
+        row["before ms"] /= calls
+        row["after ms"] /= calls
+        rows.append(row)
+    sinkhorn._solve_stage = new_stage
+
+    from visprompt.models.classifier import PromptClassifier
+    from visprompt.models.cocoop import CoCoOpPromptLearner
+    from visprompt.models.coop import CoOpPromptLearner
+    from visprompt.models.visprompt import VisPromptLearner
+    from visprompt.testbed import load_testbed_clip
+    from visprompt.testbed.tasks import TASKS_BY_NAME
+
+    clip = load_testbed_clip("cpu")
+    names = TASKS_BY_NAME["testbed-backgrounds"].classnames
+    size = clip.image_size if isinstance(clip.image_size, int) else clip.image_size[0]
+    for kind, batch in (("CoOp", 16), ("CoCoOp", 1), ("VisPrompt", 16)):
+        torch.manual_seed(0)
+        learner = {"CoOp": lambda: CoOpPromptLearner(clip, names), "CoCoOp": lambda: CoCoOpPromptLearner(clip, names),
+                   "VisPrompt": lambda: VisPromptLearner(clip, names)}[kind]()  # fmt: skip
+        model = PromptClassifier(clip, learner)
+        enc = model.text_encoder
+        with torch.no_grad():
+            pooled, tokens = clip.encode_image(torch.randn(batch, 3, size, size, generator=g))
+        length = enc.required_length(learner.pool_index)
+
+        def step(call: Any, learner: Any = learner, pooled: Any = pooled, tokens: Any = tokens, n: int = length):
+            call(learner(pooled, tokens, n)).sum().backward()
+
+        before = lambda s=step, e=enc: s(lambda p: reference_text_call(e, p))  # noqa: E731
+        after = lambda s=step, e=enc: s(e)  # noqa: E731
+        rows.append(ab(f"text encoder fwd+bwd, {kind}, B = {batch}, C = {len(names)}", before, after, 10))
+    print()
+    print(markdown_table(rows, list(rows[0]), {"before ms": "{:.2f}", "after ms": "{:.2f}", "speed-up": "{:.2f}x"}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference-src", type=Path, help="the reference tree's src/ (e.g. a worktree of 634fa40)")
@@ -181,10 +265,14 @@ def main() -> None:
         default="ten",
         help="ten: testbed-backgrounds, every method; many: testbed-many's CoOp and VisPrompt",
     )
+    parser.add_argument("--parts", action="store_true", help="time the changed hot paths alone (no runs)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.parts:
+        parts(max(args.rounds, 4))
         return
     if args.reference_src is None:
         parser.error("--reference-src is required")
