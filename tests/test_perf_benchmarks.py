@@ -154,3 +154,22 @@ def test_sweep_projection_counts_the_paper_grid() -> None:
     assert dtd["un-aug. images, store"] == 1692 + 3 * 16 * 47  # the test split once, each seed's train set once
     assert total["un-aug. images, no store"] > 50 * total["un-aug. images, store"]
     assert summary["no store h"] > summary["store h"]
+
+
+@pytest.mark.slow
+def test_grid_speed_parts_times_both_paths(capsys: pytest.CaptureFixture) -> None:
+    """``grid_speed.py --parts``: the OT split and text encoder rows against the reference copies (~1 min)."""
+    import grid_speed
+
+    grid_speed.parts(4)
+    out = capsys.readouterr().out
+    assert out.count("| OT split") == 4 and out.count("| text encoder") == 3
+
+
+def test_grid_speed_refuses_a_tree_without_visprompt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import grid_speed
+
+    monkeypatch.setattr(sys, "argv", ["grid_speed.py", "--reference-src", str(tmp_path), "--data", str(tmp_path)])
+    with pytest.raises(SystemExit) as exc:
+        grid_speed.main()
+    assert exc.value.code == 2  # argparse's error: --reference-src names no source tree
