@@ -152,3 +152,26 @@ def test_batches_pass_through_and_a_failed_write_only_warns(tmp_path: Path, capl
     again = list(store.batches("ef" * 32, lambda: iter(()), batch_size=2, device=torch.device("cpu"),
                                keep_tokens=True))  # fmt: skip
     assert len(again) == 2 and all(torch.equal(a[1], b[1]) for a, b in zip(again, first, strict=True))
+
+
+def test_cache_prune_removes_the_least_recently_used_entries(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    store = FeatureStore(tmp_path / ".features")
+    keys = ["aa" * 32, "bb" * 32, "cc" * 32]
+    for i, key in enumerate(keys):  # saved oldest first, 10 s apart
+        path = store.save(key, StoredFeatures(torch.zeros(100, 8), None, torch.float32))
+        os.utime(path, ns=(1_000_000_000_000 + i * 10**10,) * 2)
+    size = store.path(keys[0]).stat().st_size
+    assert store.load(keys[0], need_tokens=False) is not None  # a hit: the oldest entry is now the newest
+    assert main(["cache", "prune", "--max-size", str(2 * size), "--store", str(store.root)]) == 0
+    assert "removed 1 entries" in capsys.readouterr().out
+    assert [p.stem for p in store.entries()] == [keys[0], keys[2]]  # bb: the least recently used
+    assert store.prune(0) == (2, 2 * size) and store.info()["entries"] == 0
+    assert main(["cache", "prune", "--max-size", "lots", "--store", str(store.root)]) == 2
+    assert "--max-size: expected a size such as 500M" in capsys.readouterr().err
+
+
+def test_parse_size() -> None:
+    from visprompt.commands.cache import parse_size
+
+    assert parse_size("2G") == 2 * 1024**3 and parse_size("500MiB") == 500 * 1024**2
+    assert parse_size("1.5 GB") == int(1.5 * 1024**3) and parse_size("4096") == 4096

@@ -232,6 +232,7 @@ def test_without_address_a_sweep_starts_its_own_ray_even_when_a_cluster_runs(clu
 
         run_dir = Path(cfg.run.out_dir) / cfg.run.name
         (run_dir / "cpus.txt").write_text(str(_ray.cluster_resources().get("CPU")))
+        (run_dir / "nice.txt").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
         (run_dir / "status").write_text("done\n")
         return {}
 
@@ -240,3 +241,5 @@ def test_without_address_a_sweep_starts_its_own_ray_even_when_a_cluster_runs(clu
     result = run_sweep([SweepRun("one", {}, cfg)], record_cpus, num_cpus=1)
     assert result.ok
     assert float((tmp_path / "one" / "cpus.txt").read_text()) == 1.0  # its own 1-CPU Ray, not the 0+2 CPU cluster
+    # its workers run at the sweep's priority, not at Ray's default nice 15 (starved on a shared machine)
+    assert int((tmp_path / "one" / "nice.txt").read_text()) == os.getpriority(os.PRIO_PROCESS, 0)

@@ -1,8 +1,9 @@
-"""``visprompt cache info|clear``: the persistent frozen-feature store's size, and emptying it."""
+"""``visprompt cache info|clear|prune``: the persistent frozen-feature store's size, emptying or bounding it."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from visprompt.errors import ConfigError
@@ -18,8 +19,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "Entries are rebuilt on demand, so clearing only costs the next runs their encoding time.",
     )
     sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    for name, text in (("info", "entries and size on disk"), ("clear", "remove every entry")):
+    actions = (
+        ("info", "entries and size on disk"),
+        ("clear", "remove every entry"),
+        ("prune", "remove the least recently used entries until the store fits --max-size"),
+    )
+    for name, text in actions:
         p = sub.add_parser(name, help=text)
+        if name == "prune":
+            p.add_argument("--max-size", required=True, metavar="SIZE", help="e.g. 500M, 2G, 1.5GiB, or bytes")
         where = p.add_mutually_exclusive_group()
         where.add_argument(
             "--out", default="runs", help="the runs' out_dir; the store is OUT/.features (default: runs)"
@@ -36,6 +44,17 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """``"2G"``, ``"500MiB"``, ``"1.5 GB"``, ``"1048576"`` -> bytes (binary units: K = 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", text)
+    if not match:
+        raise ConfigError(f"--max-size: expected a size such as 500M, 2G or a number of bytes, got {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
 def run(args: argparse.Namespace) -> int:
     from visprompt.engine.store import FeatureStore
 
@@ -43,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root}: expected the feature store's folder, found a file")
     store = FeatureStore(root)
+    if args.cache_command == "prune":
+        limit = parse_size(args.max_size)
+        removed, freed = store.prune(limit)
+        info = store.info()
+        print(f"{root}: removed {removed} entries ({_size(freed)}); {info['entries']} left, {_size(info['bytes'])}")
+        return 0
     if args.cache_command == "clear":
         before = store.info()
         removed = store.clear()

@@ -29,6 +29,7 @@ taken (the duplicated work is at most one encoding per worker, not a wrong resul
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -164,6 +165,8 @@ class FeatureStore:
             log.warning("feature store: ignoring unreadable entry %s (%s)", path, exc)
             return None
         dtype = getattr(torch, meta.get("dtype", "float32"))
+        with contextlib.suppress(OSError):  # the last use, for prune() (atime is unreliable: noatime mounts)
+            os.utime(path)
         return StoredFeatures(pooled, tokens, dtype)
 
     def save(self, key: str, features: StoredFeatures, **info: Any) -> Path:
@@ -200,6 +203,28 @@ class FeatureStore:
                 if sub.is_dir() and not any(sub.iterdir()):
                     sub.rmdir()
         return len(files)
+
+    def prune(self, max_bytes: int) -> tuple[int, int]:
+        """Remove the least recently used entries until the store holds at most ``max_bytes``.
+
+        An entry's last use is its modification time: written when saved, touched by every :meth:`load` that
+        hits it. Returns (entries removed, bytes freed). A run that needs a removed entry encodes it again.
+        """
+        if max_bytes < 0:
+            raise ConfigError(f"feature store: the size limit must be >= 0 bytes, got {max_bytes}")
+        stats = []
+        for f in self.entries():
+            with contextlib.suppress(FileNotFoundError):  # removed by another process meanwhile
+                st = f.stat()
+                stats.append((st.st_mtime_ns, st.st_size, f))
+        total = sum(size for _, size, _ in stats)
+        removed = freed = 0
+        for _, size, f in sorted(stats, key=lambda t: (t[0], str(t[2]))):
+            if total - freed <= max_bytes:
+                break
+            f.unlink(missing_ok=True)
+            removed, freed = removed + 1, freed + size
+        return removed, freed
 
     # -- the engine's hook -----------------------------------------------------------------------------------
 

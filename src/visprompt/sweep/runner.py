@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -103,11 +104,32 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if address:
         ray.init(address=address, log_to_driver=False)
     else:  # "local": always a private instance, never a cluster found through RAY_ADDRESS or an old address file
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        with _worker_niceness():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+_RAY_NICENESS = "RAY_worker_niceness"  # Ray's own (mixed-case) name of its setting
+
+
+@contextmanager
+def _worker_niceness() -> Iterator[None]:
+    """Start a local Ray's workers at the sweep's own priority (``nice -n 5 visprompt sweep ...`` gives nice 5).
+
+    Ray starts task workers at nice 15 by default, so on a machine shared with other jobs the runs of a local
+    sweep get a fraction of the CPU they were given. ``RAY_worker_niceness`` set by the user is left alone.
+    """
+    if _RAY_NICENESS in os.environ or not hasattr(os, "getpriority"):
+        yield
+        return
+    os.environ[_RAY_NICENESS] = str(os.getpriority(os.PRIO_PROCESS, 0))
+    try:
+        yield
+    finally:
+        del os.environ[_RAY_NICENESS]
 
 
 def run_sweep(
