@@ -48,7 +48,14 @@ def _record(run_dir: Path) -> dict:
     }
 
 
-@pytest.mark.parametrize("method", ["nlprompt", "visprompt", "visprompt-faithful", "visprompt-plus", "cocoop"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "nlprompt",  # full-set OT
+        "visprompt",  # per-batch OT and the per-image text plan
+        *(pytest.param(m, marks=pytest.mark.slow) for m in ("visprompt-faithful", "visprompt-plus", "cocoop")),
+    ],
+)
 def test_runs_match_the_reference_paths(world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
     new = _record(_train(world, method, tmp_path / "new"))
     monkeypatch.setattr(sinkhorn, "_solve_stage", reference_stage)
