@@ -211,3 +211,22 @@ def test_learners_and_classifiers_meet_the_protocols(clip) -> None:
         assert isinstance(PromptClassifier(clip, learner), Classifier)
     assert isinstance(ZeroShotClassifier(clip, NAMES), Classifier)
     assert not isinstance(object(), Classifier)
+
+
+@pytest.mark.parametrize("method", ["coop", "visprompt", "visprompt-plus"])
+def test_run_class_chunk_reaches_the_text_encoder_and_keeps_the_logits(clip, images, method: str) -> None:
+    from visprompt.config import load_config
+    from visprompt.methods import build_method, method_spec
+    from visprompt.models.classifier import PromptClassifier
+
+    logits = []
+    for chunk in (None, 3):
+        cfg = load_config(overrides=["prompt.n_ctx=4", f"run.class_chunk={'null' if chunk is None else chunk}"],
+                          method=method)  # fmt: skip
+        torch.manual_seed(0)
+        built = build_method(method_spec(cfg), clip, NAMES).eval()
+        classifiers = [m for m in built.modules() if isinstance(m, PromptClassifier)]
+        assert classifiers and all(m.text_encoder.class_chunk == chunk for m in classifiers)
+        with torch.no_grad():
+            logits.append(classifiers[0](images))
+    assert (logits[0] - logits[1]).abs().max() < 1e-4  # the same model; only the passes' rounding differs

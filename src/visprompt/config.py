@@ -349,9 +349,14 @@ class ExecConfig:
     # a folder, or null (none); results are bit-identical with and without it
     feature_store: str | None = "auto"
     threads: int = 0  # torch CPU threads for the run (0: torch's default, from OMP_NUM_THREADS or the cores)
+    # the text encoder runs at most this many classes per pass (null: all at once): bounds a step's memory at many
+    # classes (docs/performance.md, section 5); logits change in the last digits (~1e-6), so it is part of the run
+    class_chunk: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "run.threads", f"expected an integer >= 0 (0: torch's default), got {self.threads}")
+        _check(self.class_chunk is None or self.class_chunk >= 1, "run.class_chunk",
+               f"expected an integer >= 1 or null (all classes at once), got {self.class_chunk}")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ class MethodSpec:
     relabel_min_prob: float = 0.5  # ... when the model gives the pseudo-label at least this probability
     noisy_weight: str = "fixed"  # visprompt-plus: fixed | kept (noisy-part weight x the split's kept fraction)
     prior_schedule: str = "fixed"  # visprompt-plus: fixed | noise (prior weight x (1 - the kept fraction))
+    class_chunk: int | None = None  # the text encoder's classes per pass (run.class_chunk; None: all at once)
 
 
 def method_spec(cfg: RunConfig) -> MethodSpec:
@@ -103,6 +104,7 @@ def method_spec(cfg: RunConfig) -> MethodSpec:
         relabel_min_prob=cfg.method.relabel_min_prob,
         noisy_weight=cfg.method.noisy_weight,
         prior_schedule=cfg.method.prior_schedule,
+        class_chunk=cfg.run.class_chunk,
     )
 
 
@@ -111,4 +113,11 @@ def build_method(spec: MethodSpec, clip: FrozenCLIP, classnames: tuple[str, ...]
     definition = METHODS.get(spec.name)
     if spec.selection_kind == "gmm" and spec.name != "joapr":
         raise ConfigError(f"method.selection.kind: 'gmm' is JoAPR's split; method {spec.name!r} takes none or ot")
-    return definition.build(clip, tuple(classnames), spec)
+    method = definition.build(clip, tuple(classnames), spec)
+    if spec.class_chunk is not None:
+        from visprompt.models.classifier import PromptClassifier
+
+        for module in method.modules():  # every prompt classifier the method holds
+            if isinstance(module, PromptClassifier):
+                module.text_encoder.class_chunk = spec.class_chunk
+    return method
