@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         for plot in report.accuracy_plots:
             shutil.copyfile(plot, args.docs / plot.name)
         run_s = sum(r.metrics.get("timings.total_s", 0.0) for r in records if r.finished)
+        command = " ".join(sys.argv[1:] if argv is None else argv)
         header = (
-            f"<!-- written by `python benchmarks/testbed_robustness.py --docs {args.docs}` on {date.today()}: "
+            f"<!-- written by `python benchmarks/testbed_robustness.py {command}`"
+            f" on {date.today()}: "
             f"{sum(r.finished for r in records)} finished runs of {args.grid.name}, {run_s / 3600:.1f} h of run "
             f"time in all (the sum of each run's timings.total_s) on {platform.machine()}, {os.cpu_count()} CPUs, "
             f"one thread per run -->\n\n"
