@@ -88,6 +88,22 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` with the zero-shot prior at a fixed weight 0.25 instead of 1 - the kept fraction",
         ["method=visprompt-plus", "method.prior_weight=0.25", "method.prior_schedule=fixed"],
     ),
+    "plus-alpha-0.8": (
+        "`visprompt-plus` with alpha = 0.8 (noisy-part weight 0.25 x the kept fraction instead of 1 x)",
+        ["method=visprompt-plus", "method.loss.alpha=0.8"],
+    ),
+    "plus-prior-0.5": (
+        "`visprompt-plus` with the zero-shot prior at 0.5 x (1 - the kept fraction) instead of 1 x",
+        ["method=visprompt-plus", "method.prior_weight=0.5"],
+    ),
+    "plus-alpha-0.8-prior-0.5": (
+        "`visprompt-plus` with alpha = 0.8 and the prior at 0.5 x (1 - the kept fraction)",
+        ["method=visprompt-plus", "method.loss.alpha=0.8", "method.prior_weight=0.5"],
+    ),
+    "plus-alpha-0.8-prior-2": (
+        "`visprompt-plus` with alpha = 0.8 and the prior at 2 x (1 - the kept fraction)",
+        ["method=visprompt-plus", "method.loss.alpha=0.8", "method.prior_weight=2.0"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),
