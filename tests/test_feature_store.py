@@ -175,3 +175,115 @@ def test_parse_size() -> None:
 
     assert parse_size("2G") == 2 * 1024**3 and parse_size("500MiB") == 500 * 1024**2
     assert parse_size("1.5 GB") == int(1.5 * 1024**3) and parse_size("4096") == 4096
+
+
+# -- eval and predict read the store (engine/inference.py) ---------------------------------------------------
+
+
+@pytest.fixture
+def encoder_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the frozen image tower's batches (every FrozenCLIP, from now until the test ends)."""
+    from visprompt.models.frozen_clip import FrozenCLIP
+
+    calls: list[int] = []
+    original = FrozenCLIP.encode_image
+
+    def counted(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(int(images.shape[0]))
+        return original(self, images)
+
+    monkeypatch.setattr(FrozenCLIP, "encode_image", counted)
+    return calls
+
+
+def test_eval_reads_the_test_features_training_wrote_and_fills_an_empty_store(
+    world,  # noqa: F811
+    tmp_path: Path,
+    encoder_calls: list[int],
+) -> None:
+    """The logits are bit-identical off, from the training's entry, cold (filling) and warm; warm encodes nothing."""
+    from visprompt.engine import load_run
+    from visprompt.engine.metrics import classification_metrics
+
+    cfg = config(world, "visprompt", tmp_path, "optim.epochs=1")  # visprompt: its learner reads the visual tokens
+    result = train_run(cfg, show_progress=False)
+    test = None
+    logits, calls = {}, {}
+    for name, setting in (("off", None), ("trained", True), ("cold", str(tmp_path / "other")),
+                          ("warm", str(tmp_path / "other"))):  # fmt: skip
+        loaded = load_run(result.run_dir, device="cpu", feature_store=setting)
+        test = loaded.splits.test
+        encoder_calls.clear()
+        logits[name] = loaded.logits(test)
+        calls[name] = sum(encoder_calls)
+    assert calls["off"] == calls["cold"] == len(test) > 0
+    assert calls["trained"] == calls["warm"] == 0  # both read an entry: the training's, the cold pass's
+    for name in ("trained", "cold", "warm"):
+        assert torch.equal(logits[name], logits["off"]), name
+    labels = torch.tensor([s.label for s in test])
+    scores = classification_metrics(logits["trained"].argmax(-1), labels, loaded.splits.classnames)
+    for field in ("top1", "macro_f1", "per_class_accuracy"):
+        assert scores[field] == result.metrics[field]  # eval reproduces the run's own numbers exactly
+    assert FeatureStore(tmp_path / "other").info()["entries"] == 1
+
+
+def test_eval_and_predict_cli_hit_the_store_and_print_the_same(
+    world,  # noqa: F811
+    tmp_path: Path,
+    encoder_calls: list[int],
+    capsys: pytest.CaptureFixture,
+) -> None:
+    cfg = config(world, "coop", tmp_path, "optim.epochs=1", "run.feature_store=null")  # training stores nothing
+    run_dir = str(train_run(cfg, show_progress=False).run_dir)
+    images = sorted(str(p) for p in (world["data"] / "test").rglob("*.png"))[:5]
+    outputs, calls = {}, {}
+    for command in (["eval", run_dir, "--json"], ["predict", run_dir, *images, "--json"]):
+        for name, flag in (("off", ["--feature-store", "none"]), ("cold", ["--feature-store", "auto"]),
+                           ("warm", ["--feature-store", "auto"]), ("saved", [])):  # fmt: skip
+            capsys.readouterr()
+            encoder_calls.clear()
+            assert main([*command, "--device", "cpu", *flag]) == 0
+            outputs[command[0], name] = capsys.readouterr().out
+            calls[command[0], name] = sum(encoder_calls)
+        assert calls[command[0], "cold"] == calls[command[0], "off"] > 0
+        assert calls[command[0], "warm"] == 0  # read back
+        assert calls[command[0], "saved"] == calls[command[0], "off"]  # the run's own setting: null
+        assert outputs[command[0], "off"] == outputs[command[0], "cold"] == outputs[command[0], "warm"]
+    assert FeatureStore(tmp_path / ".features").info()["entries"] == 2  # the test split, the five images
+
+
+def test_the_store_of_a_moved_run_is_beside_it_now(world, tmp_path: Path) -> None:  # noqa: F811
+    from visprompt.engine.inference import run_feature_store
+    from visprompt.engine.rundir import RunDir
+
+    cfg = config(world, "coop", tmp_path / "then", "run.name=group/run-1", "run.feature_store=auto")
+    rd = RunDir(tmp_path / "now" / "group" / "run-1")  # moved: config.yaml still says out_dir=then
+    assert run_feature_store(rd, cfg).root == tmp_path / "now" / ".features"
+    assert run_feature_store(rd, cfg, str(tmp_path / "s")).root == tmp_path / "s"
+    assert run_feature_store(rd, cfg, None) is None and run_feature_store(rd, cfg, False) is None
+    off = config(world, "coop", tmp_path / "then", "run.name=r", "run.feature_store=null")
+    assert run_feature_store(RunDir(tmp_path / "r"), off) is None
+    assert run_feature_store(RunDir(tmp_path / "r"), off, "auto").root == tmp_path / ".features"
+
+
+def test_the_key_follows_the_cpu_thread_count(tmp_path: Path) -> None:
+    """On CPU the tower's last bits depend on the thread count (RN50's convolutions): it is part of the key."""
+    store = FeatureStore(tmp_path)
+    clip = tiny_clip("vit", seed=0)
+    settings = {"batch_size": 8, "device": torch.device("cpu"), "precision": "fp32"}
+    samples, tf = _samples(tmp_path), image_transform(clip)
+    before = torch.get_num_threads()
+    try:
+        keys = []
+        for threads in (1, 1, 2):
+            torch.set_num_threads(threads)
+            keys.append(store.key(clip, samples, tf, **settings))
+    finally:
+        torch.set_num_threads(before)
+    assert keys[0] == keys[1] != keys[2]
+
+
+def test_train_and_config_take_feature_store_as_a_flag(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    for value, shown in (("none", "feature_store: null"), (str(tmp_path), f"feature_store: {tmp_path}")):
+        assert main(["config", "show", "--method", "coop", "--feature-store", value]) == 0
+        assert shown in capsys.readouterr().out

@@ -66,6 +66,8 @@ class Run:
     path: Path
     device: str = "auto"
     partial: bool = False  # allow an unfinished or failed run's last checkpoint (with a warning)
+    # frozen image features from the store: True (the run's run.feature_store), "auto", a folder, or None (off)
+    feature_store: str | bool | None = True
     _loaded: dict[str, LoadedRun] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -90,7 +92,10 @@ class Run:
 
         key = str(data_root)
         if key not in self._loaded:
-            self._loaded[key] = rebuild(self.path, device=self.device, data_root=data_root, partial=self.partial)
+            self._loaded[key] = rebuild(
+                self.path, device=self.device, data_root=data_root, partial=self.partial,
+                feature_store=self.feature_store,
+            )  # fmt: skip
         return self._loaded[key]
 
     def evaluate(self, data_root: str | Path | None = None) -> dict[str, Any]:
@@ -122,7 +127,7 @@ class Run:
         features = encode_samples(
             loaded.clip, samples, image_transform(loaded.clip), batch_size=loaded.cfg.optim.eval_batch_size,
             device=loaded.device, precision=resolve_precision(loaded.cfg.optim.precision, loaded.device),
-            keep_tokens=False,
+            keep_tokens=False, store=loaded.store,
         )  # fmt: skip
         return features.pooled / features.pooled.norm(dim=-1, keepdim=True)  # (N, E)
 
@@ -135,14 +140,20 @@ def train(cfg: RunConfig, *, restart: bool = False, progress: bool | None = Fals
     return Run(Path(result.run_dir), device=cfg.run.device)
 
 
-def load_run(path: str | Path, device: str = "auto", partial: bool = False) -> Run:
-    """An existing run directory; a missing one or a folder without ``config.yaml`` is a one-line ConfigError."""
+def load_run(
+    path: str | Path, device: str = "auto", partial: bool = False, feature_store: str | bool | None = True
+) -> Run:
+    """An existing run directory; a missing one or a folder without ``config.yaml`` is a one-line ConfigError.
+
+    ``feature_store``: where evaluation and prediction read frozen image features from (and write them to):
+    True (the run's ``run.feature_store``), ``"auto"``, a folder, or None (encode every image).
+    """
     from visprompt.errors import ConfigError
 
     run = Path(path)
     if not (run / "config.yaml").is_file():
         raise ConfigError(f"{run} is not a run directory (no config.yaml)")
-    return Run(run, device=device, partial=partial)
+    return Run(run, device=device, partial=partial, feature_store=feature_store)
 
 
 def image_samples(images: Sequence[str | Path]) -> list[Any]:

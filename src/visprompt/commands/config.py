@@ -19,7 +19,10 @@ SHORTHANDS = {
     "name": "run.name",
     "out": "run.out_dir",
     "device": "run.device",
+    "feature_store": "run.feature_store",
 }
+
+FEATURE_STORE_HELP = "the frozen-feature store: auto (OUT/.features), a folder, or none (encode every image)"
 
 
 def _shots(text: str) -> int | str:
@@ -51,6 +54,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--name", help="run directory name")
     group.add_argument("--out", help="folder holding run directories")
     group.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    group.add_argument("--feature-store", metavar="STORE", help=f"{FEATURE_STORE_HELP} (run.feature_store)")
     group.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides", help="override (repeatable)"
     )
@@ -62,12 +66,27 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     for flag, key in SHORTHANDS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            if flag == "weights" and value.lower() == "none":
+            if flag in ("weights", "feature_store") and value.lower() == "none":
                 value = "null"
             overrides.append(f"{key}={value}")
     return load_config(
         args.config, [*overrides, *args.overrides], dataset=args.dataset, backbone=args.backbone, method=args.method
     )
+
+
+def add_feature_store_argument(parser: argparse.ArgumentParser) -> None:
+    """``--feature-store`` of the commands that rebuild a trained run (eval, predict): default as the run saved it."""
+    parser.add_argument(
+        "--feature-store", metavar="STORE",
+        help=f"{FEATURE_STORE_HELP}; OUT is the folder holding RUN_DIR (default: the run's run.feature_store)",
+    )  # fmt: skip
+
+
+def feature_store_setting(value: str | None) -> str | bool | None:
+    """``--feature-store``'s value for :func:`visprompt.engine.inference.load_run`: True (as saved), None (off)."""
+    if value is None:
+        return True
+    return None if value.lower() in ("none", "null") else value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from visprompt.commands.config import add_feature_store_argument, feature_store_setting
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a trained run on its test split")
@@ -20,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--per-class", action="store_true", help="also print per-class accuracy")
+    add_feature_store_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -29,7 +32,13 @@ def run(args: argparse.Namespace) -> int:
     from visprompt.engine.inference import load_run
     from visprompt.engine.metrics import classification_metrics
 
-    loaded = load_run(args.run_dir, device=args.device, data_root=args.data, partial=args.partial)
+    loaded = load_run(
+        args.run_dir,
+        device=args.device,
+        data_root=args.data,
+        partial=args.partial,
+        feature_store=feature_store_setting(args.feature_store),
+    )
     test = loaded.splits.test
     logits = loaded.logits(test)
     labels = torch.tensor([s.label for s in test])

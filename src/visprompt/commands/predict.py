@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from visprompt.commands.config import add_feature_store_argument, feature_store_setting
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("predict", help="classify images with a trained run")
@@ -16,6 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--partial", action="store_true", help="use a failed or unfinished run's last checkpoint (with a warning)"
     )
+    add_feature_store_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -24,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from visprompt.engine.inference import load_run
 
     samples = image_samples(args.images)  # every image checked before the run is loaded
-    loaded = load_run(args.run_dir, device=args.device, partial=args.partial)
+    loaded = load_run(
+        args.run_dir, device=args.device, partial=args.partial, feature_store=feature_store_setting(args.feature_store)
+    )
     classnames = loaded.splits.classnames
     probs = loaded.logits(samples).softmax(dim=-1)  # (N, C)
     if args.json:

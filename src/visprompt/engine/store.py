@@ -15,7 +15,9 @@ The key is a SHA-256 over everything that determines the bytes of the outputs:
 * the preprocessing: the transform's ``repr`` (torchvision's lists every step and parameter; a transform whose
   repr holds an object address is not stored);
 * how the outputs were computed: batch size, precision, device type, the versions of torch, open_clip and
-  this library;
+  this library, and what decides the kernels' rounding (:func:`compute_signature`): on CPU the intra-op thread
+  count and the instruction set torch dispatches to (RN50's convolutions round differently at 1 and 2 threads),
+  on CUDA the GPU's name, compute capability and the cuDNN version;
 * each image in order: absolute path, file size and modification time (ns), so an edited file misses.
 
 A stored entry is therefore exactly what the encoder would compute again in the same process, and a run gives
@@ -52,7 +54,7 @@ from visprompt.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FeatureStore", "StoredFeatures", "weights_checksum"]
+__all__ = ["FeatureStore", "StoredFeatures", "compute_signature", "resolve_store", "weights_checksum"]
 
 SUFFIX = ".safetensors"
 FORMAT = 1  # bump when what an entry holds, or how it is computed, changes
@@ -91,6 +93,23 @@ def _code_versions() -> str:
     except PackageNotFoundError:
         oc = "none"
     return f"visprompt {__version__}, open_clip {oc}, format {FORMAT}"
+
+
+def compute_signature(device: torch.device) -> str:
+    """What decides how the encoder's kernels round on ``device``, beyond the code's versions.
+
+    CPU: torch's intra-op thread count (convolutions are split by thread: a random RN50's pooled outputs differ
+    by about 3e-8 between 1 and 2 threads on an AVX-512 host) and the vector instruction set torch dispatches
+    to. CUDA: the device's name and compute capability, and the cuDNN version.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return f"cpu threads={torch.get_num_threads()} isa={torch.backends.cpu.get_cpu_capability()}"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        name = torch.cuda.get_device_name(device)
+        return f"cuda {name} sm{major}{minor} cudnn={torch.backends.cudnn.version()}"
+    return device.type
 
 
 def _image_tower(clip: nn.Module) -> nn.Module:
@@ -132,6 +151,7 @@ class FeatureStore:
             "batch_size": int(batch_size),
             "precision": precision,
             "device": torch.device(device).type,
+            "compute": compute_signature(device),
             "torch": torch.__version__,
             "code": _code_versions(),
         }
