@@ -173,3 +173,24 @@ def test_grid_speed_refuses_a_tree_without_visprompt(tmp_path: Path, monkeypatch
     with pytest.raises(SystemExit) as exc:
         grid_speed.main()
     assert exc.value.code == 2  # argparse's error: --reference-src names no source tree
+
+
+@pytest.mark.slow  # a testbed build, one training epoch, three evaluations: ~10 s here
+def test_eval_store_benchmark_reads_the_warm_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import eval_store
+
+    argv = ["eval_store.py", "--data", str(tmp_path / "DATA"), "--methods", "coop", "--epochs", "1", "--repeats", "1",
+            "--work", str(tmp_path / "work")]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    before = torch.get_num_threads()
+    try:
+        assert eval_store.main() == 0
+    finally:
+        torch.set_num_threads(before)
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if "testbed-backgrounds coop" in line]
+    by_variant = {r[3].strip(): r for r in rows}
+    assert by_variant.keys() == {"no store", "cold", "warm"}
+    assert int(by_variant["warm"][4]) == 0 and int(by_variant["cold"][4]) == int(by_variant["no store"][4]) > 0
+    assert by_variant["cold"][-2].strip() == by_variant["warm"][-2].strip() == "yes"
