@@ -21,7 +21,7 @@ a CoOp run with a random-weight RN50 (224 px; the cost does not depend on the we
 folder of 256 px JPEGs, where encoding is what eval pays for.
 
     PYTHONPATH=src python benchmarks/eval_store.py                  # part 1 (~1 min here)
-    PYTHONPATH=src python benchmarks/eval_store.py --rn50           # parts 1 and 2 (~4 min here)
+    PYTHONPATH=src python benchmarks/eval_store.py --rn50           # parts 1 and 2 (~3 min here)
 """
 
 from __future__ import annotations
