@@ -176,6 +176,9 @@ def test_audit_cli_errors_are_one_line(tmp_path, capsys) -> None:
     assert err.count("\n") == 1 and "no split.json" in err
     assert cli.main(["audit"]) == 2
     assert "give a RUN_DIR" in capsys.readouterr().err
+    for option in (["--method", "coop"], ["--feature-store", "none"], ["--set", "optim.lr=0.1"], ["--seed", "2"]):
+        assert cli.main(["audit", str(run), *option]) == 2  # options of a training run RUN_DIR never makes
+        assert capsys.readouterr().err.startswith(f"error: {option[0]}: only with --dataset")
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label,note\nx.png,a,hi\n")
     before = labels.read_bytes()

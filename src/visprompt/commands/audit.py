@@ -52,6 +52,20 @@ def _one_shot(args: argparse.Namespace) -> Path:
     return result.run_dir
 
 
+def _refuse_training_options(args: argparse.Namespace) -> None:
+    """A RUN_DIR audit uses the run as it was trained: an option that would only shape a new training run is refused."""
+    from visprompt.commands.config import SHORTHANDS
+
+    given = [f"--{flag.replace('_', '-')}" for flag in ("backbone", "method", *SHORTHANDS) if flag != "device"
+             and getattr(args, flag, None) is not None]  # fmt: skip
+    given += ["--config"] * bool(args.config) + ["--set"] * bool(args.overrides)
+    if given:
+        raise ConfigError(
+            f"{given[0]}: only with --dataset (auditing RUN_DIR uses the run's own settings; --data names a new "
+            "image root)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from visprompt.audit.report import class_summary, confused_pairs, write_csv, write_fix, write_html
     from visprompt.audit.run import audit_run
@@ -61,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give either RUN_DIR or --dataset, not both")
     if not args.run_dir and not args.dataset:
         raise ConfigError("give a RUN_DIR to audit, or --dataset folder|csv|<name> to train and audit")
+    if args.run_dir:
+        _refuse_training_options(args)
     if args.folds < 2:
         raise ConfigError(f"--folds: expected an integer >= 2, got {args.folds}")
     fix = Path(args.fix) if args.fix else None
