@@ -96,6 +96,18 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` with the zero-shot prior at 0.5 x (1 - the kept fraction) instead of 1 x",
         ["method=visprompt-plus", "method.prior_weight=0.5"],
     ),
+    "plus-prior-0.25": (
+        "`visprompt-plus` with the zero-shot prior at 0.25 x (1 - the kept fraction) instead of 1 x",
+        ["method=visprompt-plus", "method.prior_weight=0.25"],
+    ),
+    "plus-prior-0.75": (
+        "`visprompt-plus` with the zero-shot prior at 0.75 x (1 - the kept fraction) instead of 1 x",
+        ["method=visprompt-plus", "method.prior_weight=0.75"],
+    ),
+    "plus-prior-squared": (
+        "`visprompt-plus` with the zero-shot prior at (1 - the kept fraction) squared instead of 1 x it",
+        ["method=visprompt-plus", "method.prior_schedule=noise-squared"],
+    ),
     "plus-alpha-0.8-prior-0.5": (
         "`visprompt-plus` with alpha = 0.8 and the prior at 0.5 x (1 - the kept fraction)",
         ["method=visprompt-plus", "method.loss.alpha=0.8", "method.prior_weight=0.5"],

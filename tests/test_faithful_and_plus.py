@@ -252,17 +252,18 @@ def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction() -
     assert method.base_loss.noisy_scale == 1.0  # the preset's loss is kept; each epoch sets its own scale
 
 
-def test_noise_scheduled_prior_weight_follows_the_split_and_travels_with_the_checkpoint() -> None:
+@pytest.mark.parametrize(("schedule", "power"), [("noise", 1), ("noise-squared", 2)])
+def test_noise_scheduled_prior_weight_follows_the_split_and_travels_with_the_checkpoint(schedule, power) -> None:
     from visprompt.models.tiny import tiny_clip
 
     clip = tiny_clip("vit")
-    cfg = _preset("visprompt-plus", "prompt.n_ctx=4", "method.prior_schedule=noise", "method.prior_weight=2.0")
+    cfg = _preset("visprompt-plus", "prompt.n_ctx=4", f"method.prior_schedule={schedule}", "method.prior_weight=2.0")
     method = build_method(method_spec(cfg), clip, ["red", "green", "blue"])
     batch = _planted(n=12, classes=3, flipped=3)
     view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"][:, :3] @ torch.eye(3))
     stats = method.before_epoch(0, view)
     kept = stats["n_clean"] / 12
-    assert method.classifier.prior_weight == pytest.approx(2.0 * (1 - kept)) and 0 < kept < 1
+    assert method.classifier.prior_weight == pytest.approx(2.0 * (1 - kept) ** power) and 0 < kept < 1
     saved = {k: v.detach().clone() for k, v in method.named_trainable_parameters().items()}
     assert "classifier.prior_scale" in saved
     fresh = build_method(method_spec(cfg), clip, ["red", "green", "blue"])

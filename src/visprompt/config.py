@@ -292,8 +292,9 @@ class MethodConfig:
     # the rejected samples' given labels are trusted)
     noisy_weight: Literal["fixed", "kept"] = "fixed"
     # visprompt-plus: "noise" multiplies prior_weight by 1 - the kept fraction of the epoch's split (the noise
-    # estimate), in the next epoch's training and split and at test time; "fixed" keeps prior_weight
-    prior_schedule: Literal["fixed", "noise"] = "fixed"
+    # estimate), in the next epoch's training and split and at test time; "noise-squared" by its square (a weak
+    # prior at low noise, a strong one at high noise); "fixed" keeps prior_weight
+    prior_schedule: Literal["fixed", "noise", "noise-squared"] = "fixed"
 
     def __post_init__(self) -> None:
         try:

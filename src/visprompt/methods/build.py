@@ -66,7 +66,7 @@ class MethodSpec:
     relabel: bool = False  # visprompt-plus: OT-noisy samples trained on their OT pseudo-label
     relabel_min_prob: float = 0.5  # ... when the model gives the pseudo-label at least this probability
     noisy_weight: str = "fixed"  # visprompt-plus: fixed | kept (noisy-part weight x the split's kept fraction)
-    prior_schedule: str = "fixed"  # visprompt-plus: fixed | noise (prior weight x (1 - the kept fraction))
+    prior_schedule: str = "fixed"  # visprompt-plus: fixed | noise | noise-squared (x (1 - kept) or its square)
     class_chunk: int | None = None  # the text encoder's classes per pass (run.class_chunk; None: all at once)
 
 

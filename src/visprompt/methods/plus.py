@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RECIPE", "PlusMethod", "prior_classifier"]
 
+#: ``method.prior_schedule``: the power of the noise estimate (1 - kept fraction) the prior weight is multiplied by.
+PRIOR_SCHEDULES = {"fixed": 0, "noise": 1, "noise-squared": 2}
+
 #: The complete recipe of ``visprompt-plus`` as dotted config keys (registered with the builder below).
 RECIPE: dict[str, Any] = {
     "method.selection.kind": "ot",
@@ -114,8 +117,8 @@ class PlusMethod(PromptMethod):
         prior_schedule: str = "fixed",
     ) -> None:
         super().__init__(classifier, selector, loss)
-        if prior_schedule not in ("fixed", "noise"):
-            raise ValueError(f"prior_schedule must be 'fixed' or 'noise', got {prior_schedule!r}")
+        if prior_schedule not in PRIOR_SCHEDULES:
+            raise ValueError(f"prior_schedule must be one of {', '.join(PRIOR_SCHEDULES)}, got {prior_schedule!r}")
         self.prior_schedule = prior_schedule
         self.base_prior = float(getattr(classifier, "prior_weight", 0.0))
         if noisy_weight not in ("fixed", "kept"):
@@ -154,9 +157,10 @@ class PlusMethod(PromptMethod):
             kept = float(clean.float().mean())
             self.loss = dataclasses.replace(self.base_loss, noisy_scale=kept)
             stats["noisy_scale"] = kept
-        if self.prior_schedule == "noise" and hasattr(self.classifier, "prior_weight"):
+        if self.prior_schedule != "fixed" and hasattr(self.classifier, "prior_weight"):
             # the next epoch (and the test) weighs the zero-shot prior by this split's noise estimate
-            self.classifier.prior_weight = self.base_prior * (1.0 - float(clean.float().mean()))
+            power = PRIOR_SCHEDULES[self.prior_schedule]
+            self.classifier.prior_weight = self.base_prior * (1.0 - float(clean.float().mean())) ** power
             stats["prior_weight"] = self.classifier.prior_weight
         counts = split_counts(self._clean, view.labels.cpu(), view.true_labels.cpu())
         return {**_solver_stats(result), **counts, **stats}
