@@ -189,7 +189,7 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     plus = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4")), clip, names)
     bare = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4", "method.prior_weight=0")), clip, names)
     assert isinstance(plus, PlusMethod) and not plus.relabel and plus.noisy_weight == "kept"
-    assert plus.prior_schedule == "noise" and plus.classifier.prior_weight == 1.0
+    assert plus.prior_schedule == "noise" and plus.classifier.prior_weight == 0.25
     varied = build_method(
         method_spec(
             _preset(
@@ -214,7 +214,7 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     with torch.no_grad():
         zs = clip.logit_scale.exp() * F.normalize(pooled, dim=-1) @ plus.classifier.prior_embeddings.t()
         got = plus.classifier.logits_from_features(pooled, tokens)
-        want = bare.classifier.logits_from_features(pooled, tokens) + zs
+        want = bare.classifier.logits_from_features(pooled, tokens) + 0.25 * zs  # the recipe's prior weight
     assert torch.allclose(got, want, atol=1e-4)
 
     labels = torch.tensor([0, 1, 2, 0, 1, 2])

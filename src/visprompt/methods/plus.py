@@ -55,7 +55,7 @@ RECIPE: dict[str, Any] = {
     "method.loss.schedule": "joint",
     "method.loss.normalize_alpha": True,
     "method.noisy_weight": "kept",
-    "method.prior_weight": 1.0,
+    "method.prior_weight": 0.25,
     "method.prior_schedule": "noise",
     "method.relabel": False,
     "method.relabel_min_prob": 0.5,
