@@ -204,7 +204,7 @@ class PlusMethod(PromptMethod):
     "visprompt-plus",
     recipe=RECIPE,
     summary="ours, not the paper's: VisPrompt's learner, full-set OT per epoch, noisy-part weight = kept fraction, "
-    "zero-shot prior weighted by 1 - kept",
+    "zero-shot prior weighted by 0.25 x (1 - kept)",
     reads=VISPROMPT_READS,
 )
 def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PlusMethod:
