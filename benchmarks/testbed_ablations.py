@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from visprompt.config import parse_override
-from visprompt.report.collect import CLEAN, collect_runs, metric_value
+from visprompt.report.collect import CLEAN, RunRecord, collect_runs, metric_value
 from visprompt.report.paired import paired
 from visprompt.report.tables import setting_label
 from visprompt.sweep import SweepSpec, expand_sweep, load_sweep, run_sweep
@@ -60,6 +60,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "full-set OT, prior 1, OT-noisy samples trained on pseudo-labels the model gives >= 0.9, others no loss",
         [
             "method=visprompt-plus",
+            "method.prior_weight=1.0",
             "method.prior_schedule=fixed",
             "method.relabel=true",
             "method.relabel_min_prob=0.9",
@@ -69,7 +70,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "plus-no-relabel": (
         "full-set OT, prior 1, no loss on the OT-noisy part",
-        ["method=visprompt-plus", "method.prior_schedule=fixed", "method.loss.noisy=none", "method.noisy_weight=fixed"],
+        [
+            "method=visprompt-plus",
+            "method.prior_weight=1.0",
+            "method.prior_schedule=fixed",
+            "method.loss.noisy=none",
+            "method.noisy_weight=fixed",
+        ],
     ),
     "plus-gce-no-prior": (
         "full-set OT, GCE on the OT-noisy part's given labels, weights normalised by alpha, no prior",
@@ -88,9 +95,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` with the zero-shot prior at a fixed weight 0.25 instead of 1 - the kept fraction",
         ["method=visprompt-plus", "method.prior_weight=0.25", "method.prior_schedule=fixed"],
     ),
+    "plus-first": (
+        "`visprompt-plus` as first registered: the zero-shot prior at 1 x (1 - the kept fraction)",
+        ["method=visprompt-plus", "method.prior_weight=1.0"],
+    ),
     "plus-alpha-0.8": (
-        "`visprompt-plus` with alpha = 0.8 (noisy-part weight 0.25 x the kept fraction instead of 1 x)",
-        ["method=visprompt-plus", "method.loss.alpha=0.8"],
+        "`visprompt-plus` as first registered, with alpha = 0.8 (noisy-part weight 0.25 x the kept fraction)",
+        ["method=visprompt-plus", "method.prior_weight=1.0", "method.loss.alpha=0.8"],
     ),
     "plus-prior-0.5": (
         "`visprompt-plus` with the zero-shot prior at 0.5 x (1 - the kept fraction) instead of 1 x",
@@ -106,7 +117,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "plus-prior-squared": (
         "`visprompt-plus` with the zero-shot prior at (1 - the kept fraction) squared instead of 1 x it",
-        ["method=visprompt-plus", "method.prior_schedule=noise-squared"],
+        ["method=visprompt-plus", "method.prior_weight=1.0", "method.prior_schedule=noise-squared"],
     ),
     "plus-alpha-0.8-prior-0.5": (
         "`visprompt-plus` with alpha = 0.8 and the prior at 0.5 x (1 - the kept fraction)",
@@ -153,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also print paired differences A - B per setting with a 95%% t-interval and win counts",
     )  # fmt: skip
     parser.add_argument("--no-run", action="store_true", help="only tabulate the finished runs under --out")
+    parser.add_argument(
+        "--goals", type=Path, default=None, metavar="GRID_RUNS",
+        help="also print issue 12's goal summary of each visprompt-plus variant against the other methods' runs "
+        "in this benchmark-grid folder (same tasks, settings and seeds)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -186,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [tuple(item.split(":", 1)) for item in args.compare]
     if pairs:
         text += "\n" + paired_table(out, pairs, args.tasks, settings, args.seeds)
+    if args.goals is not None:
+        text += "\n" + goals_summaries(out, args.goals, args.variants, args.tasks, settings, args.seeds)
     print(text)
     if args.table is not None:
         args.table.write_text(text)
@@ -228,6 +246,30 @@ def paired_table(
             cells.append(_paired_cell(diffs))
         lines.append(f"| {a} - {b} | " + " | ".join(cells) + f" | {_paired_cell(pooled)} |")
     return "\n".join(lines) + "\n"
+
+
+def goals_summaries(
+    out: Path, grid: Path, variants: list[str], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
+) -> str:
+    """Each ``visprompt-plus`` variant in place of the grid's ``visprompt-plus``: the goal summary of
+    :func:`testbed_robustness.goals_table` over the chosen tasks, settings and seeds."""
+    from testbed_robustness import goals_table
+
+    wanted = {(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings}
+
+    def keep(r: RunRecord) -> bool:
+        return r.finished and r.dataset in tasks and r.noise in wanted and r.seed in seeds
+
+    others = [r for r in collect_runs(grid) if keep(r) and r.method != "visprompt-plus"]
+    lines = [f"Goal summaries against the runs in {grid} ({len(tasks)} tasks x {len(wanted)} settings x seeds "
+             f"{', '.join(map(str, seeds))}):", ""]  # fmt: skip
+    for name in variants:
+        mine = [r for r in collect_runs(out / name) if keep(r) and r.method == "visprompt-plus"]
+        if not mine:
+            continue
+        table = goals_table(others + mine)
+        lines += [f"{name}:", *[line for line in table.splitlines() if line.startswith("- ")], ""]
+    return "\n".join(lines)
 
 
 def _paired_cell(diffs: list[float]) -> str:
