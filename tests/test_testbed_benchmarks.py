@@ -86,7 +86,8 @@ def test_goals_table_checks_each_cell_against_the_best_and_zero_shot(tmp_path) -
     assert "| visprompt (78.7) | +1.3 [-0.1, +2.8] 3/3 | yes |" in rows["clean"]  # best, 1.3 over visprompt
     assert "| nlprompt (59.0) | -8.0 [" in rows["sym 75%"] and "| **no** |" in rows["sym 75%"]
     assert "-2.0 [" in rows["sym 75%"]  # below zero-shot (51.0 vs 53.0)
-    assert "every cell: no; never below zero-shot (cell means): no." in text
+    assert "every cell: no (1 of 2 cells: colours sym 75% (-8.0 vs nlprompt))" in text
+    assert "never below zero-shot (cell means): no (1 of 2 cells: colours sym 75% (-2.0))" in text
     # over the two cells: plus 65.5, nlprompt 65.0 (best baseline), visprompt 59.8
     assert "visprompt-plus - nlprompt over all cells: +0.50 points (goal >= +3: not met)" in text
     assert "visprompt-plus - visprompt over all cells: +5.67 points (goal >= +4: met)" in text
