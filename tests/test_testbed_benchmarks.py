@@ -91,3 +91,21 @@ def test_goals_table_checks_each_cell_against_the_best_and_zero_shot(tmp_path) -
     # over the two cells: plus 65.5, nlprompt 65.0 (best baseline), visprompt 59.8
     assert "visprompt-plus - nlprompt over all cells: +0.50 points (goal >= +3: not met)" in text
     assert "visprompt-plus - visprompt over all cells: +5.67 points (goal >= +4: met)" in text
+
+
+def test_goals_summaries_put_each_plus_variant_in_place_of_the_grids_plus(tmp_path) -> None:
+    grid, out = tmp_path / "grid", tmp_path / "ablations"
+    for seed in (1, 2):
+        fake_run(grid, f"c/zeroshot/sym-0.5/seed{seed}", "zeroshot", "sym", 0.5, seed, 53.0)
+        fake_run(grid, f"c/nlprompt/sym-0.5/seed{seed}", "nlprompt", "sym", 0.5, seed, 60.0 + seed)
+        fake_run(grid, f"c/visprompt/sym-0.5/seed{seed}", "visprompt", "sym", 0.5, seed, 55.0)
+        fake_run(grid, f"c/visprompt-plus/sym-0.5/seed{seed}", "visprompt-plus", "sym", 0.5, seed, 99.0)  # replaced
+        fake_run(out, f"weak/c/visprompt-plus/sym-0.5/seed{seed}", "visprompt-plus", "sym", 0.5, seed, 50.0)
+        fake_run(out, f"strong/c/visprompt-plus/sym-0.5/seed{seed}", "visprompt-plus", "sym", 0.5, seed, 70.0)
+    fake_run(grid, "c/nlprompt/sym-0.5/seed3", "nlprompt", "sym", 0.5, 3, 90.0)  # a seed not asked for: left out
+    text = testbed_ablations.goals_summaries(out, grid, ["weak", "strong"], ["testbed-colours"], [("sym", 0.5)], [1, 2])
+    weak, strong = text.split("weak:")[1].split("strong:")
+    assert "never below zero-shot (cell means): no (1 of 1 cells: colours sym 50% (-3.0))" in weak
+    assert "- visprompt-plus - nlprompt over all cells: -11.50 points (goal >= +3: not met)" in weak
+    assert "- visprompt-plus - nlprompt over all cells: +8.50 points (goal >= +3: met)" in strong
+    assert "- visprompt-plus - visprompt over all cells: +15.00 points (goal >= +4: met)" in strong
