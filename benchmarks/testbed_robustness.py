@@ -81,21 +81,31 @@ def selection_table(records: list[RunRecord]) -> str:
     """Clean-set selection at the last epoch per method and setting: precision, recall and the kept fraction.
 
     Precision: the share of the samples a method trains as clean whose label is right; recall: the share of the
-    right labels it keeps; kept: the fraction of the training set treated as clean. Means over tasks and seeds.
+    right labels it keeps; kept: the fraction of the training set treated as clean. Means over seeds and the tasks
+    on which every method of the column ran (a task only some methods ran would make the rows incomparable).
     """
-    cells: dict[tuple[str, tuple[str, float]], list[tuple[float, float, float]]] = defaultdict(list)
+    runs: dict[tuple[str, tuple[str, float]], dict[str, list[tuple[float, float, float]]]] = defaultdict(dict)
     for r in records:
         last = r.epochs[-1] if r.finished and r.epochs else {}
         if r.noise[0] != CLEAN and "sel_precision" in last and r.method not in ("coop", "coop-gce", "cocoop"):
             kept = last.get("n_clean", 0) / max(last.get("n_selected_from", 1), 1)
-            cells[(r.method, r.noise)].append((last["sel_precision"], last["sel_recall"], kept))
+            runs[(r.method, r.noise)].setdefault(r.dataset, []).append(
+                (last["sel_precision"], last["sel_recall"], kept)
+            )
+    # every row of a column averages the same tasks: those on which all the column's methods ran
+    common = {}
+    for (_, setting), by_task in runs.items():
+        common[setting] = common.get(setting, set(by_task)) & set(by_task)
+    cells = {
+        key: [v for task in sorted(common[key[1]]) for v in by_task.get(task, [])] for key, by_task in runs.items()
+    }
     settings = sorted({k[1] for k in cells}, key=lambda s: setting_order(*s))
     methods = sorted({k[0] for k in cells})
     lines = [
         "## Clean-set selection at the last epoch",
         "",
         "Precision / recall / kept fraction of the samples each method trains as clean, against the true labels "
-        "(mean over tasks and seeds; from each run's log.jsonl).",
+        "(mean over seeds and the tasks every method of the column ran; from each run's log.jsonl).",
         "",
         "| method | " + " | ".join(setting_label(*s) for s in settings) + " |",
         "| --- |" + " ---: |" * len(settings),

@@ -51,8 +51,13 @@ def test_selection_table_averages_the_last_epoch_of_the_selecting_methods(tmp_pa
     fake_run(tmp_path, "a/seed1", "nlprompt", "sym", 0.5, 1, 60.0, sel)
     fake_run(tmp_path, "a/seed2", "nlprompt", "sym", 0.5, 2, 60.0, {**sel, "sel_precision": 0.7, "n_clean": 80})
     fake_run(tmp_path, "b/seed1", "coop", "sym", 0.5, 1, 40.0, {**sel, "sel_precision": 0.5})  # selects nothing
+    many = {**sel, "sel_precision": 0.1}  # a task only nlprompt ran: not in the column's mean
+    fake_run(tmp_path, "c/seed1", "nlprompt", "sym", 0.5, 1, 60.0, many)
+    (tmp_path / "c" / "seed1" / "config.yaml").write_text((tmp_path / "c" / "seed1" / "config.yaml").read_text()
+                                                          .replace("testbed-colours", "testbed-many"))  # fmt: skip
+    fake_run(tmp_path, "d/seed1", "joapr", "sym", 0.5, 1, 60.0, {**sel, "sel_precision": 0.6})
     table = testbed_robustness.selection_table(collect_runs(tmp_path))
-    assert "| nlprompt | 0.80 / 0.50 / 0.38 |" in table
+    assert "| nlprompt | 0.80 / 0.50 / 0.38 |" in table and "| joapr | 0.60 / 0.50 / 0.25 |" in table
     assert "coop" not in table and "sym 50%" in table
 
 
