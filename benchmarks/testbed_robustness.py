@@ -96,9 +96,7 @@ def selection_table(records: list[RunRecord]) -> str:
     common = {}
     for (_, setting), by_task in runs.items():
         common[setting] = common.get(setting, set(by_task)) & set(by_task)
-    cells = {
-        key: [v for task in sorted(common[key[1]]) for v in by_task.get(task, [])] for key, by_task in runs.items()
-    }
+    cells = {key: [v for task in sorted(common[key[1]]) for v in by_task[task]] for key, by_task in runs.items()}
     settings = sorted({k[1] for k in cells}, key=lambda s: setting_order(*s))
     methods = sorted({k[0] for k in cells})
     lines = [

@@ -153,14 +153,14 @@ class PlusMethod(PromptMethod):
                 "sel_relabel_known": int(known.sum()),
             }
         self._clean, self._target, self._use = clean.cpu(), target.cpu(), use.cpu()
+        kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
         if self.noisy_weight == "kept":  # trust the rejected labels as much as the split trusts labels overall
-            kept = float(clean.float().mean())
             self.loss = dataclasses.replace(self.base_loss, noisy_scale=kept)
             stats["noisy_scale"] = kept
         if self.prior_schedule != "fixed" and hasattr(self.classifier, "prior_weight"):
             # the next epoch (and the test) weighs the zero-shot prior by this split's noise estimate
             power = PRIOR_SCHEDULES[self.prior_schedule]
-            self.classifier.prior_weight = self.base_prior * (1.0 - float(clean.float().mean())) ** power
+            self.classifier.prior_weight = self.base_prior * (1.0 - kept) ** power
             stats["prior_weight"] = self.classifier.prior_weight
         counts = split_counts(self._clean, view.labels.cpu(), view.true_labels.cpu())
         return {**_solver_stats(result), **counts, **stats}
@@ -204,7 +204,7 @@ class PlusMethod(PromptMethod):
     "visprompt-plus",
     recipe=RECIPE,
     summary="ours, not the paper's: VisPrompt's learner, full-set OT per epoch, noisy-part weight = kept fraction, "
-    "zero-shot prior weighted by 0.25 x (1 - kept)",
+    f"zero-shot prior weighted by {RECIPE['method.prior_weight']} x (1 - kept)",
     reads=VISPROMPT_READS,
 )
 def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PlusMethod:
