@@ -61,8 +61,146 @@ def arrays(d: dict, labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def cached_arrays(d: dict, labels: np.ndarray, seed: int, file: Path) -> dict[str, np.ndarray]:
+    """:func:`arrays`, kept in ``file`` (an npz) so that new candidates do not refit the heads."""
+    out: dict[str, np.ndarray] = {}
+    if file.is_file():
+        got = np.load(file, allow_pickle=False)
+        out = {k: got[k] for k in got.files if k != "labels"}
+        if not np.array_equal(got["labels"], labels):
+            out = arrays(d, labels, seed)
+    if not out:
+        out = arrays(d, labels, seed)
+    if "fwd1" not in out:  # the forward-corrected head: two rounds, each through the previous EM's transition
+        t = estimate_error_count(out["h1"], labels)[1]
+        out["fwd1"] = forward_head(d, labels, t)
+        t = estimate_error_count(out["fwd1"], labels)[1]
+        out["fwd2"] = forward_head(d, labels, t)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(file, labels=labels, **out)
+    return out
+
+
+def forward_head(d: dict, labels: np.ndarray, t: np.ndarray, seed: int = 0, steps: int = 100) -> np.ndarray:
+    """Round 1's cross-fitted head refitted through a fixed transition ``t``: loss -log (h T)[given] (same folds).
+
+    The head then models the true class and ``t`` the flips (forward correction), so that it need not absorb
+    them; its out-of-fold probabilities are the prior for another EM.
+    """
+    c = int(d["text"].shape[0])
+    x = F.normalize(torch.as_tensor(d["features"], dtype=torch.float32), dim=-1)
+    y = torch.as_tensor(labels)
+    init = F.normalize(torch.as_tensor(d["text"], dtype=torch.float32), dim=-1)
+    tt = torch.as_tensor(t, dtype=torch.float32)
+    n = x.shape[0]
+    fold = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) % 5
+    out = torch.empty(n, c)
+    for f in range(5):
+        test, fit = fold == f, fold != f
+        w, m, v = init.clone(), torch.zeros_like(init), torch.zeros_like(init)
+        for step in range(1, steps + 1):
+            w.requires_grad_(True)
+            h = (30.0 * x[fit] @ F.normalize(w, dim=-1).T).softmax(-1) @ tt
+            loss = -h.gather(1, y[fit][:, None]).clamp_min(1e-12).log().mean() + 0.01 * (w - init).pow(2).sum()
+            (g,) = torch.autograd.grad(loss, w)
+            with torch.no_grad():
+                w = w.detach()
+                m.mul_(0.9).add_(g, alpha=0.1)
+                v.mul_(0.999).addcmul_(g, g, value=0.001)
+                w -= 0.05 * (m / (1 - 0.9**step)) / ((v / (1 - 0.999**step)).sqrt() + 1e-8)
+        out[test] = (30.0 * x[test] @ F.normalize(w.detach(), dim=-1).T).softmax(-1)
+    return out.numpy().astype(np.float64)
+
+
 def _norm(p: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
+
+
+def _power(p: np.ndarray, a: float) -> np.ndarray:
+    """``p`` at another temperature: softmax(a * log p) row-wise (a cosine head's scale times a)."""
+    z = a * np.log(np.clip(p, 1e-12, None))
+    return _softmax(z)
+
+
+def calibrated_power(p: np.ndarray, y: np.ndarray) -> float:
+    """The exponent a minimising the mean NLL of the given labels under softmax(a log p) (a in [0.05, 5])."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(p, 1e-12, None))
+    rows = np.arange(len(y))
+
+    def nll(log_a: float) -> float:
+        z = np.exp(log_a) * logp
+        z = z - z.max(axis=1, keepdims=True)
+        return float((np.log(np.exp(z).sum(axis=1)) - z[rows, y]).mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(5.0)), method="bounded").x))
+
+
+def anchor_transition(p: np.ndarray, quantile: float) -> np.ndarray:
+    """Row j = mean predicted (noisy-label) distribution of the samples at or above the q-quantile of p(j | x)."""
+    c = p.shape[1]
+    t = np.empty((c, c))
+    for j in range(c):
+        top = p[:, j] >= np.quantile(p[:, j], quantile)
+        t[j] = p[top].mean(axis=0)
+    return t / t.sum(axis=1, keepdims=True)
+
+
+def true_prior(t: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Class prior p >= 0 of the true labels with T^T p closest (least squares) to the given-label histogram."""
+    from scipy.optimize import nnls
+
+    given = np.bincount(y, minlength=t.shape[0]) / len(y)
+    p, _ = nnls(t.T, given)
+    return p / p.sum() if p.sum() > 0 else given
+
+
+def _anchor_count(p: np.ndarray, y: np.ndarray, quantile: float, prior: str = "nnls") -> float:
+    t = anchor_transition(p, quantile)
+    pi = true_prior(t, y) if prior == "nnls" else np.bincount(y, minlength=t.shape[0]) / len(y)
+    return float(len(y) * (pi * (1 - np.diag(t))).sum())
+
+
+def _em_map(p: np.ndarray, y: np.ndarray, t0: np.ndarray, strength: float, steps: int = 500) -> float:
+    """EM for T with a Dirichlet prior centred on ``t0`` (``strength`` pseudo-samples per class), count as EM's."""
+    n, c = p.shape
+    p = _norm(np.clip(p, 1e-12, None))
+    t = t0.copy()
+    for _ in range(steps):
+        w = p * t[:, y].T
+        w /= w.sum(axis=1, keepdims=True)
+        mass = np.zeros((c, c))
+        np.add.at(mass, y, w)  # mass[k, j]: labelled k, posterior j
+        new = mass.T + strength * t0
+        new /= new.sum(axis=1, keepdims=True)
+        moved = np.abs(new - t).max()
+        t = new
+        if moved < 1e-6:
+            break
+    w = p * t[:, y].T
+    w /= w.sum(axis=1, keepdims=True)
+    return float((1 - w[np.arange(n), y]).sum())
+
+
+def _em_joint_power(p: np.ndarray, y: np.ndarray) -> float:
+    """EM's count at the exponent a (grid 0.5-2) whose fitted T gives the highest likelihood of the given labels."""
+    best = (-np.inf, 0.0)
+    for a in np.geomspace(0.5, 2.0, 13):
+        q = _power(p, a)
+        _, t, _ = estimate_error_count(q, y)
+        ll = float(np.log((q * t[:, y].T).sum(axis=1)).sum())
+        if ll > best[0]:
+            best = (ll, _em(q, y))
+    return best[1]
+
+
+def _deconvolved_posterior(p: np.ndarray, y: np.ndarray, t: np.ndarray) -> float:
+    """Clean posterior = T^-T applied to the noisy-label head (clipped), then the count under T fixed."""
+    clean = _norm(np.clip(p @ np.linalg.inv(t), 1e-6, None))
+    w = clean * t[:, y].T
+    w /= w.sum(axis=1, keepdims=True)
+    return float((1 - w[np.arange(len(y)), y]).sum())
 
 
 def _em(p: np.ndarray, y: np.ndarray) -> float:
@@ -102,6 +240,31 @@ def candidates(a: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
         "EM (h1^1.5)": _em(_norm(h1**1.5), y),
         "EM (h1 zs^0.25)": _em(_norm(h1 * a["zs"] ** 0.25), y),
         "EM (h1 deconvolved)": _deconvolved(a["h1"], y),
+        **new_candidates(a, y),
+    }
+
+
+def new_candidates(a: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+    """The second design round: anchor points, a temperature fitted on the given labels, and their mixes."""
+    power = calibrated_power(a["h1"], y)
+    cal = _power(a["h1"], power)
+    t_anchor = anchor_transition(cal, 0.97)
+    return {
+        "anchor q0.97 (cal)": _anchor_count(cal, y, 0.97),
+        "anchor q0.9 (cal)": _anchor_count(cal, y, 0.9),
+        "anchor q0.99 (cal)": _anchor_count(cal, y, 0.99),
+        "anchor q0.97 (cal, given prior)": _anchor_count(cal, y, 0.97, prior="given"),
+        "anchor q0.97 (h1 at 30)": _anchor_count(a["h1"], y, 0.97),
+        "EM (h1 cal)": _em(cal, y),
+        "EM MAP anchor (cal, 10/class)": _em_map(cal, y, t_anchor, 10.0),
+        "EM MAP anchor (h1, 10/class)": _em_map(a["h1"], y, t_anchor, 10.0),
+        "deconvolved anchor (cal)": _deconvolved_posterior(cal, y, t_anchor),
+        "EM joint temperature (h1)": _em_joint_power(a["h1"], y),
+        "EM (forward head, 1 refit)": _em(a["fwd1"], y),
+        "EM (forward head, 2 refits)": _em(a["fwd2"], y),
+        "EM (sqrt(h1 x forward head))": _em(_norm(np.sqrt(a["h1"] * a["fwd1"])), y),
+        "EM ((h1 + forward head) / 2)": _em(_norm(a["h1"] + a["fwd1"]), y),
+        "power": power,  # not a count: the fitted exponent (scale = 30 x power), shown for the record
     }
 
 
@@ -121,19 +284,21 @@ def main(argv: list[str] | None = None) -> int:
             for rate in RATES:
                 y = noisy_labels(task, args.root, noise, rate, args.seed, d["features"])
                 true = int((y != d["labels"]).sum())
-                est = candidates(arrays(d, y, args.seed), y)
+                cache = args.out / "count-arrays" / f"{task}-{noise}-{rate}-{args.seed}.npz"
+                est = candidates(cached_arrays(d, y, args.seed, cache), y)
+                power = est.pop("power")
                 for k, v in est.items():
                     ratios.setdefault(k, []).append(v / true)
                 lines.append(
-                    f"| {task} | {noise} {rate:.0%} | {true} | "
+                    f"| {task} | {noise} {rate:.0%} | {true} | {power:.2f} | "
                     + " | ".join(f"{v / true:.2f}" for v in est.values())
                     + " |"
                 )
                 print(lines[-1], file=sys.stderr, flush=True)
     names = list(ratios)
     print(f"Estimate / true number of label errors, seed {args.seed}\n")
-    print("| task | noise | true | " + " | ".join(names) + " |")
-    print("|---|---|---:|" + "---:|" * len(names))
+    print("| task | noise | true | fitted power | " + " | ".join(names) + " |")
+    print("|---|---|---:|---:|" + "---:|" * len(names))
     print("\n".join(lines))
     print("\n| candidate | mean abs(ratio - 1) | lowest | highest | within 20% |\n|---|---:|---:|---:|---:|")
     for k, v in ratios.items():
