@@ -20,7 +20,8 @@ Metrics per setting: AUROC and AUPRC of the score against "label is wrong", prec
 set, precision at k = the true number of errors, estimated vs true error count. Each detector's estimate of the
 count: the audit's ``estimated_errors`` (EM noise-model estimate); cleanlab's ``num_label_issues`` (its default,
 equal to the size of ``find_label_issues``; the ``off_diagonal_calibrated`` variant is kept beside it as
-``estimated_calibrated``); the flagged count for the others.
+``estimated_calibrated``); the flagged count for the others. The audit's rows also keep the earlier estimate
+(EM on round 1's head alone) as ``estimated_head_only``, so that the two are compared on the same labels.
 
     nice python benchmarks/audit.py --out /work/scratch/audit-bench --root DATA > docs/audit-results.md
 """
@@ -116,7 +117,8 @@ def run_audit(d: dict[str, Any], labels: np.ndarray, extra: np.ndarray | None = 
 def detect_audit(d: dict[str, Any], labels: np.ndarray, extra: np.ndarray | None = None, r: Any = None) -> tuple:
     """The audit as shipped: its score, its flagged set (top estimate of the disagreements), its estimate."""
     r = run_audit(d, labels, extra) if r is None else r
-    return r.score, r.flagged, {"estimated": r.estimated_errors, "disagreements": r.stats["disagreements"]}
+    return r.score, r.flagged, {"estimated": r.estimated_errors, "disagreements": r.stats["disagreements"],
+                                "estimated_head_only": round(r.stats["estimate_head_only"])}  # fmt: skip
 
 
 def detect_audit_disagree(r: Any) -> tuple:
@@ -255,9 +257,12 @@ def count_tables(rows: list[dict[str, Any]], dets: list[str], settings: list[tup
     columns = [(d, "estimated") for d in dets]
     if any("estimated_calibrated" in r for r in rows):
         columns.insert(dets.index("cleanlab") + 1, ("cleanlab", "estimated_calibrated"))
+    if any("estimated_head_only" in r for r in rows):
+        columns.insert(dets.index("audit") + 1, ("audit", "estimated_head_only"))
+    names = {"estimated_calibrated": "calibrated", "estimated_head_only": "round-1 head only"}
 
     def name(det: str, key: str) -> str:
-        return det if key == "estimated" else f"{det} (calibrated)"
+        return det if key == "estimated" else f"{det} ({names[key]})"
 
     out = ["", "## Estimated vs true number of label errors", "",
            "Ratio = estimated / true number of wrong labels per setting (task x noise x rate x seed); within 20% = "

@@ -103,13 +103,19 @@ def fit_head(
     pull: float = 0.01,
     batch_size: int = 4096,
     seed: int = 0,
+    transition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cosine-head weights (C, E) fitted to normalised ``x`` (n, E) and labels ``y`` (n,) from ``init`` (C, E).
 
     Adam on ``CE + pull * ||W - init||^2`` (the pull keeps the head near its start, the zero-shot or class-mean
     prior). Each step reads all n rows when n <= ``batch_size``, else a random batch of that size (so a step
-    costs the same at 100k samples as at 4k).
+    costs the same at 100k samples as at 4k). ``transition`` (C, C), row j = P(given label | true class j):
+    the loss is then -log (softmax(logits) T)[y] (forward correction), so the head models the true class and
+    ``transition`` the label flips.
     """
+    c = init.shape[0]
+    if transition is not None and transition.shape != (c, c):
+        raise ValueError(f"transition must be (C, C) = ({c}, {c}), got {tuple(transition.shape)}")
     w = init.clone()
     m, v = torch.zeros_like(w), torch.zeros_like(w)  # Adam's moments, by hand (torch.optim imports torch._dynamo)
     beta1, beta2 = 0.9, 0.999
@@ -119,7 +125,12 @@ def fit_head(
         rows = torch.randint(n, (batch_size,), generator=gen) if n > batch_size else slice(None)
         w.requires_grad_(True)
         logits = scale * x[rows] @ F.normalize(w, dim=-1).T  # (b, C)
-        loss = F.cross_entropy(logits, y[rows]) + pull * (w - init).pow(2).sum()
+        if transition is None:
+            fit = F.cross_entropy(logits, y[rows])
+        else:
+            given = logits.softmax(dim=-1) @ transition  # (b, C): P(given label k | x)
+            fit = -given.gather(1, y[rows][:, None]).clamp_min(1e-12).log().mean()
+        loss = fit + pull * (w - init).pow(2).sum()
         (grad,) = torch.autograd.grad(loss, w)
         with torch.no_grad():
             w = w.detach()
@@ -146,11 +157,13 @@ def crossfit_probs(
     scale: float = 30.0,
     steps: int = 100,
     pull: float = 0.01,
+    transition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Out-of-fold probabilities (N, C): each fold predicted by a head fitted on the other folds' kept samples.
 
     ``train_mask`` (N,) bool restricts which samples a head is fitted on (all are predicted). ``init`` None:
-    heads start at the class means of their training part.
+    heads start at the class means of their training part. ``transition``: fit through it (:func:`fit_head`);
+    the probabilities returned are the head's own (of the true class).
     """
     n = x.shape[0]
     gen = torch.Generator().manual_seed(seed)
@@ -163,7 +176,7 @@ def crossfit_probs(
         if int(fit.sum()) == 0:
             fit = ~test
         start = init if init is not None else _class_means(x[fit], y[fit], num_classes)
-        w = fit_head(x[fit], y[fit], start, scale=scale, steps=steps, pull=pull, seed=seed)
+        w = fit_head(x[fit], y[fit], start, scale=scale, steps=steps, pull=pull, seed=seed, transition=transition)
         out[test] = (scale * x[test] @ w.T).softmax(dim=-1)
     return out
 
@@ -298,7 +311,10 @@ def audit_scores(
     confidence, suggested = mix.max(dim=-1)
     score = (1.0 - given_mass).clamp(0, 1).numpy().astype(np.float64)
     disagree = (suggested != y).numpy()
-    estimate, _, _ = estimate_error_count(first_head.numpy(), y.numpy())
+    head_only, transition, _ = estimate_error_count(first_head.numpy(), y.numpy())
+    forward = crossfit_probs(x, y, num_classes, text, folds=folds, seed=seed, scale=scale, steps=steps, pull=pull,
+                             transition=torch.as_tensor(transition, dtype=x.dtype))  # fmt: skip
+    estimate, _, _ = estimate_error_count((0.5 * (first_head + forward)).numpy(), y.numpy())
     k = min(round(estimate), int(disagree.sum()))
     order = np.argsort(-np.where(disagree, score, -1.0), kind="stable")  # disagreements first, by score
     flagged = np.zeros(x.shape[0], dtype=bool)
@@ -308,6 +324,7 @@ def audit_scores(
         "num_classes": num_classes,
         "estimated_errors": round(estimate),
         "estimate": estimate,
+        "estimate_head_only": head_only,
         "disagreements": int(disagree.sum()),
         "flagged": k,
         "folds": folds,
