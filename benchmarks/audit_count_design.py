@@ -81,34 +81,17 @@ def cached_arrays(d: dict, labels: np.ndarray, seed: int, file: Path) -> dict[st
     return out
 
 
-def forward_head(d: dict, labels: np.ndarray, t: np.ndarray, seed: int = 0, steps: int = 100) -> np.ndarray:
+def forward_head(d: dict, labels: np.ndarray, t: np.ndarray, seed: int = 0) -> np.ndarray:
     """Round 1's cross-fitted head refitted through a fixed transition ``t``: loss -log (h T)[given] (same folds).
 
     The head then models the true class and ``t`` the flips (forward correction), so that it need not absorb
-    them; its out-of-fold probabilities are the prior for another EM.
+    them; its out-of-fold probabilities are the prior for another EM (``crossfit_probs(..., transition=t)``).
     """
     c = int(d["text"].shape[0])
     x = F.normalize(torch.as_tensor(d["features"], dtype=torch.float32), dim=-1)
-    y = torch.as_tensor(labels)
-    init = F.normalize(torch.as_tensor(d["text"], dtype=torch.float32), dim=-1)
+    text = F.normalize(torch.as_tensor(d["text"], dtype=torch.float32), dim=-1)
     tt = torch.as_tensor(t, dtype=torch.float32)
-    n = x.shape[0]
-    fold = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) % 5
-    out = torch.empty(n, c)
-    for f in range(5):
-        test, fit = fold == f, fold != f
-        w, m, v = init.clone(), torch.zeros_like(init), torch.zeros_like(init)
-        for step in range(1, steps + 1):
-            w.requires_grad_(True)
-            h = (30.0 * x[fit] @ F.normalize(w, dim=-1).T).softmax(-1) @ tt
-            loss = -h.gather(1, y[fit][:, None]).clamp_min(1e-12).log().mean() + 0.01 * (w - init).pow(2).sum()
-            (g,) = torch.autograd.grad(loss, w)
-            with torch.no_grad():
-                w = w.detach()
-                m.mul_(0.9).add_(g, alpha=0.1)
-                v.mul_(0.999).addcmul_(g, g, value=0.001)
-                w -= 0.05 * (m / (1 - 0.9**step)) / ((v / (1 - 0.999**step)).sqrt() + 1e-8)
-        out[test] = (30.0 * x[test] @ F.normalize(w.detach(), dim=-1).T).softmax(-1)
+    out = crossfit_probs(x, torch.as_tensor(labels), c, text, folds=5, seed=seed, transition=tt)
     return out.numpy().astype(np.float64)
 
 

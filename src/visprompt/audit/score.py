@@ -128,8 +128,9 @@ def fit_head(
         if transition is None:
             fit = F.cross_entropy(logits, y[rows])
         else:
-            given = logits.softmax(dim=-1) @ transition  # (b, C): P(given label k | x)
-            fit = -given.gather(1, y[rows][:, None]).clamp_min(1e-12).log().mean()
+            # log P(given label | x) = logsumexp_j (log h_j + log T_j,given), in log space: no vanishing gradient
+            log_t = transition.clamp_min(1e-30).log()[:, y[rows]].T  # (b, C)
+            fit = -(logits.log_softmax(dim=-1) + log_t).logsumexp(dim=-1).mean()
         loss = fit + pull * (w - init).pow(2).sum()
         (grad,) = torch.autograd.grad(loss, w)
         with torch.no_grad():
