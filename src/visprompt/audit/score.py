@@ -25,13 +25,19 @@ How a sample's score is built (:func:`audit_scores`):
 4. **Score** :math:`= 1 - \tfrac12\,(q_{i\tilde y_i} + \pi_{i\tilde y_i})`, in [0, 1], high = likely wrong.
    **Suggested label** :math:`\arg\max_k \tfrac12 (q_{ik} + \pi_{ik})`, **confidence** its value there.
 5. **Estimated number of label errors** (:func:`estimate_error_count`). A class-conditional noise model: the
-   true class :math:`y_i` has prior :math:`h^{(1)}_i` (round 1's out-of-fold head alone, at its own temperature,
-   no priors multiplied in) and the given label is drawn from row :math:`y_i` of a C x C transition matrix
-   :math:`T`. :math:`T` is fitted by maximum likelihood with EM (E-step:
-   :math:`w_{ij} \propto h^{(1)}_{ij} T_{j \tilde y_i}`, the posterior of the true class; M-step: :math:`T_{jk}` =
+   true class :math:`y_i` has a prior :math:`g_i` and the given label is drawn from row :math:`y_i` of a C x C
+   transition matrix :math:`T`, fitted by maximum likelihood with EM (E-step:
+   :math:`w_{ij} \propto g_{ij} T_{j \tilde y_i}`, the posterior of the true class; M-step: :math:`T_{jk}` =
    share of the posterior mass of class j carried by samples labelled k), started at 0.8 on the diagonal, until
    no entry moves by more than 1e-6 (at most 500 steps). The estimate is the expected number of wrong labels
-   under that posterior, :math:`\hat E = \sum_i (1 - w_{i \tilde y_i})`.
+   under that posterior, :math:`\hat E = \sum_i (1 - w_{i \tilde y_i})`. The prior is
+   :math:`g = \tfrac12 (h^{(1)} + h^{(f)})`: round 1's out-of-fold head (no priors multiplied in) and the same
+   cross-fitted head refitted through the :math:`T` that EM finds on :math:`h^{(1)}` alone (forward correction:
+   loss :math:`-\log (h T)_{\tilde y}`, so the head models the true class and :math:`T` the flips). Round 1's
+   head alone, fitted on the given labels, absorbs a systematic flip (y -> y + 1) and under-counts it; the
+   forward-corrected head alone is sharper and over-counts low noise; their mean was the best of the candidates
+   on the design seed (``benchmarks/audit_count_design.py``). ``stats["estimate_head_only"]`` keeps the EM on
+   :math:`h^{(1)}` alone.
 6. **Flagged**: among the samples whose suggested label differs from the given one, the :math:`\mathrm{round}(\hat E)`
    with the highest scores (all of them when there are fewer). On the design seed this set was more precise than
    "every disagreement" (mean precision 0.78 vs 0.56, recall 0.76 vs 0.93). Every number here is
