@@ -295,6 +295,10 @@ class MethodConfig:
     # estimate), in the next epoch's training and split and at test time; "noise-squared" by its square (a weak
     # prior at low noise, a strong one at high noise); "fixed" keeps prior_weight
     prior_schedule: Literal["fixed", "noise", "noise-squared"] = "fixed"
+    # visprompt-plus: what a sample the epoch's split calls noisy is trained towards: "given" (its given label, with
+    # method.loss.noisy) or "zeroshot" (the frozen zero-shot CLIP's class distribution for its image, by
+    # cross-entropy; the dataset's templates)
+    noisy_target: Literal["given", "zeroshot"] = "given"
 
     def __post_init__(self) -> None:
         try:
@@ -313,6 +317,8 @@ class MethodConfig:
         _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")
         _check(0.0 <= self.relabel_min_prob <= 1.0, "method.relabel_min_prob",
                f"expected a value in [0, 1], got {self.relabel_min_prob}")  # fmt: skip
+        _check(not (self.relabel and self.noisy_target == "zeroshot"), "method.noisy_target",
+               "'zeroshot' replaces the noisy part's target and so does method.relabel=true: set one")  # fmt: skip
 
 
 @dataclass(frozen=True)
