@@ -135,6 +135,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "as plus-zs-target, the noisy part at full weight (not x the kept fraction)",
         ["method=visprompt-plus", "method.noisy_target=zeroshot", "method.noisy_weight=fixed"],
     ),
+    "plus-zs-mixed": (
+        "`visprompt-plus` with the split's noisy part trained kept x on its labels + (1 - kept) x towards zero-shot",
+        ["method=visprompt-plus", "method.noisy_target=mixed", "method.noisy_weight=fixed"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),

@@ -322,3 +322,27 @@ def test_zeroshot_noisy_target_trains_the_rejected_samples_towards_zero_shot_cli
         build_method(method_spec(cfg), clip, names).before_epoch(0, TrainView(labels, labels.clone(), lambda: logits))
     with pytest.raises(ConfigError, match=r"method\.noisy_target"):
         _preset("visprompt-plus", "method.noisy_target=zeroshot", "method.relabel=true")
+
+
+def test_mixed_noisy_target_weighs_labels_by_kept_and_zero_shot_by_the_noise_estimate() -> None:
+    gen = torch.Generator().manual_seed(4)
+    logits, labels = torch.randn(8, 5, generator=gen), torch.randint(5, (8,), generator=gen)
+    clean, target = torch.tensor([True, False] * 4), torch.softmax(torch.randn(8, 5, generator=gen), dim=-1)
+    mixed, _ = SplitLoss(noisy="gce", normalize_alpha=True, noisy_mix=0.3)(logits, labels, clean, target)
+    given, _ = SplitLoss(noisy="gce", normalize_alpha=True)(logits, labels, clean)
+    soft, _ = SplitLoss(noisy="gce", normalize_alpha=True)(logits, labels, clean, target)
+    clean_only, _ = SplitLoss(noisy="none", normalize_alpha=True)(logits, labels, clean)
+    assert torch.allclose(mixed - clean_only, 0.7 * (given - clean_only) + 0.3 * (soft - clean_only), atol=1e-6)
+
+    from visprompt.models.tiny import tiny_clip
+
+    clip = tiny_clip("vit")
+    cfg = _preset("visprompt-plus", "prompt.n_ctx=4", "method.noisy_target=mixed", "method.noisy_weight=fixed")
+    method = build_method(method_spec(cfg), clip, ["red", "green", "blue"])
+    batch = _planted(n=12, classes=3, flipped=3)
+    pooled = torch.randn(12, clip.embed_dim, generator=gen)
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"][:, :3], pooled=lambda: pooled)
+    stats = method.before_epoch(0, view)
+    kept = stats["n_clean"] / 12
+    assert 0 < kept < 1 and method.loss.noisy_mix == pytest.approx(1 - kept) and method.loss.noisy_scale == 1.0
+    assert stats["noisy_mix"] == pytest.approx(1 - kept) and method.base_loss.noisy_mix == 1.0

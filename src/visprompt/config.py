@@ -296,9 +296,10 @@ class MethodConfig:
     # prior at low noise, a strong one at high noise); "fixed" keeps prior_weight
     prior_schedule: Literal["fixed", "noise", "noise-squared"] = "fixed"
     # visprompt-plus: what a sample the epoch's split calls noisy is trained towards: "given" (its given label, with
-    # method.loss.noisy) or "zeroshot" (the frozen zero-shot CLIP's class distribution for its image, by
-    # cross-entropy; the dataset's templates)
-    noisy_target: Literal["given", "zeroshot"] = "given"
+    # method.loss.noisy), "zeroshot" (the frozen zero-shot CLIP's class distribution for its image, by
+    # cross-entropy; the dataset's templates) or "mixed" (both: kept fraction x the given label's loss + (1 - kept
+    # fraction) x the cross-entropy to zero-shot; method.noisy_weight's factor applies on top)
+    noisy_target: Literal["given", "zeroshot", "mixed"] = "given"
 
     def __post_init__(self) -> None:
         try:
@@ -317,8 +318,8 @@ class MethodConfig:
         _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")
         _check(0.0 <= self.relabel_min_prob <= 1.0, "method.relabel_min_prob",
                f"expected a value in [0, 1], got {self.relabel_min_prob}")  # fmt: skip
-        _check(not (self.relabel and self.noisy_target == "zeroshot"), "method.noisy_target",
-               "'zeroshot' replaces the noisy part's target and so does method.relabel=true: set one")  # fmt: skip
+        _check(not (self.relabel and self.noisy_target != "given"), "method.noisy_target",
+               f"{self.noisy_target!r} sets the noisy part's target, as method.relabel=true does: set one")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ seeds, and reports it on held-out ones):
   zero-shot predictions instead of a random prompt's, and the learned prompt only has to correct them.
 * **The noisy part's target** (``method.noisy_target``): ``given`` trains a sample the split calls noisy on its
   given label (with ``method.loss.noisy``); ``zeroshot`` trains it towards the frozen zero-shot CLIP's class
-  distribution for its image (cross-entropy to soft targets), so that the more labels the split rejects, the
-  more of the training set pulls the prompt towards zero-shot CLIP instead of towards labels it does not trust.
+  distribution for its image (cross-entropy to soft targets); ``mixed`` does both: kept x the given label's loss +
+  (1 - kept) x the cross-entropy to zero-shot, kept being the epoch split's kept fraction (``noisy_weight``'s factor
+  applies on top): the more labels the split rejects, the more the rejected samples pull the prompt towards
+  zero-shot CLIP instead of towards labels it does not trust.
 * **Relabelling** (``method.relabel``): a sample the split calls noisy is trained on its OT pseudo-label when the
   model gives that label at least ``relabel_min_prob``, and gets no loss otherwise (never its given label).
 
@@ -44,6 +46,8 @@ __all__ = ["RECIPE", "PlusMethod", "prior_classifier"]
 
 #: ``method.prior_schedule``: the power of the noise estimate (1 - kept fraction) the prior weight is multiplied by.
 PRIOR_SCHEDULES = {"fixed": 0, "noise": 1, "noise-squared": 2}
+#: ``method.noisy_target``: what the split's noisy part is trained towards (module docstring).
+NOISY_TARGETS = ("given", "zeroshot", "mixed")
 
 #: The complete recipe of ``visprompt-plus`` as dotted config keys (registered with the builder below).
 RECIPE: dict[str, Any] = {
@@ -126,10 +130,10 @@ class PlusMethod(PromptMethod):
         noisy_target: str = "given",
     ) -> None:
         super().__init__(classifier, selector, loss)
-        if noisy_target not in ("given", "zeroshot"):
-            raise ValueError(f"noisy_target must be 'given' or 'zeroshot', got {noisy_target!r}")
-        if noisy_target == "zeroshot" and (relabel or not hasattr(classifier, "prior_embeddings")):
-            raise ValueError("noisy_target='zeroshot' needs a classifier with zero-shot logits and relabel=False")
+        if noisy_target not in NOISY_TARGETS:
+            raise ValueError(f"noisy_target must be one of {', '.join(NOISY_TARGETS)}, got {noisy_target!r}")
+        if noisy_target != "given" and (relabel or not hasattr(classifier, "prior_embeddings")):
+            raise ValueError(f"noisy_target={noisy_target!r} needs zero-shot logits (a prior) and relabel=False")
         self.noisy_target = noisy_target
         self._zs_probs: torch.Tensor | None = None  # (N, C) zero-shot probabilities of the training set (frozen)
         if prior_schedule not in PRIOR_SCHEDULES:
@@ -168,15 +172,20 @@ class PlusMethod(PromptMethod):
                 "sel_relabel_known": int(known.sum()),
             }
         self._clean, self._target, self._use = clean.cpu(), target.cpu(), use.cpu()
-        if self.noisy_target == "zeroshot" and self._zs_probs is None:  # frozen: computed once
+        if self.noisy_target != "given" and self._zs_probs is None:  # frozen: computed once
             if view.pooled is None:
-                raise ValueError("noisy_target='zeroshot' needs the training set's frozen features (TrainView.pooled)")
+                raise ValueError(f"noisy_target={self.noisy_target!r} needs the training set's frozen features "
+                                 "(TrainView.pooled)")  # fmt: skip
             with torch.no_grad():
                 self._zs_probs = self.classifier.prior_logits(view.pooled()).softmax(dim=-1).cpu()  # (N, C)
         kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
+        changes: dict[str, float] = {}
         if self.noisy_weight == "kept":  # trust the rejected labels as much as the split trusts labels overall
-            self.loss = dataclasses.replace(self.base_loss, noisy_scale=kept)
-            stats["noisy_scale"] = kept
+            changes["noisy_scale"] = stats["noisy_scale"] = kept
+        if self.noisy_target == "mixed":  # ... and zero-shot CLIP as much as it distrusts them
+            changes["noisy_mix"] = stats["noisy_mix"] = 1.0 - kept
+        if changes:
+            self.loss = dataclasses.replace(self.base_loss, **changes)
         if self.prior_schedule != "fixed" and hasattr(self.classifier, "prior_weight"):
             # the next epoch (and the test) weighs the zero-shot prior by this split's noise estimate
             power = PRIOR_SCHEDULES[self.prior_schedule]
@@ -239,7 +248,7 @@ def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpe
         raise ValueError("visprompt-plus needs method.selection.kind=ot")
     learner = VisPromptLearner(clip, classnames, **dataclasses.asdict(spec.coop), **dataclasses.asdict(spec.visprompt))
     prior = None
-    if spec.prior_weight > 0 or spec.noisy_target == "zeroshot":
+    if spec.prior_weight > 0 or spec.noisy_target != "given":
         if spec.templates == "plain":
             templates = [DEFAULT_TEMPLATE]
         else:
