@@ -127,6 +127,18 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` with alpha = 0.8 and the prior at 2 x (1 - the kept fraction)",
         ["method=visprompt-plus", "method.loss.alpha=0.8", "method.prior_weight=2.0"],
     ),
+    "plus-zs-target": (
+        "`visprompt-plus` with the split's noisy part trained towards zero-shot CLIP's distribution, not its labels",
+        ["method=visprompt-plus", "method.noisy_target=zeroshot"],
+    ),
+    "plus-zs-target-fixed": (
+        "as plus-zs-target, the noisy part at full weight (not x the kept fraction)",
+        ["method=visprompt-plus", "method.noisy_target=zeroshot", "method.noisy_weight=fixed"],
+    ),
+    "plus-zs-mixed": (
+        "`visprompt-plus` with the split's noisy part trained kept x on its labels + (1 - kept) x towards zero-shot",
+        ["method=visprompt-plus", "method.noisy_target=mixed", "method.noisy_weight=fixed"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),

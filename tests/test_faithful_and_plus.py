@@ -273,3 +273,76 @@ def test_noise_scheduled_prior_weight_follows_the_split_and_travels_with_the_che
             p.copy_(saved[name])
     assert fresh.classifier.prior_weight == pytest.approx(method.classifier.prior_weight)
     assert "classifier.prior_scale" not in {n for n, _ in fresh.classifier.named_trainable_parameters()}
+
+
+def test_split_loss_trains_the_noisy_rows_towards_soft_targets_when_given() -> None:
+    gen = torch.Generator().manual_seed(2)
+    logits, labels = torch.randn(8, 5, generator=gen), torch.randint(5, (8,), generator=gen)
+    clean = torch.tensor([True, False] * 4)
+    loss = SplitLoss(noisy="ce", normalize_alpha=True, noisy_scale=0.5)
+    given, _ = loss(logits, labels, clean)
+    one_hot, _ = loss(logits, labels, clean, noisy_target=F.one_hot(labels, 5).float())
+    assert torch.allclose(given, one_hot, atol=1e-6)  # a one-hot target is the given label's cross-entropy
+    target = torch.softmax(torch.randn(8, 5, generator=gen), dim=-1)
+    soft, parts = loss(logits, labels, clean, noisy_target=target)
+    clean_only, _ = SplitLoss(noisy="none", normalize_alpha=True)(logits, labels, clean)
+    per = -(target * logits.log_softmax(-1)).sum(-1)
+    assert torch.allclose(soft - clean_only, 0.5 * per[~clean].sum() / 8, atol=1e-6)
+    assert parts["loss_noisy"] == pytest.approx(float(per[~clean].mean()), rel=1e-5)
+
+
+def test_zeroshot_noisy_target_trains_the_rejected_samples_towards_zero_shot_clip() -> None:
+    from visprompt.models.tiny import tiny_clip
+
+    clip = tiny_clip("vit")
+    names = ["red", "green", "blue"]
+    cfg = _preset("visprompt-plus", "prompt.n_ctx=4", "method.noisy_target=zeroshot", "method.prior_weight=0")
+    method = build_method(method_spec(cfg), clip, names)
+    assert method.noisy_target == "zeroshot"  # the prior's embeddings are built even at prior weight 0
+    gen = torch.Generator().manual_seed(3)
+    n = 12
+    pooled, tokens = torch.randn(n, clip.embed_dim, generator=gen), torch.randn(n, 17, clip.embed_dim, generator=gen)
+    labels = torch.arange(n) % 3
+    logits = torch.where(torch.arange(n)[:, None] < 4, -F.one_hot(labels, 3).float(), F.one_hot(labels, 3).float())
+    view = TrainView(labels, labels.clone(), lambda: 5 * logits, pooled=lambda: pooled)
+    method.before_epoch(0, view)
+    assert not bool(method._clean[:4].any())  # samples 0-3 disagree with their labels: the split rejects them
+    with torch.no_grad():
+        zs = (clip.logit_scale.exp() * F.normalize(pooled, dim=-1) @ method.classifier.prior_embeddings.t()).softmax(-1)
+    assert torch.allclose(method._zs_probs, zs, atol=1e-5)
+    batch = {"pooled": pooled, "tokens": tokens, "labels": labels, "true_labels": labels, "index": torch.arange(n)}
+    (part,), _ = method.split(batch)
+    method.eval()
+    out = method(part)
+    with torch.no_grad():
+        want, _ = method.loss(method.classifier.logits_from_features(pooled, tokens), labels, method._clean, zs)
+        given, _ = method.loss(method.classifier.logits_from_features(pooled, tokens), labels, method._clean)
+    assert torch.allclose(out["loss"], want, atol=1e-5) and not torch.allclose(want, given, atol=1e-3)
+    with pytest.raises(ValueError, match="frozen features"):
+        build_method(method_spec(cfg), clip, names).before_epoch(0, TrainView(labels, labels.clone(), lambda: logits))
+    with pytest.raises(ConfigError, match=r"method\.noisy_target"):
+        _preset("visprompt-plus", "method.noisy_target=zeroshot", "method.relabel=true")
+
+
+def test_mixed_noisy_target_weighs_labels_by_kept_and_zero_shot_by_the_noise_estimate() -> None:
+    gen = torch.Generator().manual_seed(4)
+    logits, labels = torch.randn(8, 5, generator=gen), torch.randint(5, (8,), generator=gen)
+    clean, target = torch.tensor([True, False] * 4), torch.softmax(torch.randn(8, 5, generator=gen), dim=-1)
+    mixed, _ = SplitLoss(noisy="gce", normalize_alpha=True, noisy_mix=0.3)(logits, labels, clean, target)
+    given, _ = SplitLoss(noisy="gce", normalize_alpha=True)(logits, labels, clean)
+    soft, _ = SplitLoss(noisy="gce", normalize_alpha=True)(logits, labels, clean, target)
+    clean_only, _ = SplitLoss(noisy="none", normalize_alpha=True)(logits, labels, clean)
+    assert torch.allclose(mixed - clean_only, 0.7 * (given - clean_only) + 0.3 * (soft - clean_only), atol=1e-6)
+
+    from visprompt.models.tiny import tiny_clip
+
+    clip = tiny_clip("vit")
+    cfg = _preset("visprompt-plus", "prompt.n_ctx=4", "method.noisy_target=mixed", "method.noisy_weight=fixed")
+    method = build_method(method_spec(cfg), clip, ["red", "green", "blue"])
+    batch = _planted(n=12, classes=3, flipped=3)
+    pooled = torch.randn(12, clip.embed_dim, generator=gen)
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"][:, :3], pooled=lambda: pooled)
+    stats = method.before_epoch(0, view)
+    kept = stats["n_clean"] / 12
+    assert 0 < kept < 1 and method.loss.noisy_mix == pytest.approx(1 - kept) and method.loss.noisy_scale == 1.0
+    assert stats["noisy_mix"] == pytest.approx(1 - kept) and method.base_loss.noisy_mix == 1.0

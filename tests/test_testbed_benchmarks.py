@@ -61,6 +61,32 @@ def test_selection_table_averages_the_last_epoch_of_the_selecting_methods(tmp_pa
     assert "coop" not in table and "sym 50%" in table
 
 
+def _retask(run: Path, task: str) -> None:
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("testbed-colours", task))
+
+
+def test_group_mean_table_averages_task_means_and_leaves_incomplete_cells_empty(tmp_path) -> None:
+    for task, values in (("testbed-colours", (50.0, 60.0)), ("testbed-scenes", (70.0, 70.0))):
+        for seed, value in enumerate(values, 1):
+            fake_run(tmp_path, f"plus/{task}/seed{seed}", "visprompt-plus", "sym", 0.5, seed, value)
+            _retask(tmp_path / f"plus/{task}/seed{seed}", task)
+    fake_run(tmp_path, "nl/seed1", "nlprompt", "sym", 0.5, 1, 90.0)  # one seed, one task: no mean of this design
+    table = testbed_robustness.group_mean_table(collect_runs(tmp_path), ("testbed-colours", "testbed-scenes"))
+    assert "| visprompt-plus | **62.50** |" in table  # (55 + 70) / 2: the mean of the per-task means
+    assert "| nlprompt | - |" not in table and "nlprompt" not in table  # no complete cell: no row
+    assert "sym 50% 2" in table  # the seeds each column averages
+
+
+def test_split_table_lists_each_seeds_precision_and_recall_of_the_selecting_methods(tmp_path) -> None:
+    for seed, prec in enumerate((0.9, 0.8), 1):
+        last = {"sel_precision": prec, "sel_recall": 0.5}
+        fake_run(tmp_path, f"plus/seed{seed}", "visprompt-plus", "sym", 0.5, seed, 60.0, last)
+        fake_run(tmp_path, f"coop/seed{seed}", "coop", "sym", 0.5, seed, 60.0, {**last, "sel_precision": 0.5})
+    table = testbed_robustness.split_table(collect_runs(tmp_path), "testbed-colours")
+    assert "| visprompt-plus | 0.90 / 0.50, 0.80 / 0.50 |" in table and "coop" not in table
+    assert "no finished runs" in testbed_robustness.split_table(collect_runs(tmp_path), "testbed-many")
+
+
 def test_paired_table_gives_mean_difference_t_interval_and_wins(tmp_path) -> None:
     for seed, (a, b) in enumerate([(56.0, 50.0), (58.0, 60.0), (61.0, 60.0)], 1):
         fake_run(tmp_path, f"plus/c/sym-0.75/seed{seed}", "visprompt-plus", "sym", 0.75, seed, a)

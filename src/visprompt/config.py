@@ -295,6 +295,11 @@ class MethodConfig:
     # estimate), in the next epoch's training and split and at test time; "noise-squared" by its square (a weak
     # prior at low noise, a strong one at high noise); "fixed" keeps prior_weight
     prior_schedule: Literal["fixed", "noise", "noise-squared"] = "fixed"
+    # visprompt-plus: what a sample the epoch's split calls noisy is trained towards: "given" (its given label, with
+    # method.loss.noisy), "zeroshot" (the frozen zero-shot CLIP's class distribution for its image, by
+    # cross-entropy; the dataset's templates) or "mixed" (both: kept fraction x the given label's loss + (1 - kept
+    # fraction) x the cross-entropy to zero-shot; method.noisy_weight's factor applies on top)
+    noisy_target: Literal["given", "zeroshot", "mixed"] = "given"
 
     def __post_init__(self) -> None:
         try:
@@ -313,6 +318,8 @@ class MethodConfig:
         _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")
         _check(0.0 <= self.relabel_min_prob <= 1.0, "method.relabel_min_prob",
                f"expected a value in [0, 1], got {self.relabel_min_prob}")  # fmt: skip
+        _check(not (self.relabel and self.noisy_target != "given"), "method.noisy_target",
+               f"{self.noisy_target!r} sets the noisy part's target, as method.relabel=true does: set one")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,10 @@ class _TrainSet:
             feats = self._eval_features()
             return feature_logits(method.classifier, feats, batch_size=self._eval_batch_size, precision=self._precision)
 
-        return TrainView(self.labels.to(self.device), self.true_labels.to(self.device), logits)
+        return TrainView(
+            self.labels.to(self.device), self.true_labels.to(self.device), logits,
+            pooled=lambda: self._eval_features().pooled,
+        )  # fmt: skip
 
     def _targets_of(self, index: torch.Tensor) -> Batch:
         return {

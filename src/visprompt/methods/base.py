@@ -43,6 +43,7 @@ class TrainView:
     logits: Callable[[], torch.Tensor]  # () -> (N, C) float32 logits of the current model (eval mode)
     batch_size: int = 0  # the training batch size (0: unknown); the epoch-scope split cuts its pass with it
     generator: torch.Generator | None = None  # seeded by (seed, epoch): the epoch-scope split's shuffled pass
+    pooled: Callable[[], torch.Tensor] | None = None  # () -> (N, E) frozen pooled image features (None: not given)
 
     @property
     def num_samples(self) -> int:

@@ -67,6 +67,7 @@ class MethodSpec:
     relabel_min_prob: float = 0.5  # ... when the model gives the pseudo-label at least this probability
     noisy_weight: str = "fixed"  # visprompt-plus: fixed | kept (noisy-part weight x the split's kept fraction)
     prior_schedule: str = "fixed"  # visprompt-plus: fixed | noise | noise-squared (x (1 - kept) or its square)
+    noisy_target: str = "given"  # visprompt-plus: given | zeroshot (what the split's noisy part is trained towards)
     class_chunk: int | None = None  # the text encoder's classes per pass (run.class_chunk; None: all at once)
 
 
@@ -104,6 +105,7 @@ def method_spec(cfg: RunConfig) -> MethodSpec:
         relabel_min_prob=cfg.method.relabel_min_prob,
         noisy_weight=cfg.method.noisy_weight,
         prior_schedule=cfg.method.prior_schedule,
+        noisy_target=cfg.method.noisy_target,
         class_chunk=cfg.run.class_chunk,
     )
 

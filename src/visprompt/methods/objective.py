@@ -8,7 +8,9 @@ With a batch of B samples, a clean mask c (B,) and per-sample losses l_clean, l_
 
 Normalising by B (not by the subset sizes) keeps each sample's weight independent of how many of its
 batch-mates were selected, and makes the case "everything clean, alpha = 1" exactly the mean loss (CoOp).
-``noisy = "none"`` drops the noisy part.
+``noisy = "none"`` drops the noisy part. A caller may pass soft targets for the noisy rows (``noisy_target``, (B, C)
+probabilities): their per-sample loss is then ``(1 - noisy_mix) * noisy(given label) + noisy_mix * CE(target)``,
+the cross-entropy to that distribution alone at ``noisy_mix = 1`` (visprompt-plus's ``method.noisy_target``).
 
 Step size: in the joint schedule a clean sample's gradient is alpha times CoOp's at the same learning rate
 (alpha = 0.5 halves it); ``normalize_alpha`` divides both weights by alpha, which keeps the ratio of the two
@@ -43,11 +45,16 @@ class SplitLoss:
     schedule: Literal["joint", "sequential"] = "joint"
     normalize_alpha: bool = False  # joint: weights (1, (1 - alpha) / alpha), a clean sample's step equals CoOp's
     noisy_scale: float = 1.0  # joint: a further factor on the noisy part's weight (visprompt-plus sets it per epoch)
+    noisy_mix: float = 1.0  # with soft noisy targets: their share of the noisy rows' loss (the rest: the given label)
 
     def __call__(
-        self, logits: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor
+        self, logits: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor, noisy_target: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss (scalar) of logits (B, C) and labels (B,) with clean mask (B,), and its parts for the log."""
+        """Loss (scalar) of logits (B, C) and labels (B,) with clean mask (B,), and its parts for the log.
+
+        ``noisy_target``: (B, C) probabilities; when given, the noisy rows' loss is the cross-entropy to them, mixed
+        with ``noisy`` on the given labels by ``noisy_mix`` (module docstring).
+        """
         clean = clean.bool().to(logits.device)
         noisy = ~clean
         stats: dict[str, float] = {}
@@ -55,7 +62,13 @@ class SplitLoss:
         if clean.any():
             per_clean = per_sample_loss(self.clean, logits, labels, q=self.q)  # (B,)
             stats["loss_clean"] = float(per_clean.detach()[clean].mean())
-        if noisy.any() and self.noisy != "none":
+        if noisy.any() and noisy_target is not None:
+            per_noisy = -(noisy_target.to(logits.device).float() * logits.float().log_softmax(dim=-1)).sum(dim=-1)
+            if self.noisy_mix < 1.0 and self.noisy != "none":
+                given = per_sample_loss(self.noisy, logits, labels, q=self.q)  # (B,)
+                per_noisy = (1.0 - self.noisy_mix) * given + self.noisy_mix * per_noisy
+            stats["loss_noisy"] = float(per_noisy.detach()[noisy].mean())
+        elif noisy.any() and self.noisy != "none":
             per_noisy = per_sample_loss(self.noisy, logits, labels, q=self.q)  # (B,)
             stats["loss_noisy"] = float(per_noisy.detach()[noisy].mean())
         if self.schedule == "sequential":  # each part is its own step: plain means

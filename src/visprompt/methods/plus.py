@@ -11,6 +11,12 @@ seeds, and reports it on held-out ones):
 * **A zero-shot prior** (``method.prior_weight``): logits = learned + w x zero-shot logits (the dataset's
   templates on the frozen CLIP), in training, in the split and at test time. The split then starts from the
   zero-shot predictions instead of a random prompt's, and the learned prompt only has to correct them.
+* **The noisy part's target** (``method.noisy_target``): ``given`` trains a sample the split calls noisy on its
+  given label (with ``method.loss.noisy``); ``zeroshot`` trains it towards the frozen zero-shot CLIP's class
+  distribution for its image (cross-entropy to soft targets); ``mixed`` does both: kept x the given label's loss +
+  (1 - kept) x the cross-entropy to zero-shot, kept being the epoch split's kept fraction (``noisy_weight``'s factor
+  applies on top): the more labels the split rejects, the more the rejected samples pull the prompt towards
+  zero-shot CLIP instead of towards labels it does not trust.
 * **Relabelling** (``method.relabel``): a sample the split calls noisy is trained on its OT pseudo-label when the
   model gives that label at least ``relabel_min_prob``, and gets no loss otherwise (never its given label).
 
@@ -40,6 +46,8 @@ __all__ = ["RECIPE", "PlusMethod", "prior_classifier"]
 
 #: ``method.prior_schedule``: the power of the noise estimate (1 - kept fraction) the prior weight is multiplied by.
 PRIOR_SCHEDULES = {"fixed": 0, "noise": 1, "noise-squared": 2}
+#: ``method.noisy_target``: what the split's noisy part is trained towards (module docstring).
+NOISY_TARGETS = ("given", "zeroshot", "mixed")
 
 #: The complete recipe of ``visprompt-plus`` as dotted config keys (registered with the builder below).
 RECIPE: dict[str, Any] = {
@@ -57,6 +65,7 @@ RECIPE: dict[str, Any] = {
     "method.noisy_weight": "kept",
     "method.prior_weight": 0.25,
     "method.prior_schedule": "noise",
+    "method.noisy_target": "given",
     "method.relabel": False,
     "method.relabel_min_prob": 0.5,
     "method.templates": "dataset",
@@ -91,13 +100,16 @@ def prior_classifier(clip: nn.Module, learner: nn.Module, prior: nn.Module | Non
         def prior_weight(self, value: float) -> None:
             self.prior_scale.fill_(float(value))
 
+        def prior_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+            """The frozen zero-shot logits (B, C) in float32 of pooled image features (B, E)."""
+            f = F.normalize(pooled.float(), dim=-1)  # (B, E)
+            return self.clip.logit_scale.float().exp() * f @ self.prior_embeddings.float().t()
+
         def logits_from_features(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
             logits = super().logits_from_features(pooled, tokens)  # (B, C)
             if not hasattr(self, "prior_embeddings"):
                 return logits
-            f = F.normalize(pooled.float(), dim=-1)  # (B, E)
-            zs = self.clip.logit_scale.float().exp() * f @ self.prior_embeddings.float().t()  # (B, C)
-            return logits + (self.prior_scale.float() * zs).to(logits.dtype)
+            return logits + (self.prior_scale.float() * self.prior_logits(pooled)).to(logits.dtype)
 
     return PriorPromptClassifier()
 
@@ -115,8 +127,15 @@ class PlusMethod(PromptMethod):
         relabel_min_prob: float,
         noisy_weight: str = "fixed",
         prior_schedule: str = "fixed",
+        noisy_target: str = "given",
     ) -> None:
         super().__init__(classifier, selector, loss)
+        if noisy_target not in NOISY_TARGETS:
+            raise ValueError(f"noisy_target must be one of {', '.join(NOISY_TARGETS)}, got {noisy_target!r}")
+        if noisy_target != "given" and (relabel or not hasattr(classifier, "prior_embeddings")):
+            raise ValueError(f"noisy_target={noisy_target!r} needs zero-shot logits (a prior) and relabel=False")
+        self.noisy_target = noisy_target
+        self._zs_probs: torch.Tensor | None = None  # (N, C) zero-shot probabilities of the training set (frozen)
         if prior_schedule not in PRIOR_SCHEDULES:
             raise ValueError(f"prior_schedule must be one of {', '.join(PRIOR_SCHEDULES)}, got {prior_schedule!r}")
         self.prior_schedule = prior_schedule
@@ -153,10 +172,20 @@ class PlusMethod(PromptMethod):
                 "sel_relabel_known": int(known.sum()),
             }
         self._clean, self._target, self._use = clean.cpu(), target.cpu(), use.cpu()
+        if self.noisy_target != "given" and self._zs_probs is None:  # frozen: computed once
+            if view.pooled is None:
+                raise ValueError(f"noisy_target={self.noisy_target!r} needs the training set's frozen features "
+                                 "(TrainView.pooled)")  # fmt: skip
+            with torch.no_grad():
+                self._zs_probs = self.classifier.prior_logits(view.pooled()).softmax(dim=-1).cpu()  # (N, C)
         kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
+        changes: dict[str, float] = {}
         if self.noisy_weight == "kept":  # trust the rejected labels as much as the split trusts labels overall
-            self.loss = dataclasses.replace(self.base_loss, noisy_scale=kept)
-            stats["noisy_scale"] = kept
+            changes["noisy_scale"] = stats["noisy_scale"] = kept
+        if self.noisy_target == "mixed":  # ... and zero-shot CLIP as much as it distrusts them
+            changes["noisy_mix"] = stats["noisy_mix"] = 1.0 - kept
+        if changes:
+            self.loss = dataclasses.replace(self.base_loss, **changes)
         if self.prior_schedule != "fixed" and hasattr(self.classifier, "prior_weight"):
             # the next epoch (and the test) weighs the zero-shot prior by this split's noise estimate
             power = PRIOR_SCHEDULES[self.prior_schedule]
@@ -181,6 +210,8 @@ class PlusMethod(PromptMethod):
             "target": self._target.to(index.device)[index],
             "use": self._use.to(index.device)[index],
         }
+        if self._zs_probs is not None:
+            batch["zs_probs"] = self._zs_probs.to(index.device)[index]
         return [batch], {}
 
     def forward(self, batch: Batch) -> dict[str, Any]:
@@ -196,7 +227,7 @@ class PlusMethod(PromptMethod):
             scale = float(use.sum()) / max(int(use.numel()), 1)  # keep the 1/B normalisation of the whole batch
             loss = loss * scale
         else:
-            loss, parts = self.loss(logits, batch["labels"], clean)
+            loss, parts = self.loss(logits, batch["labels"], clean, noisy_target=batch.get("zs_probs"))
         return {"loss": loss, **parts, **self.model_stats()}
 
 
@@ -217,7 +248,7 @@ def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpe
         raise ValueError("visprompt-plus needs method.selection.kind=ot")
     learner = VisPromptLearner(clip, classnames, **dataclasses.asdict(spec.coop), **dataclasses.asdict(spec.visprompt))
     prior = None
-    if spec.prior_weight > 0:
+    if spec.prior_weight > 0 or spec.noisy_target != "given":
         if spec.templates == "plain":
             templates = [DEFAULT_TEMPLATE]
         else:
@@ -232,4 +263,5 @@ def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpe
         relabel_min_prob=spec.relabel_min_prob,
         noisy_weight=spec.noisy_weight,
         prior_schedule=spec.prior_schedule,
+        noisy_target=spec.noisy_target,
     )
