@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import random
@@ -113,13 +114,18 @@ def test_status_log_and_checkpoint_roundtrip(tmp_path) -> None:
         rd.set_status("finished")
 
 
-def test_a_checkpoint_ahead_of_its_state_is_not_resumed(tmp_path) -> None:
+def test_a_checkpoint_ahead_of_its_state_resumes_from_the_states_own_parameters(tmp_path) -> None:
     rd = RunDir(tmp_path / "run")
     rd.save_checkpoint({"a": torch.zeros(1)}, 1, {})
     state_bytes = rd.state_file.read_bytes()
     rd.save_checkpoint({"a": torch.ones(1)}, 2, {})
     rd.state_file.write_bytes(state_bytes)  # as if killed between the two writes of epoch 2
-    assert rd.checkpoint_epoch() == 2 and rd.load_state() is None
+    state = rd.load_state()
+    assert rd.checkpoint_epoch() == 2 and state["epoch"] == 1 and torch.equal(state["params"]["a"], torch.zeros(1))
+    buffer = io.BytesIO()
+    torch.save({"epoch": 1}, buffer)  # a state written before states carried their parameters
+    rd.state_file.write_bytes(buffer.getvalue())
+    assert rd.load_state() is None  # cannot be resumed exactly: a fresh start
 
 
 def test_torn_log_line_is_dropped(tmp_path) -> None:

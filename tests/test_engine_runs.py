@@ -125,6 +125,25 @@ def test_killed_run_resumes_to_identical_metrics(world, tmp_path, method: str, k
     assert _comparable(rd) == _comparable(full.run_dir)
 
 
+def test_a_run_killed_between_its_checkpoint_and_state_writes_resumes_from_the_state(world, tmp_path) -> None:
+    full = train_run(config(world, "coop", tmp_path / "full", "optim.epochs=2"), show_progress=False)
+    cfg = config(world, "coop", tmp_path / "killed", "optim.epochs=2")
+    rd = tmp_path / "killed" / "run"
+    saved: dict[int, bytes] = {}
+
+    def hook(epoch: int, record: dict) -> None:
+        saved[epoch] = (rd / "state.pt").read_bytes()
+        if epoch == 2:
+            raise Crash("killed after epoch 2")
+
+    with pytest.raises(Crash):
+        train_run(cfg, on_epoch_end=hook, show_progress=False)
+    (rd / "state.pt").write_bytes(saved[1])  # epoch 2's checkpoint is on disk, its state never was
+    resumed = train_run(cfg, show_progress=False)
+    assert resumed.resumed_from == 1  # one epoch lost, not the run
+    assert _comparable(rd) == _comparable(full.run_dir)
+
+
 def test_a_changed_config_does_not_resume_into_an_old_run(world, tmp_path) -> None:
     from visprompt.errors import ConfigError
 

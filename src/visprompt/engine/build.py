@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +55,18 @@ def image_transform(clip: FrozenCLIP, train: bool = False) -> Callable[[Any], to
     return build_transform(input_size(clip), clip.mean, clip.std, train=train)
 
 
-def load_trainable(rd: RunDir, method: MethodBase, device: torch.device) -> None:
-    """Copy the checkpoint's trainable parameters into ``method`` (their names must match exactly)."""
-    params = rd.load_checkpoint(device)
+def load_trainable(
+    rd: RunDir, method: MethodBase, device: torch.device, params: Mapping[str, torch.Tensor] | None = None
+) -> None:
+    """Copy the checkpoint's trainable parameters into ``method`` (their names must match exactly).
+
+    ``params``: copy these instead (the resume state's own copy, see :class:`~visprompt.engine.rundir.RunDir`).
+    """
+    source = rd.checkpoint_file if params is None else rd.state_file
+    params = rd.load_checkpoint(device) if params is None else {k: v.to(device) for k, v in params.items()}
     own = method.named_trainable_parameters()
     if set(params) != set(own):
-        raise ConfigError(f"{rd.checkpoint_file}: its parameters do not match the run's method; use another --name")
+        raise ConfigError(f"{source}: its parameters do not match the run's method; use another --name")
     with torch.no_grad():
         for name, p in own.items():
             p.copy_(params[name])

@@ -8,14 +8,16 @@ Layout (docs/architecture.md)::
       log.jsonl                one JSON line per completed epoch
       metrics.json             final test metrics, timings, parameter counts, versions, git SHA
       checkpoint.safetensors   trainable parameters only
-      state.pt                 optimizer, scheduler, RNG and method state of the last completed epoch (resume)
+      state.pt                 parameters, optimizer, scheduler, RNG and method state of the last completed epoch
+                               (resume)
       status                   running | done | failed
       error.txt                the error of a failed run (message and traceback)
 
 Every write goes to a temporary file in the same folder and is moved into place with ``os.replace``, so a
 reader (or a resumed run) never sees half a file. The checkpoint and ``state.pt`` carry the epoch they
-belong to; ``log.jsonl`` is cut back to that epoch on resume, so an interruption between the two writes
-loses at most the epoch in flight.
+belong to, and ``state.pt`` holds its own copy of the parameters: a run killed between the two writes (the
+checkpoint of epoch e written, the state still that of e - 1) resumes from the state's epoch with the state's
+parameters. ``log.jsonl`` is cut back to the resumed epoch, so an interruption loses at most one epoch.
 """
 
 from __future__ import annotations
@@ -168,12 +170,15 @@ class RunDir:
 
     # ------------------------------------------------------------------------------------ checkpoint
     def save_checkpoint(self, params: Mapping[str, torch.Tensor], epoch: int, state: Mapping[str, Any]) -> None:
-        """Write the trainable parameters (safetensors) and the resume state of completed epoch ``epoch``."""
+        """Write the trainable parameters (safetensors) and the resume state of completed epoch ``epoch``.
+
+        The state carries a copy of the parameters (``params``), so that it can be resumed on its own.
+        """
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in params.items()}
         with atomic_path(self.checkpoint_file) as tmp:
             save_file(tensors, str(tmp), metadata={"epoch": str(epoch), "format": "visprompt-trainable-v1"})
         buffer = io.BytesIO()
-        torch.save({"epoch": epoch, **state}, buffer)
+        torch.save({"epoch": epoch, **state, "params": tensors}, buffer)
         atomic_write_bytes(self.state_file, buffer.getvalue())
 
     def load_checkpoint(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -194,10 +199,11 @@ class RunDir:
             raise _bad(self.checkpoint_file, "cannot read the checkpoint", exc) from None
 
     def load_state(self) -> dict[str, Any] | None:
-        """The resume state (``epoch`` plus what was saved), or None when there is nothing consistent to resume.
+        """The resume state (``epoch``, ``params`` and what was saved), or None when there is nothing to resume.
 
         The checkpoint is written before the state; a crash between the two leaves a checkpoint one epoch
-        ahead of the state, which cannot be resumed exactly: that case warns and returns None (fresh start).
+        ahead of the state. The state's own parameters resume it exactly from its epoch; a state without them
+        (written before they were saved there) cannot be, and that case warns and returns None (fresh start).
         """
         if not (self.state_file.is_file() and self.checkpoint_file.is_file()):
             return None
@@ -208,6 +214,10 @@ class RunDir:
         if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
             raise _bad(self.state_file, "not a resume state written by visprompt")
         if state.get("epoch") != self.checkpoint_epoch():
+            if isinstance(state.get("params"), dict):
+                log.warning("%s: the checkpoint is ahead of the resume state (interrupted between the two "
+                            "writes); resuming after epoch %d from the state", self.path, state["epoch"])  # fmt: skip
+                return state
             log.warning("%s: checkpoint and resume state disagree on the epoch; starting afresh", self.path)
             return None
         return state

@@ -331,7 +331,7 @@ def _restore(
     device: torch.device,
 ) -> int:
     """Load the last completed epoch's parameters and state; returns that epoch."""
-    load_trainable(rd, method, device)
+    load_trainable(rd, method, device, state.get("params"))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
