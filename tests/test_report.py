@@ -228,3 +228,22 @@ def test_report_command_prints_the_files(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert out.startswith("5 runs, 5 finished; report in")
     assert str(tmp_path / "rep" / "results.md") in out and "accuracy_testbed-backgrounds.png" in out
+
+
+def test_an_option_missing_from_an_older_runs_config_counts_as_its_default(tmp_path) -> None:
+    """A run written before an option existed and one written after, with the default, are the same method."""
+    for seed in (1, 2):
+        write_run(
+            tmp_path, f"old/seed{seed}", ["method.name=visprompt-plus", f"run.seed={seed}"], metrics={"top1": 60.0}
+        )
+    old = tmp_path / "old" / "seed1" / "config.yaml"
+    old.write_text(old.read_text().replace("  noisy_target: given\n", ""))  # as an earlier version wrote it
+    assert "noisy_target" not in old.read_text()
+    write_run(tmp_path, "new/seed1", ["method.name=visprompt-plus", "run.seed=1"], metrics={"top1": 61.0})
+    assert set(label_methods(collect_runs(tmp_path)).values()) == {"visprompt-plus"}
+    write_run(
+        tmp_path, "zs/seed1", ["method.name=visprompt-plus", "method.noisy_target=zeroshot"], metrics={"top1": 1.0}
+    )
+    labels = label_methods(collect_runs(tmp_path))
+    assert labels["old/seed1"] == "visprompt-plus[method.noisy_target=given]"  # the default, filled in
+    assert labels["zs/seed1"] == "visprompt-plus[method.noisy_target=zeroshot]"

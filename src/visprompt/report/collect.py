@@ -12,6 +12,7 @@ config values (an ablation such as ``prompt.gate``), those values join the metho
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -125,19 +126,36 @@ def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
     return _as_float(metrics[candidates[0]]) if candidates else None
 
 
+def _method_defaults(method: str) -> dict[str, Any]:
+    """The flattened config a run of ``method`` gets today when it sets nothing ({} for an unknown method)."""
+    from visprompt.config import load_config
+
+    try:
+        return flatten_tree(dataclasses.asdict(load_config(method=method)))
+    except VispromptError:
+        return {}
+
+
 def label_methods(records: Sequence[RunRecord]) -> dict[str, str]:
-    """Run name -> method label: the method name, plus the config values that differ among its runs."""
+    """Run name -> method label: the method name, plus the config values that differ among its runs.
+
+    A key that a run's config.yaml lacks (written by a version without that option) counts as today's default
+    for the method, so an option added later does not split one method's runs into variants.
+    """
     by_method: dict[str, list[RunRecord]] = {}
     for record in records:
         by_method.setdefault(record.method, []).append(record)
     labels = {}
     for method, group in by_method.items():
         keys = sorted({k for r in group for k in r.config})
-        varying = [
-            k for k in keys if not k.startswith(_NOT_VARIANTS) and len({_key(r.config.get(k)) for r in group}) > 1
-        ]
+        defaults = _method_defaults(method) if any(set(keys) - set(r.config) for r in group) else {}
+
+        def value(record: RunRecord, key: str, defaults: dict[str, Any] = defaults) -> Any:
+            return record.config[key] if key in record.config else defaults.get(key)
+
+        varying = [k for k in keys if not k.startswith(_NOT_VARIANTS) and len({_key(value(r, k)) for r in group}) > 1]
         for record in group:
-            parts = [f"{k}={record.config.get(k)}" for k in varying]
+            parts = [f"{k}={value(record, k)}" for k in varying]
             labels[record.name] = f"{method}[{','.join(parts)}]" if parts else method
     return labels
 
