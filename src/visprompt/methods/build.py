@@ -67,7 +67,7 @@ class MethodSpec:
     relabel_min_prob: float = 0.5  # ... when the model gives the pseudo-label at least this probability
     noisy_weight: str = "fixed"  # visprompt-plus: fixed | kept (noisy-part weight x the split's kept fraction)
     prior_schedule: str = "fixed"  # visprompt-plus: fixed | noise | noise-squared (x (1 - kept) or its square)
-    noisy_target: str = "given"  # visprompt-plus: given | zeroshot (what the split's noisy part is trained towards)
+    noisy_target: str = "given"  # visprompt-plus: given | zeroshot | mixed (what the split's noisy part is trained to)
     class_chunk: int | None = None  # the text encoder's classes per pass (run.class_chunk; None: all at once)
 
 

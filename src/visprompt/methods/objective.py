@@ -62,14 +62,8 @@ class SplitLoss:
         if clean.any():
             per_clean = per_sample_loss(self.clean, logits, labels, q=self.q)  # (B,)
             stats["loss_clean"] = float(per_clean.detach()[clean].mean())
-        if noisy.any() and noisy_target is not None:
-            per_noisy = -(noisy_target.to(logits.device).float() * logits.float().log_softmax(dim=-1)).sum(dim=-1)
-            if self.noisy_mix < 1.0 and self.noisy != "none":
-                given = per_sample_loss(self.noisy, logits, labels, q=self.q)  # (B,)
-                per_noisy = (1.0 - self.noisy_mix) * given + self.noisy_mix * per_noisy
-            stats["loss_noisy"] = float(per_noisy.detach()[noisy].mean())
-        elif noisy.any() and self.noisy != "none":
-            per_noisy = per_sample_loss(self.noisy, logits, labels, q=self.q)  # (B,)
+        if noisy.any() and (noisy_target is not None or self.noisy != "none"):
+            per_noisy = self._per_noisy(logits, labels, noisy_target)  # (B,)
             stats["loss_noisy"] = float(per_noisy.detach()[noisy].mean())
         if self.schedule == "sequential":  # each part is its own step: plain means
             weights, normalize = (1.0, 1.0), "subset"
@@ -80,3 +74,13 @@ class SplitLoss:
             weights = (weights[0], weights[1] * self.noisy_scale)
         clean_term, noisy_term = split_loss_terms(per_clean, per_noisy, clean, weights=weights, normalize=normalize)
         return clean_term + noisy_term, stats
+
+    def _per_noisy(self, logits: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Per-sample loss (B,) of the noisy rows: ``noisy`` on the labels, CE to ``target``, or their mix."""
+        if target is None:
+            return per_sample_loss(self.noisy, logits, labels, q=self.q)
+        soft = -(target.to(logits.device).float() * logits.float().log_softmax(dim=-1)).sum(dim=-1)
+        if self.noisy_mix >= 1.0 or self.noisy == "none":
+            return soft
+        given = per_sample_loss(self.noisy, logits, labels, q=self.q)
+        return (1.0 - self.noisy_mix) * given + self.noisy_mix * soft

@@ -149,13 +149,12 @@ def label_methods(records: Sequence[RunRecord]) -> dict[str, str]:
     for method, group in by_method.items():
         keys = sorted({k for r in group for k in r.config})
         defaults = _method_defaults(method) if any(set(keys) - set(r.config) for r in group) else {}
-
-        def value(record: RunRecord, key: str, defaults: dict[str, Any] = defaults) -> Any:
-            return record.config[key] if key in record.config else defaults.get(key)
-
-        varying = [k for k in keys if not k.startswith(_NOT_VARIANTS) and len({_key(value(r, k)) for r in group}) > 1]
+        values = {r.name: {k: r.config[k] if k in r.config else defaults.get(k) for k in keys} for r in group}
+        varying = [
+            k for k in keys if not k.startswith(_NOT_VARIANTS) and len({_key(v[k]) for v in values.values()}) > 1
+        ]
         for record in group:
-            parts = [f"{k}={value(record, k)}" for k in varying]
+            parts = [f"{k}={values[record.name][k]}" for k in varying]
             labels[record.name] = f"{method}[{','.join(parts)}]" if parts else method
     return labels
 
