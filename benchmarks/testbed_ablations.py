@@ -139,6 +139,22 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` with the split's noisy part trained kept x on its labels + (1 - kept) x towards zero-shot",
         ["method=visprompt-plus", "method.noisy_target=mixed", "method.noisy_weight=fixed"],
     ),
+    "plus-gate-zero": (
+        "`visprompt-plus` with the FiLM gate forced to 0 (its visual branch silenced: a CoOp prompt, plus's split)",
+        ["method=visprompt-plus", "prompt.gate=zero"],
+    ),
+    "plus-gate-lr10": (
+        "`visprompt-plus` with the gate's learning rate 10x the others' (prompt.gate_lr_scale=10)",
+        ["method=visprompt-plus", "prompt.gate_lr_scale=10"],
+    ),
+    "plus-gate-kept": (
+        "`visprompt-plus` with the gate x the split's kept fraction (method.gate_schedule=kept)",
+        ["method=visprompt-plus", "method.gate_schedule=kept"],
+    ),
+    "plus-gate-kept2": (
+        "`visprompt-plus` with the gate x the split's kept fraction squared (method.gate_schedule=kept-squared)",
+        ["method=visprompt-plus", "method.gate_schedule=kept-squared"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),

@@ -72,6 +72,23 @@ def test_scheduler_steps_per_epoch_and_resumes_from_its_state() -> None:
     assert seen == pytest.approx([lr_at(e, lr=0.1, epochs=6, warmup_epochs=1, warmup_lr=1e-3) for e in range(6)])
 
 
+def test_a_scaled_group_follows_the_schedule_at_its_multiple() -> None:
+    base, gate = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(1))
+    opt = build_optimizer([{"params": [base], "lr_scale": 1.0}, {"params": [gate], "lr_scale": 10.0}], lr=0.1)
+    sched = build_scheduler(opt, epochs=5, warmup_epochs=1, warmup_lr=1e-3)
+    for e in range(5):
+        want = lr_at(e, lr=0.1, epochs=5, warmup_epochs=1, warmup_lr=1e-3)
+        assert opt.param_groups[0]["lr"] == pytest.approx(want)
+        assert opt.param_groups[1]["lr"] == pytest.approx(10 * want)
+        opt.step()
+        sched.step()
+    only_scaled = build_optimizer([{"params": [gate], "lr_scale": 4.0}], lr=0.1)
+    build_scheduler(only_scaled, epochs=5, warmup_epochs=0)
+    assert only_scaled.param_groups[0]["lr"] == pytest.approx(0.4)  # the base rate is recovered from the scale
+    with pytest.raises(ValueError, match="lr_scale"):
+        build_optimizer([{"params": [base], "lr_scale": 0.0}], lr=0.1)
+
+
 def test_optimizer_refuses_frozen_or_no_parameters() -> None:
     with pytest.raises(ValueError, match="no trainable"):
         build_optimizer([], lr=0.1)

@@ -275,6 +275,85 @@ def test_noise_scheduled_prior_weight_follows_the_split_and_travels_with_the_che
     assert "classifier.prior_scale" not in {n for n, _ in fresh.classifier.named_trainable_parameters()}
 
 
+def test_the_gate_learning_rate_scale_puts_the_gate_in_its_own_group() -> None:
+    from visprompt.models.tiny import tiny_clip
+
+    clip = tiny_clip("vit")
+    names = ["red", "green", "blue"]
+    plain = build_method(method_spec(_preset("visprompt", "prompt.n_ctx=4")), clip, names)
+    assert [g["lr_scale"] for g in plain.param_groups()] == [1.0]
+    scaled = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4", "prompt.gate_lr_scale=10")), clip,
+                          names)  # fmt: skip
+    groups = scaled.param_groups()
+    assert [g["lr_scale"] for g in groups] == [1.0, 10.0]
+    gate = scaled.classifier.learner.film.gate_proj
+    assert {id(p) for p in groups[1]["params"]} == {id(gate.weight), id(gate.bias)}
+    every = {id(p) for p in scaled.trainable_parameters()}
+    assert {id(p) for g in groups for p in g["params"]} == every and sum(len(g["params"]) for g in groups) == len(every)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["method=coop", "prompt.gate_lr_scale=10"], "prompt.gate_lr_scale"),
+        (["prompt.gate=off", "prompt.gate_lr_scale=10"], "prompt.gate_lr_scale"),
+        (["prompt.visual_guidance=false", "prompt.gate_lr_scale=10"], "prompt.gate_lr_scale"),
+        (["prompt.gate_lr_scale=0"], "prompt.gate_lr_scale"),
+        (["method=visprompt-plus", "method.gate_schedule=kept", "prompt.gate=zero"], "method.gate_schedule"),
+        (["method=visprompt-plus", "method.gate_schedule=kept", "prompt.visual_guidance=false"],
+         "method.gate_schedule"),
+        (["method=visprompt", "method.gate_schedule=kept"], "method.gate_schedule"),
+    ],
+)  # fmt: skip
+def test_gate_options_are_refused_where_there_is_no_learned_gate(overrides: list[str], field: str) -> None:
+    method = next((o.split("=")[1] for o in overrides if o.startswith("method=")), "visprompt")
+    rest = [o for o in overrides if not o.startswith("method=")]
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(overrides=rest, method=method)
+
+
+@pytest.mark.parametrize(("schedule", "power"), [("kept", 1), ("kept-squared", 2)])
+def test_kept_scheduled_gate_scales_the_injection_and_travels_with_the_checkpoint(schedule, power) -> None:
+    from visprompt.models.tiny import tiny_clip
+
+    clip = tiny_clip("vit")
+    names = ["red", "green", "blue"]
+    cfg = _preset("visprompt-plus", "prompt.n_ctx=4", f"method.gate_schedule={schedule}")
+    method = build_method(method_spec(cfg), clip, names)
+    film = method.classifier.learner.film
+    gen = torch.Generator().manual_seed(3)
+    ctx, vis = torch.randn(4, clip.width, generator=gen), torch.randn(2, 5, clip.embed_dim, generator=gen)
+    film.eval()
+    with torch.no_grad():
+        full = film(ctx, vis)
+    batch = _planted(n=12, classes=3, flipped=3)
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"][:, :3] @ torch.eye(3))
+    stats = method.before_epoch(0, view)
+    kept = stats["n_clean"] / 12
+    assert 0 < kept < 1 and stats["gate_scale"] == pytest.approx(kept**power)
+    with torch.no_grad():
+        scaled = film(ctx, vis)
+        film.ffn, ffn = None, film.ffn  # without the FFN the injection is exactly ctx + scale x g x delta
+        try:
+            film.gate_scale.fill_(1.0)
+            one = film(ctx, vis) - ctx
+            film.gate_scale.fill_(kept**power)
+            assert torch.allclose(film(ctx, vis) - ctx, kept**power * one, atol=1e-5)
+        finally:
+            film.ffn = ffn
+    assert not torch.allclose(scaled, full)
+    saved = {k: v.detach().clone() for k, v in method.named_trainable_parameters().items()}
+    assert float(saved["learner.film.gate_scale"]) == pytest.approx(kept**power)
+    fresh = build_method(method_spec(cfg), clip, names)
+    with torch.no_grad():  # what engine.build.load_trainable does for eval and predict
+        for name, p in fresh.named_trainable_parameters().items():
+            p.copy_(saved[name])
+    assert float(fresh.classifier.learner.film.gate_scale) == pytest.approx(kept**power)
+    recipe = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4")), clip, names)
+    assert "learner.film.gate_scale" not in recipe.named_trainable_parameters()  # old checkpoints still load
+    assert "gate_scale" not in recipe.before_epoch(0, view)
+
+
 def test_split_loss_trains_the_noisy_rows_towards_soft_targets_when_given() -> None:
     gen = torch.Generator().manual_seed(2)
     logits, labels = torch.randn(8, 5, generator=gen), torch.randint(5, (8,), generator=gen)

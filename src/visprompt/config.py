@@ -200,9 +200,16 @@ class PromptConfig:
     init: Literal["default", "identity"] = "default"  # identity: FiLM/FFN outputs zero-initialised, negative gate bias
     num_heads: int = 8  # attention heads of the cross-modal block
     dropout: float = 0.1  # attention dropout of the cross-modal block
+    # the learned gate's own learning rate, as a multiple of optim.lr (its weight and bias in a parameter group of
+    # their own; the schedule and warm-up apply at the same multiple); 1: one group for every parameter
+    gate_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.n_ctx >= 1, "prompt.n_ctx", f"expected an integer >= 1, got {self.n_ctx}")
+        _check(self.gate_lr_scale > 0, "prompt.gate_lr_scale", f"expected a value > 0, got {self.gate_lr_scale}")
+        _check(self.gate_lr_scale == 1.0 or (self.gate == "learned" and self.visual_guidance), "prompt.gate_lr_scale",
+               f"{self.gate_lr_scale} scales a learned gate's learning rate, and this prompt has none (prompt.gate "
+               f"{self.gate!r}, prompt.visual_guidance {self.visual_guidance}); leave it at 1.0")  # fmt: skip
         _check(0.0 <= self.dropout < 1.0, "prompt.dropout", f"expected a value in [0, 1), got {self.dropout}")
         _check(self.num_heads >= 1, "prompt.num_heads", f"expected an integer >= 1, got {self.num_heads}")
 
@@ -300,6 +307,10 @@ class MethodConfig:
     # cross-entropy; the dataset's templates) or "mixed" (both: kept fraction x the given label's loss + (1 - kept
     # fraction) x the cross-entropy to zero-shot; method.noisy_weight's factor applies on top)
     noisy_target: Literal["given", "zeroshot", "mixed"] = "given"
+    # visprompt-plus: "kept" multiplies the FiLM block's gate by the kept fraction of the epoch's split (1 - the
+    # noise estimate), in that epoch's training and at test time; "kept-squared" by its square (the visual branch
+    # injects less the more labels the split rejects); "fixed" leaves the gate as learned
+    gate_schedule: Literal["fixed", "kept", "kept-squared"] = "fixed"
 
     def __post_init__(self) -> None:
         try:
@@ -381,6 +392,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check_method_reads(self)
+        p = self.prompt
+        _check(self.method.gate_schedule == "fixed" or (p.visual_guidance and p.gate != "zero"),
+               "method.gate_schedule", f"{self.method.gate_schedule!r} scales the FiLM block's gate, and this prompt "
+               f"injects nothing (prompt.gate {p.gate!r}, prompt.visual_guidance {p.visual_guidance}); leave it "
+               "at 'fixed'")  # fmt: skip
 
 
 def _check_method_reads(cfg: RunConfig) -> None:

@@ -291,9 +291,7 @@ def _train(
 ) -> int | None:
     """Train from scratch or from the last checkpoint; returns the epoch resumed after (None: fresh start)."""
     o = cfg.optim
-    optimizer = build_optimizer(
-        method.trainable_parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-    )
+    optimizer = build_optimizer(method.param_groups(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     scheduler = build_scheduler(optimizer, epochs=o.epochs, warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr)
     scaler = precision.scaler()
     state = rd.load_state()

@@ -92,6 +92,23 @@ class MethodBase(nn.Module):
         wanted = {id(p) for p in self.trainable_parameters()}
         return {name: p for name, p in self.classifier.named_parameters() if id(p) in wanted}
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The trainable parameters as optimizer groups ``{"params": [...], "lr_scale": s}``.
+
+        A submodule of the classifier may carry a float attribute ``lr_scale`` (VisPrompt's gate with
+        ``prompt.gate_lr_scale``): its parameters train at that multiple of the learning rate, in a group of their
+        own. The group at scale 1 comes first (the scheduler reads its rate); one group when nothing is scaled.
+        """
+        scale_of: dict[int, float] = {}
+        for module in self.classifier.modules():  # parents before children: the innermost declaration wins
+            scale = getattr(module, "lr_scale", None)
+            if scale is not None:
+                scale_of.update({id(p): float(scale) for p in module.parameters()})
+        groups: dict[float, list[nn.Parameter]] = {1.0: []}
+        for p in self.trainable_parameters():
+            groups.setdefault(scale_of.get(id(p), 1.0), []).append(p)
+        return [{"params": params, "lr_scale": scale} for scale, params in groups.items() if params]
+
     def before_epoch(self, epoch: int, view: TrainView) -> dict[str, float]:
         return {}
 

@@ -46,6 +46,7 @@ class VisPromptOptions:
     init: str = "default"
     num_heads: int = 8
     dropout: float = 0.1
+    gate_lr_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class MethodSpec:
     noisy_weight: str = "fixed"  # visprompt-plus: fixed | kept (noisy-part weight x the split's kept fraction)
     prior_schedule: str = "fixed"  # visprompt-plus: fixed | noise | noise-squared (x (1 - kept) or its square)
     noisy_target: str = "given"  # visprompt-plus: given | zeroshot | mixed (what the split's noisy part is trained to)
+    gate_schedule: str = "fixed"  # visprompt-plus: fixed | kept | kept-squared (the FiLM gate x kept fraction^power)
     class_chunk: int | None = None  # the text encoder's classes per pass (run.class_chunk; None: all at once)
 
 
@@ -85,7 +87,15 @@ def method_spec(cfg: RunConfig) -> MethodSpec:
         dataset=cfg.data.dataset,
         coop=CoOpOptions(p.n_ctx, p.ctx_init, p.csc, p.class_token_position),
         visprompt=VisPromptOptions(
-            p.vis_tokens, p.film_mode, p.use_ffn, p.gate, p.visual_guidance, p.init, p.num_heads, p.dropout
+            p.vis_tokens,
+            p.film_mode,
+            p.use_ffn,
+            p.gate,
+            p.visual_guidance,
+            p.init,
+            p.num_heads,
+            p.dropout,
+            p.gate_lr_scale,
         ),
         selector=selector,
         selection_kind=sel.kind,
@@ -106,6 +116,7 @@ def method_spec(cfg: RunConfig) -> MethodSpec:
         noisy_weight=cfg.method.noisy_weight,
         prior_schedule=cfg.method.prior_schedule,
         noisy_target=cfg.method.noisy_target,
+        gate_schedule=cfg.method.gate_schedule,
         class_chunk=cfg.run.class_chunk,
     )
 

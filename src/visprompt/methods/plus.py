@@ -17,6 +17,9 @@ seeds, and reports it on held-out ones):
   (1 - kept) x the cross-entropy to zero-shot, kept being the epoch split's kept fraction (``noisy_weight``'s factor
   applies on top): the more labels the split rejects, the more the rejected samples pull the prompt towards
   zero-shot CLIP instead of towards labels it does not trust.
+* **The gate's schedule** (``method.gate_schedule``): ``kept`` multiplies the FiLM block's gate by the epoch
+  split's kept fraction (``kept-squared`` by its square), in that epoch's training and at test time, so the visual
+  branch injects less the more labels the split rejects; ``fixed`` leaves the gate as learned.
 * **Relabelling** (``method.relabel``): a sample the split calls noisy is trained on its OT pseudo-label when the
   model gives that label at least ``relabel_min_prob``, and gets no loss otherwise (never its given label).
 
@@ -48,6 +51,8 @@ __all__ = ["RECIPE", "PlusMethod", "prior_classifier"]
 PRIOR_SCHEDULES = {"fixed": 0, "noise": 1, "noise-squared": 2}
 #: ``method.noisy_target``: what the split's noisy part is trained towards (module docstring).
 NOISY_TARGETS = ("given", "zeroshot", "mixed")
+#: ``method.gate_schedule``: the power of the split's kept fraction the FiLM gate is multiplied by.
+GATE_SCHEDULES = {"fixed": 0, "kept": 1, "kept-squared": 2}
 
 #: The complete recipe of ``visprompt-plus`` as dotted config keys (registered with the builder below).
 RECIPE: dict[str, Any] = {
@@ -66,6 +71,7 @@ RECIPE: dict[str, Any] = {
     "method.prior_weight": 0.25,
     "method.prior_schedule": "noise",
     "method.noisy_target": "given",
+    "method.gate_schedule": "fixed",
     "method.relabel": False,
     "method.relabel_min_prob": 0.5,
     "method.templates": "dataset",
@@ -128,8 +134,15 @@ class PlusMethod(PromptMethod):
         noisy_weight: str = "fixed",
         prior_schedule: str = "fixed",
         noisy_target: str = "given",
+        gate_schedule: str = "fixed",
     ) -> None:
         super().__init__(classifier, selector, loss)
+        if gate_schedule not in GATE_SCHEDULES:
+            raise ValueError(f"gate_schedule must be one of {', '.join(GATE_SCHEDULES)}, got {gate_schedule!r}")
+        self._film = getattr(getattr(classifier, "learner", None), "film", None)
+        if gate_schedule != "fixed" and (self._film is None or self._film.gate == "zero"):
+            raise ValueError(f"gate_schedule={gate_schedule!r} needs the FiLM block with a non-zero gate")
+        self.gate_schedule = gate_schedule
         if noisy_target not in NOISY_TARGETS:
             raise ValueError(f"noisy_target must be one of {', '.join(NOISY_TARGETS)}, got {noisy_target!r}")
         if noisy_target != "given" and (relabel or not hasattr(classifier, "prior_embeddings")):
@@ -191,14 +204,22 @@ class PlusMethod(PromptMethod):
             power = PRIOR_SCHEDULES[self.prior_schedule]
             self.classifier.prior_weight = self.base_prior * (1.0 - kept) ** power
             stats["prior_weight"] = self.classifier.prior_weight
+        if self.gate_schedule != "fixed":  # this epoch (and the test) injects kept^power of the learned gate
+            self._film.gate_scale.fill_(kept ** GATE_SCHEDULES[self.gate_schedule])
+            stats["gate_scale"] = float(self._film.gate_scale)
         counts = split_counts(self._clean, view.labels.cpu(), view.true_labels.cpu())
         return {**_solver_stats(result), **counts, **stats}
 
     def named_trainable_parameters(self) -> dict[str, torch.Tensor]:
-        """The learner's parameters plus the zero-shot prior's weight, so that a checkpoint carries both."""
+        """The learner's parameters plus the adapted weights eval and predict must use: the zero-shot prior's
+        weight, and the gate's scale when it is scheduled (a fixed schedule leaves it at 1 and out of the file)."""
         own = super().named_trainable_parameters()
         scale = getattr(self.classifier, "prior_scale", None)
-        return {**own, "classifier.prior_scale": scale} if scale is not None else own
+        if scale is not None:
+            own["classifier.prior_scale"] = scale
+        if self.gate_schedule != "fixed":
+            own["learner.film.gate_scale"] = self._film.gate_scale
+        return own
 
     def split(self, batch: Batch) -> tuple[list[Batch], dict[str, Any]]:
         if self._target is None:
@@ -264,4 +285,5 @@ def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpe
         noisy_weight=spec.noisy_weight,
         prior_schedule=spec.prior_schedule,
         noisy_target=spec.noisy_target,
+        gate_schedule=spec.gate_schedule,
     )

@@ -127,7 +127,7 @@ VISPROMPT_RECIPE = {
 COOP_READS = ("prompt.n_ctx", "prompt.ctx_init", "prompt.csc", "prompt.class_token_position")
 SPLIT_READS = ("method.selection", "method.loss")
 FILM_READS = ("prompt.vis_tokens", "prompt.film_mode", "prompt.use_ffn", "prompt.gate", "prompt.visual_guidance",
-              "prompt.init", "prompt.num_heads", "prompt.dropout")  # fmt: skip
+              "prompt.init", "prompt.num_heads", "prompt.dropout", "prompt.gate_lr_scale")  # fmt: skip
 VISPROMPT_READS = (*COOP_READS, *FILM_READS, *SPLIT_READS)
 
 

@@ -18,6 +18,10 @@ Options (each an ablation of the paper):
   ``delta = (1 + W_g v_bar) * A + W_b v_bar``.
 * ``gate="learned"`` (above), ``"off"`` (g = 1) or ``"zero"`` (g = 0: with ``use_ffn=False`` the block is the
   identity and VisPrompt reduces to CoOp exactly).
+* ``gate_lr_scale``: the learned gate's (w_s, b_s) learning rate as a multiple of the others' (its ``lr_scale``
+  attribute, which :meth:`visprompt.methods.base.MethodBase.param_groups` reads).
+* ``gate_scale`` (a 0-dim buffer, 1 unless a method schedules it): ``ctx_b = ctx + gate_scale * g * delta``.
+  ``visprompt-plus``'s ``method.gate_schedule`` sets it from its split's kept fraction each epoch.
 * ``init="default"`` (PyTorch's initialisation) or ``"identity"``: the block starts as the exact identity,
   ctx_b = ctx. W_g and W_b start at zero with W_g's bias at -1, so gamma = -1, beta = 0 and delta = 0; the FFN's
   output layer starts at zero; the gate at w_s = 0, b_s = -4 (g = sigmoid(-4) ~ 0.018). Gradients still reach
@@ -56,6 +60,7 @@ class CrossModalFiLM(nn.Module):
         use_ffn: add the residual feed-forward layer.
         gate: ``"learned"``, ``"off"`` (g = 1) or ``"zero"`` (g = 0).
         init: ``"default"`` or ``"identity"``.
+        gate_lr_scale: the learned gate's learning-rate multiple (1: the same rate as the rest).
     """
 
     def __init__(
@@ -69,9 +74,13 @@ class CrossModalFiLM(nn.Module):
         use_ffn: bool = True,
         gate: str = "learned",
         init: str = "default",
+        gate_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         _check("film_mode", film_mode, FILM_MODES)
+        if gate_lr_scale <= 0 or (gate_lr_scale != 1.0 and gate != "learned"):
+            raise ConfigError(f"gate_lr_scale must be > 0, and 1 without a learned gate; got {gate_lr_scale} "
+                              f"with gate {gate!r}")  # fmt: skip
         _check("gate", gate, GATES)
         _check("init", init, INITS)
         if width % num_heads:
@@ -84,6 +93,10 @@ class CrossModalFiLM(nn.Module):
         self.film_gamma = nn.Linear(width, width)  # W_g
         self.film_beta = nn.Linear(width, width)  # W_b
         self.gate_proj = nn.Linear(width, 1) if gate == "learned" else None  # w_s, b_s
+        if self.gate_proj is not None and gate_lr_scale != 1.0:
+            self.gate_proj.lr_scale = float(gate_lr_scale)  # read by MethodBase.param_groups
+        # a multiplier of g set by a method's schedule (not a parameter; a checkpoint carries it when scheduled)
+        self.register_buffer("gate_scale", torch.tensor(1.0), persistent=False)
         self.ffn = (
             nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
             if use_ffn
@@ -124,7 +137,7 @@ class CrossModalFiLM(nn.Module):
             g = torch.sigmoid(self.gate_proj(a))  # (B, Q, 1)
         else:
             g = a.new_full((*a.shape[:2], 1), 1.0 if self.gate == "off" else 0.0)  # (B, Q, 1)
-        out = ctx + g * delta  # (B, Q, D)
+        out = ctx + (self.gate_scale.to(g.dtype) * g) * delta  # (B, Q, D); gate_scale = 1 leaves g exactly
         if self.ffn is not None:
             out = out + self.ffn(out)
         self.last_gate = g.detach().squeeze(-1)  # (B, Q)

@@ -33,7 +33,7 @@ class VisPromptLearner(ContextPromptLearner):
         clip: the frozen CLIP (read at construction only).
         classnames, n_ctx, ctx_init, csc, class_token_position: as for CoOp.
         vis_tokens: ``"patch"`` (all visual tokens) or ``"global"`` (the pooled embedding only).
-        film_mode, use_ffn, gate, init, num_heads, dropout: options of :class:`CrossModalFiLM`.
+        film_mode, use_ffn, gate, init, num_heads, dropout, gate_lr_scale: options of :class:`CrossModalFiLM`.
         visual_guidance: apply the FiLM block (False: plain CoOp).
     """
 
@@ -54,6 +54,7 @@ class VisPromptLearner(ContextPromptLearner):
         init: str = "default",
         num_heads: int = 8,
         dropout: float = 0.1,
+        gate_lr_scale: float = 1.0,
     ) -> None:
         if vis_tokens not in VIS_TOKENS:
             raise ConfigError(f"vis_tokens must be one of {', '.join(VIS_TOKENS)}; got {vis_tokens!r}")
@@ -69,6 +70,7 @@ class VisPromptLearner(ContextPromptLearner):
                 use_ffn=use_ffn,
                 gate=gate,
                 init=init,
+                gate_lr_scale=gate_lr_scale,
             ).to(device=clip.device, dtype=clip.dtype)
             if visual_guidance
             else None
