@@ -191,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         "--compare", nargs="+", default=[], metavar="A:B",
         help="also print paired differences A - B per setting with a 95%% t-interval and win counts",
     )  # fmt: skip
+    parser.add_argument(
+        "--stats", nargs="+", default=[], metavar="KEY",
+        help="also print the mean over tasks and seeds of these last-epoch log values (e.g. gate_mean gate_std)",
+    )  # fmt: skip
     parser.add_argument("--no-run", action="store_true", help="only tabulate the finished runs under --out")
     parser.add_argument(
         "--goals", type=Path, default=None, metavar="GRID_RUNS",
@@ -230,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [tuple(item.split(":", 1)) for item in args.compare]
     if pairs:
         text += "\n" + paired_table(out, pairs, args.tasks, settings, args.seeds)
+    for key in args.stats:
+        text += "\n" + last_epoch_table(out, key, args.variants, args.tasks, settings, args.seeds)
     if args.goals is not None:
         text += "\n" + goals_summaries(out, args.goals, args.variants, args.tasks, settings, args.seeds)
     print(text)
@@ -246,6 +252,31 @@ def finished_top1(out: Path) -> dict[tuple[str, str, str, float, int], float]:
         if record.finished and value is not None:
             top1[(record.name.split("/", 1)[0], record.dataset, *record.noise, record.seed)] = value
     return top1
+
+
+def last_epoch_table(
+    out: Path, key: str, variants: list[str], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
+) -> str:
+    """Each variant's last-epoch log value ``key`` per setting: mean [min, max] over tasks x seeds."""
+    last: dict[tuple[str, str, str, float, int], float] = {}
+    for record in collect_runs(out):
+        if record.finished and record.epochs and key in record.epochs[-1]:
+            last[(record.name.split("/", 1)[0], record.dataset, *record.noise, record.seed)] = record.epochs[-1][key]
+    settings = [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]
+    lines = [
+        f"Last-epoch `{key}`: mean [min, max] over tasks x seeds ('-': not logged or not every run finished).",
+        "",
+        "| variant | " + " | ".join(setting_label(noise, rate) for noise, rate in settings) + " |",
+        "|---|" + "---:|" * len(settings),
+    ]
+    for variant in variants:
+        cells = []
+        for noise, rate in settings:
+            values = [last.get((variant, t, noise, rate, s)) for t in tasks for s in seeds]
+            ok = values and all(v is not None for v in values)
+            cells.append(f"{statistics.fmean(values):.2f} [{min(values):.2f}, {max(values):.2f}]" if ok else "-")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def paired_table(
