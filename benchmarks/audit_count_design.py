@@ -76,6 +76,15 @@ def cached_arrays(d: dict, labels: np.ndarray, seed: int, file: Path) -> dict[st
         out["fwd1"] = forward_head(d, labels, t)
         t = estimate_error_count(out["fwd1"], labels)[1]
         out["fwd2"] = forward_head(d, labels, t)
+    if "fwd_mix" not in out:  # round 3: the forward head refitted through the T of the (h1 + fwd1) / 2 prior
+        t = estimate_error_count(0.5 * (out["h1"] + out["fwd1"]), labels)[1]
+        out["fwd_mix"] = forward_head(d, labels, t)
+    for kind in ("sym", "struct"):
+        for delta in (0.1,):
+            if f"sim_{kind}_{delta}" not in out:
+                out[f"sim_{kind}_{delta}"] = simulate(d, labels, kind, delta)
+    if "boot" not in out:
+        out["boot"] = parametric_bootstrap(d, labels)
     file.parent.mkdir(parents=True, exist_ok=True)
     np.savez(file, labels=labels, **out)
     return out
@@ -224,6 +233,7 @@ def candidates(a: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
         "EM (h1 zs^0.25)": _em(_norm(h1 * a["zs"] ** 0.25), y),
         "EM (h1 deconvolved)": _deconvolved(a["h1"], y),
         **new_candidates(a, y),
+        **round3_candidates(a, y),
     }
 
 
@@ -249,6 +259,113 @@ def new_candidates(a: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
         "EM ((h1 + forward head) / 2)": _em(_norm(a["h1"] + a["fwd1"]), y),
         "power": power,  # not a count: the fitted exponent (scale = 30 x power), shown for the record
     }
+
+
+def _em_ll(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """EM's count and the log-likelihood of the given labels under its fitted T: sum_i log (p T)[i, y_i]."""
+    est, t, _ = estimate_error_count(p, y)
+    q = _norm(np.clip(p, 1e-12, None))
+    return est, float(np.log((q * t[:, y].T).sum(axis=1)).sum())
+
+
+def _best_by_likelihood(priors: list[np.ndarray], y: np.ndarray) -> tuple[float, int]:
+    """EM's count with the prior (of ``priors``) whose fitted T gives the given labels the highest likelihood."""
+    fits = [_em_ll(p, y) for p in priors]
+    best = int(np.argmax([ll for _, ll in fits]))
+    return fits[best][0], best
+
+
+def round3_candidates(a: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+    """The third design round: the prior chosen per data set by likelihood, zero-shot in the prior, ensembles and a
+    simulation-based correction (the injected-noise refits are computed in :func:`cached_arrays`)."""
+    h, f, zs, lr = a["h1"], a["fwd1"], a["zs"], a["lr"]
+    mix = 0.5 * (h + f)
+    alphas = np.linspace(0, 1, 11)
+    betas = np.linspace(0, 0.5, 6)
+    out = {
+        "R3 EM ((1-a) h1 + a fwd), a by likelihood (0-1 by 0.1)": _best_by_likelihood(
+            [(1 - al) * h + al * f for al in alphas], y)[0],
+        "R3 EM (h1 | mix | fwd), by likelihood": _best_by_likelihood([h, mix, f], y)[0],
+        "R3 EM ((1-b) mix + b zs), b by likelihood (0-0.5)": _best_by_likelihood(
+            [(1 - b) * mix + b * zs for b in betas], y)[0],
+        "R3 EM (mix zs^b), b by likelihood (0-0.5)": _best_by_likelihood(
+            [_norm(np.clip(mix, 1e-12, None) * zs**b) for b in betas], y)[0],
+        "R3 EM ((h1 + fwd + LR) / 3)": _em((h + f + lr) / 3, y),
+        "R3 EM ((h1 + fwd(mix)) / 2)": _em(0.5 * (h + a["fwd_mix"]), y),
+        "R3 EM ((h1 + fwd2) / 2)": _em(0.5 * (h + a["fwd2"]), y),
+    }
+    base = _em(mix, y)
+    for kind in ("sym", "struct"):
+        for delta in (0.1,):
+            key = f"sim_{kind}_{delta}"
+            est_sim, m, r = float(a[key][0]), float(a[key][1]), float(a[key][2])
+            n = len(y)
+            gain = (est_sim - base + m * base / n) / max(m - r, 1e-9)  # a: the estimator's response per error
+            out[f"R3 simulation {kind} {delta:.0%}: mix estimate / response"] = base / max(gain, 1e-3)
+    boot = a["boot"]  # (draws, 2): the count on labels simulated from the fitted model, and their true count
+    out["R3 parametric bootstrap, 1 draw: mix x true / estimated"] = base * boot[0, 1] / boot[0, 0]
+    out["R3 parametric bootstrap, 3 draws: mix x true / estimated"] = base * boot[:, 1].sum() / boot[:, 0].sum()
+    out["R3 parametric bootstrap, 3 draws: mix - (estimated - true)"] = base - (boot[:, 0] - boot[:, 1]).mean()
+    return out
+
+
+def package_count(x: torch.Tensor, y: np.ndarray, text: torch.Tensor) -> tuple[float, np.ndarray, np.ndarray]:
+    """The package's round-2 count on labels ``y``: EM on (h1 + forward head) / 2; (estimate, T, posterior w)."""
+    c = int(text.shape[0])
+    yt = torch.as_tensor(y)
+    h = crossfit_probs(x, yt, c, text, folds=5, seed=0)
+    t = estimate_error_count(h.numpy(), y)[1]
+    f = crossfit_probs(x, yt, c, text, folds=5, seed=0, transition=torch.as_tensor(t, dtype=x.dtype))
+    g = (0.5 * (h + f)).numpy().astype(np.float64)
+    est, t2, _ = estimate_error_count(g, y)
+    w = _norm(np.clip(g, 1e-12, None)) * t2[:, y].T
+    return est, t2, w / w.sum(axis=1, keepdims=True)
+
+
+def simulate(d: dict, y: np.ndarray, kind: str, delta: float, seed: int = 0) -> np.ndarray:
+    """Inject ``delta`` more noise into the given labels and re-run the package's count: [estimate, m, r].
+
+    ``sym``: a changed label moves to a uniformly drawn other class; ``struct``: to a class drawn from the
+    off-diagonal of the T fitted on the given labels (row = given label), so the injected noise has the structure
+    the data's own noise appears to have. m = number changed; r = the expected number of changed labels that land
+    on their true class under the current posterior (they stop being errors).
+    """
+    x = F.normalize(torch.as_tensor(d["features"], dtype=torch.float32), dim=-1)
+    text = F.normalize(torch.as_tensor(d["text"], dtype=torch.float32), dim=-1)
+    c = int(text.shape[0])
+    _, t, w = package_count(x, y, text)
+    s = np.ones((c, c)) if kind == "sym" else t.copy()
+    np.fill_diagonal(s, 0.0)
+    s = s / s.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    change = np.flatnonzero(rng.random(len(y)) < delta)
+    new = y.copy()
+    for i in change:
+        new[i] = rng.choice(c, p=s[y[i]])
+    r = float((w[change] * s[y[change]]).sum())  # P(new label = true class), summed over the changed samples
+    est = package_count(x, new, text)[0]
+    return np.array([est, float(len(change)), r])
+
+
+def parametric_bootstrap(d: dict, y: np.ndarray, draws: int = 3, seed: int = 0) -> np.ndarray:
+    """Labels simulated from the fitted noise model, and the package's count on them: rows [estimate, true count].
+
+    Per draw: a true class for every sample from its posterior w (EM on the package's prior), a given label from
+    row true of the fitted T; the package's count is then re-run on the simulated given labels (heads refitted),
+    whose true number of errors is known.
+    """
+    x = F.normalize(torch.as_tensor(d["features"], dtype=torch.float32), dim=-1)
+    text = F.normalize(torch.as_tensor(d["text"], dtype=torch.float32), dim=-1)
+    c = int(text.shape[0])
+    _, t, w = package_count(x, y, text)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(draws):
+        u = rng.random((len(y), 1))
+        true = np.minimum((w.cumsum(axis=1) < u).sum(axis=1), c - 1)
+        given = np.minimum((t[true].cumsum(axis=1) < rng.random((len(y), 1))).sum(axis=1), c - 1)
+        rows.append([package_count(x, given, text)[0], float((given != true).sum())])
+    return np.array(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
