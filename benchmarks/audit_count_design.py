@@ -284,12 +284,15 @@ def round3_candidates(a: dict[str, np.ndarray], y: np.ndarray) -> dict[str, floa
     betas = np.linspace(0, 0.5, 6)
     out = {
         "R3 EM ((1-a) h1 + a fwd), a by likelihood (0-1 by 0.1)": _best_by_likelihood(
-            [(1 - al) * h + al * f for al in alphas], y)[0],
+            [(1 - al) * h + al * f for al in alphas], y
+        )[0],
         "R3 EM (h1 | mix | fwd), by likelihood": _best_by_likelihood([h, mix, f], y)[0],
         "R3 EM ((1-b) mix + b zs), b by likelihood (0-0.5)": _best_by_likelihood(
-            [(1 - b) * mix + b * zs for b in betas], y)[0],
+            [(1 - b) * mix + b * zs for b in betas], y
+        )[0],
         "R3 EM (mix zs^b), b by likelihood (0-0.5)": _best_by_likelihood(
-            [_norm(np.clip(mix, 1e-12, None) * zs**b) for b in betas], y)[0],
+            [_norm(np.clip(mix, 1e-12, None) * zs**b) for b in betas], y
+        )[0],
         "R3 EM ((h1 + fwd + LR) / 3)": _em((h + f + lr) / 3, y),
         "R3 EM ((h1 + fwd(mix)) / 2)": _em(0.5 * (h + a["fwd_mix"]), y),
         "R3 EM ((h1 + fwd2) / 2)": _em(0.5 * (h + a["fwd2"]), y),
@@ -302,11 +305,36 @@ def round3_candidates(a: dict[str, np.ndarray], y: np.ndarray) -> dict[str, floa
             n = len(y)
             gain = (est_sim - base + m * base / n) / max(m - r, 1e-9)  # a: the estimator's response per error
             out[f"R3 simulation {kind} {delta:.0%}: mix estimate / response"] = base / max(gain, 1e-3)
+    votes = a["zs"].argmax(axis=1)
+    _, _, wrong = estimate_error_count(mix, y)
+    _, _, wrong_h = estimate_error_count(h, y)
+    for thr, smooth in ((0.9, 0.5), (0.8, 0.5), (0.85, 0.5), (0.95, 0.5), (0.9, 0.1)):
+        vote = _vote_count(votes, y, wrong < 1 - thr, smooth)
+        name = f"clean: wrong < {1 - thr:.2f}, smoothing {smooth}"
+        out[f"R3 EM on the zero-shot vote ({name})"] = vote
+        out[f"R3 (mix + zero-shot vote) / 2 ({name})"] = 0.5 * (base + vote)
+    vote = _vote_count(votes, y, wrong_h < 0.1, 0.5)
+    out["R3 EM on the zero-shot vote (clean by h1's EM)"] = vote
+    out["R3 (mix + zero-shot vote) / 2 (clean by h1's EM)"] = 0.5 * (base + vote)
     boot = a["boot"]  # (draws, 2): the count on labels simulated from the fitted model, and their true count
     out["R3 parametric bootstrap, 1 draw: mix x true / estimated"] = base * boot[0, 1] / boot[0, 0]
     out["R3 parametric bootstrap, 3 draws: mix x true / estimated"] = base * boot[:, 1].sum() / boot[:, 0].sum()
     out["R3 parametric bootstrap, 3 draws: mix - (estimated - true)"] = base - (boot[:, 0] - boot[:, 1]).mean()
     return out
+
+
+def _vote_count(votes: np.ndarray, y: np.ndarray, clean: np.ndarray, smooth: float) -> float:
+    """EM's count on the zero-shot vote's own posterior of the true class: P(true j | vote z) ∝ p_j A[j, z].
+
+    A[j] = distribution of the zero-shot argmax among the samples in ``clean`` given label j (there the given
+    label is taken as true), ``smooth`` pseudo-counts per cell; p = the given-label histogram.
+    """
+    c = int(max(votes.max(), y.max()) + 1)
+    a = np.full((c, c), smooth)
+    np.add.at(a, (y[clean], votes[clean]), 1.0)
+    a /= a.sum(axis=1, keepdims=True)
+    p = np.bincount(y, minlength=c) / len(y)
+    return _em(_norm(p[None, :] * a[:, votes].T), y)
 
 
 def package_count(x: torch.Tensor, y: np.ndarray, text: torch.Tensor) -> tuple[float, np.ndarray, np.ndarray]:
