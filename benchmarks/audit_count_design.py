@@ -322,6 +322,10 @@ def round3_candidates(a: dict[str, np.ndarray], y: np.ndarray) -> dict[str, floa
         name = f"clean: wrong < {1 - thr:.2f}, smoothing {smooth}"
         out[f"R3 EM on the zero-shot vote ({name})"] = vote
         out[f"R3 (mix + zero-shot vote) / 2 ({name})"] = 0.5 * (base + vote)
+    # after the held-out run: the smoothing as a total per row (5, i.e. 0.5 per cell at C = 10), not per cell
+    vote = _vote_count(votes, y, wrong < 0.1, 5.0 / h.shape[1])
+    out["R3 EM on the zero-shot vote (clean: wrong < 0.10, smoothing 5 per row)"] = vote
+    out["R3 (mix + zero-shot vote) / 2 (clean: wrong < 0.10, smoothing 5 per row)"] = 0.5 * (base + vote)
     pi = np.bincount(y, minlength=h.shape[1]) / len(y)
     soft = np.full((h.shape[1], h.shape[1]), 0.5)
     np.add.at(soft, (y, votes), 1.0 - wrong)  # every sample, weighted by its posterior of a right label
