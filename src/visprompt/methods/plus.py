@@ -139,7 +139,6 @@ class PlusMethod(PromptMethod):
         super().__init__(classifier, selector, loss)
         if gate_schedule not in GATE_SCHEDULES:
             raise ValueError(f"gate_schedule must be one of {', '.join(GATE_SCHEDULES)}, got {gate_schedule!r}")
-        self._film = getattr(getattr(classifier, "learner", None), "film", None)
         if gate_schedule != "fixed" and (self._film is None or self._film.gate == "zero"):
             raise ValueError(f"gate_schedule={gate_schedule!r} needs the FiLM block with a non-zero gate")
         self.gate_schedule = gate_schedule
@@ -163,6 +162,11 @@ class PlusMethod(PromptMethod):
         self.relabel_min_prob = relabel_min_prob
         self._target: torch.Tensor | None = None  # (N,) training target per sample for this epoch
         self._use: torch.Tensor | None = None  # (N,) whether a sample gets any loss this epoch
+
+    @property
+    def _film(self) -> nn.Module | None:
+        """The learner's FiLM block (None without one); a property, so it is not registered a second time."""
+        return getattr(getattr(self.classifier, "learner", None), "film", None)
 
     def before_epoch(self, epoch: int, view: TrainView) -> dict[str, Any]:
         from visprompt.methods.selection import _solver_stats
