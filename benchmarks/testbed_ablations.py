@@ -155,6 +155,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` with the gate x the split's kept fraction squared (method.gate_schedule=kept-squared)",
         ["method=visprompt-plus", "method.gate_schedule=kept-squared"],
     ),
+    "plus-mae": (
+        "`visprompt-plus` with MAE instead of GCE on the split's noisy part (method.loss.q=1)",
+        ["method=visprompt-plus", "method.loss.q=1.0"],
+    ),
+    "plus-noisy-kept2": (
+        "`visprompt-plus` with the noisy part's weight x the kept fraction squared (method.noisy_weight=kept-squared)",
+        ["method=visprompt-plus", "method.noisy_weight=kept-squared"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),

@@ -233,7 +233,8 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     assert not bool(method._use[unsure].any())  # unsure re-assignments get no loss at all
 
 
-def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction() -> None:
+@pytest.mark.parametrize(("weight", "power"), [("kept", 1), ("kept-squared", 2)])
+def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction(weight, power) -> None:
     logits = torch.randn(6, 3, requires_grad=True)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     clean = torch.tensor([True, True, False, False, False, False])
@@ -245,10 +246,11 @@ def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction() -
     probe = DropoutProbe(4)
     batch = _planted()
     method = PlusMethod(probe, OTSelection(scope="full"), SplitLoss(normalize_alpha=True), relabel=False,
-                        relabel_min_prob=0.5, noisy_weight="kept")  # fmt: skip
+                        relabel_min_prob=0.5, noisy_weight=weight)  # fmt: skip
     view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"] @ torch.eye(4))
     stats = method.before_epoch(0, view)
-    assert stats["noisy_scale"] == pytest.approx(24 / 32) and method.loss.noisy_scale == pytest.approx(0.75)
+    assert stats["n_clean"] == 24  # the planted split keeps 24 of 32
+    assert stats["noisy_scale"] == pytest.approx(0.75**power) and method.loss.noisy_scale == pytest.approx(0.75**power)
     assert method.base_loss.noisy_scale == 1.0  # the preset's loss is kept; each epoch sets its own scale
 
 

@@ -296,8 +296,8 @@ class MethodConfig:
     relabel_min_prob: float = 0.5  # see relabel
     # visprompt-plus: the noisy part's loss weight; "kept" multiplies it by the fraction of the training set the
     # epoch's split keeps as clean (a proxy for 1 - the noise rate: the more labels the split rejects, the less
-    # the rejected samples' given labels are trusted)
-    noisy_weight: Literal["fixed", "kept"] = "fixed"
+    # the rejected samples' given labels are trusted); "kept-squared" by its square
+    noisy_weight: Literal["fixed", "kept", "kept-squared"] = "fixed"
     # visprompt-plus: "noise" multiplies prior_weight by 1 - the kept fraction of the epoch's split (the noise
     # estimate), in the next epoch's training and split and at test time; "noise-squared" by its square (a weak
     # prior at low noise, a strong one at high noise); "fixed" keeps prior_weight

@@ -51,6 +51,8 @@ __all__ = ["RECIPE", "PlusMethod", "prior_classifier"]
 PRIOR_SCHEDULES = {"fixed": 0, "noise": 1, "noise-squared": 2}
 #: ``method.noisy_target``: what the split's noisy part is trained towards (module docstring).
 NOISY_TARGETS = ("given", "zeroshot", "mixed")
+#: ``method.noisy_weight``: the power of the split's kept fraction the noisy part's loss weight is multiplied by.
+NOISY_WEIGHTS = {"fixed": 0, "kept": 1, "kept-squared": 2}
 #: ``method.gate_schedule``: the power of the split's kept fraction the FiLM gate is multiplied by.
 GATE_SCHEDULES = {"fixed": 0, "kept": 1, "kept-squared": 2}
 
@@ -152,8 +154,8 @@ class PlusMethod(PromptMethod):
             raise ValueError(f"prior_schedule must be one of {', '.join(PRIOR_SCHEDULES)}, got {prior_schedule!r}")
         self.prior_schedule = prior_schedule
         self.base_prior = float(getattr(classifier, "prior_weight", 0.0))
-        if noisy_weight not in ("fixed", "kept"):
-            raise ValueError(f"noisy_weight must be 'fixed' or 'kept', got {noisy_weight!r}")
+        if noisy_weight not in NOISY_WEIGHTS:
+            raise ValueError(f"noisy_weight must be one of {', '.join(NOISY_WEIGHTS)}, got {noisy_weight!r}")
         self.noisy_weight = noisy_weight
         self.base_loss = loss
         if selector.scope not in ("full", "epoch"):
@@ -197,8 +199,8 @@ class PlusMethod(PromptMethod):
                 self._zs_probs = self.classifier.prior_logits(view.pooled()).softmax(dim=-1).cpu()  # (N, C)
         kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
         changes: dict[str, float] = {}
-        if self.noisy_weight == "kept":  # trust the rejected labels as much as the split trusts labels overall
-            changes["noisy_scale"] = stats["noisy_scale"] = kept
+        if self.noisy_weight != "fixed":  # trust the rejected labels as much as the split trusts labels overall
+            changes["noisy_scale"] = stats["noisy_scale"] = kept ** NOISY_WEIGHTS[self.noisy_weight]
         if self.noisy_target == "mixed":  # ... and zero-shot CLIP as much as it distrusts them
             changes["noisy_mix"] = stats["noisy_mix"] = 1.0 - kept
         if changes:
