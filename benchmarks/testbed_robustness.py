@@ -6,7 +6,8 @@ copies its table and accuracy plots to ``--docs`` with a header saying how they 
 per-task tables it prints (and writes) the tables docs/testbed-benchmark.md quotes: the mean over the 10-class
 tasks, the clean-set selection, the goals of ``visprompt-plus`` over every cell, over the 10-class cells alone and
 over the 10-class cells of the held-out seeds (4 and 5: its recipe was chosen on seeds 1-3), and testbed-many's
-split precision / recall per seed.
+split precision / recall per seed. ``runs.csv`` beside results.md has every finished run's top-1 (and split
+precision / recall), so the paired tables can be recomputed without the runs folder.
 
     python benchmarks/testbed_robustness.py                                  # configs/sweeps/testbed.yaml
     python benchmarks/testbed_robustness.py --num-cpus 2 --docs docs/testbed-benchmark
@@ -28,9 +29,9 @@ from pathlib import Path
 
 from visprompt.fileio import atomic_write_text
 from visprompt.report import RunRecord, build_report, collect_runs
-from visprompt.report.collect import CLEAN, metric_value
+from visprompt.report.collect import CLEAN, label_methods, metric_value
 from visprompt.report.paired import paired
-from visprompt.report.tables import setting_label, setting_order
+from visprompt.report.tables import setting_label, setting_order, write_csv
 from visprompt.sweep import expand_sweep, load_sweep, run_sweep
 from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
@@ -90,12 +91,29 @@ def main(argv: list[str] | None = None) -> int:
             f"one thread per run -->\n\n"
         )
         atomic_write_text(args.docs / "results.md", header + report.markdown.read_text() + "\n" + selection)
+        write_csv(args.docs / "runs.csv", per_run_rows(records))
     return 0 if ok else 1
 
 
 TEN_CLASS = ("testbed-backgrounds", "testbed-colours", "testbed-scenes")
 NO_SPLIT = ("coop", "coop-gce", "cocoop")  # they train on every label: their logged "split" is everything
 HELD_OUT_SEEDS = (4, 5)  # visprompt-plus's recipe was chosen on seeds 1-3 (docs/testbed-ablations.md)
+
+
+def per_run_rows(records: list[RunRecord]) -> list[dict[str, object]]:
+    """One row per finished run with the values every table above is computed from (``runs.csv`` beside
+    results.md): the paired tables can be recomputed, and a new method's runs set against these, without the runs
+    folder. ``method`` is the report's label (a method run with a non-default option is labelled with it)."""
+    labels = label_methods(records)
+    rows = []
+    for r in sorted(records, key=lambda r: (r.dataset, labels[r.name], setting_order(*r.noise), r.seed)):
+        value = metric_value(r.metrics, "top1")
+        if not r.finished or value is None:
+            continue
+        counts = {k: r.epochs[-1].get(k) for k in ("sel_precision", "sel_recall") if r.epochs}
+        rows.append({"task": r.dataset, "method": labels[r.name], "noise": r.noise[0], "rate": r.noise[1],
+                     "seed": r.seed, "top1": value, **counts, "run_s": r.metrics.get("timings.total_s")})  # fmt: skip
+    return rows
 
 
 def _top1(records: list[RunRecord]) -> dict[tuple[str, str, tuple[str, float], int], float]:

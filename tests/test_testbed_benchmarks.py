@@ -140,3 +140,21 @@ def test_goals_summaries_put_each_plus_variant_in_place_of_the_grids_plus(tmp_pa
     assert "- visprompt-plus - nlprompt over all cells: -11.50 points (goal >= +3: not met)" in weak
     assert "- visprompt-plus - nlprompt over all cells: +8.50 points (goal >= +3: met)" in strong
     assert "- visprompt-plus - visprompt over all cells: +15.00 points (goal >= +4: met)" in strong
+
+
+def test_per_run_rows_keep_each_finished_runs_top1_split_and_label(tmp_path) -> None:
+    fake_run(tmp_path, "plus/seed2", "visprompt-plus", "sym", 0.5, 2, 61.5, {"sel_precision": 0.9, "sel_recall": 0.7})
+    fake_run(tmp_path, "plus/seed1", "visprompt-plus", "sym", 0.5, 1, 60.0, {"sel_precision": 0.8, "sel_recall": 0.6})
+    fake_run(tmp_path, "coop/seed1", "coop", "sym", 0.5, 1, 55.0)
+    (tmp_path / "coop" / "seed1" / "status").write_text("failed\n")  # an unfinished run has no row
+    rows = testbed_robustness.per_run_rows(collect_runs(tmp_path))
+    assert [(r["method"], r["seed"], r["top1"]) for r in rows] == [
+        ("visprompt-plus", 1, 60.0),
+        ("visprompt-plus", 2, 61.5),
+    ]
+    assert (rows[0]["noise"], rows[0]["rate"], rows[0]["sel_precision"], rows[1]["sel_recall"]) == (
+        "sym",
+        0.5,
+        0.8,
+        0.7,
+    )
