@@ -12,6 +12,9 @@ labels) and prints, per group (the three 10-class tasks; testbed-many) and poole
   interval lies entirely below 0 and neither group's interval lies entirely above 0.
 
     python benchmarks/audit_count_heldout.py /work/out14/rows.jsonl /work/out14/rows-many.jsonl --seeds 5 6 7
+
+``--breakdown`` prints instead, for the rows given (all detectors), settings within 20% and the lowest-highest
+ratio by noise type and by rate for the audit's count, its recorded parts, cleanlab's and the loss ranking's.
 """
 
 from __future__ import annotations
@@ -69,11 +72,46 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+BREAKDOWN = (
+    ("audit", "audit", "estimated"),
+    ("audit, round-2 count", "audit", "estimated_round2"),
+    ("audit, vote alone", "audit", "estimated_vote"),
+    ("audit, head only", "audit", "estimated_head_only"),
+    ("cleanlab", "cleanlab", "estimated"),
+    ("loss", "loss", "estimated"),
+)
+
+
+def breakdown(files: list[Path], seeds: set[int] | None) -> None:
+    """Settings within 20% and the lowest-highest ratio by noise type and by rate, per count (every task given)."""
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if seeds is None or r["seed"] in seeds]
+    cuts = [(name, lambda r, n=n: r["noise"] == n) for name, n in
+            (("symmetric", "sym"), ("asymmetric", "asym"), ("instance", "instance"))]  # fmt: skip
+    cuts += [(f"{rate:.0%}", lambda r, x=rate: abs(r["rate"] - x) < 1e-9) for rate in (0.1, 0.2, 0.4)]
+    cuts += [("all but asymmetric 40%", lambda r: not (r["noise"] == "asym" and abs(r["rate"] - 0.4) < 1e-9)),
+             ("all", lambda r: True)]  # fmt: skip
+    cols = [(name, det, key) for name, det, key in BREAKDOWN if any(r["detector"] == det and key in r for r in rows)]
+    print("\n| | " + " | ".join(c[0] for c in cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for cut, keep in cuts:
+        cells = []
+        for _, det, key in cols:
+            a = np.array([r[key] / max(r["true"], 1) for r in rows if r["detector"] == det and key in r and keep(r)])
+            inside = int((np.abs(a - 1) <= 0.2 + 1e-9).sum())
+            cells.append(f"{inside} / {len(a)}, {a.min():.2f}-{a.max():.2f}")
+        print(f"| {cut} | " + " | ".join(cells) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("rows", type=Path, nargs="+", help="rows*.jsonl files written by benchmarks/audit.py")
     parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (default: every row)")
+    parser.add_argument("--breakdown", action="store_true", help="only the by-noise and by-rate table of every count")
     args = parser.parse_args(argv)
+    if args.breakdown:
+        breakdown(args.rows, set(args.seeds) if args.seeds else None)
+        return 0
     rows = load(args.rows, set(args.seeds) if args.seeds else None)
     groups = {
         "three tasks": [r for r in rows if r["task"] != "testbed-many"],
