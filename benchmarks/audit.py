@@ -20,8 +20,10 @@ Metrics per setting: AUROC and AUPRC of the score against "label is wrong", prec
 set, precision at k = the true number of errors, estimated vs true error count. Each detector's estimate of the
 count: the audit's ``estimated_errors`` (EM noise-model estimate); cleanlab's ``num_label_issues`` (its default,
 equal to the size of ``find_label_issues``; the ``off_diagonal_calibrated`` variant is kept beside it as
-``estimated_calibrated``); the flagged count for the others. The audit's rows also keep the earlier estimate
-(EM on round 1's head alone) as ``estimated_head_only``, so that the two are compared on the same labels.
+``estimated_calibrated``); the flagged count for the others. The audit's rows also keep the earlier estimates,
+round 2's (EM on the head mix alone) as ``estimated_round2`` and round 1's (EM on round 1's head alone) as
+``estimated_head_only``, and the zero-shot vote's count as ``estimated_vote``, so that all are compared on the
+same labels.
 
     nice python benchmarks/audit.py --out /work/scratch/audit-bench --root DATA > docs/audit-results.md
 """
@@ -117,8 +119,12 @@ def run_audit(d: dict[str, Any], labels: np.ndarray, extra: np.ndarray | None = 
 def detect_audit(d: dict[str, Any], labels: np.ndarray, extra: np.ndarray | None = None, r: Any = None) -> tuple:
     """The audit as shipped: its score, its flagged set (top estimate of the disagreements), its estimate."""
     r = run_audit(d, labels, extra) if r is None else r
-    return r.score, r.flagged, {"estimated": r.estimated_errors, "disagreements": r.stats["disagreements"],
-                                "estimated_head_only": round(r.stats["estimate_head_only"])}  # fmt: skip
+    counts = {"estimated": r.estimated_errors, "disagreements": r.stats["disagreements"],
+              "estimated_head_only": round(r.stats["estimate_head_only"]),
+              "estimated_round2": round(r.stats["estimate_round2"])}  # fmt: skip
+    if r.stats.get("estimate_vote") is not None:
+        counts["estimated_vote"] = round(r.stats["estimate_vote"])
+    return r.score, r.flagged, counts
 
 
 def detect_audit_disagree(r: Any) -> tuple:
@@ -257,9 +263,11 @@ def count_tables(rows: list[dict[str, Any]], dets: list[str], settings: list[tup
     columns = [(d, "estimated") for d in dets]
     if any("estimated_calibrated" in r for r in rows):
         columns.insert(dets.index("cleanlab") + 1, ("cleanlab", "estimated_calibrated"))
-    if any("estimated_head_only" in r for r in rows):
-        columns.insert(dets.index("audit") + 1, ("audit", "estimated_head_only"))
-    names = {"estimated_calibrated": "calibrated", "estimated_head_only": "round-1 head only"}
+    for key in ("estimated_head_only", "estimated_vote", "estimated_round2"):  # the audit's parts and earlier counts
+        if any(key in r for r in rows):
+            columns.insert(dets.index("audit") + 1, ("audit", key))
+    names = {"estimated_calibrated": "calibrated", "estimated_head_only": "round-1 head only",
+             "estimated_round2": "round-2 count", "estimated_vote": "zero-shot vote count"}  # fmt: skip
 
     def name(det: str, key: str) -> str:
         return det if key == "estimated" else f"{det} ({names[key]})"
@@ -275,6 +283,19 @@ def count_tables(rows: list[dict[str, Any]], dets: list[str], settings: list[tup
             inside = int((np.abs(a - 1) <= 0.2 + 1e-9).sum())
             out.append(f"| {name(det, key)} | {inside} / {len(a)} | {np.mean(np.abs(a - 1)):.2f} | "
                        f"{a.min():.2f} | {a.max():.2f} |")  # fmt: skip
+    rng = np.random.default_rng(0)
+    audit = [r for r in rows if r["detector"] == "audit"]
+    for key in ("estimated_round2", "estimated_head_only"):
+        both = [r for r in audit if key in r]
+        if not both:
+            continue
+        diff = np.array([abs(r["estimated"] / max(r["true"], 1) - 1) - abs(r[key] / max(r["true"], 1) - 1)
+                         for r in both])  # fmt: skip
+        lo, hi = np.percentile(rng.choice(diff, size=(2000, len(diff))).mean(axis=1), [2.5, 97.5])
+        out.append(f"\nPaired, the audit's count against its {names[key]} (abs(ratio - 1), audit - {names[key]}, "
+                   f"95% bootstrap interval over {len(diff)} settings): {diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]; "
+                   f"lower in {int((diff < -1e-9).sum())}, equal in {int((abs(diff) <= 1e-9).sum())}, "
+                   f"higher in {int((diff > 1e-9).sum())}.")  # fmt: skip
     out += ["", "Per task x noise cell: mean ratio over seeds [lowest, highest], seeds within 20%.", "",
             "| task | noise | true | " + " | ".join(name(d, k) for d, k in columns) + " |",
             "|---|---|---:|" + "---:|" * len(columns)]  # fmt: skip

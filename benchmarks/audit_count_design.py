@@ -23,7 +23,9 @@ probabilities beside them. Every candidate count is then a cheap function of the
   set by the likelihood of the given labels, more ensembles, the count's response to injected noise
   (``simulate``), a parametric bootstrap from the fitted model (``parametric_bootstrap``) and EM on the zero-shot
   vote's own posterior (``_vote_count``; its mean with round 2's count was round 3's choice on seed 1, rejected
-  on the held-out seeds: ``docs/audit.md``).
+  on the held-out seeds: ``docs/audit.md``). The same mean with the vote's smoothing as 5 pseudo-counts per row
+  (5 / C per cell) was tested in round 4 on fresh seeds (``benchmarks/audit_count_heldout.py``) and is the
+  package's count; ``package_count`` below stays round 2's (the head mix alone), the baseline of these rounds.
 
 The refits that round 3's simulation candidates need are cached with the heads (``cached_arrays``).
 

@@ -12,7 +12,7 @@ import visprompt.cli as cli
 from test_engine_runs import COLOURS, world  # noqa: F401  (the module-scoped fixture)
 from visprompt.audit import audit_scores, estimate_error_count
 from visprompt.audit.report import class_summary, confused_pairs, write_csv, write_fix
-from visprompt.audit.score import crossfit_probs, fit_head
+from visprompt.audit.score import crossfit_probs, fit_head, vote_prior
 from visprompt.config import load_config
 from visprompt.data.custom import load_csv
 from visprompt.data.records import DatasetSplits, Sample
@@ -109,6 +109,89 @@ def test_audit_count_holds_under_a_heavy_asymmetric_flip(seed: int) -> None:
     assert abs(r.stats["estimate"] - wrong) <= 0.2 * wrong, (r.stats["estimate"], wrong)
     assert r.stats["estimate_head_only"] < 0.8 * wrong  # the earlier estimate: the head alone under-counts here
     assert r.estimated_errors == round(r.stats["estimate"])
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_zero_shot_vote_count_is_not_pulled_down_by_an_absorbed_flip(seed: int) -> None:
+    """40% asymmetric flip on clusters, with text embeddings near the class centres (a label-blind vote about 80%
+    right): round 2's count (head mix alone) under-counts; the vote's count does not, and their mean is within
+    20% where round 2's is not."""
+    rng = np.random.default_rng(seed)
+    c, n_per, e = 5, 60, 16
+    true = np.repeat(np.arange(c), n_per)
+    centres = rng.normal(size=(c, e)) * 0.8
+    x = centres[true] + rng.normal(size=(len(true), e))
+    given = true.copy()
+    flip = rng.choice(len(true), int(0.4 * len(true)), replace=False)
+    given[flip] = (true[flip] + 1) % c
+    text = centres + 0.5 * rng.normal(size=centres.shape) * np.linalg.norm(centres, axis=1, keepdims=True) / 4
+    r = audit_scores(x.astype(np.float32), given, c, text_features=text.astype(np.float32), steps=30)
+    wrong = int((given != true).sum())
+    vote, round2 = r.stats["estimate_vote"] / wrong, r.stats["estimate_round2"] / wrong
+    assert abs(vote - 1) < abs(round2 - 1) - 0.1, (vote, round2)
+    assert r.stats["estimate"] == pytest.approx(0.5 * (r.stats["estimate_vote"] + r.stats["estimate_round2"]))
+    assert abs(r.stats["estimate"] / wrong - 1) <= 0.15, r.stats["estimate"] / wrong
+    assert round2 < 0.85  # round 2's count alone under-counts here
+
+
+def test_vote_prior() -> None:
+    rng = np.random.default_rng(0)
+    c, n = 4, 400
+    true = rng.integers(0, c, n)
+    given = true.copy()
+    wrong = rng.random(n) < 0.25
+    given[wrong] = (true[wrong] + 1 + rng.integers(0, c - 1, int(wrong.sum()))) % c
+    right_vote = np.where(rng.random(n) < 0.9, true, rng.integers(0, c, n))  # 90% right, blind to the labels
+    prior = vote_prior(right_vote, given, given == true, c)
+    assert prior.shape == (n, c) and np.allclose(prior.sum(1), 1)
+    assert (prior.argmax(1) == right_vote).all()  # an accurate vote: the posterior follows it
+    estimate = estimate_error_count(prior, given)[0]
+    assert abs(estimate - wrong.sum()) <= 0.15 * wrong.sum(), (estimate, wrong.sum())
+    blind = rng.integers(0, c, n)  # a vote unrelated to the class: rows near the class frequencies
+    flat = vote_prior(blind, given, given == true, c)
+    assert np.abs(flat - np.bincount(given, minlength=c) / n).max() < 0.15
+    with pytest.raises(ValueError, match="alike"):
+        vote_prior(right_vote[:-1], given, given == true, c)
+    with pytest.raises(ValueError, match="smooth"):
+        vote_prior(right_vote, given, given == true, c, smooth=0)
+
+
+@pytest.mark.parametrize("c", [10, 50])
+def test_vote_prior_smoothing_is_a_total_per_row(c: int) -> None:
+    """n clean samples per class, all voted right, equal class frequencies: P(true = vote | vote) is
+    (n + s / C) / (n + s) with s pseudo-counts per row (s / C per cell), so at a fixed s it hardly moves with C;
+    with 0.5 per cell it would fall from 0.55 at C = 10 to 0.18 at C = 50."""
+    n = 5
+    labels = np.repeat(np.arange(c), n)
+    votes = labels.copy()
+    prior = vote_prior(votes, labels, np.ones(len(labels), dtype=bool), c)  # default: 5 per row
+    expected = (n + 5.0 / c) / (n + 5.0)
+    assert prior[np.arange(len(labels)), votes] == pytest.approx(np.full(len(labels), expected))
+    assert expected > 0.5
+    prior = vote_prior(votes, labels, np.ones(len(labels), dtype=bool), c, smooth=0.5 * c)  # 0.5 per cell
+    assert prior[0, 0] == pytest.approx((n + 0.5) / (n + 0.5 * c))
+
+
+def test_audit_scores_pass_the_vote_smoothing_on() -> None:
+    """A near-infinite smoothing flattens the vote's confusion, so its posterior is the class frequencies and its
+    count is what EM makes of a flat prior; the default (5 per row) follows the (here perfect) vote closer to the
+    true count."""
+    x, given, true = _clusters(n_per=60, flip=0.3)
+    centres = np.stack([x[given == k].mean(axis=0) for k in range(4)])
+    default = audit_scores(x, given, 4, text_features=centres, steps=20)
+    flat = audit_scores(x, given, 4, text_features=centres, steps=20, vote_smoothing=1e9)
+    freq = np.bincount(given, minlength=4) / len(given)
+    flat_count = estimate_error_count(np.tile(freq, (len(given), 1)), given)[0]
+    assert flat.stats["estimate_vote"] == pytest.approx(flat_count, rel=1e-4)
+    assert default.stats["estimate_round2"] == pytest.approx(flat.stats["estimate_round2"])
+    wrong = int((given != true).sum())
+    assert abs(default.stats["estimate_vote"] - wrong) < abs(flat_count - wrong) - 5, (default.stats, flat_count)
+
+
+def test_count_without_text_is_round_twos() -> None:
+    x, given, _ = _clusters(n_per=20)
+    r = audit_scores(x, given, 4, steps=20)
+    assert r.stats["estimate_vote"] is None and r.stats["estimate"] == r.stats["estimate_round2"]
 
 
 def test_forward_corrected_head() -> None:
