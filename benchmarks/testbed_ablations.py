@@ -163,6 +163,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` with the noisy part's weight x the kept fraction squared (method.noisy_weight=kept-squared)",
         ["method=visprompt-plus", "method.noisy_weight=kept-squared"],
     ),
+    "plus-qnoise": (
+        "`visprompt-plus` with the noisy part's GCE q = 1 - the kept fraction (method.q_schedule=noise)",
+        ["method=visprompt-plus", "method.q_schedule=noise"],
+    ),
+    "plus-kept2-qnoise": (
+        "`visprompt-plus` with the noisy part's weight x kept fraction squared and its GCE q = 1 - kept fraction",
+        ["method=visprompt-plus", "method.noisy_weight=kept-squared", "method.q_schedule=noise"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),

@@ -427,3 +427,39 @@ def test_mixed_noisy_target_weighs_labels_by_kept_and_zero_shot_by_the_noise_est
     kept = stats["n_clean"] / 12
     assert 0 < kept < 1 and method.loss.noisy_mix == pytest.approx(1 - kept) and method.loss.noisy_scale == 1.0
     assert stats["noisy_mix"] == pytest.approx(1 - kept) and method.base_loss.noisy_mix == 1.0
+
+
+def test_noise_q_schedule_sets_the_noisy_parts_gce_q_to_one_minus_kept() -> None:
+    batch = _planted()
+    method = PlusMethod(DropoutProbe(4), OTSelection(scope="full"), SplitLoss(normalize_alpha=True), relabel=False,
+                        relabel_min_prob=0.5, q_schedule="noise")  # fmt: skip
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"] @ torch.eye(4))
+    stats = method.before_epoch(0, view)
+    assert stats["n_clean"] == 24 and method.loss.q == pytest.approx(0.25) and stats["noisy_q"] == pytest.approx(0.25)
+    assert method.base_loss.q == 0.5  # the preset's q is kept; each epoch sets its own
+    logits, labels = torch.randn(5, 3), torch.tensor([0, 1, 2, 0, 1])
+    clean = torch.tensor([True, False, False, True, False])
+    at_quarter, at_half = (
+        method.loss(logits, labels, clean)[0],
+        SplitLoss(normalize_alpha=True)(logits, labels, clean)[0],
+    )
+    assert not torch.allclose(at_quarter, at_half)  # the epoch's q reaches the loss
+    for loss in (SplitLoss(noisy="mae"), SplitLoss(clean="gce")):
+        with pytest.raises(ValueError, match="q_schedule"):
+            PlusMethod(DropoutProbe(4), OTSelection(scope="full"), loss, relabel=False, relabel_min_prob=0.5,
+                       q_schedule="noise")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["method=visprompt-plus", "method.q_schedule=noise", "method.loss.noisy=mae"], "method.q_schedule"),
+        (["method=visprompt-plus", "method.q_schedule=noise", "method.loss.clean=gce"], "method.q_schedule"),
+        (["method=visprompt", "method.q_schedule=noise"], "method.q_schedule"),
+    ],
+)
+def test_q_schedule_is_refused_where_q_is_not_the_noisy_parts_alone(overrides: list[str], field: str) -> None:
+    method = next(o.split("=")[1] for o in overrides if o.startswith("method="))
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(overrides=[o for o in overrides if not o.startswith("method=")], method=method)
+    load_config(overrides=["method.q_schedule=noise"], method="visprompt-plus")  # the recipe's losses accept it

@@ -311,6 +311,10 @@ class MethodConfig:
     # noise estimate), in that epoch's training and at test time; "kept-squared" by its square (the visual branch
     # injects less the more labels the split rejects); "fixed" leaves the gate as learned
     gate_schedule: Literal["fixed", "kept", "kept-squared"] = "fixed"
+    # visprompt-plus: "noise" sets the noisy part's GCE q to 1 - the kept fraction of the epoch's split (at least
+    # 0.05), each epoch: near the cross-entropy when the split keeps most labels, near MAE when it rejects most;
+    # "fixed" keeps method.loss.q. Needs method.loss.noisy=gce and method.loss.clean=ce (q would change it too)
+    q_schedule: Literal["fixed", "noise"] = "fixed"
 
     def __post_init__(self) -> None:
         try:
@@ -397,6 +401,10 @@ class RunConfig:
                "method.gate_schedule", f"{self.method.gate_schedule!r} scales the FiLM block's gate, and this prompt "
                f"injects nothing (prompt.gate {p.gate!r}, prompt.visual_guidance {p.visual_guidance}); leave it "
                "at 'fixed'")  # fmt: skip
+        loss = self.method.loss
+        _check(self.method.q_schedule == "fixed" or (loss.noisy == "gce" and loss.clean == "ce"),
+               "method.q_schedule", f"{self.method.q_schedule!r} sets the noisy part's GCE q; it needs "
+               f"method.loss.noisy 'gce' and method.loss.clean 'ce' (got {loss.noisy!r}, {loss.clean!r})")  # fmt: skip
 
 
 def _check_method_reads(cfg: RunConfig) -> None:

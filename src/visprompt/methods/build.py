@@ -70,6 +70,7 @@ class MethodSpec:
     prior_schedule: str = "fixed"  # visprompt-plus: fixed | noise | noise-squared (x (1 - kept) or its square)
     noisy_target: str = "given"  # visprompt-plus: given | zeroshot | mixed (what the split's noisy part is trained to)
     gate_schedule: str = "fixed"  # visprompt-plus: fixed | kept | kept-squared (the FiLM gate x kept fraction^power)
+    q_schedule: str = "fixed"  # visprompt-plus: fixed | noise (the noisy part's GCE q = 1 - kept fraction)
     class_chunk: int | None = None  # the text encoder's classes per pass (run.class_chunk; None: all at once)
 
 
@@ -117,6 +118,7 @@ def method_spec(cfg: RunConfig) -> MethodSpec:
         prior_schedule=cfg.method.prior_schedule,
         noisy_target=cfg.method.noisy_target,
         gate_schedule=cfg.method.gate_schedule,
+        q_schedule=cfg.method.q_schedule,
         class_chunk=cfg.run.class_chunk,
     )
 

@@ -20,6 +20,9 @@ seeds, and reports it on held-out ones):
 * **The gate's schedule** (``method.gate_schedule``): ``kept`` multiplies the FiLM block's gate by the epoch
   split's kept fraction (``kept-squared`` by its square), in that epoch's training and at test time, so the visual
   branch injects less the more labels the split rejects; ``fixed`` leaves the gate as learned.
+* **The noisy part's loss** (``method.q_schedule``): ``noise`` sets the GCE's q to 1 - the epoch split's kept
+  fraction, so the rejected samples train near the cross-entropy when the split keeps most labels (on clean data
+  they are mostly hard, right ones) and near MAE, which barely fits a wrong label, when it rejects most.
 * **Relabelling** (``method.relabel``): a sample the split calls noisy is trained on its OT pseudo-label when the
   model gives that label at least ``relabel_min_prob``, and gets no loss otherwise (never its given label).
 
@@ -53,6 +56,9 @@ PRIOR_SCHEDULES = {"fixed": 0, "noise": 1, "noise-squared": 2}
 NOISY_TARGETS = ("given", "zeroshot", "mixed")
 #: ``method.noisy_weight``: the power of the split's kept fraction the noisy part's loss weight is multiplied by.
 NOISY_WEIGHTS = {"fixed": 0, "kept": 1, "kept-squared": 2}
+#: ``method.q_schedule``: how the noisy part's GCE q follows the split (``noise``: q = 1 - kept, at least Q_FLOOR).
+Q_SCHEDULES = ("fixed", "noise")
+Q_FLOOR = 0.05
 #: ``method.gate_schedule``: the power of the split's kept fraction the FiLM gate is multiplied by.
 GATE_SCHEDULES = {"fixed": 0, "kept": 1, "kept-squared": 2}
 
@@ -74,6 +80,7 @@ RECIPE: dict[str, Any] = {
     "method.prior_schedule": "noise",
     "method.noisy_target": "given",
     "method.gate_schedule": "fixed",
+    "method.q_schedule": "fixed",
     "method.relabel": False,
     "method.relabel_min_prob": 0.5,
     "method.templates": "dataset",
@@ -137,8 +144,15 @@ class PlusMethod(PromptMethod):
         prior_schedule: str = "fixed",
         noisy_target: str = "given",
         gate_schedule: str = "fixed",
+        q_schedule: str = "fixed",
     ) -> None:
         super().__init__(classifier, selector, loss)
+        if q_schedule not in Q_SCHEDULES:
+            raise ValueError(f"q_schedule must be one of {', '.join(Q_SCHEDULES)}, got {q_schedule!r}")
+        if q_schedule != "fixed" and (loss.noisy != "gce" or loss.clean != "ce"):
+            raise ValueError(f"q_schedule={q_schedule!r} sets the noisy part's GCE q: it needs loss.noisy='gce' and "
+                             f"loss.clean='ce' (got {loss.noisy!r}, {loss.clean!r})")  # fmt: skip
+        self.q_schedule = q_schedule
         if gate_schedule not in GATE_SCHEDULES:
             raise ValueError(f"gate_schedule must be one of {', '.join(GATE_SCHEDULES)}, got {gate_schedule!r}")
         if gate_schedule != "fixed" and (self._film is None or self._film.gate == "zero"):
@@ -201,6 +215,8 @@ class PlusMethod(PromptMethod):
         changes: dict[str, float] = {}
         if self.noisy_weight != "fixed":  # trust the rejected labels as much as the split trusts labels overall
             changes["noisy_scale"] = stats["noisy_scale"] = kept ** NOISY_WEIGHTS[self.noisy_weight]
+        if self.q_schedule == "noise":  # near CE while the split keeps most labels, near MAE when it rejects most
+            changes["q"] = stats["noisy_q"] = max(1.0 - kept, Q_FLOOR)
         if self.noisy_target == "mixed":  # ... and zero-shot CLIP as much as it distrusts them
             changes["noisy_mix"] = stats["noisy_mix"] = 1.0 - kept
         if changes:
@@ -292,4 +308,5 @@ def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpe
         prior_schedule=spec.prior_schedule,
         noisy_target=spec.noisy_target,
         gate_schedule=spec.gate_schedule,
+        q_schedule=spec.q_schedule,
     )
