@@ -382,6 +382,23 @@ def round5_arrays(d: dict, labels: np.ndarray, file: Path) -> dict[str, np.ndarr
     return out
 
 
+def with_vote_forward(d: dict, labels: np.ndarray, a: dict[str, np.ndarray], file: Path) -> dict[str, np.ndarray]:
+    """Adds ``fwd_vote``: the forward head refitted through the T of the zero-shot vote's EM (round 4's vote:
+    clean set by the mix, 5 pseudo-counts per row), a T that the head's absorbed flip does not shrink."""
+    if "fwd_vote" not in a:
+        c = a["h1"].shape[1]
+        _, _, wrong = estimate_error_count(_norm(0.5 * (a["h1"] + a["fwd1"])), labels)
+        votes = a["zs"].argmax(axis=1)
+        conf = np.full((c, c), 5.0 / c)
+        np.add.at(conf, (labels[wrong < 0.1], votes[wrong < 0.1]), 1.0)
+        conf /= conf.sum(axis=1, keepdims=True)
+        p = np.bincount(labels, minlength=c) / len(labels)
+        t = estimate_error_count(_norm(p[None, :] * conf[:, votes].T), labels)[1]
+        a = {**a, "fwd_vote": forward_head(d, labels, t)}
+        np.savez(file, labels=labels, **a)
+    return a
+
+
 def _vote_em(votes: np.ndarray, y: np.ndarray, clean: np.ndarray, smooth: float) -> tuple[float, np.ndarray]:
     """:func:`_vote_count` with the posterior P(wrong) per sample as well."""
     c = int(max(votes.max(), y.max()) + 1)
@@ -488,6 +505,13 @@ def round5_candidates(a: dict[str, np.ndarray], y: np.ndarray) -> dict[str, floa
     v3f = dawid_skene([y, votes, f.argmax(axis=1)], y, start, smooth)
     out["R5 Dawid-Skene (given, vote, f argmax)"] = v3f
     out["R5 (mix + Dawid-Skene 3 views, f) / 2"] = 0.5 * (base + v3f)
+    if "fwd_vote" in a:  # (g) the head mix with f refitted through the vote's T instead of h's
+        mix_v = _norm(0.5 * (h + a["fwd_vote"]))
+        base_v, _, wrong_mv = estimate_error_count(mix_v, y)
+        out["R5 EM on (h + f through the vote's T) / 2"] = base_v
+        out["R5 (that + vote) / 2"] = 0.5 * (base_v + vote)
+        v = _vote_em(votes, y, wrong_mv < 0.1, smooth)[0]
+        out["R5 (that + vote clean by it) / 2"] = 0.5 * (base_v + v)
     return out
 
 
@@ -558,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--round5", nargs="+", type=int, metavar="SEED",
                         help="round 5 only: its candidates on these seeds (light arrays, cached apart)")  # fmt: skip
+    parser.add_argument("--vote-forward", action="store_true",
+                        help="round 5: also refit the forward head through the vote's T (one more head fit)")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.round5:
@@ -605,7 +631,10 @@ def main_round5(args: argparse.Namespace) -> int:
                     y = noisy_labels(task, args.root, noise, rate, seed, d["features"])
                     true = int((y != d["labels"]).sum())
                     cache = args.out / "count-arrays-r5" / f"{task}-{noise}-{rate}-{seed}.npz"
-                    est = round5_candidates(round5_arrays(d, y, cache), y)
+                    a = round5_arrays(d, y, cache)
+                    if args.vote_forward:
+                        a = with_vote_forward(d, y, a, cache)
+                    est = round5_candidates(a, y)
                     rows.append({"task": task, "noise": noise, "rate": rate, "seed": seed, "true": true,
                                  "ratio": {k: v / true for k, v in est.items()}})  # fmt: skip
                     print(f"{task} {noise} {rate} {seed}: " + " ".join(f"{v / true:.2f}" for v in est.values()),
