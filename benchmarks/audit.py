@@ -267,8 +267,13 @@ def count_tables(rows: list[dict[str, Any]], dets: list[str], settings: list[tup
     columns = [(d, "estimated") for d in dets]
     if any("estimated_calibrated" in r for r in rows):
         columns.insert(dets.index("cleanlab") + 1, ("cleanlab", "estimated_calibrated"))
-    for key in ("estimated_head_only", "estimated_vote_round4", "estimated_vote", "estimated_round2",
-                "estimated_round4"):  # the audit's parts and earlier counts
+    for key in (
+        "estimated_head_only",
+        "estimated_vote_round4",
+        "estimated_vote",
+        "estimated_round2",
+        "estimated_round4",
+    ):  # the audit's parts and earlier counts
         if any(key in r for r in rows):
             columns.insert(dets.index("audit") + 1, ("audit", key))
     names = {"estimated_calibrated": "calibrated", "estimated_head_only": "round-1 head only",

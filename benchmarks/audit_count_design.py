@@ -444,7 +444,7 @@ def round5_candidates(a: dict[str, np.ndarray], y: np.ndarray) -> dict[str, floa
     base, _, wrong = estimate_error_count(mix, y)
     votes = zs.argmax(axis=1)
     out: dict[str, float] = {"R5 head mix alone (round 2's count)": base}
-    vote, wrong_v = _vote_em(votes, y, wrong < 0.1, smooth)
+    vote = _vote_em(votes, y, wrong < 0.1, smooth)[0]
     out["R5 vote alone (clean by the mix, round 4)"] = vote
     out["R5 current: (mix + vote) / 2 (round 4, the package's count)"] = 0.5 * (base + vote)
     # (a) the clean set chosen by the forward-corrected head alone (it models the true class, not the flip)
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round5", nargs="+", type=int, metavar="SEED",
                         help="round 5 only: its candidates on these seeds (light arrays, cached apart)")  # fmt: skip
     parser.add_argument("--vote-forward", action="store_true",
-                        help="round 5: also refit the forward head through the vote's T (one more head fit)")  # fmt: skip
+                        help="round 5: also refit the forward head through the vote's T")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.round5:

@@ -33,8 +33,13 @@ from scipy import stats
 
 KEYS = (("candidate", "estimated"), ("round 2's count", "estimated_round2"), ("vote alone", "estimated_vote"))
 # --baseline round4 (round 5's test): the candidate against round 4's count, recorded beside it as estimated_round4
-KEYS_ROUND4 = (("candidate", "estimated"), ("round 4's count", "estimated_round4"), ("round 2's count",
-               "estimated_round2"), ("vote alone", "estimated_vote"), ("round 4's vote", "estimated_vote_round4"))
+KEYS_ROUND4 = (
+    ("candidate", "estimated"),
+    ("round 4's count", "estimated_round4"),
+    ("round 2's count", "estimated_round2"),
+    ("vote alone", "estimated_vote"),
+    ("round 4's vote", "estimated_vote_round4"),
+)
 
 
 def load(files: list[Path], seeds: set[int] | None, keys: tuple = KEYS) -> list[dict[str, Any]]:
