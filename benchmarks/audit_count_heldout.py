@@ -86,7 +86,9 @@ def summarise(rows: list[dict[str, Any]], keys: tuple = KEYS) -> dict[str, Any]:
 
 BREAKDOWN = (
     ("audit", "audit", "estimated"),
+    ("audit, round-4 count", "audit", "estimated_round4"),
     ("audit, round-2 count", "audit", "estimated_round2"),
+    ("audit, round-4 vote", "audit", "estimated_vote_round4"),
     ("audit, vote alone", "audit", "estimated_vote"),
     ("audit, head only", "audit", "estimated_head_only"),
     ("cleanlab", "cleanlab", "estimated"),
