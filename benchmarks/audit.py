@@ -22,9 +22,8 @@ count: the audit's ``estimated_errors`` (EM noise-model estimate); cleanlab's ``
 equal to the size of ``find_label_issues``; the ``off_diagonal_calibrated`` variant is kept beside it as
 ``estimated_calibrated``); the flagged count for the others. The audit's rows also keep the earlier estimates,
 round 2's (EM on the head mix alone) as ``estimated_round2`` and round 1's (EM on round 1's head alone) as
-``estimated_head_only``, the zero-shot vote's count as ``estimated_vote``, and round 4's count and vote (the
-vote's clean set chosen by the head mix) as ``estimated_round4`` and ``estimated_vote_round4``, so that all are
-compared on the same labels.
+``estimated_head_only``, and the zero-shot vote's count as ``estimated_vote``, so that all are compared on the
+same labels.
 
     nice python benchmarks/audit.py --out /work/scratch/audit-bench --root DATA > docs/audit-results.md
 """
@@ -125,9 +124,6 @@ def detect_audit(d: dict[str, Any], labels: np.ndarray, extra: np.ndarray | None
               "estimated_round2": round(r.stats["estimate_round2"])}  # fmt: skip
     if r.stats.get("estimate_vote") is not None:
         counts["estimated_vote"] = round(r.stats["estimate_vote"])
-    if r.stats.get("estimate_vote_round4") is not None:  # round 5: round 4's count and vote on the same labels
-        counts["estimated_round4"] = round(r.stats["estimate_round4"])
-        counts["estimated_vote_round4"] = round(r.stats["estimate_vote_round4"])
     return r.score, r.flagged, counts
 
 
@@ -267,18 +263,11 @@ def count_tables(rows: list[dict[str, Any]], dets: list[str], settings: list[tup
     columns = [(d, "estimated") for d in dets]
     if any("estimated_calibrated" in r for r in rows):
         columns.insert(dets.index("cleanlab") + 1, ("cleanlab", "estimated_calibrated"))
-    for key in (
-        "estimated_head_only",
-        "estimated_vote_round4",
-        "estimated_vote",
-        "estimated_round2",
-        "estimated_round4",
-    ):  # the audit's parts and earlier counts
+    for key in ("estimated_head_only", "estimated_vote", "estimated_round2"):  # the audit's parts and earlier counts
         if any(key in r for r in rows):
             columns.insert(dets.index("audit") + 1, ("audit", key))
     names = {"estimated_calibrated": "calibrated", "estimated_head_only": "round-1 head only",
-             "estimated_round2": "round-2 count", "estimated_vote": "zero-shot vote count",
-             "estimated_round4": "round-4 count", "estimated_vote_round4": "round-4 vote count"}  # fmt: skip
+             "estimated_round2": "round-2 count", "estimated_vote": "zero-shot vote count"}  # fmt: skip
 
     def name(det: str, key: str) -> str:
         return det if key == "estimated" else f"{det} ({names[key]})"
@@ -296,7 +285,7 @@ def count_tables(rows: list[dict[str, Any]], dets: list[str], settings: list[tup
                        f"{a.min():.2f} | {a.max():.2f} |")  # fmt: skip
     rng = np.random.default_rng(0)
     audit = [r for r in rows if r["detector"] == "audit"]
-    for key in ("estimated_round4", "estimated_round2", "estimated_head_only"):
+    for key in ("estimated_round2", "estimated_head_only"):
         both = [r for r in audit if key in r]
         if not both:
             continue

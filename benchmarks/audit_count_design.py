@@ -29,6 +29,12 @@ probabilities beside them. Every candidate count is then a cheap function of the
 
 The refits that round 3's simulation candidates need are cached with the heads (``cached_arrays``).
 
+Round 5 (``--round5 SEED ...``, names starting "R5"; ``round5_candidates``): only the arrays the package's count
+needs (``round5_arrays``, cached apart), and candidates aimed at the asymmetric 40% under-count: other clean sets
+for the vote's confusion, an iterated vote, a soft vote, Dawid-Skene latent-class models and (``--vote-forward``)
+the forward head refitted through the vote's T. The last one's mean with its vote was chosen on seeds 1-7 and
+rejected on the held-out seeds 8-10 (``docs/audit.md``).
+
 Prints one table: estimate / true per setting, then per candidate the mean abs(ratio - 1), the worst ratio and
 how many settings are within 20%.
 

@@ -127,42 +127,11 @@ def test_zero_shot_vote_count_is_not_pulled_down_by_an_absorbed_flip(seed: int) 
     text = centres + 0.5 * rng.normal(size=centres.shape) * np.linalg.norm(centres, axis=1, keepdims=True) / 4
     r = audit_scores(x.astype(np.float32), given, c, text_features=text.astype(np.float32), steps=30)
     wrong = int((given != true).sum())
-    vote, round2 = r.stats["estimate_vote_round4"] / wrong, r.stats["estimate_round2"] / wrong
+    vote, round2 = r.stats["estimate_vote"] / wrong, r.stats["estimate_round2"] / wrong
     assert abs(vote - 1) < abs(round2 - 1) - 0.1, (vote, round2)
-    assert r.stats["estimate_round4"] == pytest.approx(0.5 * (r.stats["estimate_vote_round4"] + round2 * wrong))
-    assert r.stats["estimate"] == pytest.approx(0.5 * (r.stats["estimate_vote"] + r.stats["estimate_mix_vote"]))
+    assert r.stats["estimate"] == pytest.approx(0.5 * (r.stats["estimate_vote"] + r.stats["estimate_round2"]))
     assert abs(r.stats["estimate"] / wrong - 1) <= 0.15, r.stats["estimate"] / wrong
     assert round2 < 0.85  # round 2's count alone under-counts here
-
-
-def test_round5_count_is_the_mix_through_the_votes_transition_and_its_vote() -> None:
-    """The count rebuilt from the public parts: round 1's head h; f through h's EM T; round 4's vote (clean set by
-    the EM on (h + f) / 2) and its T; f_v through that T; the vote recounted on the clean set of the EM on
-    (h + f_v) / 2; the count is the mean of that EM's count and that vote's."""
-    import torch
-
-    x, given, _ = _clusters(n_per=40, flip=0.3)
-    rng = np.random.default_rng(0)
-    text = np.stack([x[given == k].mean(axis=0) for k in range(4)]) + rng.normal(size=(4, 16)).astype(np.float32)
-    r = audit_scores(x, given, 4, text_features=text, steps=20)
-    xt = torch.nn.functional.normalize(torch.as_tensor(x), dim=-1)
-    tt = torch.nn.functional.normalize(torch.as_tensor(text), dim=-1)
-    y = torch.as_tensor(given)
-    h = crossfit_probs(xt, y, 4, tt, steps=20)
-    f = crossfit_probs(xt, y, 4, tt, steps=20, transition=torch.as_tensor(estimate_error_count(h, given)[1]).float())
-    round2, _, wrong = estimate_error_count(0.5 * (h + f), given)
-    votes = (xt @ tt.T).argmax(dim=-1).numpy()
-    vote4, t_vote, _ = estimate_error_count(vote_prior(votes, given, wrong < 0.1, 4), given)
-    fv = crossfit_probs(xt, y, 4, tt, steps=20, transition=torch.as_tensor(t_vote).float())
-    mix_vote, _, wrong_v = estimate_error_count(0.5 * (h + fv), given)
-    vote = estimate_error_count(vote_prior(votes, given, wrong_v < 0.1, 4), given)[0]
-    assert r.stats["estimate_round2"] == pytest.approx(round2, rel=1e-5)
-    assert r.stats["estimate_vote_round4"] == pytest.approx(vote4, rel=1e-5)
-    assert r.stats["estimate_round4"] == pytest.approx(0.5 * (round2 + vote4), rel=1e-5)
-    assert r.stats["estimate_mix_vote"] == pytest.approx(mix_vote, rel=1e-5)
-    assert r.stats["estimate_vote"] == pytest.approx(vote, rel=1e-5)
-    assert r.stats["estimate"] == pytest.approx(0.5 * (mix_vote + vote), rel=1e-5)
-    assert r.estimated_errors == round(0.5 * (mix_vote + vote))
 
 
 def test_vote_prior() -> None:
@@ -223,7 +192,6 @@ def test_count_without_text_is_round_twos() -> None:
     x, given, _ = _clusters(n_per=20)
     r = audit_scores(x, given, 4, steps=20)
     assert r.stats["estimate_vote"] is None and r.stats["estimate"] == r.stats["estimate_round2"]
-    assert r.stats["estimate_mix_vote"] is None and r.stats["estimate_round4"] == r.stats["estimate_round2"]
 
 
 def test_forward_corrected_head() -> None:

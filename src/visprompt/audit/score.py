@@ -372,20 +372,12 @@ def audit_scores(
     forward = crossfit_probs(x, y, num_classes, text, folds=folds, seed=seed, scale=scale, steps=steps, pull=pull,
                              transition=torch.as_tensor(transition, dtype=x.dtype))  # fmt: skip
     round2, _, wrong = estimate_error_count((0.5 * (first_head + forward)).numpy(), y.numpy())
-    estimate, round4, vote, vote_round4, mix_vote = round2, round2, None, None, None
+    vote = None
     if text is not None:
         votes = (x @ text.T).argmax(dim=-1).numpy()
         prior = vote_prior(votes, y.numpy(), wrong < clean_below, num_classes, smooth=vote_smoothing)
-        vote_round4, t_vote, _ = estimate_error_count(prior, y.numpy())
-        round4 = 0.5 * (round2 + vote_round4)  # round 4's count, kept for the record
-        # round 5: the forward head refitted through the vote's T (which an absorbed flip does not shrink), the
-        # head mix with it, and the vote's confusion recounted on that mix's clean set (docs/audit.md)
-        forward_vote = crossfit_probs(x, y, num_classes, text, folds=folds, seed=seed, scale=scale, steps=steps,
-                                      pull=pull, transition=torch.as_tensor(t_vote, dtype=x.dtype))  # fmt: skip
-        mix_vote, _, wrong_vote = estimate_error_count((0.5 * (first_head + forward_vote)).numpy(), y.numpy())
-        prior = vote_prior(votes, y.numpy(), wrong_vote < clean_below, num_classes, smooth=vote_smoothing)
         vote, _, _ = estimate_error_count(prior, y.numpy())
-        estimate = 0.5 * (mix_vote + vote)
+    estimate = round2 if vote is None else 0.5 * (round2 + vote)
     k = min(round(estimate), int(disagree.sum()))
     order = np.argsort(-np.where(disagree, score, -1.0), kind="stable")  # disagreements first, by score
     flagged = np.zeros(x.shape[0], dtype=bool)
@@ -396,10 +388,7 @@ def audit_scores(
         "estimated_errors": round(estimate),
         "estimate": estimate,
         "estimate_round2": round2,
-        "estimate_mix_vote": mix_vote,
         "estimate_vote": vote,
-        "estimate_round4": round4,
-        "estimate_vote_round4": vote_round4,
         "estimate_head_only": head_only,
         "disagreements": int(disagree.sum()),
         "flagged": k,
