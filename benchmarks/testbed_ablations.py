@@ -31,6 +31,9 @@ from visprompt.sweep import SweepSpec, expand_sweep, load_sweep, run_sweep
 from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
 
+#: ``visprompt-plus``'s noisy part as registered until 2026-12-06 (weight x kept fraction, GCE q 0.5): pinned in
+#: the variants measured on that recipe, so that they stay what they ran as now that the recipe has moved on
+PLUS_20261201 = ["method.noisy_weight=kept", "method.q_schedule=fixed"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "defaults": ("the `visprompt` preset (paper protocol)", []),
     "no-noisy-loss": ("no loss on the OT-noisy part", ["method.loss.noisy=none"]),
@@ -66,12 +69,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
             "method.relabel_min_prob=0.9",
             "method.loss.noisy=ce",
             "method.noisy_weight=fixed",
+            "method.q_schedule=fixed",
         ],
     ),
     "plus-no-relabel": (
         "full-set OT, prior 1, no loss on the OT-noisy part",
         [
             "method=visprompt-plus",
+            "method.q_schedule=fixed",
             "method.prior_weight=1.0",
             "method.prior_schedule=fixed",
             "method.loss.noisy=none",
@@ -80,12 +85,19 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "plus-gce-no-prior": (
         "full-set OT, GCE on the OT-noisy part's given labels, weights normalised by alpha, no prior",
-        ["method=visprompt-plus", "method.prior_weight=0", "method.prior_schedule=fixed", "method.noisy_weight=fixed"],
+        [
+            "method=visprompt-plus",
+            "method.q_schedule=fixed",
+            "method.prior_weight=0",
+            "method.prior_schedule=fixed",
+            "method.noisy_weight=fixed",
+        ],
     ),
     "plus-gce-prior-0.25": (
         "as plus-gce-no-prior, with the zero-shot prior at a fixed weight 0.25",
         [
             "method=visprompt-plus",
+            "method.q_schedule=fixed",
             "method.prior_weight=0.25",
             "method.prior_schedule=fixed",
             "method.noisy_weight=fixed",
@@ -93,79 +105,84 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "plus-kept-prior-0.25-fixed": (
         "`visprompt-plus` with the zero-shot prior at a fixed weight 0.25 instead of 1 - the kept fraction",
-        ["method=visprompt-plus", "method.prior_weight=0.25", "method.prior_schedule=fixed"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.prior_weight=0.25", "method.prior_schedule=fixed"],
     ),
     "plus-first": (
         "`visprompt-plus` as first registered: the zero-shot prior at 1 x (1 - the kept fraction)",
-        ["method=visprompt-plus", "method.prior_weight=1.0"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.prior_weight=1.0"],
     ),
     "plus-alpha-0.8": (
         "`visprompt-plus` as first registered, with alpha = 0.8 (noisy-part weight 0.25 x the kept fraction)",
-        ["method=visprompt-plus", "method.prior_weight=1.0", "method.loss.alpha=0.8"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.prior_weight=1.0", "method.loss.alpha=0.8"],
     ),
     "plus-prior-0.5": (
         "`visprompt-plus` with the zero-shot prior at 0.5 x (1 - the kept fraction) instead of 1 x",
-        ["method=visprompt-plus", "method.prior_weight=0.5"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.prior_weight=0.5"],
     ),
     "plus-prior-0.25": (
         "`visprompt-plus` with the zero-shot prior at 0.25 x (1 - the kept fraction) instead of 1 x",
-        ["method=visprompt-plus", "method.prior_weight=0.25"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.prior_weight=0.25"],
     ),
     "plus-prior-0.75": (
         "`visprompt-plus` with the zero-shot prior at 0.75 x (1 - the kept fraction) instead of 1 x",
-        ["method=visprompt-plus", "method.prior_weight=0.75"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.prior_weight=0.75"],
     ),
     "plus-prior-squared": (
         "`visprompt-plus` with the zero-shot prior at (1 - the kept fraction) squared instead of 1 x it",
-        ["method=visprompt-plus", "method.prior_weight=1.0", "method.prior_schedule=noise-squared"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.prior_weight=1.0", "method.prior_schedule=noise-squared"],
     ),
     "plus-alpha-0.8-prior-0.5": (
         "`visprompt-plus` with alpha = 0.8 and the prior at 0.5 x (1 - the kept fraction)",
-        ["method=visprompt-plus", "method.loss.alpha=0.8", "method.prior_weight=0.5"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.loss.alpha=0.8", "method.prior_weight=0.5"],
     ),
     "plus-alpha-0.8-prior-2": (
         "`visprompt-plus` with alpha = 0.8 and the prior at 2 x (1 - the kept fraction)",
-        ["method=visprompt-plus", "method.loss.alpha=0.8", "method.prior_weight=2.0"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.loss.alpha=0.8", "method.prior_weight=2.0"],
     ),
     "plus-zs-target": (
         "`visprompt-plus` with the split's noisy part trained towards zero-shot CLIP's distribution, not its labels",
-        ["method=visprompt-plus", "method.noisy_target=zeroshot"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.noisy_target=zeroshot"],
     ),
     "plus-zs-target-fixed": (
         "as plus-zs-target, the noisy part at full weight (not x the kept fraction)",
-        ["method=visprompt-plus", "method.noisy_target=zeroshot", "method.noisy_weight=fixed"],
+        [
+            "method=visprompt-plus",
+            "method.q_schedule=fixed",
+            "method.noisy_target=zeroshot",
+            "method.noisy_weight=fixed",
+        ],
     ),
     "plus-zs-mixed": (
         "`visprompt-plus` with the split's noisy part trained kept x on its labels + (1 - kept) x towards zero-shot",
-        ["method=visprompt-plus", "method.noisy_target=mixed", "method.noisy_weight=fixed"],
+        ["method=visprompt-plus", "method.q_schedule=fixed", "method.noisy_target=mixed", "method.noisy_weight=fixed"],
     ),
     "plus-gate-zero": (
         "`visprompt-plus` with the FiLM gate forced to 0 (its visual branch silenced: a CoOp prompt, plus's split)",
-        ["method=visprompt-plus", "prompt.gate=zero"],
+        ["method=visprompt-plus", *PLUS_20261201, "prompt.gate=zero"],
     ),
     "plus-gate-lr10": (
         "`visprompt-plus` with the gate's learning rate 10x the others' (prompt.gate_lr_scale=10)",
-        ["method=visprompt-plus", "prompt.gate_lr_scale=10"],
+        ["method=visprompt-plus", *PLUS_20261201, "prompt.gate_lr_scale=10"],
     ),
     "plus-gate-kept": (
         "`visprompt-plus` with the gate x the split's kept fraction (method.gate_schedule=kept)",
-        ["method=visprompt-plus", "method.gate_schedule=kept"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.gate_schedule=kept"],
     ),
     "plus-gate-kept2": (
         "`visprompt-plus` with the gate x the split's kept fraction squared (method.gate_schedule=kept-squared)",
-        ["method=visprompt-plus", "method.gate_schedule=kept-squared"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.gate_schedule=kept-squared"],
     ),
     "plus-mae": (
         "`visprompt-plus` with MAE instead of GCE on the split's noisy part (method.loss.q=1)",
-        ["method=visprompt-plus", "method.loss.q=1.0"],
+        ["method=visprompt-plus", *PLUS_20261201, "method.loss.q=1.0"],
     ),
     "plus-noisy-kept2": (
         "`visprompt-plus` with the noisy part's weight x the kept fraction squared (method.noisy_weight=kept-squared)",
-        ["method=visprompt-plus", "method.noisy_weight=kept-squared"],
+        ["method=visprompt-plus", "method.q_schedule=fixed", "method.noisy_weight=kept-squared"],
     ),
     "plus-qnoise": (
         "`visprompt-plus` with the noisy part's GCE q = 1 - the kept fraction (method.q_schedule=noise)",
-        ["method=visprompt-plus", "method.q_schedule=noise"],
+        ["method=visprompt-plus", "method.noisy_weight=kept", "method.q_schedule=noise"],
     ),
     "plus-kept2-qnoise": (
         "`visprompt-plus` with the noisy part's weight x kept fraction squared and its GCE q = 1 - kept fraction",
