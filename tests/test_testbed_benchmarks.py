@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -122,6 +123,10 @@ def test_goals_table_checks_each_cell_against_the_best_and_zero_shot(tmp_path) -
     # over the two cells: plus 65.5, nlprompt 65.0 (best baseline), visprompt 59.8
     assert "visprompt-plus - nlprompt over all cells: +0.50 points (goal >= +3: not met)" in text
     assert "visprompt-plus - visprompt over all cells: +5.67 points (goal >= +4: met)" in text
+    shutil.rmtree(tmp_path / "nlprompt" / "sym-0.75")  # nlprompt now has runs in one cell of two
+    text = testbed_robustness.goals_table(collect_runs(tmp_path))
+    assert "the best baseline over all cells: not computed (nlprompt without runs in every cell)" in text
+    assert "visprompt-plus - zeroshot over all cells" not in text  # zero-shot is not called the best baseline
 
 
 def test_goals_summaries_put_each_plus_variant_in_place_of_the_grids_plus(tmp_path) -> None:
