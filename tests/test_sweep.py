@@ -182,6 +182,21 @@ def test_testbed_benchmark_grid() -> None:
     assert {c.run.seed for c in many} == {1, 2, 3}
 
 
+def test_plus_goals_grid_is_a_subset_of_the_benchmark_grid_with_plus_and_zero_shot_in_every_cell() -> None:
+    from visprompt.config import to_yaml
+
+    full = {r.name: r for r in expand_sweep(load_sweep(REPO / "configs/sweeps/testbed.yaml", out_dir="/tmp/unused"))}
+    goals = expand_sweep(load_sweep(REPO / "configs/sweeps/testbed-plus-goals.yaml", out_dir="/tmp/unused"))
+    for run in goals:  # the same run directory and the same configuration as the benchmark grid's run
+        assert run.name in full, run.name
+        assert to_yaml(run.config) == to_yaml(full[run.name].config), run.name
+    cell = lambda r: (r.config.data.dataset, r.config.noise.type, r.config.noise.rate, r.config.run.seed)  # noqa: E731
+    for method in ("visprompt-plus", "zeroshot"):
+        assert {cell(r) for r in goals if r.config.method.name == method} == {cell(r) for r in full.values()}
+    others = {cell(r)[:3] for r in goals if r.config.method.name not in ("visprompt-plus", "zeroshot")}
+    assert others == {cell(r)[:3] for r in full.values()}  # a best other method in every cell
+
+
 def test_missing_ray_is_a_one_line_error(tmp_path, monkeypatch) -> None:
     import sys
 
