@@ -247,3 +247,20 @@ def test_an_option_missing_from_an_older_runs_config_counts_as_its_default(tmp_p
     labels = label_methods(collect_runs(tmp_path))
     assert labels["old/seed1"] == "visprompt-plus[method.noisy_target=given]"  # the default, filled in
     assert labels["zs/seed1"] == "visprompt-plus[method.noisy_target=zeroshot]"
+
+
+def test_an_option_a_recipe_turned_on_since_tells_the_older_runs_apart(tmp_path) -> None:
+    """visprompt-plus's recipe sets method.q_schedule=noise; a run written before the option existed trained with
+    a fixed q, so it is read with the option's default and labelled apart, in the report and when it is loaded."""
+    from visprompt.config import load_run_config
+
+    write_run(tmp_path, "new/seed1", ["method.name=visprompt-plus", "run.seed=1"], metrics={"top1": 61.0})
+    write_run(tmp_path, "old/seed1", ["method.name=visprompt-plus", "run.seed=1"], metrics={"top1": 60.0})
+    old = tmp_path / "old" / "seed1" / "config.yaml"
+    old.write_text(old.read_text().replace("  q_schedule: noise\n", ""))  # as an earlier version wrote it
+    assert "q_schedule" not in old.read_text()
+    assert load_run_config(old).method.q_schedule == "fixed"  # not the recipe's "noise"
+    assert load_run_config(tmp_path / "new" / "seed1" / "config.yaml").method.q_schedule == "noise"
+    labels = label_methods(collect_runs(tmp_path))
+    assert labels["old/seed1"] == "visprompt-plus[method.q_schedule=fixed]"
+    assert labels["new/seed1"] == "visprompt-plus[method.q_schedule=noise]"

@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visprompt.config import RunConfig, load_config
+from visprompt.config import RunConfig, load_config, load_run_config
 
 if TYPE_CHECKING:
     import torch
@@ -72,7 +72,7 @@ class Run:
 
     @cached_property
     def config(self) -> RunConfig:
-        return load_config([self.path / "config.yaml"])
+        return load_run_config(self.path / "config.yaml")
 
     @property
     def status(self) -> str | None:

@@ -46,6 +46,7 @@ __all__ = [
     "SelectionConfig",
     "flatten_tree",
     "load_config",
+    "load_run_config",
     "merge_tree",
     "nest_tree",
     "parse_override",
@@ -484,6 +485,18 @@ def load_config(
         merge_tree(tree, nest_tree(METHODS.get(name).recipe))
     merge_tree(tree, user)
     return _build(RunConfig, tree, "")
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """A run's saved ``config.yaml``, resolved as that run was configured.
+
+    A field the file lacks was added after the run was written; it takes the option's own default, which is what
+    every version before the option did (options are added with a default that keeps the earlier behaviour), not
+    the value today's recipe of the method gives it: a recipe may turn a new option on (``visprompt-plus``'s
+    ``method.q_schedule=noise``), and an older run did not train with it. No preset or recipe layer is applied;
+    everything else the file names is taken as it is.
+    """
+    return _build(RunConfig, read_yaml(Path(path), "run config"), "")
 
 
 def _method_name(tree: Mapping[str, Any]) -> Any:

@@ -18,7 +18,7 @@ from pathlib import Path, PurePath
 import torch
 from torch import nn
 
-from visprompt.config import RunConfig, load_config
+from visprompt.config import RunConfig, load_run_config
 from visprompt.data.pipeline import read_splits, splits_from_json
 from visprompt.data.records import DatasetSplits, Sample
 from visprompt.engine.build import image_transform, load_clip, load_trainable, run_name
@@ -115,7 +115,7 @@ def load_run(
         raise ConfigError(f"run directory {rd.path} does not exist")
     if not rd.config_file.is_file():
         raise ConfigError(f"{rd.path} is not a run directory (no config.yaml)")
-    cfg = load_config([rd.config_file])
+    cfg = load_run_config(rd.config_file)
     status = rd.status()
     if status != DONE:
         epoch = rd.checkpoint_epoch() if rd.checkpoint_file.is_file() else None

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from visprompt.config import RunConfig, load_config, to_yaml
+from visprompt.config import RunConfig, load_run_config, to_yaml
 from visprompt.data.pipeline import prepare_fewshot, read_splits, splits_to_json
 from visprompt.data.precheck import check_run_data
 from visprompt.data.records import DatasetSplits
@@ -150,7 +150,7 @@ def _remove_if_empty(path: Path) -> None:
 
 def _saved_config(rd: RunDir) -> RunConfig:
     try:
-        return load_config([rd.config_file])
+        return load_run_config(rd.config_file)
     except ConfigError as exc:
         raise RunFileError(f"{exc}; run with --restart to start the run afresh, or choose another --name") from None
 

@@ -126,21 +126,20 @@ def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
     return _as_float(metrics[candidates[0]]) if candidates else None
 
 
-def _method_defaults(method: str) -> dict[str, Any]:
-    """The flattened config a run of ``method`` gets today when it sets nothing ({} for an unknown method)."""
-    from visprompt.config import load_config
+def _option_defaults() -> dict[str, Any]:
+    """Every option's own default, flattened: what a run written before the option existed did (no recipe)."""
+    from visprompt.config import RunConfig
 
-    try:
-        return flatten_tree(dataclasses.asdict(load_config(method=method)))
-    except VispromptError:
-        return {}
+    return flatten_tree(dataclasses.asdict(RunConfig()))
 
 
 def label_methods(records: Sequence[RunRecord]) -> dict[str, str]:
     """Run name -> method label: the method name, plus the config values that differ among its runs.
 
-    A key that a run's config.yaml lacks (written by a version without that option) counts as today's default
-    for the method, so an option added later does not split one method's runs into variants.
+    A key that a run's config.yaml lacks (written by a version without that option) counts as the option's own
+    default, which is what every version before the option did (as :func:`~visprompt.config.load_run_config`
+    reads it): an option added later does not split one method's runs into variants, unless the method's recipe
+    turned it on since, and then the older runs are told apart, as they trained without it.
     """
     by_method: dict[str, list[RunRecord]] = {}
     for record in records:
@@ -148,7 +147,7 @@ def label_methods(records: Sequence[RunRecord]) -> dict[str, str]:
     labels = {}
     for method, group in by_method.items():
         keys = sorted({k for r in group for k in r.config})
-        defaults = _method_defaults(method) if any(set(keys) - set(r.config) for r in group) else {}
+        defaults = _option_defaults() if any(set(keys) - set(r.config) for r in group) else {}
         values = {r.name: {k: r.config[k] if k in r.config else defaults.get(k) for k in keys} for r in group}
         varying = [
             k for k in keys if not k.startswith(_NOT_VARIANTS) and len({_key(v[k]) for v in values.values()}) > 1

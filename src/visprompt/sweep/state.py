@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visprompt.config import load_config
+from visprompt.config import load_run_config
 from visprompt.engine.sameconfig import config_differences, flat_config
 from visprompt.errors import ConfigError
 from visprompt.fileio import atomic_write_json
@@ -46,7 +46,7 @@ def config_change(run: SweepRun) -> str | None:
     """``"<run>: <key> <saved> -> <now>"`` when the run's saved config differs from its grid config (outside
     where it runs), or says why it cannot be read; None when they agree."""
     try:
-        saved = load_config([run.path / "config.yaml"])
+        saved = load_run_config(run.path / "config.yaml")
     except (ConfigError, OSError) as exc:
         return f"{run.name}: config.yaml unreadable ({exc})"
     diffs = config_differences(saved, run.config)
