@@ -2,8 +2,9 @@
 
 Not the paper's method (that is ``visprompt``). Changes to how VisPrompt's cross-modal FiLM prompt is trained,
 each a config field; :data:`RECIPE` holds the values chosen on the offline testbed (docs/testbed-ablations.md says
-on which tasks and seeds, and reports them on held-out ones). The recipe uses the first two, the noisy part's
-weight and loss schedules and the prior; the other options are measured alternatives:
+on which tasks and seeds, and reports them on held-out ones). The recipe uses the full-set split, the zero-shot
+prior and the noisy part's weight (``kept-squared``) and loss (``q_schedule=noise``); the noisy target, the gate's
+schedule and relabelling are measured alternatives, off in the recipe:
 
 * **One OT split over the training set per epoch** (``method.selection.scope=full``), in eval mode before the
   epoch's updates, instead of one per mini-batch. With a uniform 1/C class marginal a mini-batch of 16 cannot
