@@ -188,6 +188,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` with the noisy part's weight x kept fraction squared and its GCE q = 1 - kept fraction",
         ["method=visprompt-plus", "method.noisy_weight=kept-squared", "method.q_schedule=noise"],
     ),
+    "plus-kept-odds": (
+        "`visprompt-plus` with the noisy part's weight (kept / (1 - kept))^2, at most 1, and its GCE q = 1 - kept",
+        ["method=visprompt-plus", "method.noisy_weight=kept-odds", "method.q_schedule=noise"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),

@@ -234,8 +234,8 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     assert not bool(method._use[unsure].any())  # unsure re-assignments get no loss at all
 
 
-@pytest.mark.parametrize(("weight", "power"), [("kept", 1), ("kept-squared", 2)])
-def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction(weight, power) -> None:
+@pytest.mark.parametrize(("weight", "factor"), [("kept", 0.75), ("kept-squared", 0.75**2), ("kept-odds", 1.0)])
+def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction(weight, factor) -> None:
     logits = torch.randn(6, 3, requires_grad=True)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     clean = torch.tensor([True, True, False, False, False, False])
@@ -251,8 +251,18 @@ def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction(wei
     view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"] @ torch.eye(4))
     stats = method.before_epoch(0, view)
     assert stats["n_clean"] == 24  # the planted split keeps 24 of 32
-    assert stats["noisy_scale"] == pytest.approx(0.75**power) and method.loss.noisy_scale == pytest.approx(0.75**power)
+    assert stats["noisy_scale"] == pytest.approx(factor) and method.loss.noisy_scale == pytest.approx(factor)
     assert method.base_loss.noisy_scale == 1.0  # the preset's loss is kept; each epoch sets its own scale
+
+
+def test_kept_odds_weight_is_full_while_the_split_keeps_half_and_the_squared_odds_below() -> None:
+    from visprompt.methods.plus import NOISY_WEIGHTS
+
+    odds = NOISY_WEIGHTS["kept-odds"]
+    assert [odds(k) for k in (1.0, 0.9, 0.5)] == [1.0, 1.0, 1.0]
+    assert odds(0.25) == pytest.approx((0.25 / 0.75) ** 2) and odds(0.0) == 0.0
+    assert odds(0.25) > NOISY_WEIGHTS["kept-squared"](0.25)  # below half it falls from 1, not from 0.25
+    assert odds(0.499) == pytest.approx(1.0, abs=0.01)  # continuous at one half
 
 
 @pytest.mark.parametrize(("schedule", "power"), [("noise", 1), ("noise-squared", 2)])

@@ -297,8 +297,9 @@ class MethodConfig:
     relabel_min_prob: float = 0.5  # see relabel
     # visprompt-plus: the noisy part's loss weight; "kept" multiplies it by the fraction of the training set the
     # epoch's split keeps as clean (a proxy for 1 - the noise rate: the more labels the split rejects, the less
-    # the rejected samples' given labels are trusted); "kept-squared" by its square
-    noisy_weight: Literal["fixed", "kept", "kept-squared"] = "fixed"
+    # the rejected samples' given labels are trusted); "kept-squared" by its square; "kept-odds" by the squared odds
+    # kept / (1 - kept), at most 1 (full weight while the split keeps at least half the labels)
+    noisy_weight: Literal["fixed", "kept", "kept-squared", "kept-odds"] = "fixed"
     # visprompt-plus: "noise" multiplies prior_weight by 1 - the kept fraction of the epoch's split (the noise
     # estimate), in the next epoch's training and split and at test time; "noise-squared" by its square (a weak
     # prior at low noise, a strong one at high noise); "fixed" keeps prior_weight

@@ -15,7 +15,8 @@ schedule and relabelling are measured alternatives, off in the recipe:
   zero-shot predictions instead of a random prompt's, and the learned prompt only has to correct them.
 * **The noisy part's weight** (``method.noisy_weight``): ``kept`` multiplies the loss on the samples the split
   calls noisy by the epoch split's kept fraction k, ``kept-squared`` (the recipe) by k squared: at 75% noise k is
-  about 0.3 and the rejected labels count a tenth as much as the kept ones.
+  about 0.3 and the rejected labels count a tenth as much as the kept ones. ``kept-odds`` by (k / (1 - k))
+  squared, at most 1: full weight while the split keeps at least half the labels, k squared's fall below that.
 * **The noisy part's target** (``method.noisy_target``): ``given`` trains a sample the split calls noisy on its
   given label (with ``method.loss.noisy``); ``zeroshot`` trains it towards the frozen zero-shot CLIP's class
   distribution for its image (cross-entropy to soft targets); ``mixed`` does both: kept x the given label's loss +
@@ -38,6 +39,7 @@ it is registered with exactly these values (``register_method``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -59,8 +61,14 @@ __all__ = ["RECIPE", "PlusMethod", "prior_classifier"]
 PRIOR_SCHEDULES = {"fixed": 0, "noise": 1, "noise-squared": 2}
 #: ``method.noisy_target``: what the split's noisy part is trained towards (module docstring).
 NOISY_TARGETS = ("given", "zeroshot", "mixed")
-#: ``method.noisy_weight``: the power of the split's kept fraction the noisy part's loss weight is multiplied by.
-NOISY_WEIGHTS = {"fixed": 0, "kept": 1, "kept-squared": 2}
+#: ``method.noisy_weight``: the noisy part's loss weight as a function of the split's kept fraction k.
+NOISY_WEIGHTS: dict[str, Callable[[float], float]] = {
+    "fixed": lambda k: 1.0,
+    "kept": lambda k: k,
+    "kept-squared": lambda k: k * k,
+    # the squared odds kept : rejected, at most 1: full weight while the split keeps at least half the labels
+    "kept-odds": lambda k: min(1.0, (k / (1.0 - k)) ** 2) if k < 1.0 else 1.0,
+}
 #: ``method.q_schedule``: how the noisy part's GCE q follows the split (``noise``: q = 1 - kept, at least Q_FLOOR).
 Q_SCHEDULES = ("fixed", "noise")
 Q_FLOOR = 0.05
@@ -219,7 +227,7 @@ class PlusMethod(PromptMethod):
         kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
         changes: dict[str, float] = {}
         if self.noisy_weight != "fixed":  # trust the rejected labels as much as the split trusts labels overall
-            changes["noisy_scale"] = stats["noisy_scale"] = kept ** NOISY_WEIGHTS[self.noisy_weight]
+            changes["noisy_scale"] = stats["noisy_scale"] = NOISY_WEIGHTS[self.noisy_weight](kept)
         if self.q_schedule == "noise":  # near CE while the split keeps most labels, near MAE when it rejects most
             changes["q"] = stats["noisy_q"] = max(1.0 - kept, Q_FLOOR)
         if self.noisy_target == "mixed":  # ... and zero-shot CLIP as much as it distrusts them
