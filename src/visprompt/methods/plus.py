@@ -65,7 +65,7 @@ NOISY_TARGETS = ("given", "zeroshot", "mixed")
 NOISY_WEIGHTS: dict[str, Callable[[float], float]] = {
     "fixed": lambda k: 1.0,
     "kept": lambda k: k,
-    "kept-squared": lambda k: k * k,
+    "kept-squared": lambda k: k**2,  # as k ** 2 has always been computed here (pow), to the last bit
     # the squared odds kept : rejected, at most 1: full weight while the split keeps at least half the labels
     "kept-odds": lambda k: min(1.0, (k / (1.0 - k)) ** 2) if k < 1.0 else 1.0,
 }
