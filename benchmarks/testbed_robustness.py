@@ -270,13 +270,19 @@ def goals_table(
         "|---|---|---:|---:|---|---:|---|---:|",
     ]
     outside, below_zs, cell_means = [], [], {m: [] for m in methods}
+    other_seeds: dict[str, list[str]] = defaultdict(list)  # method -> cells where its seeds differ from target's
     for cell in cells:
         runs = {m: seeds_of(m, cell) for m in methods}
+        if not runs[target]:
+            continue
+        # a mean over other seeds is not comparable (each seed draws its own shots and noisy labels): such a
+        # method is neither the cell's best nor in the means over cells
+        for m in [m for m, v in runs.items() if v and v.keys() != runs[target].keys()]:
+            other_seeds[m].append(f"{cell[0].removeprefix('testbed-')} {setting_label(*cell[1])}")
+            runs[m] = {}
         means = {m: statistics.fmean(v.values()) for m, v in runs.items() if v}
         for m, v in means.items():
             cell_means[m].append(v)
-        if target not in means:
-            continue
         best = max((m for m in means if m != target), key=means.get)
         to_best = paired(diff(runs[target], runs[best]))
         within = means[target] >= means[best] or not (to_best.n > 1 and to_best.high < 0)
@@ -291,6 +297,9 @@ def goals_table(
             f"({means[best]:.1f}) | {to_best.cell()} | {'yes' if within else '**no**'} | "
             f"{to_zs.cell() if to_zs else '-'} |"
         )
+    if other_seeds:
+        lines += ["", f"Left out where their seeds differ from {target}'s: " + "; ".join(
+            f"{m} ({', '.join(c)})" for m, c in sorted(other_seeds.items()))]  # fmt: skip
     complete = [m for m in methods if len(cell_means[m]) == len(cells)]
     overall = {m: statistics.fmean(cell_means[m]) for m in complete}
     lines += ["", f"Mean over all {len(cells)} cells (methods with runs in every cell):", ""]

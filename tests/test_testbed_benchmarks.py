@@ -129,6 +129,19 @@ def test_goals_table_checks_each_cell_against_the_best_and_zero_shot(tmp_path) -
     assert "visprompt-plus - zeroshot over all cells" not in text  # zero-shot is not called the best baseline
 
 
+def test_goals_table_compares_a_cell_only_with_methods_run_on_the_targets_seeds(tmp_path) -> None:
+    for seed in (1, 2, 3):
+        fake_run(tmp_path, f"plus/seed{seed}", "visprompt-plus", "sym", 0.5, seed, 60.0)
+        fake_run(tmp_path, f"zeroshot/seed{seed}", "zeroshot", "sym", 0.5, seed, 50.0)
+        fake_run(tmp_path, f"nlprompt/seed{seed}", "nlprompt", "sym", 0.5, seed, 58.0 + seed)
+    fake_run(tmp_path, "coop/seed3", "coop", "sym", 0.5, 3, 90.0)  # one lucky seed: no mean of the same design
+    text = testbed_robustness.goals_table(collect_runs(tmp_path))
+    row = next(line for line in text.splitlines() if line.startswith("| testbed-colours"))
+    assert "| nlprompt (60.0) |" in row and "| yes |" in row and "coop" not in row
+    assert "Left out where their seeds differ from visprompt-plus's: coop (colours sym 50%)" in text
+    assert "| coop |" not in text  # nor in the mean over cells
+
+
 def test_goals_summaries_put_each_plus_variant_in_place_of_the_grids_plus(tmp_path) -> None:
     grid, out = tmp_path / "grid", tmp_path / "ablations"
     for seed in (1, 2):
