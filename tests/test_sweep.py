@@ -182,7 +182,7 @@ def test_testbed_benchmark_grid() -> None:
     assert {c.run.seed for c in many} == {1, 2, 3, 4, 5}
 
 
-def test_plus_goals_grid_is_a_subset_of_the_benchmark_grid_with_plus_and_zero_shot_in_every_cell() -> None:
+def test_plus_goals_grid_is_a_subset_of_the_benchmark_grid_with_plus_and_the_baselines_in_every_cell() -> None:
     from visprompt.config import to_yaml
 
     full = {r.name: r for r in expand_sweep(load_sweep(REPO / "configs/sweeps/testbed.yaml", out_dir="/tmp/unused"))}
@@ -191,7 +191,8 @@ def test_plus_goals_grid_is_a_subset_of_the_benchmark_grid_with_plus_and_zero_sh
         assert run.name in full, run.name
         assert to_yaml(run.config) == to_yaml(full[run.name].config), run.name
     cell = lambda r: (r.config.data.dataset, r.config.noise.type, r.config.noise.rate, r.config.run.seed)  # noqa: E731
-    for method in ("visprompt-plus", "zeroshot"):
+    for method in ("visprompt-plus", "zeroshot", "visprompt", "nlprompt", "joapr", "coop-gce", "coop"):
+        # in every cell with every seed: the mean goals' pooled pairs
         assert {cell(r) for r in goals if r.config.method.name == method} == {cell(r) for r in full.values()}
     others = {cell(r)[:3] for r in goals if r.config.method.name not in ("visprompt-plus", "zeroshot")}
     assert others == {cell(r)[:3] for r in full.values()}  # a best other method in every cell
