@@ -269,7 +269,7 @@ def goals_table(
         f"| task | setting | seeds | {target} | best other (mean) | {target} - best | within | {target} - zero-shot |",
         "|---|---|---:|---:|---|---:|---|---:|",
     ]
-    outside, below_zs, cell_means = [], [], {m: [] for m in methods}
+    outside, below_zs, unjudged, cell_means = [], [], [], {m: [] for m in methods}
     other_seeds: dict[str, list[str]] = defaultdict(list)  # method -> cells where its seeds differ from target's
     for cell in cells:
         runs = {m: seeds_of(m, cell) for m in methods}
@@ -283,11 +283,16 @@ def goals_table(
         means = {m: statistics.fmean(v.values()) for m, v in runs.items() if v}
         for m, v in means.items():
             cell_means[m].append(v)
+        to_zs = paired(diff(runs[target], runs["zeroshot"])) if runs.get("zeroshot") else None
+        name = f"{cell[0].removeprefix('testbed-')} {setting_label(*cell[1])}"
+        if len(means) == 1:  # no other method on these seeds: nothing to judge the cell by
+            unjudged.append(name)
+            lines.append(f"| {cell[0]} | {setting_label(*cell[1])} | {len(runs[target])} | {means[target]:.1f} | - | "
+                         f"- | - | {to_zs.cell() if to_zs else '-'} |")  # fmt: skip
+            continue
         best = max((m for m in means if m != target), key=means.get)
         to_best = paired(diff(runs[target], runs[best]))
         within = means[target] >= means[best] or not (to_best.n > 1 and to_best.high < 0)
-        to_zs = paired(diff(runs[target], runs["zeroshot"])) if runs.get("zeroshot") else None
-        name = f"{cell[0].removeprefix('testbed-')} {setting_label(*cell[1])}"
         if not within:
             outside.append(f"{name} ({to_best.mean:+.1f} vs {best})")
         if to_zs is not None and to_zs.mean < 0:
@@ -307,9 +312,13 @@ def goals_table(
     lines += [f"| {m} | {overall[m]:.2f} |" for m in sorted(overall, key=overall.get, reverse=True)]
     baselines = [m for m in complete if m in BASELINES]
     partial = [m for m in BASELINES if m in methods and m not in complete]  # run, but not in every cell
+    verdict = f"yes in the {len(cells) - len(unjudged)} cells judged" if unjudged else "yes"
+    if outside:
+        verdict = f"no ({len(outside)} of {len(cells)} cells: {'; '.join(outside)})"
+    if unjudged:
+        verdict += f"; not judged in {len(unjudged)} cells (no other method on {target}'s seeds: {', '.join(unjudged)})"
     summary = [
-        f"- {target} is the best or within the paired interval of the best in every cell: "
-        + (f"no ({len(outside)} of {len(cells)} cells: {'; '.join(outside)})" if outside else "yes"),
+        f"- {target} is the best or within the paired interval of the best in every cell: {verdict}",
         "- never below zero-shot (cell means): "
         + (f"no ({len(below_zs)} of {len(cells)} cells: {'; '.join(below_zs)})" if below_zs else "yes"),
     ]

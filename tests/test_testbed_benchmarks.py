@@ -140,6 +140,11 @@ def test_goals_table_compares_a_cell_only_with_methods_run_on_the_targets_seeds(
     assert "| nlprompt (60.0) |" in row and "| yes |" in row and "coop" not in row
     assert "Left out where their seeds differ from visprompt-plus's: coop (colours sym 50%)" in text
     assert "| coop |" not in text  # nor in the mean over cells
+    for seed in (1, 2):  # a cell where no other method ran the target's seeds is not judged, and says so
+        fake_run(tmp_path, f"plus75/seed{seed}", "visprompt-plus", "sym", 0.75, seed, 60.0)
+    fake_run(tmp_path, "nl75/seed1", "nlprompt", "sym", 0.75, 1, 70.0)
+    text = testbed_robustness.goals_table(collect_runs(tmp_path))
+    assert "every cell: yes in the 1 cells judged; not judged in 1 cells (no other method" in text
 
 
 def test_goals_summaries_put_each_plus_variant_in_place_of_the_grids_plus(tmp_path) -> None:
