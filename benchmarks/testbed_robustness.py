@@ -269,7 +269,7 @@ def goals_table(
         f"| task | setting | seeds | {target} | best other (mean) | {target} - best | within | {target} - zero-shot |",
         "|---|---|---:|---:|---|---:|---|---:|",
     ]
-    outside, below_zs, unjudged, cell_means = [], [], [], {m: [] for m in methods}
+    outside, below_zs, unjudged, no_zs, cell_means = [], [], [], [], {m: [] for m in methods}
     other_seeds: dict[str, list[str]] = defaultdict(list)  # method -> cells where its seeds differ from target's
     for cell in cells:
         runs = {m: seeds_of(m, cell) for m in methods}
@@ -285,6 +285,8 @@ def goals_table(
             cell_means[m].append(v)
         to_zs = paired(diff(runs[target], runs["zeroshot"])) if runs.get("zeroshot") else None
         name = f"{cell[0].removeprefix('testbed-')} {setting_label(*cell[1])}"
+        if to_zs is None:
+            no_zs.append(name)
         if len(means) == 1:  # no other method on these seeds: nothing to judge the cell by
             unjudged.append(name)
             lines.append(f"| {cell[0]} | {setting_label(*cell[1])} | {len(runs[target])} | {means[target]:.1f} | - | "
@@ -320,7 +322,12 @@ def goals_table(
     summary = [
         f"- {target} is the best or within the paired interval of the best in every cell: {verdict}",
         "- never below zero-shot (cell means): "
-        + (f"no ({len(below_zs)} of {len(cells)} cells: {'; '.join(below_zs)})" if below_zs else "yes"),
+        + (f"no ({len(below_zs)} of {len(cells)} cells: {'; '.join(below_zs)})" if below_zs else "yes")
+        + (
+            f"; not judged in {len(no_zs)} cells (no zero-shot run on {target}'s seeds: {', '.join(no_zs)})"
+            if no_zs
+            else ""
+        ),
     ]
     if partial:  # "the best baseline" of a subset would be a label the numbers do not carry
         summary.append(f"- the best baseline over all cells: not computed ({', '.join(partial)} without runs in "

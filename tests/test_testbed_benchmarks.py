@@ -145,6 +145,7 @@ def test_goals_table_compares_a_cell_only_with_methods_run_on_the_targets_seeds(
     fake_run(tmp_path, "nl75/seed1", "nlprompt", "sym", 0.75, 1, 70.0)
     text = testbed_robustness.goals_table(collect_runs(tmp_path))
     assert "every cell: yes in the 1 cells judged; not judged in 1 cells (no other method" in text
+    assert "never below zero-shot (cell means): yes; not judged in 1 cells (no zero-shot run" in text
 
 
 def test_goals_summaries_put_each_plus_variant_in_place_of_the_grids_plus(tmp_path) -> None:
