@@ -273,18 +273,18 @@ def goals_table(
     other_seeds: dict[str, list[str]] = defaultdict(list)  # method -> cells where its seeds differ from target's
     for cell in cells:
         runs = {m: seeds_of(m, cell) for m in methods}
+        name = f"{cell[0].removeprefix('testbed-')} {setting_label(*cell[1])}"
         if not runs[target]:
             continue
         # a mean over other seeds is not comparable (each seed draws its own shots and noisy labels): such a
         # method is neither the cell's best nor in the means over cells
         for m in [m for m, v in runs.items() if v and v.keys() != runs[target].keys()]:
-            other_seeds[m].append(f"{cell[0].removeprefix('testbed-')} {setting_label(*cell[1])}")
+            other_seeds[m].append(name)
             runs[m] = {}
         means = {m: statistics.fmean(v.values()) for m, v in runs.items() if v}
         for m, v in means.items():
             cell_means[m].append(v)
         to_zs = paired(diff(runs[target], runs["zeroshot"])) if runs.get("zeroshot") else None
-        name = f"{cell[0].removeprefix('testbed-')} {setting_label(*cell[1])}"
         if to_zs is None:
             no_zs.append(name)
         if len(means) == 1:  # no other method on these seeds: nothing to judge the cell by

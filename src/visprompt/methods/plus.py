@@ -67,7 +67,7 @@ NOISY_WEIGHTS: dict[str, Callable[[float], float]] = {
     "kept": lambda k: k,
     "kept-squared": lambda k: k**2,  # as k ** 2 has always been computed here (pow), to the last bit
     # the squared odds kept : rejected, at most 1: full weight while the split keeps at least half the labels
-    "kept-odds": lambda k: min(1.0, (k / (1.0 - k)) ** 2) if k < 1.0 else 1.0,
+    "kept-odds": lambda k: 1.0 if k >= 0.5 else (k / (1.0 - k)) ** 2,
 }
 #: ``method.q_schedule``: how the noisy part's GCE q follows the split (``noise``: q = 1 - kept, at least Q_FLOOR).
 Q_SCHEDULES = ("fixed", "noise")
