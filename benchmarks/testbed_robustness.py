@@ -274,7 +274,8 @@ def goals_table(
     for cell in cells:
         runs = {m: seeds_of(m, cell) for m in methods}
         name = f"{cell[0].removeprefix('testbed-')} {setting_label(*cell[1])}"
-        if not runs[target]:
+        if not runs[target]:  # nothing of the target's to judge here, and no mean over cells for anyone
+            unjudged.append(name)
             continue
         # a mean over other seeds is not comparable (each seed draws its own shots and noisy labels): such a
         # method is neither the cell's best nor in the means over cells
@@ -318,7 +319,8 @@ def goals_table(
     if outside:
         verdict = f"no ({len(outside)} of {len(cells)} cells: {'; '.join(outside)})"
     if unjudged:
-        verdict += f"; not judged in {len(unjudged)} cells (no other method on {target}'s seeds: {', '.join(unjudged)})"
+        verdict += f"; not judged in {len(unjudged)} cells (no {target} runs, or no other method on its seeds: "
+        verdict += f"{', '.join(unjudged)})"
     summary = [
         f"- {target} is the best or within the paired interval of the best in every cell: {verdict}",
         "- never below zero-shot (cell means): "

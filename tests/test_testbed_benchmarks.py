@@ -144,7 +144,10 @@ def test_goals_table_compares_a_cell_only_with_methods_run_on_the_targets_seeds(
         fake_run(tmp_path, f"plus75/seed{seed}", "visprompt-plus", "sym", 0.75, seed, 60.0)
     fake_run(tmp_path, "nl75/seed1", "nlprompt", "sym", 0.75, 1, 70.0)
     text = testbed_robustness.goals_table(collect_runs(tmp_path))
-    assert "every cell: yes in the 1 cells judged; not judged in 1 cells (no other method" in text
+    assert "every cell: yes in the 1 cells judged; not judged in 1 cells (no visprompt-plus runs, or no other" in text
+    fake_run(tmp_path, "nl25/seed1", "nlprompt", "sym", 0.25, 1, 70.0)  # a cell without the target: not judged either
+    text = testbed_robustness.goals_table(collect_runs(tmp_path))
+    assert "every cell: yes in the 1 cells judged; not judged in 2 cells" in text and "colours sym 25%" in text
     assert "never below zero-shot (cell means): yes; not judged in 1 cells (no zero-shot run" in text
 
 
