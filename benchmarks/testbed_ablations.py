@@ -192,6 +192,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` with the noisy part's weight (kept / (1 - kept))^2, at most 1, and its GCE q = 1 - kept",
         ["method=visprompt-plus", "method.noisy_weight=kept-odds", "method.q_schedule=noise"],
     ),
+    "plus-kept-spread": (
+        "`visprompt-plus` with the noisy part's weight `kept-odds` while its rejections spread over the other classes, "
+        "`kept-squared` while they concentrate (a pair flip), and its GCE q = 1 - kept",
+        ["method=visprompt-plus", "method.noisy_weight=kept-spread", "method.q_schedule=noise"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),

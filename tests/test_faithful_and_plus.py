@@ -15,7 +15,7 @@ from visprompt.methods import TrainView, build_method, method_spec
 from visprompt.methods.objective import SplitLoss
 from visprompt.methods.plus import RECIPE, PlusMethod
 from visprompt.methods.prompt import PromptMethod
-from visprompt.methods.selection import OTSelection, epoch_batches, split_per_batch
+from visprompt.methods.selection import OTSelection, epoch_batches, rejection_concentration, split_per_batch
 
 
 class DropoutProbe(nn.Module):
@@ -234,7 +234,10 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     assert not bool(method._use[unsure].any())  # unsure re-assignments get no loss at all
 
 
-@pytest.mark.parametrize(("weight", "factor"), [("kept", 0.75), ("kept-squared", 0.75**2), ("kept-odds", 1.0)])
+@pytest.mark.parametrize(
+    ("weight", "factor"),
+    [("kept", 0.75), ("kept-squared", 0.75**2), ("kept-odds", 1.0), ("kept-spread", 0.75**2)],  # planted: a pair flip
+)
 def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction(weight, factor) -> None:
     logits = torch.randn(6, 3, requires_grad=True)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
@@ -258,10 +261,12 @@ def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction(wei
 def test_kept_odds_weight_is_full_while_the_split_keeps_half_and_the_squared_odds_below() -> None:
     from visprompt.methods.plus import NOISY_WEIGHTS
 
-    odds = NOISY_WEIGHTS["kept-odds"]
+    def odds(k: float) -> float:
+        return NOISY_WEIGHTS["kept-odds"](k, None)
+
     assert [odds(k) for k in (1.0, 0.9, 0.5)] == [1.0, 1.0, 1.0]
     assert odds(0.25) == pytest.approx((0.25 / 0.75) ** 2) and odds(0.0) == 0.0
-    assert odds(0.25) > NOISY_WEIGHTS["kept-squared"](0.25)  # below half it falls from 1, not from 0.25
+    assert odds(0.25) > NOISY_WEIGHTS["kept-squared"](0.25, None)  # below half it falls from 1, not from 0.25
     assert odds(0.499) == pytest.approx(1.0, abs=0.01)  # continuous at one half
 
 
@@ -474,3 +479,43 @@ def test_q_schedule_is_refused_where_q_is_not_the_noisy_parts_alone(overrides: l
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config(overrides=[o for o in overrides if not o.startswith("method=")], method=method)
     load_config(overrides=["method.q_schedule=noise"], method="visprompt-plus")  # the recipe's losses accept it
+
+
+def test_rejection_concentration_is_zero_for_spread_given_labels_and_one_for_a_pair_flip() -> None:
+    classes = 5
+    pseudo = torch.arange(classes).repeat_interleave(classes - 1)  # every pseudo-label p, 4 rejections each
+    others = torch.tensor([g for p in range(classes) for g in range(classes) if g != p])  # each other label once
+    rejected = torch.zeros(pseudo.numel(), dtype=torch.bool)
+    assert rejection_concentration(pseudo, others, rejected, classes) == pytest.approx(-1 / 3)  # spread, no repeats
+    flipped = (pseudo + 1) % classes
+    assert rejection_concentration(pseudo, flipped, rejected, classes) == pytest.approx(1.0)
+    # kept samples do not count, and with at most one rejection per pseudo-label there is nothing to measure
+    kept = torch.ones_like(rejected)
+    assert rejection_concentration(pseudo, flipped, kept, classes) is None
+    one_each = torch.arange(pseudo.numel()) % (classes - 1) == 0
+    assert rejection_concentration(pseudo, flipped, ~one_each, classes) is None
+    # half the rejections of each pseudo-label on one label, the rest spread: strictly between the two
+    mixed = torch.where(torch.arange(pseudo.numel()) % 2 == 0, flipped, others)
+    assert 0.0 < rejection_concentration(pseudo, mixed, rejected, classes) < 1.0
+
+
+def test_visprompt_plus_logs_how_concentrated_its_rejections_are() -> None:
+    batch = _planted()  # 8 of 32 labels flipped y -> y + 1: the split rejects them, each on its pseudo-label's pair
+    method = PlusMethod(DropoutProbe(4), OTSelection(scope="full"), SplitLoss(normalize_alpha=True), relabel=False,
+                        relabel_min_prob=0.5)  # fmt: skip
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"] @ torch.eye(4))
+    stats = method.before_epoch(0, view)
+    assert stats["n_clean"] == 24 and stats["reject_conc"] == pytest.approx(1.0)
+
+
+def test_kept_spread_weight_is_kept_odds_for_spread_rejections_and_kept_squared_for_a_pair_flip() -> None:
+    from visprompt.methods.plus import NOISY_WEIGHTS, SPREAD_RANGE
+
+    spread, odds, squared = (NOISY_WEIGHTS[name] for name in ("kept-spread", "kept-odds", "kept-squared"))
+    low, high = SPREAD_RANGE
+    for k in (0.9, 0.6, 0.4, 0.2):
+        assert spread(k, low) == pytest.approx(odds(k, None)) and spread(k, -0.2) == pytest.approx(odds(k, None))
+        assert spread(k, high) == pytest.approx(squared(k, None)) and spread(k, 0.9) == pytest.approx(squared(k, None))
+        assert spread(k, None) == pytest.approx(squared(k, None))  # unmeasured: the cautious weight
+    middle = (low + high) / 2
+    assert spread(0.4, middle) == pytest.approx((odds(0.4, None) + squared(0.4, None)) / 2)

@@ -298,8 +298,10 @@ class MethodConfig:
     # visprompt-plus: the noisy part's loss weight; "kept" multiplies it by the fraction of the training set the
     # epoch's split keeps as clean (a proxy for 1 - the noise rate: the more labels the split rejects, the less
     # the rejected samples' given labels are trusted); "kept-squared" by its square; "kept-odds" by the squared odds
-    # kept / (1 - kept), at most 1 (full weight while the split keeps at least half the labels)
-    noisy_weight: Literal["fixed", "kept", "kept-squared", "kept-odds"] = "fixed"
+    # kept / (1 - kept), at most 1 (full weight while the split keeps at least half the labels); "kept-spread"
+    # "kept-odds" while the given labels of the rejected samples spread over the other classes (symmetric noise),
+    # "kept-squared" while they concentrate on one label per OT pseudo-label (a pair flip), linear between
+    noisy_weight: Literal["fixed", "kept", "kept-squared", "kept-odds", "kept-spread"] = "fixed"
     # visprompt-plus: "noise" multiplies prior_weight by 1 - the kept fraction of the epoch's split (the noise
     # estimate), in the next epoch's training and split and at test time; "noise-squared" by its square (a weak
     # prior at low noise, a strong one at high noise); "fixed" keeps prior_weight

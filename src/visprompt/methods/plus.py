@@ -49,7 +49,7 @@ from torch import nn
 from visprompt.methods.base import Batch, TrainView
 from visprompt.methods.objective import SplitLoss
 from visprompt.methods.prompt import VISPROMPT_READS, PromptMethod
-from visprompt.methods.selection import OTSelection, split_counts
+from visprompt.methods.selection import OTSelection, rejection_concentration, split_counts
 from visprompt.registry import register_method
 
 if TYPE_CHECKING:
@@ -61,13 +61,32 @@ __all__ = ["RECIPE", "PlusMethod", "prior_classifier"]
 PRIOR_SCHEDULES = {"fixed": 0, "noise": 1, "noise-squared": 2}
 #: ``method.noisy_target``: what the split's noisy part is trained towards (module docstring).
 NOISY_TARGETS = ("given", "zeroshot", "mixed")
-#: ``method.noisy_weight``: the noisy part's loss weight as a function of the split's kept fraction k.
-NOISY_WEIGHTS: dict[str, Callable[[float], float]] = {
-    "fixed": lambda k: 1.0,
-    "kept": lambda k: k,
-    "kept-squared": lambda k: k**2,  # as k ** 2 has always been computed here (pow), to the last bit
-    # the squared odds kept : rejected, at most 1: full weight while the split keeps at least half the labels
-    "kept-odds": lambda k: 1.0 if k >= 0.5 else (k / (1.0 - k)) ** 2,
+#: ``kept-spread``: the rejections' concentration (:func:`~visprompt.methods.selection.rejection_concentration`) at
+#: or below the first value counts as spread (symmetric noise), at or above the second as a pair flip, linear between.
+SPREAD_RANGE = (0.05, 0.30)
+
+
+def _odds(k: float) -> float:
+    """The squared odds kept : rejected, at most 1: full weight while the split keeps at least half the labels."""
+    return 1.0 if k >= 0.5 else (k / (1.0 - k)) ** 2
+
+
+def _spread(k: float, conc: float | None) -> float:
+    """``kept-odds`` while the rejections are spread over the other classes, ``kept-squared`` while they concentrate
+    on one label per pseudo-label (unknown: ``kept-squared``), linear in the concentration between."""
+    low, high = SPREAD_RANGE
+    flip = 1.0 if conc is None else min(max((conc - low) / (high - low), 0.0), 1.0)
+    return flip * k**2 + (1.0 - flip) * _odds(k)
+
+
+#: ``method.noisy_weight``: the noisy part's loss weight as a function of the split's kept fraction k and of how
+#: concentrated the given labels of its rejections are (``conc``, None when unmeasured; only ``kept-spread`` reads it).
+NOISY_WEIGHTS: dict[str, Callable[[float, float | None], float]] = {
+    "fixed": lambda k, conc: 1.0,
+    "kept": lambda k, conc: k,
+    "kept-squared": lambda k, conc: k**2,  # as k ** 2 has always been computed here (pow), to the last bit
+    "kept-odds": lambda k, conc: _odds(k),
+    "kept-spread": _spread,
 }
 #: ``method.q_schedule``: how the noisy part's GCE q follows the split (``noise``: q = 1 - kept, at least Q_FLOOR).
 Q_SCHEDULES = ("fixed", "noise")
@@ -225,9 +244,12 @@ class PlusMethod(PromptMethod):
             with torch.no_grad():
                 self._zs_probs = self.classifier.prior_logits(view.pooled()).softmax(dim=-1).cpu()  # (N, C)
         kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
+        conc = rejection_concentration(result.pseudo_labels.cpu(), view.labels.cpu(), self._clean, probs.shape[1])
+        if conc is not None:
+            stats["reject_conc"] = conc
         changes: dict[str, float] = {}
         if self.noisy_weight != "fixed":  # trust the rejected labels as much as the split trusts labels overall
-            changes["noisy_scale"] = stats["noisy_scale"] = NOISY_WEIGHTS[self.noisy_weight](kept)
+            changes["noisy_scale"] = stats["noisy_scale"] = NOISY_WEIGHTS[self.noisy_weight](kept, conc)
         if self.q_schedule == "noise":  # near CE while the split keeps most labels, near MAE when it rejects most
             changes["q"] = stats["noisy_q"] = max(1.0 - kept, Q_FLOOR)
         if self.noisy_target == "mixed":  # ... and zero-shot CLIP as much as it distrusts them

@@ -22,7 +22,15 @@ import torch
 
 from visprompt.methods.base import TrainView
 
-__all__ = ["NoSelection", "OTSelection", "Selector", "epoch_batches", "split_counts", "split_per_batch"]
+__all__ = [
+    "NoSelection",
+    "OTSelection",
+    "Selector",
+    "epoch_batches",
+    "rejection_concentration",
+    "split_counts",
+    "split_per_batch",
+]
 
 
 def split_counts(clean: torch.Tensor, labels: torch.Tensor, true_labels: torch.Tensor) -> dict[str, int]:
@@ -41,6 +49,32 @@ def split_counts(clean: torch.Tensor, labels: torch.Tensor, true_labels: torch.T
         "sel_true_clean": c["truly_clean"],
         "sel_hits": c["hits"],
     }
+
+
+def rejection_concentration(
+    pseudo: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor, num_classes: int
+) -> float | None:
+    """How concentrated the given labels of a split's rejected samples are, per OT pseudo-label: about 0 to 1.
+
+    Among the rejected samples (given label != pseudo-label) with the same pseudo-label p, the chance that two drawn
+    without replacement carry the same given label, pooled over p (an unbiased estimate of sum_g P(g | p)^2, so it
+    does not grow with few rejections), rescaled so that 0 is given labels spread evenly over the other C - 1
+    classes (symmetric noise; fewer repeats than that fall below 0) and 1 is one given label per pseudo-label (a
+    pair flip, asymmetric noise). None when no pseudo-label has two rejections, or when C < 3 (every rejection of p
+    then has the one other label).
+    """
+    rejected = ~clean
+    if num_classes < 3 or int(rejected.sum()) < 2:
+        return None
+    p, g = pseudo[rejected].long(), labels[rejected].long()
+    pairs = torch.bincount(p * num_classes + g, minlength=num_classes * num_classes).double()  # (C*C,)
+    per_pseudo = pairs.view(num_classes, num_classes).sum(dim=1)  # (C,)
+    drawn = float((per_pseudo * (per_pseudo - 1)).sum())
+    if drawn == 0:
+        return None
+    collision = float((pairs * (pairs - 1)).sum()) / drawn
+    spread = 1.0 / (num_classes - 1)
+    return (collision - spread) / (1.0 - spread)
 
 
 @dataclass(frozen=True)
