@@ -188,7 +188,7 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     names = ["red", "green", "blue"]
     plus = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4")), clip, names)
     bare = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4", "method.prior_weight=0")), clip, names)
-    assert isinstance(plus, PlusMethod) and not plus.relabel and plus.noisy_weight == "kept-squared"
+    assert isinstance(plus, PlusMethod) and not plus.relabel and plus.noisy_weight == "kept-spread"
     assert plus.q_schedule == "noise"
     assert plus.prior_schedule == "noise" and plus.classifier.prior_weight == 0.25
     varied = build_method(

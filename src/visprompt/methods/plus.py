@@ -3,7 +3,7 @@
 Not the paper's method (that is ``visprompt``). Changes to how VisPrompt's cross-modal FiLM prompt is trained,
 each a config field; :data:`RECIPE` holds the values chosen on the offline testbed (docs/testbed-ablations.md says
 on which tasks and seeds, and reports them on held-out ones). The recipe uses the full-set split, the zero-shot
-prior and the noisy part's weight (``kept-squared``) and loss (``q_schedule=noise``); the noisy target, the gate's
+prior and the noisy part's weight (``kept-spread``) and loss (``q_schedule=noise``); the noisy target, the gate's
 schedule and relabelling are measured alternatives, off in the recipe:
 
 * **One OT split over the training set per epoch** (``method.selection.scope=full``), in eval mode before the
@@ -14,9 +14,12 @@ schedule and relabelling are measured alternatives, off in the recipe:
   templates on the frozen CLIP), in training, in the split and at test time. The split then starts from the
   zero-shot predictions instead of a random prompt's, and the learned prompt only has to correct them.
 * **The noisy part's weight** (``method.noisy_weight``): ``kept`` multiplies the loss on the samples the split
-  calls noisy by the epoch split's kept fraction k, ``kept-squared`` (the recipe) by k squared: at 75% noise k is
-  about 0.3 and the rejected labels count a tenth as much as the kept ones. ``kept-odds`` by (k / (1 - k))
-  squared, at most 1: full weight while the split keeps at least half the labels, k squared's fall below that.
+  calls noisy by the epoch split's kept fraction k, ``kept-squared`` by k squared: at 75% noise k is about 0.3 and
+  the rejected labels count a tenth as much as the kept ones. ``kept-odds`` by (k / (1 - k)) squared, at most 1:
+  full weight while the split keeps at least half the labels, k squared's fall below that. ``kept-spread`` (the
+  recipe) reads where the rejected labels point (``reject_conc`` in the log): ``kept-odds`` while they spread over
+  the other classes (symmetric noise, where k under-states how many rejections are right), ``kept-squared`` while
+  they pile onto one label per OT pseudo-label (a pair flip), linear between.
 * **The noisy part's target** (``method.noisy_target``): ``given`` trains a sample the split calls noisy on its
   given label (with ``method.loss.noisy``); ``zeroshot`` trains it towards the frozen zero-shot CLIP's class
   distribution for its image (cross-entropy to soft targets); ``mixed`` does both: kept x the given label's loss +
@@ -107,7 +110,7 @@ RECIPE: dict[str, Any] = {
     "method.loss.q": 0.5,
     "method.loss.schedule": "joint",
     "method.loss.normalize_alpha": True,
-    "method.noisy_weight": "kept-squared",
+    "method.noisy_weight": "kept-spread",
     "method.prior_weight": 0.25,
     "method.prior_schedule": "noise",
     "method.noisy_target": "given",
@@ -312,8 +315,8 @@ class PlusMethod(PromptMethod):
 @register_method(
     "visprompt-plus",
     recipe=RECIPE,
-    summary="ours, not the paper's: VisPrompt's learner, full-set OT per epoch, noisy part weighted by kept^2 with "
-    f"GCE q = 1 - kept, zero-shot prior weighted by {RECIPE['method.prior_weight']} x (1 - kept)",
+    summary="ours, not the paper's: VisPrompt's learner, full-set OT per epoch, noisy part weighted by kept and where "
+    f"its labels point, GCE q = 1 - kept, zero-shot prior weighted by {RECIPE['method.prior_weight']} x (1 - kept)",
     reads=VISPROMPT_READS,
 )
 def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpec) -> PlusMethod:
