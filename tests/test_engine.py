@@ -186,6 +186,14 @@ def test_meter_sums_counts_and_averages_the_rest() -> None:
     assert s["n_clean"] == 4 and s["sel_precision"] == pytest.approx(3 / 4) and s["sel_recall"] == pytest.approx(3 / 5)
 
 
+def test_meter_refuses_a_fraction_under_a_count_prefix_instead_of_logging_it_truncated() -> None:
+    meter = EpochMeter()
+    with pytest.raises(ValueError, match="'sel_reject_conc' is a count"):
+        meter.update({"sel_reject_conc": 0.42})
+    meter.update({"reject_conc": 0.42, "n_clean": 3.0}, n=2)  # a whole float count is fine
+    assert meter.summary() == {"reject_conc": pytest.approx(0.42), "n_clean": 3}
+
+
 def test_epoch_seeds_differ_by_epoch_and_seed() -> None:
     seeds = {epoch_seed(s, e) for s in range(3) for e in range(50)}
     assert len(seeds) == 150

@@ -58,6 +58,9 @@ class EpochMeter:
         for key, value in stats.items():
             value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
             counted = key.startswith(("n_", "sel_"))
+            if counted and not value.is_integer():  # summary() would truncate it to an int: refuse, do not log a lie
+                raise ValueError(f"step statistic {key!r} is a count (n_*/sel_* keys are summed and logged as "
+                                 f"integers), got {value}; name a rate or a mean without that prefix")  # fmt: skip
             self.sums[key] = self.sums.get(key, 0.0) + (value if counted else value * n)
             self.weights[key] = self.weights.get(key, 0.0) + (1.0 if counted else n)
 
