@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 
 from visprompt.config import parse_override
+from visprompt.errors import ConfigError
 from visprompt.report.collect import CLEAN, RunRecord, collect_runs, metric_value
 from visprompt.report.paired import paired
 from visprompt.report.tables import setting_label
-from visprompt.sweep import SweepSpec, expand_sweep, load_sweep, run_sweep
+from visprompt.sweep import SweepSpec, expand_sweep, load_sweep, refuse_stale, run_sweep
 from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
 
@@ -197,6 +198,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`kept-squared` while they concentrate (a pair flip), and its GCE q = 1 - kept",
         ["method=visprompt-plus", "method.noisy_weight=kept-spread", "method.q_schedule=noise"],
     ),
+    "plus-fixed-qnoise": (
+        "`visprompt-plus` with the noisy part at full weight and its GCE q = 1 - kept",
+        ["method=visprompt-plus", "method.noisy_weight=fixed", "method.q_schedule=noise"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),
@@ -264,6 +269,16 @@ def main(argv: list[str] | None = None) -> int:
             **dict(parse_override(item) for item in VARIANTS[name][1]),
         }
         runs += expand_sweep(SweepSpec(name, out / name, base, (), grids))
+    try:  # the sweep refuses these too, but --no-run tabulates without it
+        refuse_stale(runs, f"--out {out}", "pass the --root and --epochs they were made with, or use another --out")
+        if args.goals is not None:
+            goals = load_sweep(ROOT / "configs" / "sweeps" / "testbed-plus-goals.yaml", out_dir=args.goals,
+                               overrides=[f"data.root={Path(args.root).resolve()}"])  # fmt: skip
+            others = [run for run in expand_sweep(goals) if run.config.method.name != "visprompt-plus"]  # read below
+            refuse_stale(others, f"--goals {args.goals}", "pass the --root they were made with, or re-run them")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ok = True
     if not args.no_run:
         started = time.perf_counter()

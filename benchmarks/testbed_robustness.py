@@ -11,6 +11,10 @@ precision / recall), so the paired tables can be recomputed without the runs fol
 
     python benchmarks/testbed_robustness.py                                  # configs/sweeps/testbed.yaml
     python benchmarks/testbed_robustness.py --num-cpus 2 --docs docs/testbed-benchmark
+
+The report is the grid's or nothing: a runs folder holding a run the grid does not name, or a finished run whose
+saved config differs from what the grid gives it now (outside where it ran), is refused with a one-line error
+before anything runs or is written. Give ``--set`` the overrides the runs were made with (``data.root``).
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
+from visprompt.errors import ConfigError, VispromptError
 from visprompt.fileio import atomic_write_text
 from visprompt.report import RunRecord, build_report, collect_runs
 from visprompt.report.collect import CLEAN, label_methods, metric_value
 from visprompt.report.paired import paired
 from visprompt.report.tables import setting_label, setting_order, write_csv
-from visprompt.sweep import expand_sweep, load_sweep, run_sweep
+from visprompt.sweep import SweepRun, expand_sweep, load_sweep, refuse_stale, run_sweep
 from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
 
@@ -46,13 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=Path, default=None, help="copy the table and plots here (default: none)")
     parser.add_argument("--out", type=Path, default=None, help="runs folder (default: the grid's out_dir)")
     parser.add_argument("--no-run", action="store_true", help="only report the finished runs under the runs folder")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+        help="add to the grid's base, as `visprompt sweep --set` (give the runs' own, e.g. data.root=DATA)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    spec = load_sweep(args.grid, out_dir=args.out)
+    try:
+        spec = load_sweep(args.grid, out_dir=args.out, overrides=args.overrides)
+        runs = expand_sweep(spec)
+        check_runs_folder(runs, spec.out_dir, args.grid)
+    except VispromptError as exc:  # a bad grid, or runs the report would label wrongly: one line, nothing written
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ok = True
     if not args.no_run:
-        runs = expand_sweep(spec)
         roots = {r.config.data.root for r in runs}
         for root in roots:
             build_testbed(root, sorted({r.config.data.dataset for r in runs if r.config.data.root == root}))
@@ -93,6 +107,24 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.docs / "results.md", header + report.markdown.read_text() + "\n" + selection)
         write_csv(args.docs / "runs.csv", per_run_rows(records))
     return 0 if ok else 1
+
+
+def check_runs_folder(runs: list[SweepRun], out: Path, grid: Path) -> None:
+    """Refuse (:class:`ConfigError`) a runs folder whose report would not be the grid's: a run the grid does not
+    name, or a finished run whose saved config differs from what the grid gives it now (say, made before a
+    method's recipe changed, or with another ``data.root``)."""
+    names = {run.name for run in runs}
+    extra = sorted(record.name for record in collect_runs(out) if record.name not in names)
+    if extra:
+        raise ConfigError(
+            f"runs folder {out}: {len(extra)} runs that the grid {grid} does not name, e.g. {extra[0]}; "
+            "report them with the grid that made them, or move them out"
+        )
+    refuse_stale(
+        runs,
+        f"runs folder {out}",
+        "pass the --set the runs were made with (e.g. --set data.root=DATA), or re-run them into another --out",
+    )
 
 
 TEN_CLASS = ("testbed-backgrounds", "testbed-colours", "testbed-scenes")

@@ -185,3 +185,53 @@ def test_per_run_rows_keep_each_finished_runs_top1_split_and_label(tmp_path) -> 
         0.8,
         0.7,
     )
+
+
+def grid_folder(tmp_path: Path) -> tuple[Path, Path, list]:
+    """A two-run grid (data root DATA_A) whose runs are finished in a runs folder, each with its resolved config."""
+    from visprompt.config import to_yaml
+    from visprompt.sweep import expand_sweep, load_sweep
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"base": {"data.root": str(tmp_path / "DATA_A")},
+                                    "grid": {"method": ["coop", "visprompt-plus"], "noise.rate": [0.5]}}))  # fmt: skip
+    out = tmp_path / "runs"
+    runs = expand_sweep(load_sweep(grid, out_dir=out))
+    for run in runs:
+        run.path.mkdir(parents=True)
+        (run.path / "config.yaml").write_text(to_yaml(run.config))
+        (run.path / "status").write_text("done\n")
+        (run.path / "metrics.json").write_text(json.dumps({"top1": 60.0}))
+    return grid, out, runs
+
+
+def test_the_robustness_report_refuses_runs_the_grid_would_mislabel(tmp_path, capsys) -> None:
+    import pytest
+
+    from visprompt.errors import ConfigError
+    from visprompt.sweep import expand_sweep, load_sweep
+
+    grid, out, runs = grid_folder(tmp_path)
+    testbed_robustness.check_runs_folder(runs, out, grid)  # the grid's own runs: reported
+
+    # the same runs read with another data root (the documented command without its --set): refused, one line
+    other = expand_sweep(load_sweep(grid, out_dir=out, overrides=[f"data.root={tmp_path / 'DATA_B'}"]))
+    with pytest.raises(ConfigError, match=r"2 finished runs do not match .*: data\.root .*DATA_A.* -> .*DATA_B"):
+        testbed_robustness.check_runs_folder(other, out, grid)
+
+    # a run made before its method's recipe changed would be labelled with today's recipe: refused
+    plus = next(run for run in runs if run.config.method.name == "visprompt-plus")
+    saved = plus.path / "config.yaml"
+    saved.write_text(saved.read_text().replace("noisy_weight: kept-spread", "noisy_weight: kept-squared"))
+    with pytest.raises(ConfigError, match=r"1 finished runs .*: method.noisy_weight 'kept-squared' -> 'kept-spread'"):
+        testbed_robustness.check_runs_folder(runs, out, grid)
+    code = testbed_robustness.main(["--grid", str(grid), "--out", str(out), "--no-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: runs folder") and err.count("\n") == 1
+    assert not (out / "report").exists()  # nothing written
+
+    # a run the grid does not name (say, a sixth seed) would enter its pooled tables: refused
+    shutil.copytree(plus.path, out / "extra" / "seed6")
+    saved.write_text(saved.read_text().replace("noisy_weight: kept-squared", "noisy_weight: kept-spread"))
+    with pytest.raises(ConfigError, match=r"1 runs that the grid .* does not name, e.g. extra/seed6"):
+        testbed_robustness.check_runs_folder(runs, out, grid)

@@ -7,7 +7,7 @@
 
 from visprompt.sweep.grid import SweepRun, SweepSpec, expand_sweep, load_sweep, resolve_run_config, run_name
 from visprompt.sweep.runner import SweepProgress, SweepResult, engine_run, ray_session, run_sweep
-from visprompt.sweep.state import RunOutcome, read_status
+from visprompt.sweep.state import RunOutcome, read_status, refuse_stale
 
 __all__ = [
     "RunOutcome",
@@ -20,6 +20,7 @@ __all__ = [
     "load_sweep",
     "ray_session",
     "read_status",
+    "refuse_stale",
     "resolve_run_config",
     "run_name",
     "run_sweep",

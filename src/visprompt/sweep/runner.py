@@ -35,7 +35,7 @@ from visprompt.config import RunConfig
 from visprompt.errors import ConfigError, VispromptError
 from visprompt.runlock import FolderLockedError, folder_lock
 from visprompt.sweep.grid import SweepRun
-from visprompt.sweep.state import EventLog, RunOutcome, config_change, read_status, write_summary
+from visprompt.sweep.state import EventLog, RunOutcome, read_status, refuse_stale, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +208,8 @@ class _Book:
         self.done: list[str] = []
         self.failed: list[str] = []
         self.interrupted = False
-        stale = [change for change in map(config_change, self.skipped) if change]
-        if stale:  # their results would be reported under the grid's settings: refuse before anything runs
-            raise ConfigError(
-                f"sweep {out}: {len(stale)} finished runs do not match the settings the grid gives now, "
-                f"e.g. {stale[0]}; delete those run directories, or choose another out_dir (--out)"
-            )
+        # their results would be reported under the grid's settings: refuse before anything runs
+        refuse_stale(self.skipped, f"sweep {out}", "delete those run directories, or choose another out_dir (--out)")
         self.stale: tuple[str, ...] = ()
         self.events = EventLog(out / "sweep-events.jsonl")
         for run in self.skipped:

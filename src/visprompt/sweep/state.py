@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,15 @@ from visprompt.errors import ConfigError
 from visprompt.fileio import atomic_write_json
 from visprompt.sweep.grid import SweepRun
 
-__all__ = ["EventLog", "RunOutcome", "config_change", "flat_config", "read_status", "write_summary"]
+__all__ = [
+    "EventLog",
+    "RunOutcome",
+    "config_change",
+    "flat_config",
+    "read_status",
+    "refuse_stale",
+    "write_summary",
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,19 @@ def config_change(run: SweepRun) -> str | None:
         return f"{run.name}: config.yaml unreadable ({exc})"
     diffs = config_differences(saved, run.config)
     return f"{run.name}: {diffs[0]}" if diffs else None
+
+
+def refuse_stale(runs: Iterable[SweepRun], where: str, remedy: str) -> None:
+    """Raise :class:`ConfigError` when a finished run (status ``done``) has a saved config that differs from the
+    config its grid gives it now: its results would be reported under settings it was not run with.
+
+    ``where`` starts the one-line message (``"sweep runs/x"``), ``remedy`` ends it (what the user can do)."""
+    stale = [change for run in runs if read_status(run.path) == "done" and (change := config_change(run))]
+    if stale:
+        raise ConfigError(
+            f"{where}: {len(stale)} finished runs do not match the settings the grid gives now, e.g. {stale[0]}; "
+            f"{remedy}"
+        )
 
 
 class EventLog:
