@@ -198,9 +198,18 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`kept-squared` while they concentrate (a pair flip), and its GCE q = 1 - kept",
         ["method=visprompt-plus", "method.noisy_weight=kept-spread", "method.q_schedule=noise"],
     ),
+    "plus-spread-classes": (
+        "`visprompt-plus` with `kept-spread`'s spread part weighed by the odds of a rejected label against one other "
+        "class, (C - 1) k / (1 - k), full from 9 (noisy_weight=kept-spread-classes): `kept-spread` at 10 classes",
+        ["method=visprompt-plus", "method.noisy_weight=kept-spread-classes", "method.q_schedule=noise"],
+    ),
     "plus-fixed-qnoise": (
         "`visprompt-plus` with the noisy part at full weight and its GCE q = 1 - kept",
         ["method=visprompt-plus", "method.noisy_weight=fixed", "method.q_schedule=noise"],
+    ),
+    "plus-fixed": (
+        "`visprompt-plus` with the noisy part at full weight and the GCE's own q (as `visprompt` trains it)",
+        ["method=visprompt-plus", "method.noisy_weight=fixed", "method.q_schedule=fixed"],
     ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -262,11 +264,11 @@ def test_kept_odds_weight_is_full_while_the_split_keeps_half_and_the_squared_odd
     from visprompt.methods.plus import NOISY_WEIGHTS
 
     def odds(k: float) -> float:
-        return NOISY_WEIGHTS["kept-odds"](k, None)
+        return NOISY_WEIGHTS["kept-odds"](k, None, 10)
 
     assert [odds(k) for k in (1.0, 0.9, 0.5)] == [1.0, 1.0, 1.0]
     assert odds(0.25) == pytest.approx((0.25 / 0.75) ** 2) and odds(0.0) == 0.0
-    assert odds(0.25) > NOISY_WEIGHTS["kept-squared"](0.25, None)  # below half it falls from 1, not from 0.25
+    assert odds(0.25) > NOISY_WEIGHTS["kept-squared"](0.25, None, 10)  # below half it falls from 1, not from 0.25
     assert odds(0.499) == pytest.approx(1.0, abs=0.01)  # continuous at one half
 
 
@@ -511,7 +513,8 @@ def test_visprompt_plus_logs_how_concentrated_its_rejections_are() -> None:
 def test_kept_spread_weight_is_kept_odds_for_spread_rejections_and_kept_squared_for_a_pair_flip() -> None:
     from visprompt.methods.plus import NOISY_WEIGHTS, SPREAD_RANGE
 
-    spread, odds, squared = (NOISY_WEIGHTS[name] for name in ("kept-spread", "kept-odds", "kept-squared"))
+    names = ("kept-spread", "kept-odds", "kept-squared")
+    spread, odds, squared = (partial(NOISY_WEIGHTS[name], c=10) for name in names)
     low, high = SPREAD_RANGE
     for k in (0.9, 0.6, 0.4, 0.2):
         assert spread(k, low) == pytest.approx(odds(k, None)) and spread(k, -0.2) == pytest.approx(odds(k, None))
@@ -519,3 +522,19 @@ def test_kept_spread_weight_is_kept_odds_for_spread_rejections_and_kept_squared_
         assert spread(k, None) == pytest.approx(squared(k, None))  # unmeasured: the cautious weight
     middle = (low + high) / 2
     assert spread(0.4, middle) == pytest.approx((odds(0.4, None) + squared(0.4, None)) / 2)
+
+
+def test_kept_spread_classes_weighs_spread_rejections_by_their_odds_against_one_other_class() -> None:
+    from visprompt.methods.plus import NOISY_WEIGHTS
+
+    classes, spread, squared = (NOISY_WEIGHTS[n] for n in ("kept-spread-classes", "kept-spread", "kept-squared"))
+    for k in (0.0, 0.1, 0.2, 0.4, 0.5, 0.7, 1.0):
+        for conc in (None, -0.1, 0.0, 0.1, 0.2, 0.5):
+            assert classes(k, conc, 10) == spread(k, conc, 10)  # kept-spread at 10 classes, to the last bit
+            assert classes(k, 0.5, 50) == squared(k, 0.5, 50)  # a pair flip: kept-squared at any class count
+    # 75% symmetric noise (k ~ 0.2): each rejected label is 2.25x as likely right as one other class at C = 10,
+    # 12.25x at C = 50, where the spread rejections get full weight; 9 classes weigh them a little less than 10
+    assert classes(0.2, 0.0, 10) == pytest.approx((0.2 / 0.8) ** 2)
+    assert classes(0.2, 0.0, 50) == 1.0 and classes(0.2, 0.0, 9) == pytest.approx((0.25 * 8 / 9) ** 2)
+    assert classes(0.1, 0.0, 50) == pytest.approx((0.1 / 0.9 * 49 / 9) ** 2)  # below the ratio 9: the square
+    assert classes(0.2, 0.3, 50) == pytest.approx(0.04)  # concentrated rejections: kept-squared

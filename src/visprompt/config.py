@@ -300,8 +300,10 @@ class MethodConfig:
     # the rejected samples' given labels are trusted); "kept-squared" by its square; "kept-odds" by the squared odds
     # kept / (1 - kept), at most 1 (full weight while the split keeps at least half the labels); "kept-spread"
     # "kept-odds" while the given labels of the rejected samples spread over the other classes (symmetric noise),
-    # "kept-squared" while they concentrate on one label per OT pseudo-label (a pair flip), linear between
-    noisy_weight: Literal["fixed", "kept", "kept-squared", "kept-odds", "kept-spread"] = "fixed"
+    # "kept-squared" while they concentrate on one label per OT pseudo-label (a pair flip), linear between;
+    # "kept-spread-classes" as "kept-spread" with the spread part's odds taken against one other class, so that
+    # with many classes (where each wrong label is rare) the rejected labels keep more weight (= "kept-spread" at 10)
+    noisy_weight: Literal["fixed", "kept", "kept-squared", "kept-odds", "kept-spread", "kept-spread-classes"] = "fixed"
     # visprompt-plus: "noise" multiplies prior_weight by 1 - the kept fraction of the epoch's split (the noise
     # estimate), in the next epoch's training and split and at test time; "noise-squared" by its square (a weak
     # prior at low noise, a strong one at high noise); "fixed" keeps prior_weight

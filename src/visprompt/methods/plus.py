@@ -74,22 +74,38 @@ def _odds(k: float) -> float:
     return 1.0 if k >= 0.5 else (k / (1.0 - k)) ** 2
 
 
-def _spread(k: float, conc: float | None) -> float:
-    """``kept-odds`` while the rejections are spread over the other classes, ``kept-squared`` while they concentrate
-    on one label per pseudo-label (unknown: ``kept-squared``), linear in the concentration between."""
+#: ``kept-spread-classes``: under spread rejections a rejected sample's given label is about (C - 1) k / (1 - k) times
+#: as likely to be its class as any one other class (k of the labels right, the rest spread over C - 1 classes). The
+#: noisy part gets full weight from this ratio up, and (ratio / CLASS_ODDS_FULL)^2 below: at C = 10 this is
+#: ``kept-odds`` exactly (full from k = 1/2), the class count where the recipe was chosen.
+CLASS_ODDS_FULL = 9.0
+
+
+def _class_odds(k: float, num_classes: int) -> float:
+    """``kept-odds`` with the odds against one other class: min(1, ((C - 1) / 9 x k / (1 - k))^2)."""
+    if k >= 1.0:
+        return 1.0
+    ratio = k / (1.0 - k) * ((num_classes - 1) / CLASS_ODDS_FULL)  # x 1.0 exactly at C = 10: kept-odds to the bit
+    return min(1.0, ratio**2)
+
+
+def _spread(k: float, conc: float | None, spread_weight: float) -> float:
+    """``spread_weight`` while the rejections are spread over the other classes, ``kept-squared`` while they
+    concentrate on one label per pseudo-label (unknown: ``kept-squared``), linear in the concentration between."""
     low, high = SPREAD_RANGE
     flip = 1.0 if conc is None else min(max((conc - low) / (high - low), 0.0), 1.0)
-    return flip * k**2 + (1.0 - flip) * _odds(k)
+    return flip * k**2 + (1.0 - flip) * spread_weight
 
 
-#: ``method.noisy_weight``: the noisy part's loss weight as a function of the split's kept fraction k and of how
-#: concentrated the given labels of its rejections are (``conc``, None when unmeasured; only ``kept-spread`` reads it).
-NOISY_WEIGHTS: dict[str, Callable[[float, float | None], float]] = {
-    "fixed": lambda k, conc: 1.0,
-    "kept": lambda k, conc: k,
-    "kept-squared": lambda k, conc: k**2,  # as k ** 2 has always been computed here (pow), to the last bit
-    "kept-odds": lambda k, conc: _odds(k),
-    "kept-spread": _spread,
+#: ``method.noisy_weight``: the noisy part's loss weight as a function of the split's kept fraction k, of how
+#: concentrated the given labels of its rejections are (``conc``, None when unmeasured) and of the class count C.
+NOISY_WEIGHTS: dict[str, Callable[[float, float | None, int], float]] = {
+    "fixed": lambda k, conc, c: 1.0,
+    "kept": lambda k, conc, c: k,
+    "kept-squared": lambda k, conc, c: k**2,  # as k ** 2 has always been computed here (pow), to the last bit
+    "kept-odds": lambda k, conc, c: _odds(k),
+    "kept-spread": lambda k, conc, c: _spread(k, conc, _odds(k)),
+    "kept-spread-classes": lambda k, conc, c: _spread(k, conc, _class_odds(k, c)),
 }
 #: ``method.q_schedule``: how the noisy part's GCE q follows the split (``noise``: q = 1 - kept, at least Q_FLOOR).
 Q_SCHEDULES = ("fixed", "noise")
@@ -252,7 +268,7 @@ class PlusMethod(PromptMethod):
             stats["reject_conc"] = conc
         changes: dict[str, float] = {}
         if self.noisy_weight != "fixed":  # trust the rejected labels as much as the split trusts labels overall
-            changes["noisy_scale"] = stats["noisy_scale"] = NOISY_WEIGHTS[self.noisy_weight](kept, conc)
+            changes["noisy_scale"] = stats["noisy_scale"] = NOISY_WEIGHTS[self.noisy_weight](kept, conc, probs.shape[1])
         if self.q_schedule == "noise":  # near CE while the split keeps most labels, near MAE when it rejects most
             changes["q"] = stats["noisy_q"] = max(1.0 - kept, Q_FLOOR)
         if self.noisy_target == "mixed":  # ... and zero-shot CLIP as much as it distrusts them
