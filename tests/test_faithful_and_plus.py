@@ -190,7 +190,7 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     names = ["red", "green", "blue"]
     plus = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4")), clip, names)
     bare = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4", "method.prior_weight=0")), clip, names)
-    assert isinstance(plus, PlusMethod) and not plus.relabel and plus.noisy_weight == "kept-spread"
+    assert isinstance(plus, PlusMethod) and not plus.relabel and plus.noisy_weight == "kept-spread-classes"
     assert plus.q_schedule == "noise"
     assert plus.prior_schedule == "noise" and plus.classifier.prior_weight == 0.25
     varied = build_method(
@@ -238,7 +238,13 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
 
 @pytest.mark.parametrize(
     ("weight", "factor"),
-    [("kept", 0.75), ("kept-squared", 0.75**2), ("kept-odds", 1.0), ("kept-spread", 0.75**2)],  # planted: a pair flip
+    [
+        ("kept", 0.75),
+        ("kept-squared", 0.75**2),
+        ("kept-odds", 1.0),
+        ("kept-spread", 0.75**2),  # planted: a pair flip
+        ("kept-spread-classes", 0.75**2),
+    ],
 )
 def test_kept_noisy_weight_scales_the_noisy_part_by_the_splits_kept_fraction(weight, factor) -> None:
     logits = torch.randn(6, 3, requires_grad=True)

@@ -222,8 +222,8 @@ def test_the_robustness_report_refuses_runs_the_grid_would_mislabel(tmp_path, ca
     # a run made before its method's recipe changed would be labelled with today's recipe: refused
     plus = next(run for run in runs if run.config.method.name == "visprompt-plus")
     saved = plus.path / "config.yaml"
-    saved.write_text(saved.read_text().replace("noisy_weight: kept-spread", "noisy_weight: kept-squared"))
-    with pytest.raises(ConfigError, match=r"1 finished runs .*: method.noisy_weight 'kept-squared' -> 'kept-spread'"):
+    saved.write_text(saved.read_text().replace("noisy_weight: kept-spread-classes", "noisy_weight: kept-spread"))
+    with pytest.raises(ConfigError, match=r"1 finished runs .*\.noisy_weight 'kept-spread' -> 'kept-spread-classes'"):
         testbed_robustness.check_runs_folder(runs, out, grid)
     code = testbed_robustness.main(["--grid", str(grid), "--out", str(out), "--no-run"])
     err = capsys.readouterr().err
@@ -232,6 +232,6 @@ def test_the_robustness_report_refuses_runs_the_grid_would_mislabel(tmp_path, ca
 
     # a run the grid does not name (say, a sixth seed) would enter its pooled tables: refused
     shutil.copytree(plus.path, out / "extra" / "seed6")
-    saved.write_text(saved.read_text().replace("noisy_weight: kept-squared", "noisy_weight: kept-spread"))
+    saved.write_text(saved.read_text().replace("noisy_weight: kept-spread", "noisy_weight: kept-spread-classes"))
     with pytest.raises(ConfigError, match=r"1 runs that the grid .* does not name, e.g. extra/seed6"):
         testbed_robustness.check_runs_folder(runs, out, grid)

@@ -3,8 +3,8 @@
 Not the paper's method (that is ``visprompt``). Changes to how VisPrompt's cross-modal FiLM prompt is trained,
 each a config field; :data:`RECIPE` holds the values chosen on the offline testbed (docs/testbed-ablations.md says
 on which tasks and seeds, and reports them on held-out ones). The recipe uses the full-set split, the zero-shot
-prior and the noisy part's weight (``kept-spread``) and loss (``q_schedule=noise``); the noisy target, the gate's
-schedule and relabelling are measured alternatives, off in the recipe:
+prior and the noisy part's weight (``kept-spread-classes``) and loss (``q_schedule=noise``); the noisy target, the
+gate's schedule and relabelling are measured alternatives, off in the recipe:
 
 * **One OT split over the training set per epoch** (``method.selection.scope=full``), in eval mode before the
   epoch's updates, instead of one per mini-batch. With a uniform 1/C class marginal a mini-batch of 16 cannot
@@ -16,10 +16,12 @@ schedule and relabelling are measured alternatives, off in the recipe:
 * **The noisy part's weight** (``method.noisy_weight``): ``kept`` multiplies the loss on the samples the split
   calls noisy by the epoch split's kept fraction k, ``kept-squared`` by k squared: at 75% noise k is about 0.3 and
   the rejected labels count a tenth as much as the kept ones. ``kept-odds`` by (k / (1 - k)) squared, at most 1:
-  full weight while the split keeps at least half the labels, k squared's fall below that. ``kept-spread`` (the
-  recipe) reads where the rejected labels point (``reject_conc`` in the log): ``kept-odds`` while they spread over
-  the other classes (symmetric noise, where k under-states how many rejections are right), ``kept-squared`` while
-  they pile onto one label per OT pseudo-label (a pair flip), linear between.
+  full weight while the split keeps at least half the labels, k squared's fall below that. ``kept-spread``
+  reads where the rejected labels point (``reject_conc`` in the log): ``kept-odds`` while they spread over the
+  other classes (symmetric noise, where k under-states how many rejections are right), ``kept-squared`` while they
+  pile onto one label per OT pseudo-label (a pair flip), linear between. ``kept-spread-classes`` (the recipe) takes
+  the spread part's odds against one other class, (C - 1) k / (1 - k), full from 9: ``kept-spread`` at 10
+  classes, full weight at 50 classes even at 75% noise, where each wrong label is rare.
 * **The noisy part's target** (``method.noisy_target``): ``given`` trains a sample the split calls noisy on its
   given label (with ``method.loss.noisy``); ``zeroshot`` trains it towards the frozen zero-shot CLIP's class
   distribution for its image (cross-entropy to soft targets); ``mixed`` does both: kept x the given label's loss +
@@ -126,7 +128,7 @@ RECIPE: dict[str, Any] = {
     "method.loss.q": 0.5,
     "method.loss.schedule": "joint",
     "method.loss.normalize_alpha": True,
-    "method.noisy_weight": "kept-spread",
+    "method.noisy_weight": "kept-spread-classes",
     "method.prior_weight": 0.25,
     "method.prior_schedule": "noise",
     "method.noisy_target": "given",
