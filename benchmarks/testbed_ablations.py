@@ -211,6 +211,23 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "`visprompt-plus` with the noisy part at full weight and the GCE's own q (as `visprompt` trains it)",
         ["method=visprompt-plus", "method.noisy_weight=fixed", "method.q_schedule=fixed"],
     ),
+    "plus-no-prior": (
+        "`visprompt-plus` without the zero-shot prior (method.prior_weight=0)",
+        ["method=visprompt-plus", "method.prior_weight=0"],
+    ),
+    "plus-half-step": (
+        "`visprompt-plus` with VisPrompt's loss weights (alpha, 1 - alpha), not divided by alpha: half its step",
+        ["method=visprompt-plus", "method.loss.normalize_alpha=false"],
+    ),
+    "plus-relabel-0.5": (
+        "`visprompt-plus` with its split's noisy part trained on the OT pseudo-labels the model gives >= 0.5, "
+        "the others no loss (method.relabel=true)",
+        ["method=visprompt-plus", "method.relabel=true", "method.relabel_min_prob=0.5"],
+    ),
+    "plus-relabel-0.8": (
+        "as plus-relabel-0.5, pseudo-labels the model gives >= 0.8",
+        ["method=visprompt-plus", "method.relabel=true", "method.relabel_min_prob=0.8"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),
