@@ -228,6 +228,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "as plus-relabel-0.5, pseudo-labels the model gives >= 0.8",
         ["method=visprompt-plus", "method.relabel=true", "method.relabel_min_prob=0.8"],
     ),
+    "plus-relabel-posterior": (
+        "`visprompt-plus` with its split's noisy part trained on the OT pseudo-label where, with the given label "
+        "weighed by the split's noise estimate, it is >= 0.5 likely; the others on their labels (relabel_by=posterior)",
+        ["method=visprompt-plus", "method.relabel=true", "method.relabel_by=posterior"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),

@@ -236,6 +236,64 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     assert not bool(method._use[unsure].any())  # unsure re-assignments get no loss at all
 
 
+def test_label_odds_and_the_relabelling_posterior_weigh_the_given_label_by_the_estimated_noise() -> None:
+    from visprompt.methods.plus import label_odds, relabel_posterior
+
+    assert label_odds(0.2, 0.0, 50) == pytest.approx(49 * 0.25)  # spread over 49 other classes: 12.25
+    assert label_odds(0.2, 0.0, 10) == pytest.approx(9 * 0.25)
+    assert label_odds(0.2, 0.5, 50) == pytest.approx(0.25) == label_odds(0.2, None, 50)  # a pair flip: k / (1 - k)
+    assert label_odds(0.2, 0.175, 50) == pytest.approx(0.25 * (0.5 + 0.5 * 49))  # half way in SPREAD_RANGE
+    assert label_odds(1.0, 0.0, 10) == float("inf")
+    probs = torch.tensor([[0.02, 0.96, 0.02], [0.55, 0.4, 0.05], [0.9, 0.05, 0.05]])
+    labels, pseudo = torch.tensor([0, 1, 0]), torch.tensor([1, 0, 0])
+    post = relabel_posterior(probs, labels, pseudo, 3.0)
+    assert post.tolist() == pytest.approx([0.96 / 1.04, 0.55 / 1.8, 0.0])  # p(pseudo) / (1 + 2 p(given)); agree: 0
+    assert relabel_posterior(probs, labels, pseudo, 1.0)[:2].tolist() == pytest.approx([0.96, 0.55])  # odds 1: p
+
+
+def test_posterior_relabelling_moves_only_labels_the_noise_estimate_cannot_defend_and_keeps_the_rest() -> None:
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.02, 0.96, 0.02],
+                          [0.55, 0.4, 0.05], [0.3, 0.4, 0.3], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]])  # fmt: skip
+    got = {}
+    for by in ("model", "posterior"):
+        view = TrainView(labels, labels.clone(), lambda: probs.log(), 8, torch.Generator().manual_seed(0))
+        method = PlusMethod(DropoutProbe(3), OTSelection(scope="full"), SplitLoss(noisy="ce"), relabel=True,
+                            relabel_min_prob=0.5, relabel_by=by)  # fmt: skip
+        got[by] = (method.before_epoch(0, view), method)
+    stats, method = got["posterior"]
+    assert (~method._clean).nonzero().flatten().tolist() == [3, 4]  # k = 6 / 8, two rejections: odds 3 (pair flip)
+    assert stats["relabel_odds"] == pytest.approx(3.0)
+    # sample 3: p(1) 0.96 against p(0) 0.02 -> 0.92, moved; sample 4: p(0) 0.55 against p(1) 0.4 -> 0.31, kept
+    assert method._target.tolist() == [0, 1, 2, 1, 1, 2, 0, 1] and bool(method._use.all())
+    assert stats["n_relabelled"] == 1
+    stats, method = got["model"]  # the model's probability alone moves both
+    assert method._target.tolist() == [0, 1, 2, 1, 0, 2, 0, 1] and stats["n_relabelled"] == 2
+    cfg = _preset("visprompt-plus", "method.relabel=true", "method.relabel_by=posterior")
+    assert (method_spec(cfg).relabel, method_spec(cfg).relabel_by) == (True, "posterior")
+    with pytest.raises(ConfigError, match=r"method\.relabel_by.*needs method\.relabel=true"):
+        _preset("visprompt-plus", "method.relabel_by=posterior")
+    with pytest.raises(ConfigError, match=r"method\.relabel_by"):
+        _preset("visprompt-plus", "method.relabel=true", "method.relabel_by=bayes")
+
+
+def test_posterior_relabelling_that_moves_nothing_trains_exactly_as_no_relabelling() -> None:
+    batch = _planted()
+    view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"] @ torch.eye(4))
+    losses = []
+    for relabel in (False, True):
+        torch.manual_seed(0)
+        probe = DropoutProbe(4)
+        method = PlusMethod(probe, OTSelection(scope="full"), SplitLoss(normalize_alpha=True), relabel=relabel,
+                            relabel_min_prob=1.0, relabel_by="posterior")  # fmt: skip
+        stats = method.before_epoch(0, view)
+        assert stats.get("n_relabelled", 0) == 0
+        (parts,) = method.split({**batch, "index": torch.arange(32)})[0]
+        torch.manual_seed(1)
+        losses.append(method.forward(parts)["loss"])
+    assert torch.equal(losses[0], losses[1])
+
+
 @pytest.mark.parametrize(
     ("weight", "factor"),
     [

@@ -35,7 +35,11 @@ gate's schedule and relabelling are measured alternatives, off in the recipe:
   fraction, so the rejected samples train near the cross-entropy when the split keeps most labels (on clean data
   they are mostly hard, right ones) and near MAE, which barely fits a wrong label, when it rejects most.
 * **Relabelling** (``method.relabel``): a sample the split calls noisy is trained on its OT pseudo-label when the
-  model gives that label at least ``relabel_min_prob``, and gets no loss otherwise (never its given label).
+  model gives that label at least ``relabel_min_prob``, and gets no loss otherwise (never its given label);
+  ``relabel_by=posterior`` thresholds the pseudo-label's probability once the given label is weighed by the noise
+  the split estimates (:func:`label_odds`: the given label is (C - 1) k / (1 - k) times as likely as any one other
+  class while the rejections spread, k / (1 - k) for a pair flip), and a sample below it keeps its given label as
+  the noisy part. On clean data (k near 1) this barely moves a label; with 50 classes at 75% noise it moves most.
 
 :data:`RECIPE` is the complete recipe (every selection, loss, prompt and method field it relies on), and
 it is registered with exactly these values (``register_method``).
@@ -44,6 +48,7 @@ it is registered with exactly these values (``register_method``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +65,7 @@ from visprompt.registry import register_method
 if TYPE_CHECKING:
     from visprompt.methods.build import MethodSpec
 
-__all__ = ["RECIPE", "PlusMethod", "prior_classifier"]
+__all__ = ["RECIPE", "PlusMethod", "label_odds", "prior_classifier", "relabel_posterior"]
 
 #: ``method.prior_schedule``: the power of the noise estimate (1 - kept fraction) the prior weight is multiplied by.
 PRIOR_SCHEDULES = {"fixed": 0, "noise": 1, "noise-squared": 2}
@@ -91,12 +96,35 @@ def _class_odds(k: float, num_classes: int) -> float:
     return min(1.0, ratio**2)
 
 
+def _flip_share(conc: float | None) -> float:
+    """How much the rejections look like a pair flip: 0 while spread, 1 when concentrated (or unmeasured)."""
+    low, high = SPREAD_RANGE
+    return 1.0 if conc is None else min(max((conc - low) / (high - low), 0.0), 1.0)
+
+
 def _spread(k: float, conc: float | None, spread_weight: float) -> float:
     """``spread_weight`` while the rejections are spread over the other classes, ``kept-squared`` while they
     concentrate on one label per pseudo-label (unknown: ``kept-squared``), linear in the concentration between."""
-    low, high = SPREAD_RANGE
-    flip = 1.0 if conc is None else min(max((conc - low) / (high - low), 0.0), 1.0)
+    flip = _flip_share(conc)
     return flip * k**2 + (1.0 - flip) * spread_weight
+
+
+def label_odds(k: float, conc: float | None, num_classes: int) -> float:
+    """How many times as likely a given label is to be a sample's class as any one other class, when k of the
+    labels are right and the rest spread over the C - 1 other classes ((C - 1) k / (1 - k)) or pile onto one
+    (k / (1 - k), a pair flip); between the two by the rejections' concentration, as ``kept-spread``."""
+    if k >= 1.0:
+        return float("inf")
+    flip = _flip_share(conc)
+    return k / (1.0 - k) * (flip + (1.0 - flip) * (num_classes - 1))
+
+
+def relabel_posterior(probs: torch.Tensor, labels: torch.Tensor, pseudo: torch.Tensor, odds: float) -> torch.Tensor:
+    """(N,) the probability of each pseudo-label once the model's (N, C) ``probs`` are weighed by the label noise:
+    the given label ``odds`` times any other class, p(pseudo) / (1 + (odds - 1) p(given)); 0 where they agree."""
+    given = probs.gather(1, labels[:, None]).squeeze(1)
+    post = probs.gather(1, pseudo[:, None]).squeeze(1) / (1.0 + (odds - 1.0) * given)
+    return torch.where(pseudo == labels, torch.zeros_like(post), post)
 
 
 #: ``method.noisy_weight``: the noisy part's loss weight as a function of the split's kept fraction k, of how
@@ -114,6 +142,8 @@ Q_SCHEDULES = ("fixed", "noise")
 Q_FLOOR = 0.05
 #: ``method.gate_schedule``: the power of the split's kept fraction the FiLM gate is multiplied by.
 GATE_SCHEDULES = {"fixed": 0, "kept": 1, "kept-squared": 2}
+#: ``method.relabel_by``: what ``relabel_min_prob`` thresholds (module docstring, "Relabelling").
+RELABEL_BY = ("model", "posterior")
 
 #: The complete recipe of ``visprompt-plus`` as dotted config keys (registered with the builder below).
 RECIPE: dict[str, Any] = {
@@ -136,6 +166,7 @@ RECIPE: dict[str, Any] = {
     "method.q_schedule": "noise",
     "method.relabel": False,
     "method.relabel_min_prob": 0.5,
+    "method.relabel_by": "model",
     "method.templates": "dataset",
     "prompt.vis_tokens": "patch",
     "prompt.film_mode": "tokenwise",
@@ -193,6 +224,7 @@ class PlusMethod(PromptMethod):
         *,
         relabel: bool,
         relabel_min_prob: float,
+        relabel_by: str = "model",
         noisy_weight: str = "fixed",
         prior_schedule: str = "fixed",
         noisy_target: str = "given",
@@ -227,8 +259,11 @@ class PlusMethod(PromptMethod):
         self.base_loss = loss
         if selector.scope not in ("full", "epoch"):
             raise ValueError(f"visprompt-plus needs an epoch split (scope full or epoch), got {selector.scope!r}")
+        if relabel_by not in RELABEL_BY:
+            raise ValueError(f"relabel_by must be one of {', '.join(RELABEL_BY)}, got {relabel_by!r}")
         self.relabel = relabel
         self.relabel_min_prob = relabel_min_prob
+        self.relabel_by = relabel_by
         self._target: torch.Tensor | None = None  # (N,) training target per sample for this epoch
         self._use: torch.Tensor | None = None  # (N,) whether a sample gets any loss this epoch
 
@@ -245,15 +280,27 @@ class PlusMethod(PromptMethod):
         clean = result.clean
         target, use = labels.clone(), torch.ones_like(clean)
         stats: dict[str, Any] = {}
+        kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
+        conc = rejection_concentration(result.pseudo_labels.cpu(), view.labels.cpu(), clean.cpu(), probs.shape[1])
         if self.relabel:
             pseudo = result.pseudo_labels.to(labels.device)
-            sure = probs.to(labels.device).gather(1, pseudo[:, None]).squeeze(1) >= self.relabel_min_prob  # (N,)
-            target = torch.where(clean, labels, pseudo)
-            use = clean | sure
+            probs = probs.to(labels.device)
+            if self.relabel_by == "posterior":  # the given label keeps its odds; unsure samples keep their label
+                odds = label_odds(kept, conc, probs.shape[1])
+                moved = torch.zeros_like(clean)
+                if math.isfinite(odds):  # (infinite: the split keeps every label, none is moved)
+                    moved = (~clean) & (relabel_posterior(probs, labels, pseudo, odds) >= self.relabel_min_prob)
+                    stats["relabel_odds"] = odds
+                target = torch.where(moved, pseudo, labels)
+            else:
+                sure = probs.gather(1, pseudo[:, None]).squeeze(1) >= self.relabel_min_prob  # (N,)
+                target = torch.where(clean, labels, pseudo)
+                use = clean | sure
+                moved = (~clean) & use
             true = view.true_labels.to(labels.device)
-            known = (~clean) & use & (true >= 0)
-            stats = {
-                "n_relabelled": int(((~clean) & use).sum()),
+            known = moved & (true >= 0)
+            stats |= {
+                "n_relabelled": int(moved.sum()),
                 "sel_relabel_right": int((target[known] == true[known]).sum()),
                 "sel_relabel_known": int(known.sum()),
             }
@@ -264,8 +311,6 @@ class PlusMethod(PromptMethod):
                                  "(TrainView.pooled)")  # fmt: skip
             with torch.no_grad():
                 self._zs_probs = self.classifier.prior_logits(view.pooled()).softmax(dim=-1).cpu()  # (N, C)
-        kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
-        conc = rejection_concentration(result.pseudo_labels.cpu(), view.labels.cpu(), self._clean, probs.shape[1])
         if conc is not None:
             stats["reject_conc"] = conc
         changes: dict[str, float] = {}
@@ -360,6 +405,7 @@ def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpe
         spec.loss,
         relabel=spec.relabel,
         relabel_min_prob=spec.relabel_min_prob,
+        relabel_by=spec.relabel_by,
         noisy_weight=spec.noisy_weight,
         prior_schedule=spec.prior_schedule,
         noisy_target=spec.noisy_target,
