@@ -233,6 +233,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "weighed by the split's noise estimate, it is >= 0.5 likely; the others on their labels (relabel_by=posterior)",
         ["method=visprompt-plus", "method.relabel=true", "method.relabel_by=posterior"],
     ),
+    "plus-relabel-agree": (
+        "as plus-relabel-posterior, moving a label only where the frozen zero-shot CLIP's class is the pseudo-label "
+        "too (relabel_by=posterior-zeroshot)",
+        ["method=visprompt-plus", "method.relabel=true", "method.relabel_by=posterior-zeroshot"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),

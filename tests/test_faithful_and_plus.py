@@ -277,6 +277,38 @@ def test_posterior_relabelling_moves_only_labels_the_noise_estimate_cannot_defen
         _preset("visprompt-plus", "method.relabel=true", "method.relabel_by=bayes")
 
 
+class ZeroShotProbe(DropoutProbe):
+    """A DropoutProbe with a frozen 'zero-shot' head: logits = pooled @ zs (no prior is added to its own logits)."""
+
+    def __init__(self, zs: torch.Tensor) -> None:
+        super().__init__(zs.shape[1])
+        self.register_buffer("prior_embeddings", zs)
+
+    def prior_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        return pooled @ self.prior_embeddings
+
+
+def test_zero_shot_agreement_moves_a_label_only_where_zero_shot_clip_names_the_pseudo_label_too() -> None:
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.02, 0.96, 0.02],
+                          [0.55, 0.4, 0.05], [0.3, 0.4, 0.3], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]])  # fmt: skip
+    pooled = torch.eye(3)[[0, 1, 2, 1, 0, 2, 0, 1]]  # zero-shot names class 1 for sample 3 ...
+    moved = {}
+    for zs_row in (1, 2):  # ... or, in the second case, class 2
+        pooled[3] = torch.eye(3)[zs_row]
+        view = TrainView(labels, labels.clone(), lambda: probs.log(), 8, torch.Generator().manual_seed(0),
+                         pooled=lambda: pooled.clone())  # fmt: skip
+        method = PlusMethod(ZeroShotProbe(torch.eye(3)), OTSelection(scope="full"), SplitLoss(noisy="ce"),
+                            relabel=True, relabel_min_prob=0.5, relabel_by="posterior-zeroshot")  # fmt: skip
+        stats = method.before_epoch(0, view)
+        moved[zs_row] = (method._target.tolist(), stats["n_relabelled"])
+    assert moved[1] == ([0, 1, 2, 1, 1, 2, 0, 1], 1)  # the posterior alone moves sample 3 to 1; zero-shot agrees
+    assert moved[2] == (labels.tolist(), 0)  # zero-shot says 2: the label stays
+    with pytest.raises(ValueError, match="needs zero-shot logits"):
+        PlusMethod(DropoutProbe(3), OTSelection(scope="full"), SplitLoss(), relabel=True, relabel_min_prob=0.5,
+                   relabel_by="posterior-zeroshot")  # fmt: skip
+
+
 def test_posterior_relabelling_that_moves_nothing_trains_exactly_as_no_relabelling() -> None:
     batch = _planted()
     view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"] @ torch.eye(4))

@@ -298,8 +298,9 @@ class MethodConfig:
     # visprompt-plus, with relabel: "model" thresholds the model's probability of the pseudo-label (the samples below
     # get no loss); "posterior" its probability once the given label is weighed by the label noise the split
     # estimates (its odds against any one other class: NOISY_WEIGHTS' (C - 1) k / (1 - k) while the rejections
-    # spread, k / (1 - k) for a pair flip), and the samples below keep their given label as the noisy part
-    relabel_by: Literal["model", "posterior"] = "model"
+    # spread, k / (1 - k) for a pair flip), and the samples below keep their given label as the noisy part;
+    # "posterior-zeroshot" as posterior, and only where the frozen zero-shot CLIP's class is the pseudo-label too
+    relabel_by: Literal["model", "posterior", "posterior-zeroshot"] = "model"
     # visprompt-plus: the noisy part's loss weight; "kept" multiplies it by the fraction of the training set the
     # epoch's split keeps as clean (a proxy for 1 - the noise rate: the more labels the split rejects, the less
     # the rejected samples' given labels are trusted); "kept-squared" by its square; "kept-odds" by the squared odds
@@ -344,8 +345,8 @@ class MethodConfig:
         _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")
         _check(0.0 <= self.relabel_min_prob <= 1.0, "method.relabel_min_prob",
                f"expected a value in [0, 1], got {self.relabel_min_prob}")  # fmt: skip
-        _check(self.relabel_by in ("model", "posterior"), "method.relabel_by",
-               f"expected 'model' or 'posterior', got {self.relabel_by!r}")  # fmt: skip
+        _check(self.relabel_by in ("model", "posterior", "posterior-zeroshot"), "method.relabel_by",
+               f"expected 'model', 'posterior' or 'posterior-zeroshot', got {self.relabel_by!r}")  # fmt: skip
         _check(self.relabel or self.relabel_by == "model", "method.relabel_by",
                f"{self.relabel_by!r} chooses how samples are relabelled: it needs method.relabel=true")  # fmt: skip
         _check(not (self.relabel and self.noisy_target != "given"), "method.noisy_target",

@@ -40,6 +40,8 @@ gate's schedule and relabelling are measured alternatives, off in the recipe:
   the split estimates (:func:`label_odds`: the given label is (C - 1) k / (1 - k) times as likely as any one other
   class while the rejections spread, k / (1 - k) for a pair flip), and a sample below it keeps its given label as
   the noisy part. On clean data (k near 1) this barely moves a label; with 50 classes at 75% noise it moves most.
+  ``posterior-zeroshot`` moves a label only where, besides, the frozen zero-shot CLIP (which never saw a label)
+  names the pseudo-label: the learned model's own confusions are not taught back to it.
 
 :data:`RECIPE` is the complete recipe (every selection, loss, prompt and method field it relies on), and
 it is registered with exactly these values (``register_method``).
@@ -143,7 +145,7 @@ Q_FLOOR = 0.05
 #: ``method.gate_schedule``: the power of the split's kept fraction the FiLM gate is multiplied by.
 GATE_SCHEDULES = {"fixed": 0, "kept": 1, "kept-squared": 2}
 #: ``method.relabel_by``: what ``relabel_min_prob`` thresholds (module docstring, "Relabelling").
-RELABEL_BY = ("model", "posterior")
+RELABEL_BY = ("model", "posterior", "posterior-zeroshot")
 
 #: The complete recipe of ``visprompt-plus`` as dotted config keys (registered with the builder below).
 RECIPE: dict[str, Any] = {
@@ -264,6 +266,9 @@ class PlusMethod(PromptMethod):
         self.relabel = relabel
         self.relabel_min_prob = relabel_min_prob
         self.relabel_by = relabel_by
+        if relabel_by == "posterior-zeroshot" and not hasattr(classifier, "prior_embeddings"):
+            raise ValueError("relabel_by='posterior-zeroshot' needs zero-shot logits (method.prior_weight > 0)")
+        self._zs_top: torch.Tensor | None = None  # (N,) zero-shot CLIP's class for each training sample (frozen)
         self._target: torch.Tensor | None = None  # (N,) training target per sample for this epoch
         self._use: torch.Tensor | None = None  # (N,) whether a sample gets any loss this epoch
 
@@ -285,12 +290,14 @@ class PlusMethod(PromptMethod):
         if self.relabel:
             pseudo = result.pseudo_labels.to(labels.device)
             probs = probs.to(labels.device)
-            if self.relabel_by == "posterior":  # the given label keeps its odds; unsure samples keep their label
+            if self.relabel_by != "model":  # the given label keeps its odds; unsure samples keep their label
                 odds = label_odds(kept, conc, probs.shape[1])
                 moved = torch.zeros_like(clean)
                 if math.isfinite(odds):  # (infinite: the split keeps every label, none is moved)
                     moved = (~clean) & (relabel_posterior(probs, labels, pseudo, odds) >= self.relabel_min_prob)
                     stats["relabel_odds"] = odds
+                if self.relabel_by == "posterior-zeroshot":  # ... and only where zero-shot CLIP names it too
+                    moved &= self._zeroshot_top(view).to(labels.device) == pseudo
                 target = torch.where(moved, pseudo, labels)
             else:
                 sure = probs.gather(1, pseudo[:, None]).squeeze(1) >= self.relabel_min_prob  # (N,)
@@ -332,6 +339,16 @@ class PlusMethod(PromptMethod):
             stats["gate_scale"] = float(self._film.gate_scale)
         counts = split_counts(self._clean, view.labels.cpu(), view.true_labels.cpu())
         return {**_solver_stats(result), **counts, **stats}
+
+    def _zeroshot_top(self, view: TrainView) -> torch.Tensor:
+        """(N,) the frozen zero-shot CLIP's class for each training sample: it never saw a label (computed once)."""
+        if self._zs_top is None:
+            if view.pooled is None:
+                raise ValueError(f"relabel_by={self.relabel_by!r} needs the training set's frozen features "
+                                 "(TrainView.pooled)")  # fmt: skip
+            with torch.no_grad():
+                self._zs_top = self.classifier.prior_logits(view.pooled()).argmax(dim=-1).cpu()
+        return self._zs_top
 
     def named_trainable_parameters(self) -> dict[str, torch.Tensor]:
         """The learner's parameters plus the adapted weights eval and predict must use: the zero-shot prior's
