@@ -251,10 +251,14 @@ def test_label_odds_and_the_relabelling_posterior_weigh_the_given_label_by_the_e
     assert relabel_posterior(probs, labels, pseudo, 1.0)[:2].tolist() == pytest.approx([0.96, 0.55])  # odds 1: p
 
 
+#: 8 samples of 3 classes; the full-set OT split rejects samples 3 and 4 (pseudo-labels 1 and 0)
+_RELABEL_LABELS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+_RELABEL_PROBS = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.02, 0.96, 0.02],
+                               [0.55, 0.4, 0.05], [0.3, 0.4, 0.3], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]])  # fmt: skip
+
+
 def test_posterior_relabelling_moves_only_labels_the_noise_estimate_cannot_defend_and_keeps_the_rest() -> None:
-    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    probs = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.02, 0.96, 0.02],
-                          [0.55, 0.4, 0.05], [0.3, 0.4, 0.3], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]])  # fmt: skip
+    labels, probs = _RELABEL_LABELS, _RELABEL_PROBS
     got = {}
     for by in ("model", "posterior"):
         view = TrainView(labels, labels.clone(), lambda: probs.log(), 8, torch.Generator().manual_seed(0))
@@ -289,9 +293,7 @@ class ZeroShotProbe(DropoutProbe):
 
 
 def test_zero_shot_agreement_moves_a_label_only_where_zero_shot_clip_names_the_pseudo_label_too() -> None:
-    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    probs = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.02, 0.96, 0.02],
-                          [0.55, 0.4, 0.05], [0.3, 0.4, 0.3], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]])  # fmt: skip
+    labels, probs = _RELABEL_LABELS, _RELABEL_PROBS
     pooled = torch.eye(3)[[0, 1, 2, 1, 0, 2, 0, 1]]  # zero-shot names class 1 for sample 3 ...
     moved = {}
     for zs_row in (1, 2):  # ... or, in the second case, class 2
