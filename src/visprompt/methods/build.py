@@ -66,7 +66,7 @@ class MethodSpec:
     prior_weight: float = 0.0  # visprompt-plus: weight of the zero-shot logits added to the learned ones
     relabel: bool = False  # visprompt-plus: OT-noisy samples trained on their OT pseudo-label
     relabel_min_prob: float = 0.5  # ... when the model gives the pseudo-label at least this probability
-    relabel_by: str = "model"  # visprompt-plus: model | posterior (what relabel_min_prob thresholds)
+    relabel_by: str = "model"  # visprompt-plus: model | posterior | posterior-zeroshot (see RELABEL_BY)
     noisy_weight: str = "fixed"  # visprompt-plus: a NOISY_WEIGHTS name (x f(kept, ...))
     prior_schedule: str = "fixed"  # visprompt-plus: fixed | noise | noise-squared (x (1 - kept) or its square)
     noisy_target: str = "given"  # visprompt-plus: given | zeroshot | mixed (what the split's noisy part is trained to)

@@ -288,29 +288,7 @@ class PlusMethod(PromptMethod):
         kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
         conc = rejection_concentration(result.pseudo_labels.cpu(), view.labels.cpu(), clean.cpu(), probs.shape[1])
         if self.relabel:
-            pseudo = result.pseudo_labels.to(labels.device)
-            probs = probs.to(labels.device)
-            if self.relabel_by != "model":  # the given label keeps its odds; unsure samples keep their label
-                odds = label_odds(kept, conc, probs.shape[1])
-                moved = torch.zeros_like(clean)
-                if math.isfinite(odds):  # (infinite: the split keeps every label, none is moved)
-                    moved = (~clean) & (relabel_posterior(probs, labels, pseudo, odds) >= self.relabel_min_prob)
-                    stats["relabel_odds"] = odds
-                if self.relabel_by == "posterior-zeroshot":  # ... and only where zero-shot CLIP names it too
-                    moved &= self._zeroshot_top(view).to(labels.device) == pseudo
-                target = torch.where(moved, pseudo, labels)
-            else:
-                sure = probs.gather(1, pseudo[:, None]).squeeze(1) >= self.relabel_min_prob  # (N,)
-                target = torch.where(clean, labels, pseudo)
-                use = clean | sure
-                moved = (~clean) & use
-            true = view.true_labels.to(labels.device)
-            known = moved & (true >= 0)
-            stats |= {
-                "n_relabelled": int(moved.sum()),
-                "sel_relabel_right": int((target[known] == true[known]).sum()),
-                "sel_relabel_known": int(known.sum()),
-            }
+            target, use, stats = self._relabelled(view, clean, result.pseudo_labels, probs, kept, conc)
         self._clean, self._target, self._use = clean.cpu(), target.cpu(), use.cpu()
         if self.noisy_target != "given" and self._zs_probs is None:  # frozen: computed once
             if view.pooled is None:
@@ -339,6 +317,43 @@ class PlusMethod(PromptMethod):
             stats["gate_scale"] = float(self._film.gate_scale)
         counts = split_counts(self._clean, view.labels.cpu(), view.true_labels.cpu())
         return {**_solver_stats(result), **counts, **stats}
+
+    def _relabelled(
+        self,
+        view: TrainView,
+        clean: torch.Tensor,
+        pseudo: torch.Tensor,
+        probs: torch.Tensor,
+        kept: float,
+        conc: float | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """This epoch's (N,) training targets, (N,) which samples get a loss, and the relabelling's statistics."""
+        labels = view.labels.to(clean.device)
+        pseudo, probs = pseudo.to(clean.device), probs.to(clean.device)
+        use = torch.ones_like(clean)
+        stats: dict[str, Any] = {}
+        if self.relabel_by == "model":  # the model's probability alone; unsure rejections get no loss
+            sure = probs.gather(1, pseudo[:, None]).squeeze(1) >= self.relabel_min_prob  # (N,)
+            target = torch.where(clean, labels, pseudo)
+            use = clean | sure
+            moved = (~clean) & use
+        else:  # the given label keeps its odds against the pseudo-label; unsure rejections keep their label
+            odds = label_odds(kept, conc, probs.shape[1])
+            moved = torch.zeros_like(clean)
+            if math.isfinite(odds):  # (infinite: the split keeps every label, none is moved)
+                moved = (~clean) & (relabel_posterior(probs, labels, pseudo, odds) >= self.relabel_min_prob)
+                stats["relabel_odds"] = odds
+            if self.relabel_by == "posterior-zeroshot":  # ... and only where zero-shot CLIP names it too
+                moved &= self._zeroshot_top(view).to(clean.device) == pseudo
+            target = torch.where(moved, pseudo, labels)
+        true = view.true_labels.to(clean.device)
+        known = moved & (true >= 0)
+        stats |= {
+            "n_relabelled": int(moved.sum()),
+            "sel_relabel_right": int((target[known] == true[known]).sum()),
+            "sel_relabel_known": int(known.sum()),
+        }
+        return target, use, stats
 
     def _zeroshot_top(self, view: TrainView) -> torch.Tensor:
         """(N,) the frozen zero-shot CLIP's class for each training sample: it never saw a label (computed once)."""
