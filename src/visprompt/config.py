@@ -345,8 +345,6 @@ class MethodConfig:
         _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")
         _check(0.0 <= self.relabel_min_prob <= 1.0, "method.relabel_min_prob",
                f"expected a value in [0, 1], got {self.relabel_min_prob}")  # fmt: skip
-        _check(self.relabel_by in ("model", "posterior", "posterior-zeroshot"), "method.relabel_by",
-               f"expected 'model', 'posterior' or 'posterior-zeroshot', got {self.relabel_by!r}")  # fmt: skip
         _check(self.relabel or self.relabel_by == "model", "method.relabel_by",
                f"{self.relabel_by!r} chooses how samples are relabelled: it needs method.relabel=true")  # fmt: skip
         _check(not (self.relabel and self.noisy_target != "given"), "method.noisy_target",

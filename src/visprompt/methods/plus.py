@@ -291,11 +291,7 @@ class PlusMethod(PromptMethod):
             target, use, stats = self._relabelled(view, clean, result.pseudo_labels, probs, kept, conc)
         self._clean, self._target, self._use = clean.cpu(), target.cpu(), use.cpu()
         if self.noisy_target != "given" and self._zs_probs is None:  # frozen: computed once
-            if view.pooled is None:
-                raise ValueError(f"noisy_target={self.noisy_target!r} needs the training set's frozen features "
-                                 "(TrainView.pooled)")  # fmt: skip
-            with torch.no_grad():
-                self._zs_probs = self.classifier.prior_logits(view.pooled()).softmax(dim=-1).cpu()  # (N, C)
+            self._zs_probs = self._zeroshot_logits(view, f"noisy_target={self.noisy_target!r}").softmax(dim=-1).cpu()
         if conc is not None:
             stats["reject_conc"] = conc
         changes: dict[str, float] = {}
@@ -358,12 +354,16 @@ class PlusMethod(PromptMethod):
     def _zeroshot_top(self, view: TrainView) -> torch.Tensor:
         """(N,) the frozen zero-shot CLIP's class for each training sample: it never saw a label (computed once)."""
         if self._zs_top is None:
-            if view.pooled is None:
-                raise ValueError(f"relabel_by={self.relabel_by!r} needs the training set's frozen features "
-                                 "(TrainView.pooled)")  # fmt: skip
-            with torch.no_grad():
-                self._zs_top = self.classifier.prior_logits(view.pooled()).argmax(dim=-1).cpu()
+            self._zs_top = self._zeroshot_logits(view, f"relabel_by={self.relabel_by!r}").argmax(dim=-1).cpu()
         return self._zs_top
+
+    def _zeroshot_logits(self, view: TrainView, option: str) -> torch.Tensor:
+        """(N, C) the frozen zero-shot CLIP's logits of the training set; ``option`` names what needs them in the
+        error raised when the view holds no frozen features."""
+        if view.pooled is None:
+            raise ValueError(f"{option} needs the training set's frozen features (TrainView.pooled)")
+        with torch.no_grad():
+            return self.classifier.prior_logits(view.pooled())
 
     def named_trainable_parameters(self) -> dict[str, torch.Tensor]:
         """The learner's parameters plus the adapted weights eval and predict must use: the zero-shot prior's
