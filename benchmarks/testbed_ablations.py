@@ -238,6 +238,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "too (relabel_by=posterior-zeroshot)",
         ["method=visprompt-plus", "method.relabel=true", "method.relabel_by=posterior-zeroshot"],
     ),
+    "plus-relabel-low-kept": (
+        "as plus-relabel-posterior, in the epochs whose split keeps at most 0.3 of the training set only; the other "
+        "epochs as the recipe (relabel_max_kept=0.3)",
+        ["method=visprompt-plus", "method.relabel=true", "method.relabel_by=posterior", "method.relabel_max_kept=0.3"],
+    ),
     "zeroshot": ("baseline: zero-shot CLIP", ["method=zeroshot"]),
     "coop": ("baseline: CoOp", ["method=coop"]),
     "coop-gce": ("baseline: CoOp + GCE", ["method=coop-gce"]),

@@ -281,6 +281,26 @@ def test_posterior_relabelling_moves_only_labels_the_noise_estimate_cannot_defen
         _preset("visprompt-plus", "method.relabel=true", "method.relabel_by=bayes")
 
 
+@pytest.mark.parametrize("by", ["model", "posterior"])
+def test_relabel_max_kept_relabels_only_in_epochs_whose_split_rejects_enough_labels(by) -> None:
+    labels, probs = _RELABEL_LABELS, _RELABEL_PROBS  # the split keeps 6 of 8: kept 0.75
+    targets = {}
+    for max_kept in (0.7, 0.75):
+        view = TrainView(labels, labels.clone(), lambda: probs.log(), 8, torch.Generator().manual_seed(0))
+        method = PlusMethod(DropoutProbe(3), OTSelection(scope="full"), SplitLoss(noisy="ce"), relabel=True,
+                            relabel_min_prob=0.5, relabel_by=by, relabel_max_kept=max_kept)  # fmt: skip
+        stats = method.before_epoch(0, view)
+        targets[max_kept] = (method._target.tolist(), bool(method._use.all()), stats["n_relabelled"])
+    assert targets[0.7] == (labels.tolist(), True, 0)  # kept 0.75 > 0.7: every sample on its given label
+    assert targets[0.75][0][3] == 1 and targets[0.75][2] >= 1  # kept <= 0.75: sample 3 moves to its pseudo-label
+    cfg = _preset("visprompt-plus", "method.relabel=true", "method.relabel_max_kept=0.3")
+    assert method_spec(cfg).relabel_max_kept == 0.3
+    with pytest.raises(ConfigError, match=r"method\.relabel_max_kept.*needs method\.relabel=true"):
+        _preset("visprompt-plus", "method.relabel_max_kept=0.3")
+    with pytest.raises(ConfigError, match=r"method\.relabel_max_kept: expected a value in \[0, 1\], got 1.5"):
+        _preset("visprompt-plus", "method.relabel=true", "method.relabel_max_kept=1.5")
+
+
 class ZeroShotProbe(DropoutProbe):
     """A DropoutProbe with a frozen 'zero-shot' head: logits = pooled @ zs (no prior is added to its own logits)."""
 
@@ -311,7 +331,11 @@ def test_zero_shot_agreement_moves_a_label_only_where_zero_shot_clip_names_the_p
                    relabel_by="posterior-zeroshot")  # fmt: skip
 
 
-def test_posterior_relabelling_that_moves_nothing_trains_exactly_as_no_relabelling() -> None:
+@pytest.mark.parametrize(
+    ("by", "min_prob", "max_kept"),
+    [("posterior", 1.0, 1.0), ("model", 0.5, 0.0)],  # nothing is sure enough / the epoch keeps too many labels
+)
+def test_relabelling_that_moves_nothing_trains_exactly_as_no_relabelling(by, min_prob, max_kept) -> None:
     batch = _planted()
     view = TrainView(batch["labels"], batch["true_labels"], lambda: batch["pooled"] @ torch.eye(4))
     losses = []
@@ -319,7 +343,8 @@ def test_posterior_relabelling_that_moves_nothing_trains_exactly_as_no_relabelli
         torch.manual_seed(0)
         probe = DropoutProbe(4)
         method = PlusMethod(probe, OTSelection(scope="full"), SplitLoss(normalize_alpha=True), relabel=relabel,
-                            relabel_min_prob=1.0, relabel_by="posterior")  # fmt: skip
+                            relabel_min_prob=min_prob, relabel_by=by,
+                            relabel_max_kept=max_kept if relabel else 1.0)  # fmt: skip
         stats = method.before_epoch(0, view)
         assert stats.get("n_relabelled", 0) == 0
         (parts,) = method.split({**batch, "index": torch.arange(32)})[0]

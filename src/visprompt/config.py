@@ -301,6 +301,10 @@ class MethodConfig:
     # spread, k / (1 - k) for a pair flip), and the samples below keep their given label as the noisy part;
     # "posterior-zeroshot" as posterior, and only where the frozen zero-shot CLIP's class is the pseudo-label too
     relabel_by: Literal["model", "posterior", "posterior-zeroshot"] = "model"
+    # visprompt-plus, with relabel: relabel only in the epochs whose split keeps at most this fraction of the training
+    # set (estimates at least 1 - relabel_max_kept of the labels wrong); the other epochs train every sample on its
+    # given label, as without relabel. 1 = every epoch
+    relabel_max_kept: float = 1.0
     # visprompt-plus: the noisy part's loss weight; "kept" multiplies it by the fraction of the training set the
     # epoch's split keeps as clean (a proxy for 1 - the noise rate: the more labels the split rejects, the less
     # the rejected samples' given labels are trusted); "kept-squared" by its square; "kept-odds" by the squared odds
@@ -345,6 +349,10 @@ class MethodConfig:
         _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")
         _check(0.0 <= self.relabel_min_prob <= 1.0, "method.relabel_min_prob",
                f"expected a value in [0, 1], got {self.relabel_min_prob}")  # fmt: skip
+        _check(0.0 <= self.relabel_max_kept <= 1.0, "method.relabel_max_kept",
+               f"expected a value in [0, 1], got {self.relabel_max_kept}")  # fmt: skip
+        _check(self.relabel or self.relabel_max_kept == 1.0, "method.relabel_max_kept",
+               f"{self.relabel_max_kept} says when samples are relabelled: it needs method.relabel=true")  # fmt: skip
         _check(self.relabel or self.relabel_by == "model", "method.relabel_by",
                f"{self.relabel_by!r} chooses how samples are relabelled: it needs method.relabel=true")  # fmt: skip
         _check(not (self.relabel and self.noisy_target != "given"), "method.noisy_target",

@@ -67,6 +67,7 @@ class MethodSpec:
     relabel: bool = False  # visprompt-plus: OT-noisy samples trained on their OT pseudo-label
     relabel_min_prob: float = 0.5  # ... when the model gives the pseudo-label at least this probability
     relabel_by: str = "model"  # visprompt-plus: model | posterior | posterior-zeroshot (see RELABEL_BY)
+    relabel_max_kept: float = 1.0  # visprompt-plus: relabel only in epochs whose split keeps at most this fraction
     noisy_weight: str = "fixed"  # visprompt-plus: a NOISY_WEIGHTS name (x f(kept, ...))
     prior_schedule: str = "fixed"  # visprompt-plus: fixed | noise | noise-squared (x (1 - kept) or its square)
     noisy_target: str = "given"  # visprompt-plus: given | zeroshot | mixed (what the split's noisy part is trained to)
@@ -116,6 +117,7 @@ def method_spec(cfg: RunConfig) -> MethodSpec:
         relabel=cfg.method.relabel,
         relabel_min_prob=cfg.method.relabel_min_prob,
         relabel_by=cfg.method.relabel_by,
+        relabel_max_kept=cfg.method.relabel_max_kept,
         noisy_weight=cfg.method.noisy_weight,
         prior_schedule=cfg.method.prior_schedule,
         noisy_target=cfg.method.noisy_target,

@@ -41,7 +41,10 @@ gate's schedule and relabelling are measured alternatives, off in the recipe:
   class while the rejections spread, k / (1 - k) for a pair flip), and a sample below it keeps its given label as
   the noisy part. On clean data (k near 1) this barely moves a label; with 50 classes at 75% noise it moves most.
   ``posterior-zeroshot`` moves a label only where, besides, the frozen zero-shot CLIP (which never saw a label)
-  names the pseudo-label: the learned model's own confusions are not taught back to it.
+  names the pseudo-label: the learned model's own confusions are not taught back to it. ``relabel_max_kept``
+  relabels only in the epochs whose split keeps at most that fraction of the training set: on clean data the split
+  still rejects a quarter to a third of the labels (the model's own confusions, all of them right), and a model
+  that relabels them learns its confusions; where the split keeps under a third, most rejected labels are wrong.
 
 :data:`RECIPE` is the complete recipe (every selection, loss, prompt and method field it relies on), and
 it is registered with exactly these values (``register_method``).
@@ -169,6 +172,7 @@ RECIPE: dict[str, Any] = {
     "method.relabel": False,
     "method.relabel_min_prob": 0.5,
     "method.relabel_by": "model",
+    "method.relabel_max_kept": 1.0,
     "method.templates": "dataset",
     "prompt.vis_tokens": "patch",
     "prompt.film_mode": "tokenwise",
@@ -227,6 +231,7 @@ class PlusMethod(PromptMethod):
         relabel: bool,
         relabel_min_prob: float,
         relabel_by: str = "model",
+        relabel_max_kept: float = 1.0,
         noisy_weight: str = "fixed",
         prior_schedule: str = "fixed",
         noisy_target: str = "given",
@@ -266,6 +271,7 @@ class PlusMethod(PromptMethod):
         self.relabel = relabel
         self.relabel_min_prob = relabel_min_prob
         self.relabel_by = relabel_by
+        self.relabel_max_kept = relabel_max_kept
         if relabel_by == "posterior-zeroshot" and not hasattr(classifier, "prior_embeddings"):
             raise ValueError("relabel_by='posterior-zeroshot' needs zero-shot logits (method.prior_weight > 0)")
         self._zs_top: torch.Tensor | None = None  # (N,) zero-shot CLIP's class for each training sample (frozen)
@@ -287,8 +293,10 @@ class PlusMethod(PromptMethod):
         stats: dict[str, Any] = {}
         kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
         conc = rejection_concentration(result.pseudo_labels.cpu(), view.labels.cpu(), clean.cpu(), probs.shape[1])
-        if self.relabel:
+        if self.relabel and kept <= self.relabel_max_kept:
             target, use, stats = self._relabelled(view, clean, result.pseudo_labels, probs, kept, conc)
+        elif self.relabel:  # an epoch the split keeps too many labels in: every sample on its given label
+            stats = {"n_relabelled": 0, "sel_relabel_right": 0, "sel_relabel_known": 0}
         self._clean, self._target, self._use = clean.cpu(), target.cpu(), use.cpu()
         if self.noisy_target != "given" and self._zs_probs is None:  # frozen: computed once
             self._zs_probs = self._zeroshot_logits(view, f"noisy_target={self.noisy_target!r}").softmax(dim=-1).cpu()
@@ -438,6 +446,7 @@ def visprompt_plus(clip: nn.Module, classnames: tuple[str, ...], spec: MethodSpe
         relabel=spec.relabel,
         relabel_min_prob=spec.relabel_min_prob,
         relabel_by=spec.relabel_by,
+        relabel_max_kept=spec.relabel_max_kept,
         noisy_weight=spec.noisy_weight,
         prior_schedule=spec.prior_schedule,
         noisy_target=spec.noisy_target,
