@@ -32,9 +32,12 @@ from visprompt.sweep import SweepSpec, expand_sweep, load_sweep, refuse_stale, r
 from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
 
-#: ``visprompt-plus``'s noisy part as registered until 2026-12-06 (weight x kept fraction, GCE q 0.5): pinned in
-#: the variants measured on that recipe, so that they stay what they ran as now that the recipe has moved on
-PLUS_20261201 = ["method.noisy_weight=kept", "method.q_schedule=fixed"]
+#: ``visprompt-plus``'s relabelling as registered until 2026-12-07 (off): pinned in every variant measured before the
+#: recipe relabelled, so that it stays what it ran as (a variant's own relabelling fields come after it and win)
+PLUS_20261206 = ["method.relabel=false", "method.relabel_by=model", "method.relabel_max_kept=1.0"]
+#: ``visprompt-plus``'s noisy part as registered until 2026-12-06 (weight x kept fraction, GCE q 0.5), and its
+#: relabelling: pinned in the variants measured on that recipe, in the same way
+PLUS_20261201 = ["method.noisy_weight=kept", "method.q_schedule=fixed", *PLUS_20261206]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "defaults": ("the `visprompt` preset (paper protocol)", []),
     "no-noisy-loss": ("no loss on the OT-noisy part", ["method.loss.noisy=none"]),
@@ -64,6 +67,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "full-set OT, prior 1, OT-noisy samples trained on pseudo-labels the model gives >= 0.9, others no loss",
         [
             "method=visprompt-plus",
+            *PLUS_20261206,
             "method.prior_weight=1.0",
             "method.prior_schedule=fixed",
             "method.relabel=true",
@@ -77,6 +81,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "full-set OT, prior 1, no loss on the OT-noisy part",
         [
             "method=visprompt-plus",
+            *PLUS_20261206,
             "method.q_schedule=fixed",
             "method.prior_weight=1.0",
             "method.prior_schedule=fixed",
@@ -88,6 +93,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "full-set OT, GCE on the OT-noisy part's given labels, weights normalised by alpha, no prior",
         [
             "method=visprompt-plus",
+            *PLUS_20261206,
             "method.q_schedule=fixed",
             "method.prior_weight=0",
             "method.prior_schedule=fixed",
@@ -98,6 +104,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "as plus-gce-no-prior, with the zero-shot prior at a fixed weight 0.25",
         [
             "method=visprompt-plus",
+            *PLUS_20261206,
             "method.q_schedule=fixed",
             "method.prior_weight=0.25",
             "method.prior_schedule=fixed",
@@ -148,6 +155,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "as plus-zs-target, the noisy part at full weight (not x the kept fraction)",
         [
             "method=visprompt-plus",
+            *PLUS_20261206,
             "method.q_schedule=fixed",
             "method.noisy_target=zeroshot",
             "method.noisy_weight=fixed",
@@ -155,7 +163,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "plus-zs-mixed": (
         "`visprompt-plus` with the split's noisy part trained kept x on its labels + (1 - kept) x towards zero-shot",
-        ["method=visprompt-plus", "method.q_schedule=fixed", "method.noisy_target=mixed", "method.noisy_weight=fixed"],
+        [
+            "method=visprompt-plus",
+            *PLUS_20261206,
+            "method.q_schedule=fixed",
+            "method.noisy_target=mixed",
+            "method.noisy_weight=fixed",
+        ],
     ),
     "plus-gate-zero": (
         "`visprompt-plus` with the FiLM gate forced to 0 (its visual branch silenced: a CoOp prompt, plus's split)",
@@ -179,64 +193,64 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "plus-noisy-kept2": (
         "`visprompt-plus` with the noisy part's weight x the kept fraction squared (method.noisy_weight=kept-squared)",
-        ["method=visprompt-plus", "method.q_schedule=fixed", "method.noisy_weight=kept-squared"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.q_schedule=fixed", "method.noisy_weight=kept-squared"],
     ),
     "plus-qnoise": (
         "`visprompt-plus` with the noisy part's GCE q = 1 - the kept fraction (method.q_schedule=noise)",
-        ["method=visprompt-plus", "method.noisy_weight=kept", "method.q_schedule=noise"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.noisy_weight=kept", "method.q_schedule=noise"],
     ),
     "plus-kept2-qnoise": (
         "`visprompt-plus` with the noisy part's weight x kept fraction squared and its GCE q = 1 - kept fraction",
-        ["method=visprompt-plus", "method.noisy_weight=kept-squared", "method.q_schedule=noise"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.noisy_weight=kept-squared", "method.q_schedule=noise"],
     ),
     "plus-kept-odds": (
         "`visprompt-plus` with the noisy part's weight (kept / (1 - kept))^2, at most 1, and its GCE q = 1 - kept",
-        ["method=visprompt-plus", "method.noisy_weight=kept-odds", "method.q_schedule=noise"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.noisy_weight=kept-odds", "method.q_schedule=noise"],
     ),
     "plus-kept-spread": (
         "`visprompt-plus` with the noisy part's weight `kept-odds` while its rejections spread over the other classes, "
         "`kept-squared` while they concentrate (a pair flip), and its GCE q = 1 - kept",
-        ["method=visprompt-plus", "method.noisy_weight=kept-spread", "method.q_schedule=noise"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.noisy_weight=kept-spread", "method.q_schedule=noise"],
     ),
     "plus-spread-classes": (
         "`visprompt-plus` with `kept-spread`'s spread part weighed by the odds of a rejected label against one other "
         "class, (C - 1) k / (1 - k), full from 9 (noisy_weight=kept-spread-classes): `kept-spread` at 10 classes",
-        ["method=visprompt-plus", "method.noisy_weight=kept-spread-classes", "method.q_schedule=noise"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.noisy_weight=kept-spread-classes", "method.q_schedule=noise"],
     ),
     "plus-fixed-qnoise": (
         "`visprompt-plus` with the noisy part at full weight and its GCE q = 1 - kept",
-        ["method=visprompt-plus", "method.noisy_weight=fixed", "method.q_schedule=noise"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.noisy_weight=fixed", "method.q_schedule=noise"],
     ),
     "plus-fixed": (
         "`visprompt-plus` with the noisy part at full weight and the GCE's own q (as `visprompt` trains it)",
-        ["method=visprompt-plus", "method.noisy_weight=fixed", "method.q_schedule=fixed"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.noisy_weight=fixed", "method.q_schedule=fixed"],
     ),
     "plus-no-prior": (
         "`visprompt-plus` without the zero-shot prior (method.prior_weight=0)",
-        ["method=visprompt-plus", "method.prior_weight=0"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.prior_weight=0"],
     ),
     "plus-half-step": (
         "`visprompt-plus` with VisPrompt's loss weights (alpha, 1 - alpha), not divided by alpha: half its step",
-        ["method=visprompt-plus", "method.loss.normalize_alpha=false"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.loss.normalize_alpha=false"],
     ),
     "plus-relabel-0.5": (
         "`visprompt-plus` with its split's noisy part trained on the OT pseudo-labels the model gives >= 0.5, "
         "the others no loss (method.relabel=true)",
-        ["method=visprompt-plus", "method.relabel=true", "method.relabel_min_prob=0.5"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.relabel=true", "method.relabel_min_prob=0.5"],
     ),
     "plus-relabel-0.8": (
         "as plus-relabel-0.5, pseudo-labels the model gives >= 0.8",
-        ["method=visprompt-plus", "method.relabel=true", "method.relabel_min_prob=0.8"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.relabel=true", "method.relabel_min_prob=0.8"],
     ),
     "plus-relabel-posterior": (
         "`visprompt-plus` with its split's noisy part trained on the OT pseudo-label where, with the given label "
         "weighed by the split's noise estimate, it is >= 0.5 likely; the others on their labels (relabel_by=posterior)",
-        ["method=visprompt-plus", "method.relabel=true", "method.relabel_by=posterior"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.relabel=true", "method.relabel_by=posterior"],
     ),
     "plus-relabel-agree": (
         "as plus-relabel-posterior, moving a label only where the frozen zero-shot CLIP's class is the pseudo-label "
         "too (relabel_by=posterior-zeroshot)",
-        ["method=visprompt-plus", "method.relabel=true", "method.relabel_by=posterior-zeroshot"],
+        ["method=visprompt-plus", *PLUS_20261206, "method.relabel=true", "method.relabel_by=posterior-zeroshot"],
     ),
     "plus-relabel-low-kept": (
         "as plus-relabel-posterior, in the epochs whose split keeps at most 0.3 of the training set only; the other "

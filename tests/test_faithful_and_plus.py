@@ -167,6 +167,10 @@ def test_alpha_halves_the_clean_step_and_normalize_alpha_restores_coops() -> Non
         load_config([], ["method.loss.alpha=0", "method.loss.normalize_alpha=true"])
 
 
+#: ``visprompt-plus`` without relabelling (the recipe relabels): the switch and the two fields that only it reads
+NO_RELABEL = ("method.relabel=false", "method.relabel_by=model", "method.relabel_max_kept=1.0")
+
+
 def _preset(name: str, *overrides: str):
     return load_config(overrides=list(overrides), method=name)
 
@@ -190,7 +194,8 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
     names = ["red", "green", "blue"]
     plus = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4")), clip, names)
     bare = build_method(method_spec(_preset("visprompt-plus", "prompt.n_ctx=4", "method.prior_weight=0")), clip, names)
-    assert isinstance(plus, PlusMethod) and not plus.relabel and plus.noisy_weight == "kept-spread-classes"
+    assert isinstance(plus, PlusMethod) and plus.noisy_weight == "kept-spread-classes"
+    assert (plus.relabel, plus.relabel_by, plus.relabel_max_kept) == (True, "posterior", 0.3)
     assert plus.q_schedule == "noise"
     assert plus.prior_schedule == "noise" and plus.classifier.prior_weight == 0.25
     varied = build_method(
@@ -199,7 +204,7 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
                 "visprompt-plus",
                 "prompt.n_ctx=4",
                 "method.noisy_weight=kept",
-                "method.relabel=false",
+                *NO_RELABEL,
                 "method.prior_schedule=noise",
                 "method.relabel_min_prob=0.7",
             )
@@ -275,8 +280,8 @@ def test_posterior_relabelling_moves_only_labels_the_noise_estimate_cannot_defen
     assert method._target.tolist() == [0, 1, 2, 1, 0, 2, 0, 1] and stats["n_relabelled"] == 2
     cfg = _preset("visprompt-plus", "method.relabel=true", "method.relabel_by=posterior")
     assert (method_spec(cfg).relabel, method_spec(cfg).relabel_by) == (True, "posterior")
-    with pytest.raises(ConfigError, match=r"method\.relabel_by.*needs method\.relabel=true"):
-        _preset("visprompt-plus", "method.relabel_by=posterior")
+    with pytest.raises(ConfigError, match=r"method\.relabel_by.*needs method\.relabel=true.*leave it at 'model'"):
+        _preset("visprompt-plus", "method.relabel=false", "method.relabel_max_kept=1.0")  # the recipe's posterior
     with pytest.raises(ConfigError, match=r"method\.relabel_by"):
         _preset("visprompt-plus", "method.relabel=true", "method.relabel_by=bayes")
 
@@ -295,8 +300,8 @@ def test_relabel_max_kept_relabels_only_in_epochs_whose_split_rejects_enough_lab
     assert targets[0.75][0][3] == 1 and targets[0.75][2] >= 1  # kept <= 0.75: sample 3 moves to its pseudo-label
     cfg = _preset("visprompt-plus", "method.relabel=true", "method.relabel_max_kept=0.3")
     assert method_spec(cfg).relabel_max_kept == 0.3
-    with pytest.raises(ConfigError, match=r"method\.relabel_max_kept.*needs method\.relabel=true"):
-        _preset("visprompt-plus", "method.relabel_max_kept=0.3")
+    with pytest.raises(ConfigError, match=r"method\.relabel_max_kept.*needs method\.relabel=true.*leave it at 1.0"):
+        _preset("visprompt-plus", "method.relabel=false", "method.relabel_by=model")  # the recipe's 0.3
     with pytest.raises(ConfigError, match=r"method\.relabel_max_kept: expected a value in \[0, 1\], got 1.5"):
         _preset("visprompt-plus", "method.relabel=true", "method.relabel_max_kept=1.5")
 
@@ -518,7 +523,9 @@ def test_zeroshot_noisy_target_trains_the_rejected_samples_towards_zero_shot_cli
 
     clip = tiny_clip("vit")
     names = ["red", "green", "blue"]
-    cfg = _preset("visprompt-plus", "prompt.n_ctx=4", "method.noisy_target=zeroshot", "method.prior_weight=0")
+    cfg = _preset(
+        "visprompt-plus", "prompt.n_ctx=4", "method.noisy_target=zeroshot", "method.prior_weight=0", *NO_RELABEL
+    )
     method = build_method(method_spec(cfg), clip, names)
     assert method.noisy_target == "zeroshot"  # the prior's embeddings are built even at prior weight 0
     gen = torch.Generator().manual_seed(3)
@@ -559,7 +566,9 @@ def test_mixed_noisy_target_weighs_labels_by_kept_and_zero_shot_by_the_noise_est
     from visprompt.models.tiny import tiny_clip
 
     clip = tiny_clip("vit")
-    cfg = _preset("visprompt-plus", "prompt.n_ctx=4", "method.noisy_target=mixed", "method.noisy_weight=fixed")
+    cfg = _preset(
+        "visprompt-plus", "prompt.n_ctx=4", "method.noisy_target=mixed", "method.noisy_weight=fixed", *NO_RELABEL
+    )
     method = build_method(method_spec(cfg), clip, ["red", "green", "blue"])
     batch = _planted(n=12, classes=3, flipped=3)
     pooled = torch.randn(12, clip.embed_dim, generator=gen)

@@ -242,11 +242,17 @@ def test_an_option_missing_from_an_older_runs_config_counts_as_its_default(tmp_p
     write_run(tmp_path, "new/seed1", ["method.name=visprompt-plus", "run.seed=1"], metrics={"top1": 61.0})
     assert set(label_methods(collect_runs(tmp_path)).values()) == {"visprompt-plus"}
     write_run(
-        tmp_path, "zs/seed1", ["method.name=visprompt-plus", "method.noisy_target=zeroshot"], metrics={"top1": 1.0}
-    )
+        tmp_path,
+        "zs/seed1",
+        ["method.name=visprompt-plus", "method.noisy_target=zeroshot", "method.relabel=false",
+         "method.relabel_by=model", "method.relabel_max_kept=1.0"],  # relabelling (the recipe's) sets it too: off
+        metrics={"top1": 1.0},
+    )  # fmt: skip
     labels = label_methods(collect_runs(tmp_path))
-    assert labels["old/seed1"] == "visprompt-plus[method.noisy_target=given]"  # the default, filled in
-    assert labels["zs/seed1"] == "visprompt-plus[method.noisy_target=zeroshot]"
+    relabel = "method.relabel=True,method.relabel_by=posterior,method.relabel_max_kept=0.3"  # the recipe's
+    assert labels["old/seed1"] == f"visprompt-plus[method.noisy_target=given,{relabel}]"  # the default, filled in
+    no_relabel = "method.relabel=False,method.relabel_by=model,method.relabel_max_kept=1.0"
+    assert labels["zs/seed1"] == f"visprompt-plus[method.noisy_target=zeroshot,{no_relabel}]"
 
 
 def test_an_option_a_recipe_turned_on_since_tells_the_older_runs_apart(tmp_path) -> None:

@@ -352,9 +352,11 @@ class MethodConfig:
         _check(0.0 <= self.relabel_max_kept <= 1.0, "method.relabel_max_kept",
                f"expected a value in [0, 1], got {self.relabel_max_kept}")  # fmt: skip
         _check(self.relabel or self.relabel_max_kept == 1.0, "method.relabel_max_kept",
-               f"{self.relabel_max_kept} says when samples are relabelled: it needs method.relabel=true")  # fmt: skip
+               f"{self.relabel_max_kept} says when samples are relabelled: it needs method.relabel=true (without "
+               "relabelling leave it at 1.0)")  # fmt: skip
         _check(self.relabel or self.relabel_by == "model", "method.relabel_by",
-               f"{self.relabel_by!r} chooses how samples are relabelled: it needs method.relabel=true")  # fmt: skip
+               f"{self.relabel_by!r} chooses how samples are relabelled: it needs method.relabel=true (without "
+               "relabelling leave it at 'model')")  # fmt: skip
         _check(not (self.relabel and self.noisy_target != "given"), "method.noisy_target",
                f"{self.noisy_target!r} sets the noisy part's target, as method.relabel=true does: set one")  # fmt: skip
 
