@@ -298,8 +298,17 @@ def test_relabel_max_kept_relabels_only_in_epochs_whose_split_rejects_enough_lab
         targets[max_kept] = (method._target.tolist(), bool(method._use.all()), stats["n_relabelled"])
     assert targets[0.7] == (labels.tolist(), True, 0)  # kept 0.75 > 0.7: every sample on its given label
     assert targets[0.75][0][3] == 1 and targets[0.75][2] >= 1  # kept <= 0.75: sample 3 moves to its pseudo-label
-    cfg = _preset("visprompt-plus", "method.relabel=true", "method.relabel_max_kept=0.3")
-    assert method_spec(cfg).relabel_max_kept == 0.3
+    with pytest.raises(ValueError, match=r"relabel_max_kept must be a fraction in \[0, 1\], got 30"):
+        PlusMethod(
+            DropoutProbe(3),
+            OTSelection(scope="full"),
+            SplitLoss(),
+            relabel=True,
+            relabel_min_prob=0.5,
+            relabel_max_kept=30,
+        )  # fmt: skip  (a percentage where a fraction belongs)
+    cfg = _preset("visprompt-plus", "method.relabel_max_kept=0.25")
+    assert method_spec(cfg).relabel_max_kept == 0.25
     with pytest.raises(ConfigError, match=r"method\.relabel_max_kept.*needs method\.relabel=true.*leave it at 1.0"):
         _preset("visprompt-plus", "method.relabel=false", "method.relabel_by=model")  # the recipe's 0.3
     with pytest.raises(ConfigError, match=r"method\.relabel_max_kept: expected a value in \[0, 1\], got 1.5"):

@@ -272,6 +272,8 @@ class PlusMethod(PromptMethod):
         self.relabel = relabel
         self.relabel_min_prob = relabel_min_prob
         self.relabel_by = relabel_by
+        if not 0.0 <= relabel_max_kept <= 1.0:
+            raise ValueError(f"relabel_max_kept must be a fraction in [0, 1], got {relabel_max_kept}")
         self.relabel_max_kept = relabel_max_kept
         if relabel_by == "posterior-zeroshot" and not hasattr(classifier, "prior_embeddings"):
             raise ValueError("relabel_by='posterior-zeroshot' needs zero-shot logits (method.prior_weight > 0)")
