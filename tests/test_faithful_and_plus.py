@@ -167,10 +167,6 @@ def test_alpha_halves_the_clean_step_and_normalize_alpha_restores_coops() -> Non
         load_config([], ["method.loss.alpha=0", "method.loss.normalize_alpha=true"])
 
 
-#: ``visprompt-plus`` without relabelling (the recipe relabels): the switch and the two fields that only it reads
-NO_RELABEL = ("method.relabel=false", "method.relabel_by=model", "method.relabel_max_kept=1.0")
-
-
 def _preset(name: str, *overrides: str):
     return load_config(overrides=list(overrides), method=name)
 
@@ -204,7 +200,7 @@ def test_visprompt_plus_relabels_confident_noisy_samples_and_adds_the_zero_shot_
                 "visprompt-plus",
                 "prompt.n_ctx=4",
                 "method.noisy_weight=kept",
-                *NO_RELABEL,
+                "method.relabel=false",
                 "method.prior_schedule=noise",
                 "method.relabel_min_prob=0.7",
             )
@@ -281,7 +277,7 @@ def test_posterior_relabelling_moves_only_labels_the_noise_estimate_cannot_defen
     cfg = _preset("visprompt-plus", "method.relabel=true", "method.relabel_by=posterior")
     assert (method_spec(cfg).relabel, method_spec(cfg).relabel_by) == (True, "posterior")
     with pytest.raises(ConfigError, match=r"method\.relabel_by.*needs method\.relabel=true.*leave it at 'model'"):
-        _preset("visprompt-plus", "method.relabel=false", "method.relabel_max_kept=1.0")  # the recipe's posterior
+        _preset("visprompt-plus", "method.relabel=false", "method.relabel_by=posterior")
     with pytest.raises(ConfigError, match=r"method\.relabel_by"):
         _preset("visprompt-plus", "method.relabel=true", "method.relabel_by=bayes")
 
@@ -310,7 +306,11 @@ def test_relabel_max_kept_relabels_only_in_epochs_whose_split_rejects_enough_lab
     cfg = _preset("visprompt-plus", "method.relabel_max_kept=0.25")
     assert method_spec(cfg).relabel_max_kept == 0.25
     with pytest.raises(ConfigError, match=r"method\.relabel_max_kept.*needs method\.relabel=true.*leave it at 1.0"):
-        _preset("visprompt-plus", "method.relabel=false", "method.relabel_by=model")  # the recipe's 0.3
+        _preset("visprompt-plus", "method.relabel=false", "method.relabel_max_kept=0.3")
+    off = _preset("visprompt-plus", "method.relabel=false").method  # the recipe's relabelling fields go with it
+    assert (off.relabel, off.relabel_by, off.relabel_min_prob, off.relabel_max_kept) == (False, "model", 0.5, 1.0)
+    on = _preset("visprompt-plus", "method.relabel=true").method  # ... and stay where it is on
+    assert (on.relabel_by, on.relabel_max_kept) == ("posterior", 0.3)
     with pytest.raises(ConfigError, match=r"method\.relabel_max_kept: expected a value in \[0, 1\], got 1.5"):
         _preset("visprompt-plus", "method.relabel=true", "method.relabel_max_kept=1.5")
 
@@ -533,7 +533,11 @@ def test_zeroshot_noisy_target_trains_the_rejected_samples_towards_zero_shot_cli
     clip = tiny_clip("vit")
     names = ["red", "green", "blue"]
     cfg = _preset(
-        "visprompt-plus", "prompt.n_ctx=4", "method.noisy_target=zeroshot", "method.prior_weight=0", *NO_RELABEL
+        "visprompt-plus",
+        "prompt.n_ctx=4",
+        "method.noisy_target=zeroshot",
+        "method.prior_weight=0",
+        "method.relabel=false",
     )
     method = build_method(method_spec(cfg), clip, names)
     assert method.noisy_target == "zeroshot"  # the prior's embeddings are built even at prior weight 0
@@ -576,7 +580,11 @@ def test_mixed_noisy_target_weighs_labels_by_kept_and_zero_shot_by_the_noise_est
 
     clip = tiny_clip("vit")
     cfg = _preset(
-        "visprompt-plus", "prompt.n_ctx=4", "method.noisy_target=mixed", "method.noisy_weight=fixed", *NO_RELABEL
+        "visprompt-plus",
+        "prompt.n_ctx=4",
+        "method.noisy_target=mixed",
+        "method.noisy_weight=fixed",
+        "method.relabel=false",
     )
     method = build_method(method_spec(cfg), clip, ["red", "green", "blue"])
     batch = _planted(n=12, classes=3, flipped=3)

@@ -244,8 +244,7 @@ def test_an_option_missing_from_an_older_runs_config_counts_as_its_default(tmp_p
     write_run(
         tmp_path,
         "zs/seed1",
-        ["method.name=visprompt-plus", "method.noisy_target=zeroshot", "method.relabel=false",
-         "method.relabel_by=model", "method.relabel_max_kept=1.0"],  # relabelling (the recipe's) sets it too: off
+        ["method.name=visprompt-plus", "method.noisy_target=zeroshot", "method.relabel=false"],  # relabelling: off
         metrics={"top1": 1.0},
     )  # fmt: skip
     labels = label_methods(collect_runs(tmp_path))

@@ -485,7 +485,8 @@ def load_config(
     from any layer, else ``method``, else the default); then the user's layers: ``base`` (a nested or dotted
     mapping), each file, the shorthands (``dataset`` -> ``data.dataset``, ``method`` -> ``method.name``,
     ``backbone`` -> ``backbone.arch`` when it is not a preset) and the overrides (``key=value`` strings, or a
-    mapping of dotted keys to values). A resolved ``config.yaml``
+    mapping of dotted keys to values). A switch the user's layers turn off takes the recipe's values for the fields
+    only it reads with it (:data:`SWITCHED_FIELDS`). A resolved ``config.yaml``
     names every field, so reading one back gives exactly the saved configuration.
     """
     user: dict[str, Any] = {}
@@ -505,9 +506,32 @@ def load_config(
         merge_tree(tree, nest_tree(BACKBONES.get(backbone.lower())))
     name = _method_name(user)
     if name in METHODS:  # an unknown name is reported by MethodConfig, with the closest names
-        merge_tree(tree, nest_tree(METHODS.get(name).recipe))
+        merge_tree(tree, _unswitched(nest_tree(METHODS.get(name).recipe), user))
     merge_tree(tree, user)
     return _build(RunConfig, tree, "")
+
+
+#: Method switches and the fields only the switch's on state reads. Where the user's layers turn a switch off, a
+#: recipe's values for those fields go with it (back to their defaults), so ``method.relabel=false`` alone turns
+#: ``visprompt-plus``'s relabelling off; a value the user gives one of them is kept, and refused as usual.
+SWITCHED_FIELDS: dict[str, tuple[str, ...]] = {
+    "method.relabel": ("method.relabel_by", "method.relabel_min_prob", "method.relabel_max_kept"),
+}
+
+
+def _unswitched(recipe: dict[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
+    """``recipe`` (nested) without the fields of the switches the user's layers turn off (:data:`SWITCHED_FIELDS`)."""
+    user_flat = flatten_tree(user)
+    for switch, fields in SWITCHED_FIELDS.items():
+        if user_flat.get(switch) is False:
+            for key in fields:
+                *sections, leaf = key.split(".")
+                node: Any = recipe
+                for section in sections:
+                    node = node.get(section) if isinstance(node, dict) else None
+                if isinstance(node, dict):
+                    node.pop(leaf, None)
+    return recipe
 
 
 def load_run_config(path: str | Path) -> RunConfig:
