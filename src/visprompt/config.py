@@ -506,7 +506,7 @@ def load_config(
         merge_tree(tree, nest_tree(BACKBONES.get(backbone.lower())))
     name = _method_name(user)
     if name in METHODS:  # an unknown name is reported by MethodConfig, with the closest names
-        merge_tree(tree, _unswitched(nest_tree(METHODS.get(name).recipe), user))
+        merge_tree(tree, nest_tree(_unswitched(METHODS.get(name).recipe, user)))
     merge_tree(tree, user)
     return _build(RunConfig, tree, "")
 
@@ -519,19 +519,11 @@ SWITCHED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _unswitched(recipe: dict[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
-    """``recipe`` (nested) without the fields of the switches the user's layers turn off (:data:`SWITCHED_FIELDS`)."""
+def _unswitched(recipe: Mapping[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
+    """The dotted ``recipe`` without the fields of the switches the user's layers turn off (:data:`SWITCHED_FIELDS`)."""
     user_flat = flatten_tree(user)
-    for switch, fields in SWITCHED_FIELDS.items():
-        if user_flat.get(switch) is False:
-            for key in fields:
-                *sections, leaf = key.split(".")
-                node: Any = recipe
-                for section in sections:
-                    node = node.get(section) if isinstance(node, dict) else None
-                if isinstance(node, dict):
-                    node.pop(leaf, None)
-    return recipe
+    off = {key for switch, fields in SWITCHED_FIELDS.items() if user_flat.get(switch) is False for key in fields}
+    return {key: value for key, value in recipe.items() if key not in off}
 
 
 def load_run_config(path: str | Path) -> RunConfig:

@@ -296,10 +296,8 @@ class PlusMethod(PromptMethod):
         stats: dict[str, Any] = {}
         kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
         conc = rejection_concentration(result.pseudo_labels.cpu(), view.labels.cpu(), clean.cpu(), probs.shape[1])
-        if self.relabel and kept <= self.relabel_max_kept:
+        if self.relabel:
             target, use, stats = self._relabelled(view, clean, result.pseudo_labels, probs, kept, conc)
-        elif self.relabel:  # an epoch the split keeps too many labels in: every sample on its given label
-            stats = {"n_relabelled": 0, "sel_relabel_right": 0, "sel_relabel_known": 0}
         self._clean, self._target, self._use = clean.cpu(), target.cpu(), use.cpu()
         if self.noisy_target != "given" and self._zs_probs is None:  # frozen: computed once
             self._zs_probs = self._zeroshot_logits(view, f"noisy_target={self.noisy_target!r}").softmax(dim=-1).cpu()
@@ -339,7 +337,9 @@ class PlusMethod(PromptMethod):
         pseudo, probs = pseudo.to(clean.device), probs.to(clean.device)
         use = torch.ones_like(clean)
         stats: dict[str, Any] = {}
-        if self.relabel_by == "model":  # the model's probability alone; unsure rejections get no loss
+        if kept > self.relabel_max_kept:  # the split keeps too many labels this epoch: all on their given labels
+            moved, target = torch.zeros_like(clean), labels.clone()
+        elif self.relabel_by == "model":  # the model's probability alone; unsure rejections get no loss
             sure = probs.gather(1, pseudo[:, None]).squeeze(1) >= self.relabel_min_prob  # (N,)
             target = torch.where(clean, labels, pseudo)
             use = clean | sure
