@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from visprompt.config import parse_override
-from visprompt.errors import ConfigError
+from visprompt.errors import VispromptError
 from visprompt.report.collect import CLEAN, RunRecord, collect_runs, metric_value
 from visprompt.report.paired import paired
 from visprompt.report.tables import setting_label
@@ -306,44 +306,49 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    settings = [_setting(s) for s in args.settings]
-    build_testbed(args.root, args.tasks)
     out = Path(args.out).resolve()
-    protocol = load_sweep(ROOT / "configs" / "sweeps" / "testbed.yaml").base  # the benchmark's: tiny CLIP, 16 shots
-    grids = tuple(
-        {"dataset": args.tasks, "noise.type": [noise], "noise.rate": [rate], "run.seed": args.seeds}
-        for noise, rate in settings
-    )
-    runs = []
-    for name in args.variants:
-        base = {
-            **protocol,
-            "method": "visprompt",
-            "data.root": str(Path(args.root).resolve()),
-            "optim.epochs": args.epochs,
-            **dict(parse_override(item) for item in VARIANTS[name][1]),
-        }
-        runs += expand_sweep(SweepSpec(name, out / name, base, (), grids))
-    try:  # the sweep refuses these too, but --no-run tabulates without it
+    try:  # every bad argument is one line and exit 2, before anything is run
+        settings = [_setting(s) for s in args.settings]
+        pairs = [_pair(item, args.variants) for item in args.compare]
+        protocol = load_sweep(ROOT / "configs" / "sweeps" / "testbed.yaml").base  # the benchmark's: tiny CLIP, 16 shots
+        grids = tuple(
+            {"dataset": args.tasks, "noise.type": [noise], "noise.rate": [rate], "run.seed": args.seeds}
+            for noise, rate in settings
+        )
+        runs = []
+        for name in args.variants:
+            base = {
+                **protocol,
+                "method": "visprompt",
+                "data.root": str(Path(args.root).resolve()),
+                "optim.epochs": args.epochs,
+                **dict(parse_override(item) for item in VARIANTS[name][1]),
+            }
+            runs += expand_sweep(SweepSpec(name, out / name, base, (), grids))
+        # the sweep refuses stale runs too, but --no-run tabulates without it
         refuse_stale(runs, f"--out {out}", "pass the --root and --epochs they were made with, or use another --out")
         if args.goals is not None:
             goals = load_sweep(ROOT / "configs" / "sweeps" / "testbed-plus-goals.yaml", out_dir=args.goals,
                                overrides=[f"data.root={Path(args.root).resolve()}"])  # fmt: skip
             others = [run for run in expand_sweep(goals) if run.config.method.name != "visprompt-plus"]  # read below
             refuse_stale(others, f"--goals {args.goals}", "pass the --root they were made with, or re-run them")
-    except ConfigError as exc:
+        build_testbed(args.root, args.tasks)
+    except (ValueError, VispromptError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ok = True
     if not args.no_run:
         started = time.perf_counter()
-        result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=ProgressDisplay())
+        try:
+            result = run_sweep(runs, out_dir=out, num_cpus=args.num_cpus, on_progress=ProgressDisplay())
+        except VispromptError as exc:  # e.g. another sweep writes to --out
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         seconds = time.perf_counter() - started
         print(f"\n{len(runs)} runs in {seconds:.0f} s ({len(result.failed)} failed)", file=sys.stderr)
         ok = result.ok
 
     text = ablation_tables(out, args.variants, args.tasks, settings, args.seeds)
-    pairs = [tuple(item.split(":", 1)) for item in args.compare]
     if pairs:
         text += "\n" + paired_table(out, pairs, args.tasks, settings, args.seeds)
     for key in args.stats:
@@ -495,7 +500,18 @@ def _setting(text: str) -> tuple[str, float]:
     try:
         return noise, float(rate)
     except ValueError:
-        raise SystemExit(f"--settings: expected TYPE:RATE such as sym:0.5, got {text!r}") from None
+        raise ValueError(f"--settings: expected TYPE:RATE such as sym:0.5, got {text!r}") from None
+
+
+def _pair(text: str, variants: list[str]) -> tuple[str, str]:
+    """``A:B`` of ``--compare``; both among ``--variants``, the runs checked against their configs."""
+    a, sep, b = text.partition(":")
+    if not sep or not a or not b:
+        raise ValueError(f"--compare: expected A:B such as alpha-0.8:defaults, got {text!r}")
+    missing = [name for name in (a, b) if name not in variants]
+    if missing:
+        raise ValueError(f"--compare {text}: {', '.join(missing)} not in --variants (add it, so its runs are checked)")
+    return a, b
 
 
 if __name__ == "__main__":

@@ -235,3 +235,21 @@ def test_the_robustness_report_refuses_runs_the_grid_would_mislabel(tmp_path, ca
     saved.write_text(saved.read_text().replace("noisy_weight: kept-spread", "noisy_weight: kept-spread-classes"))
     with pytest.raises(ConfigError, match=r"1 runs that the grid .* does not name, e.g. extra/seed6"):
         testbed_robustness.check_runs_folder(runs, out, grid)
+
+
+def test_the_ablation_script_refuses_bad_arguments_in_one_line_before_running_anything(tmp_path, capsys) -> None:
+    out, root = tmp_path / "runs", tmp_path / "DATA"
+    base = ["--root", str(root), "--out", str(out), "--no-run", "--variants", "defaults"]
+    cases = {
+        # a variant compared but not listed would be tabulated without its runs' configs being checked
+        ("--compare", "alpha-0.8:defaults"): "--compare alpha-0.8:defaults: alpha-0.8 not in --variants",
+        ("--compare", "alpha-0.8"): "--compare: expected A:B",
+        ("--settings", "sym"): "--settings: expected TYPE:RATE",
+        ("--settings", "sym:1.5"): "noise.rate: expected a value in [0, 1), got 1.5",
+        ("--tasks", "nope"): "unknown testbed task 'nope'",
+    }
+    for extra, message in cases.items():
+        assert testbed_ablations.main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not out.exists() and not root.exists()  # nothing built, nothing written

@@ -125,10 +125,10 @@ def build_testbed(
     Deterministic in ``seed``; idempotent (complete tasks are skipped); atomic per task. An unknown task name
     or a foreign folder in the way raises :class:`~visprompt.errors.DataError`.
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     names = list(tasks) if tasks else [t.name for t in TASKS]
     unknown = [n for n in names if n not in TASKS_BY_NAME]
     if unknown:
         raise DataError(f"unknown testbed task {unknown[0]!r} (known: {', '.join(TASKS_BY_NAME)})")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
     return [build_task(root, TASKS_BY_NAME[n], seed, image_size) for n in names]
