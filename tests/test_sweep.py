@@ -178,8 +178,10 @@ def test_testbed_benchmark_grid() -> None:
     assert {c.run.seed for c in small} == {1, 2, 3, 4, 5}
     assert len(small) == len(methods) * 3 * 7 * 5
     many = [c for c in cfgs if c.data.dataset == "testbed-many"]
-    assert {"visprompt", "visprompt-plus", "nlprompt", "zeroshot"} <= {c.method.name for c in many}
+    assert {c.method.name for c in many} == methods  # every method, every setting, 5 seeds, as the 10-class tasks
+    assert {(c.noise.type, c.noise.rate) for c in many} == {(c.noise.type, c.noise.rate) for c in small}
     assert {c.run.seed for c in many} == {1, 2, 3, 4, 5}
+    assert len(many) == len(methods) * 7 * 5
 
 
 def test_plus_goals_grid_is_a_subset_of_the_benchmark_grid_with_plus_and_the_baselines_in_every_cell() -> None:
