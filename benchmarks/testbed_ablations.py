@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from visprompt.config import parse_override
-from visprompt.errors import VispromptError
+from visprompt.errors import ConfigError, VispromptError
 from visprompt.report.collect import CLEAN, RunRecord, collect_runs, metric_value
 from visprompt.report.paired import paired
 from visprompt.report.tables import setting_label
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             others = [run for run in expand_sweep(goals) if run.config.method.name != "visprompt-plus"]  # read below
             refuse_stale(others, f"--goals {args.goals}", "pass the --root they were made with, or re-run them")
         build_testbed(args.root, args.tasks)
-    except (ValueError, VispromptError) as exc:
+    except VispromptError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ok = True
@@ -500,17 +500,17 @@ def _setting(text: str) -> tuple[str, float]:
     try:
         return noise, float(rate)
     except ValueError:
-        raise ValueError(f"--settings: expected TYPE:RATE such as sym:0.5, got {text!r}") from None
+        raise ConfigError(f"--settings: expected TYPE:RATE such as sym:0.5, got {text!r}") from None
 
 
 def _pair(text: str, variants: list[str]) -> tuple[str, str]:
     """``A:B`` of ``--compare``; both among ``--variants``, the runs checked against their configs."""
     a, sep, b = text.partition(":")
     if not sep or not a or not b:
-        raise ValueError(f"--compare: expected A:B such as alpha-0.8:defaults, got {text!r}")
+        raise ConfigError(f"--compare: expected A:B such as alpha-0.8:defaults, got {text!r}")
     missing = [name for name in (a, b) if name not in variants]
     if missing:
-        raise ValueError(f"--compare {text}: {', '.join(missing)} not in --variants (add it, so its runs are checked)")
+        raise ConfigError(f"--compare {text}: {', '.join(missing)} not in --variants (add it, so its runs are checked)")
     return a, b
 
 
