@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ok = True
     if not args.no_run:
-        started = time.perf_counter()
         try:
             for root in {r.config.data.root for r in runs}:
                 build_testbed(root, sorted({r.config.data.dataset for r in runs if r.config.data.root == root}))
+            started = time.perf_counter()
             result = run_sweep(runs, out_dir=spec.out_dir, num_cpus=args.num_cpus, on_progress=ProgressDisplay())
         except VispromptError as exc:  # e.g. another sweep writes to the runs folder
             print(f"error: {exc}", file=sys.stderr)
