@@ -269,3 +269,28 @@ def test_an_option_a_recipe_turned_on_since_tells_the_older_runs_apart(tmp_path)
     labels = label_methods(collect_runs(tmp_path))
     assert labels["old/seed1"] == "visprompt-plus[method.q_schedule=fixed]"
     assert labels["new/seed1"] == "visprompt-plus[method.q_schedule=noise]"
+
+
+def test_the_report_names_the_environments_its_runs_were_computed_in(tmp_path) -> None:
+    """A seed's run repeats to the last digit only in one environment, so a report says which it had, and lists
+    them, with their run counts, when the runs come from several."""
+    here = {"cpu": "AMD EPYC (family 25, model 17)", "compute": "cpu threads=1 isa=AVX512"}
+    there = {"cpu": "Intel Xeon (family 6, model 85)", "compute": "cpu threads=1 isa=AVX2"}
+    for seed in (1, 2):
+        metrics = {"top1": 70.0 + seed, "environment": here, "versions": {"torch": "2.14.1"}}
+        write_run(tmp_path / "runs", f"a/seed{seed}", [f"run.seed={seed}"], metrics=metrics)
+    one = build_report(tmp_path / "runs", tmp_path / "one").markdown.read_text()
+    assert "Computed in one environment: AMD EPYC (family 25, model 17), cpu threads=1 isa=AVX512, torch 2.14.1." in one
+    assert "## Environments" not in one
+
+    write_run(tmp_path / "runs", "a/seed3", ["run.seed=3"], metrics={"top1": 73.0, "environment": there,
+                                                                    "versions": {"torch": "2.14.1"}})  # fmt: skip
+    write_run(tmp_path / "runs", "a/seed4", ["run.seed=4"], metrics={"top1": 74.0})  # before it was recorded
+    write_run(tmp_path / "runs", "a/seed5", ["run.seed=5"], status="failed")  # not finished: not counted
+    several = build_report(tmp_path / "runs", tmp_path / "several").markdown.read_text()
+    assert "## Environments" in several and "computed in 3 environments" in several
+    assert "| AMD EPYC (family 25, model 17), cpu threads=1 isa=AVX512, torch 2.14.1 | 2 |" in several
+    assert "| Intel Xeon (family 6, model 85), cpu threads=1 isa=AVX2, torch 2.14.1 | 1 |" in several
+    assert "| not recorded (a run made before visprompt recorded its processor) | 1 |" in several
+    rows = {r["run"]: r for r in read_csv(tmp_path / "several" / "runs.csv")}
+    assert rows["a/seed3"]["environment.compute"] == "cpu threads=1 isa=AVX2"  # per run, in the CSV too

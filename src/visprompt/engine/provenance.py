@@ -11,7 +11,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["environment", "git_sha", "versions"]
+from visprompt.engine.store import compute_signature
+
+__all__ = ["cpu_model", "environment", "git_sha", "versions"]
 
 _PACKAGES = ("visprompt", "torch", "torchvision", "open_clip_torch", "numpy", "pot", "safetensors")
 
@@ -48,9 +50,41 @@ def git_sha() -> str | None:
     return f"{sha}+dirty" if dirty else sha or None
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str | None:
+    """The processor's model name, with its family and model numbers where the name alone is vague (a virtual
+    machine's "AMD EPYC"). Linux: the first processor of ``/proc/cpuinfo``; elsewhere :func:`platform.processor`.
+    """
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    break  # the first processor's block ends here
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or None
+    if name and fields.get("cpu family") and fields.get("model"):
+        name = f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
 def environment(device: torch.device) -> dict[str, Any]:
-    """The machine a run used."""
-    env: dict[str, Any] = {"platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads()}
+    """The machine a run used.
+
+    ``compute`` is what decides how its kernels round (thread count and the vector instruction set torch
+    dispatches to, or the GPU and cuDNN): a run repeats to the last digit on one machine, not always across
+    machines (docs/reliability.md, "Reproducibility").
+    """
+    env: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "compute": compute_signature(device),
+    }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env

@@ -2,14 +2,16 @@
 
 A summary cell is one (dataset, method, noise type, noise rate): the mean and the sample standard deviation
 (n - 1 in the denominator; 0 for a single seed) of a metric over the finished runs, which differ by seed.
-The Markdown report has one table per dataset (a row per method, a column per noise setting) with the best
-mean of each column in bold, an average over datasets, and the runs that have not finished.
+The Markdown report names the environments the runs were computed in, then has one table per dataset (a row
+per method, a column per noise setting) with the best mean of each column in bold, an average over datasets, and
+the runs that have not finished.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from visprompt.report.collect import RunRecord, metric_value
 
 __all__ = [
     "SummaryCell",
+    "environment_of",
     "epochs_rows",
     "markdown_report",
     "runs_rows",
@@ -144,6 +147,7 @@ def markdown_report(
         f"**bold**; (n=k) marks cells with fewer seeds than the others. {len(records)} runs found, "
         f"{finished} finished.",
     ]
+    lines += _environments([r for r in records if r.finished])
     datasets = sorted({c.dataset for c in cells})
     for dataset in datasets:
         lines += ["", f"## {dataset}", ""]
@@ -159,6 +163,30 @@ def markdown_report(
         lines += ["", "## Runs not finished", "", "| run | status | error |", "| --- | --- | --- |"]
         lines += [f"| {name} | {status} | {_escape(error or '')} |" for name, status, error in unfinished]
     return "\n".join(lines) + "\n"
+
+
+def environment_of(record: RunRecord) -> str:
+    """Where a run's numbers were computed: the processor, how its kernels round (threads and instruction set, or
+    the GPU) and torch's version, from its ``metrics.json``; runs made before these were recorded say so."""
+    metrics = record.metrics
+    cpu, compute = metrics.get("environment.cpu"), metrics.get("environment.compute")
+    if cpu is None and compute is None:
+        return "not recorded (a run made before visprompt recorded its processor)"
+    return f"{cpu or 'unknown processor'}, {compute or 'unknown kernels'}, torch {metrics.get('versions.torch', '?')}"
+
+
+def _environments(records: Sequence[RunRecord]) -> list[str]:
+    """One line when every run shares an environment; a table of them when not (a seed's run repeats to the last
+    digit in one environment, not always across them, so a difference between such runs includes that part)."""
+    counts = Counter(environment_of(r) for r in records)
+    if len(counts) <= 1:
+        return ["", f"Computed in one environment: {next(iter(counts))}."] if counts else []
+    note = (f"The finished runs were computed in {len(counts)} environments. A run repeats to the last digit in one "
+            'environment, not always across them (docs/reliability.md, "Reproducibility"), so a difference between '
+            "runs from two of them includes that part.")  # fmt: skip
+    lines = ["", "## Environments", "", note, "", "| environment | runs |", "| --- | ---: |"]
+    lines += [f"| {_escape(env)} | {n} |" for env, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return lines
 
 
 def _table(cells: Sequence[SummaryCell], higher_is_better: bool, with_std: bool) -> list[str]:
