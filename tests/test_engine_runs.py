@@ -146,6 +146,41 @@ def test_a_run_killed_between_its_checkpoint_and_state_writes_resumes_from_the_s
     assert _comparable(rd) == _comparable(full.run_dir)
 
 
+def test_a_run_resumed_in_another_environment_says_so(world, tmp_path, caplog) -> None:
+    """A run's last digits depend on the machine (docs/reliability.md, "Reproducibility"): one resumed on another
+    kind of machine records both environments, in order, and the report labels it as such."""
+    from visprompt.engine.provenance import environment_label
+    from visprompt.report import collect_runs
+    from visprompt.report.tables import environment_of
+
+    cfg = config(world, "coop", tmp_path / "runs", "optim.epochs=2")
+    with pytest.raises(Crash):
+        train_run(cfg, on_epoch_end=_crash_after(1), show_progress=False)
+    rd = tmp_path / "runs" / "run"
+    state = torch.load(rd / "state.pt", weights_only=True)
+    here = environment_label(torch.device("cpu"))
+    assert state["environments"] == [here]
+    state["environments"] = ["Some CPU, cpu threads=8 isa=AVX2, torch 2.9.1"]  # as if it had run there
+    torch.save(state, rd / "state.pt")
+    with caplog.at_level("WARNING", logger="visprompt.engine.runner"):
+        train_run(cfg, show_progress=False)
+    assert "trained in another environment" in caplog.text
+    env = json.loads((rd / "metrics.json").read_text())["environment"]
+    assert env["trained_in"] == ["Some CPU, cpu threads=8 isa=AVX2, torch 2.9.1", here]
+    (record,) = collect_runs(tmp_path / "runs")
+    assert (
+        environment_of(record)
+        == f"Some CPU, cpu threads=8 isa=AVX2, torch 2.9.1 then {here} (resumed in another environment)"
+    )
+
+    cfg = config(world, "coop", tmp_path / "same", "optim.epochs=2")  # resumed where it ran: one environment
+    with pytest.raises(Crash):
+        train_run(cfg, on_epoch_end=_crash_after(1), show_progress=False)
+    train_run(cfg, show_progress=False)
+    env = json.loads((tmp_path / "same" / "run" / "metrics.json").read_text())["environment"]
+    assert "trained_in" not in env and env["compute"] in here
+
+
 def test_a_changed_config_does_not_resume_into_an_old_run(world, tmp_path) -> None:
     from visprompt.errors import ConfigError
 

@@ -13,7 +13,7 @@ import torch
 
 from visprompt.engine.store import compute_signature
 
-__all__ = ["cpu_model", "environment", "git_sha", "versions"]
+__all__ = ["cpu_model", "describe_environment", "environment", "environment_label", "git_sha", "versions"]
 
 _PACKAGES = ("visprompt", "torch", "torchvision", "open_clip_torch", "numpy", "pot", "safetensors")
 
@@ -71,12 +71,13 @@ def cpu_model() -> str | None:
     return name
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, trained_in: list[str] | None = None) -> dict[str, Any]:
     """The machine a run used.
 
     ``compute`` is what decides how its kernels round (thread count and the vector instruction set torch
     dispatches to, or the GPU and cuDNN): a run repeats to the last digit on one machine, not always across
-    machines (docs/reliability.md, "Reproducibility").
+    machines (docs/reliability.md, "Reproducibility"). ``trained_in``: the environments of a run resumed in
+    another one, in order (:func:`environment_label` each); recorded only when there is more than one.
     """
     env: dict[str, Any] = {
         "platform": platform.platform(),
@@ -87,4 +88,16 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
+    if trained_in and len(trained_in) > 1:
+        env["trained_in"] = list(trained_in)
     return env
+
+
+def describe_environment(cpu: str | None, compute: str | None, torch_version: str | None) -> str:
+    """One line naming an environment: processor, how its kernels round, torch's version."""
+    return f"{cpu or 'unknown processor'}, {compute or 'unknown kernels'}, torch {torch_version or '?'}"
+
+
+def environment_label(device: torch.device) -> str:
+    """:func:`describe_environment` of this process on ``device``."""
+    return describe_environment(cpu_model(), compute_signature(device), torch.__version__)

@@ -33,7 +33,7 @@ from visprompt.engine.loop import fit
 from visprompt.engine.metrics import classification_metrics
 from visprompt.engine.noise_inputs import noise_inputs
 from visprompt.engine.optim import build_optimizer, build_scheduler
-from visprompt.engine.provenance import environment, git_sha, versions
+from visprompt.engine.provenance import environment, environment_label, git_sha, versions
 from visprompt.engine.rundir import DONE, FAILED, RUNNING, RunDir, RunFileError
 from visprompt.engine.runtime import (
     Precision,
@@ -225,10 +225,10 @@ def _train_and_evaluate(
     eval_tf = image_transform(clip)
     keep_tokens = method.classifier.uses_tokens
     timings: dict[str, float] = {"setup_s": time.perf_counter() - started}
-    resumed_from = None
+    resumed_from, trained_in = None, [environment_label(device)]
     if method.trains:
         data = _training_data(cfg, splits, clip, eval_tf, keep_tokens, device, precision, timings)
-        resumed_from = _train(cfg, rd, method, data, device, precision, on_epoch_end, show_progress)
+        resumed_from, trained_in = _train(cfg, rd, method, data, device, precision, on_epoch_end, show_progress)
     else:
         rd.truncate_log(0)
         rd.save_checkpoint({}, 0, {"method": method.extra_state()})
@@ -240,7 +240,9 @@ def _train_and_evaluate(
     )  # fmt: skip
     timings["eval_s"] = time.perf_counter() - t0
     labels = torch.tensor([s.label for s in splits.test])
-    metrics = _final_metrics(cfg, rd, splits, method, logits, labels, timings, device, precision, resumed_from)
+    metrics = _final_metrics(
+        cfg, rd, splits, method, logits, labels, timings, device, precision, resumed_from, trained_in
+    )
     rd.write_json("metrics.json", metrics)
     rd.set_status(DONE)
     log.info("%s: top-1 %.2f%%, macro-F1 %.2f%% on %d test images", rd.path.name, metrics["top1"],
@@ -288,8 +290,14 @@ def _train(
     precision: Precision,
     on_epoch_end: EpochHook | None,
     show_progress: bool | None,
-) -> int | None:
-    """Train from scratch or from the last checkpoint; returns the epoch resumed after (None: fresh start)."""
+) -> tuple[int | None, list[str]]:
+    """Train from scratch or from the last checkpoint.
+
+    Returns the epoch resumed after (None: fresh start) and the environments the run was trained in, in order
+    (:func:`~visprompt.engine.provenance.environment_label`): more than one when a run was resumed on a machine
+    that rounds differently (another processor, thread count or torch), whose later epochs then differ in their
+    last digits from an uninterrupted run's. The resume state carries the list.
+    """
     o = cfg.optim
     optimizer = build_optimizer(method.param_groups(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     scheduler = build_scheduler(optimizer, epochs=o.epochs, warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr)
@@ -297,6 +305,13 @@ def _train(
     state = rd.load_state()
     resumed_from = _restore(rd, state, method, optimizer, scheduler, scaler, device) if state is not None else None
     rd.truncate_log(resumed_from or 0)
+    here = environment_label(device)
+    trained_in = _trained_in(state) if state is not None else []
+    if trained_in and trained_in[-1] != here:
+        log.warning("%s: resuming a run trained in another environment (%s) in this one (%s): its remaining epochs "
+                    "round differently, and metrics.json lists both", rd.path.name, trained_in[-1], here)  # fmt: skip
+    if not trained_in or trained_in[-1] != here:
+        trained_in.append(here)
 
     def epoch_end(epoch: int, record: dict[str, Any]) -> None:
         rd.append_log(record)  # the log first: a crash before the checkpoint re-runs (and re-logs) the epoch
@@ -306,6 +321,7 @@ def _train(
             "scaler": scaler.state_dict(),
             "rng": get_rng_state(),
             "method": method.extra_state(),
+            "environments": trained_in,
         }
         rd.save_checkpoint(method.named_trainable_parameters(), epoch, resume)
         if on_epoch_end is not None:
@@ -316,7 +332,15 @@ def _train(
         seed=cfg.run.seed, start_epoch=resumed_from or 0, scaler=scaler, on_epoch_end=epoch_end,
         show_progress=show_progress,
     )  # fmt: skip
-    return resumed_from
+    return resumed_from, trained_in
+
+
+def _trained_in(state: dict[str, Any]) -> list[str]:
+    """The environments a resume state was trained in; a state written before they were recorded names none."""
+    saved = state.get("environments")
+    if isinstance(saved, list) and saved and all(isinstance(e, str) for e in saved):
+        return list(saved)
+    return ["not recorded (a resume state written before visprompt recorded its environment)"]
 
 
 def _restore(
@@ -350,6 +374,7 @@ def _final_metrics(
     device: torch.device,
     precision: Precision,
     resumed_from: int | None,
+    trained_in: list[str],
 ) -> dict[str, Any]:
     scores = classification_metrics(logits.argmax(dim=-1), labels, splits.classnames)
     records = rd.read_log()
@@ -381,7 +406,7 @@ def _final_metrics(
         "parameters": method.classifier.summary(),
         "precision": precision.name,
         "resumed_from_epoch": resumed_from,
-        "environment": environment(device),
+        "environment": environment(device, trained_in),
         "versions": versions(),
         "git_sha": git_sha(),
     }

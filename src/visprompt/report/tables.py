@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from visprompt.config import CLEAN, setting_label
+from visprompt.engine.provenance import describe_environment
 from visprompt.fileio import atomic_path
 from visprompt.report.collect import RunRecord, metric_value
 
@@ -169,10 +170,13 @@ def environment_of(record: RunRecord) -> str:
     """Where a run's numbers were computed: the processor, how its kernels round (threads and instruction set, or
     the GPU) and torch's version, from its ``metrics.json``; runs made before these were recorded say so."""
     metrics = record.metrics
+    trained_in = metrics.get("environment.trained_in")
+    if isinstance(trained_in, list) and len(trained_in) > 1:
+        return " then ".join(str(e) for e in trained_in) + " (resumed in another environment)"
     cpu, compute = metrics.get("environment.cpu"), metrics.get("environment.compute")
     if cpu is None and compute is None:
         return "not recorded (a run made before visprompt recorded its processor)"
-    return f"{cpu or 'unknown processor'}, {compute or 'unknown kernels'}, torch {metrics.get('versions.torch', '?')}"
+    return describe_environment(cpu, compute, metrics.get("versions.torch"))
 
 
 def _environments(records: Sequence[RunRecord]) -> list[str]:
