@@ -288,9 +288,12 @@ def test_the_report_names_the_environments_its_runs_were_computed_in(tmp_path) -
     write_run(tmp_path / "runs", "a/seed4", ["run.seed=4"], metrics={"top1": 74.0})  # before it was recorded
     write_run(tmp_path / "runs", "a/seed5", ["run.seed=5"], status="failed")  # not finished: not counted
     several = build_report(tmp_path / "runs", tmp_path / "several").markdown.read_text()
-    assert "## Environments" in several and "computed in 3 environments" in several
+    assert "## Environments" in several and "computed in 2 known environments (1 run did not record" in several
     assert "| AMD EPYC (family 25, model 17), cpu threads=1 isa=AVX512, torch 2.14.1 | 2 |" in several
     assert "| Intel Xeon (family 6, model 85), cpu threads=1 isa=AVX2, torch 2.14.1 | 1 |" in several
     assert "| not recorded (a run made before visprompt recorded its processor) | 1 |" in several
     rows = {r["run"]: r for r in read_csv(tmp_path / "several" / "runs.csv")}
+    write_run(tmp_path / "old", "a/seed1", [], metrics={"top1": 1.0})  # only runs that recorded nothing
+    old = build_report(tmp_path / "old", tmp_path / "old-report").markdown.read_text()
+    assert "Environment not recorded" in old and "Computed in one environment" not in old
     assert rows["a/seed3"]["environment.compute"] == "cpu threads=1 isa=AVX2"  # per run, in the CSV too

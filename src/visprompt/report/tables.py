@@ -166,28 +166,43 @@ def markdown_report(
     return "\n".join(lines) + "\n"
 
 
+def _plural(n: int) -> str:
+    return "" if n == 1 else "s"
+
+
+NOT_RECORDED = "not recorded (a run made before visprompt recorded its processor)"
+
+
 def environment_of(record: RunRecord) -> str:
     """Where a run's numbers were computed: the processor, how its kernels round (threads and instruction set, or
-    the GPU) and torch's version, from its ``metrics.json``; runs made before these were recorded say so."""
+    the GPU) and torch's version, from its ``metrics.json``; :data:`NOT_RECORDED` for runs made before these were."""
     metrics = record.metrics
     trained_in = metrics.get("environment.trained_in")
     if isinstance(trained_in, list) and len(trained_in) > 1:
         return " then ".join(str(e) for e in trained_in) + " (resumed in another environment)"
     cpu, compute = metrics.get("environment.cpu"), metrics.get("environment.compute")
     if cpu is None and compute is None:
-        return "not recorded (a run made before visprompt recorded its processor)"
+        return NOT_RECORDED
     return describe_environment(cpu, compute, metrics.get("versions.torch"))
 
 
 def _environments(records: Sequence[RunRecord]) -> list[str]:
-    """One line when every run shares an environment; a table of them when not (a seed's run repeats to the last
-    digit in one environment, not always across them, so a difference between such runs includes that part)."""
+    """One line when every run has the same known environment (or none recorded one); a table of them when not (a
+    seed's run repeats to the last digit in one environment, not always across them, so a difference between such
+    runs includes that part)."""
     counts = Counter(environment_of(r) for r in records)
-    if len(counts) <= 1:
-        return ["", f"Computed in one environment: {next(iter(counts))}."] if counts else []
-    note = (f"The finished runs were computed in {len(counts)} environments. A run repeats to the last digit in one "
-            'environment, not always across them (docs/reliability.md, "Reproducibility"), so a difference between '
-            "runs from two of them includes that part.")  # fmt: skip
+    known = [env for env in counts if env != NOT_RECORDED]
+    if not counts:
+        return []
+    if not known:
+        return ["", "Environment not recorded: the runs were made before visprompt recorded it."]
+    if len(counts) == 1:
+        return ["", f"Computed in one environment: {known[0]}."]
+    unknown = counts.get(NOT_RECORDED, 0)
+    missing = f" ({unknown} run{_plural(unknown)} did not record theirs)" if unknown else ""
+    note = (f"The finished runs were computed in {len(known)} known environment{_plural(len(known))}{missing}. A run "
+            'repeats to the last digit in one environment, not always across them (docs/reliability.md, '
+            '"Reproducibility"), so a difference between runs from two of them includes that part.')  # fmt: skip
     lines = ["", "## Environments", "", note, "", "| environment | runs |", "| --- | ---: |"]
     lines += [f"| {_escape(env)} | {n} |" for env, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     return lines
