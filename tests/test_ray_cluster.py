@@ -256,3 +256,32 @@ def test_without_address_a_sweep_starts_its_own_ray_even_when_a_cluster_runs(clu
     assert float((tmp_path / "one" / "cpus.txt").read_text()) == 1.0  # its own 1-CPU Ray, not the 0+2 CPU cluster
     # its workers run at the sweep's priority, not at Ray's default nice 15 (starved on a shared machine)
     assert int((tmp_path / "one" / "nice.txt").read_text()) == os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_a_niced_sweep_runs_its_workers_at_its_own_niceness_not_twice_it(tmp_path) -> None:
+    """Ray adds its worker niceness to what the workers inherit, so `nice -n 4 visprompt sweep` must give runs
+    at nice 4 (a sweep that passed its own niceness to Ray gave them 8, and nice 10 gave 19)."""
+    script = f"""
+import json, os, sys
+from pathlib import Path
+from visprompt.config import load_config
+from visprompt.sweep import run_sweep
+from visprompt.sweep.grid import SweepRun
+
+def record(cfg):
+    run_dir = Path(cfg.run.out_dir) / cfg.run.name
+    (run_dir / "nice.txt").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
+    (run_dir / "status").write_text("done\\n")
+    return {{}}
+
+cfg = load_config([], ["run.out_dir={tmp_path}", "run.name=one"])
+print(json.dumps({{"ok": run_sweep([SweepRun("one", {{}}, cfg)], record, num_cpus=1).ok,
+                  "driver": os.getpriority(os.PRIO_PROCESS, 0)}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_worker_niceness")}
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    out = subprocess.run(["nice", "-n", "4", sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=300, check=True).stdout  # fmt: skip
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["ok"] and result["driver"] == min(base + 4, 19)
+    assert int((tmp_path / "one" / "nice.txt").read_text()) == result["driver"]

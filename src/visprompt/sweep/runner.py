@@ -120,12 +120,14 @@ def _worker_niceness() -> Iterator[None]:
     """Start a local Ray's workers at the sweep's own priority (``nice -n 5 visprompt sweep ...`` gives nice 5).
 
     Ray starts task workers at nice 15 by default, so on a machine shared with other jobs the runs of a local
-    sweep get a fraction of the CPU they were given. ``RAY_worker_niceness`` set by the user is left alone.
+    sweep get a fraction of the CPU they were given. Ray adds its setting to the niceness the workers inherit
+    from the sweep (through the raylet it starts), so 0 leaves them at the sweep's own: the sweep's niceness
+    itself would double it (nice 10 gave workers 19). ``RAY_worker_niceness`` set by the user is left alone.
     """
     if _RAY_NICENESS in os.environ or not hasattr(os, "getpriority"):
         yield
         return
-    os.environ[_RAY_NICENESS] = str(os.getpriority(os.PRIO_PROCESS, 0))
+    os.environ[_RAY_NICENESS] = "0"  # an increment over the inherited niceness
     try:
         yield
     finally:
