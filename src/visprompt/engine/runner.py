@@ -225,7 +225,7 @@ def _train_and_evaluate(
     eval_tf = image_transform(clip)
     keep_tokens = method.classifier.uses_tokens
     timings: dict[str, float] = {"setup_s": time.perf_counter() - started}
-    resumed_from, trained_in = None, [environment_label(device)]
+    resumed_from, trained_in = None, []  # trained_in: filled by _train; a method that does not train has none
     if method.trains:
         data = _training_data(cfg, splits, clip, eval_tf, keep_tokens, device, precision, timings)
         resumed_from, trained_in = _train(cfg, rd, method, data, device, precision, on_epoch_end, show_progress)
