@@ -27,7 +27,7 @@ from visprompt.config import parse_override
 from visprompt.errors import ConfigError, VispromptError
 from visprompt.report.collect import CLEAN, RunRecord, collect_runs, metric_value
 from visprompt.report.paired import paired
-from visprompt.report.tables import setting_label
+from visprompt.report.tables import crosses_environments, environment_lines, setting_label
 from visprompt.sweep import SweepSpec, expand_sweep, load_sweep, refuse_stale, run_sweep
 from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
@@ -361,14 +361,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-def finished_top1(out: Path) -> dict[tuple[str, str, str, float, int], float]:
-    """Top-1 of every finished run under ``out``: (variant, task, noise type, rate, seed) -> %."""
-    top1 = {}
-    for record in collect_runs(out):
-        value = metric_value(record.metrics, "top1")
-        if record.finished and value is not None:
-            top1[(record.name.split("/", 1)[0], record.dataset, *record.noise, record.seed)] = value
-    return top1
+def finished_runs(out: Path) -> dict[tuple[str, str, str, float, int], RunRecord]:
+    """Every finished run under ``out`` with a top-1: (variant, task, noise type, rate, seed) -> its record."""
+    return {
+        (record.name.split("/", 1)[0], record.dataset, *record.noise, record.seed): record
+        for record in collect_runs(out)
+        if record.finished and metric_value(record.metrics, "top1") is not None
+    }
 
 
 def last_epoch_table(
@@ -399,8 +398,11 @@ def last_epoch_table(
 def paired_table(
     out: Path, pairs: list[tuple[str, str]], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
 ) -> str:
-    """Paired differences A - B (same task, seed, noisy labels) per setting and pooled over all settings."""
-    top1 = finished_top1(out)
+    """Paired differences A - B (same task, seed, noisy labels) per setting and pooled over all settings.
+
+    A cell whose pairs include runs computed in two different environments says how many: such a difference holds
+    the environment's rounding too, which is not part of what "A - B" names."""
+    runs = finished_runs(out)
     settings = [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]
     cols = [setting_label(noise, rate) for noise, rate in settings]
     lines = [
@@ -409,18 +411,28 @@ def paired_table(
         "| A - B | " + " | ".join(cols) + " | all settings |",
         "|---|" + "---:|" * (len(cols) + 1),
     ]
+    crossing = 0
     for a, b in pairs:
-        cells, pooled = [], []
+        cells, pooled, pooled_crossing = [], [], 0
         for noise, rate in settings:
-            diffs = [
-                top1[(a, t, noise, rate, s)] - top1[(b, t, noise, rate, s)]
+            both = [
+                (runs[(a, t, noise, rate, s)], runs[(b, t, noise, rate, s)])
                 for t in tasks
                 for s in seeds
-                if (a, t, noise, rate, s) in top1 and (b, t, noise, rate, s) in top1
+                if (a, t, noise, rate, s) in runs and (b, t, noise, rate, s) in runs
             ]
+            diffs = [metric_value(ra.metrics, "top1") - metric_value(rb.metrics, "top1") for ra, rb in both]
+            mixed = sum(crosses_environments(ra, rb) for ra, rb in both)
             pooled += diffs
-            cells.append(_paired_cell(diffs))
-        lines.append(f"| {a} - {b} | " + " | ".join(cells) + f" | {_paired_cell(pooled)} |")
+            pooled_crossing += mixed
+            cells.append(_paired_cell(diffs, mixed))
+        crossing += pooled_crossing
+        lines.append(f"| {a} - {b} | " + " | ".join(cells) + f" | {_paired_cell(pooled, pooled_crossing)} |")
+    if crossing:
+        lines += ["", f"{crossing} pair{'' if crossing == 1 else 's'} above pair runs computed in different "
+                  'environments (marked "across environments"): a run repeats to the last digit in one environment, '
+                  'not always across them (docs/reliability.md, "Reproducibility"), so those differences include '
+                  "that part. Re-run both sides in one environment for a clean comparison."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -448,15 +460,20 @@ def goals_summaries(
     return "\n".join(lines)
 
 
-def _paired_cell(diffs: list[float]) -> str:
-    return paired(diffs).cell() if diffs else "-"
+def _paired_cell(diffs: list[float], across_environments: int = 0) -> str:
+    if not diffs:
+        return "-"
+    mixed = f" ({across_environments} across environments)" if across_environments else ""
+    return paired(diffs).cell() + mixed
 
 
 def ablation_tables(
     out: Path, variants: list[str], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
 ) -> str:
-    """The Markdown tables of the finished runs under ``out`` (one folder per variant)."""
-    top1 = finished_top1(out)
+    """The Markdown tables of the finished runs under ``out`` (one folder per variant), then the environments they
+    were computed in."""
+    runs = finished_runs(out)
+    top1 = {key: metric_value(record.metrics, "top1") for key, record in runs.items()}
     settings = [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]  # as RunRecord.noise
     cols = [setting_label(noise, rate) for noise, rate in settings]
     lines = [
@@ -492,6 +509,10 @@ def ablation_tables(
                 std = statistics.stdev(values) if len(values) > 1 else 0.0
                 cells.append(f"{statistics.fmean(values):.1f} +- {std:.1f}" if values else "-")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    shown = [
+        runs[k] for v in variants for t in tasks for n, r in settings for s in seeds if (k := (v, t, n, r, s)) in runs
+    ]
+    lines += environment_lines(shown)
     return "\n".join(lines) + "\n"
 
 

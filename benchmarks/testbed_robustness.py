@@ -27,7 +27,8 @@ import shutil
 import statistics
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from visprompt.fileio import atomic_write_text
 from visprompt.report import RunRecord, build_report, collect_runs
 from visprompt.report.collect import CLEAN, label_methods, metric_value
 from visprompt.report.paired import paired
-from visprompt.report.tables import setting_label, setting_order, write_csv
+from visprompt.report.tables import crosses_environments, setting_label, setting_order, write_csv
 from visprompt.sweep import SweepRun, expand_sweep, load_sweep, refuse_stale, run_sweep
 from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
@@ -283,6 +284,7 @@ def goals_table(
     ``title`` names the subset of runs in the heading (e.g. "the 10-class tasks").
     """
     top1 = _top1(records)
+    by_key = {(r.method, r.dataset, r.noise, r.seed): r for r in records if r.finished}
     heading = f"## Goals of {target}, cell by cell" + (f": {title}" if title else "")
     cells = sorted({(k[1], k[2]) for k in top1}, key=lambda c: (c[0], setting_order(*c[1])))
     methods = sorted({k[0] for k in top1})
@@ -294,6 +296,11 @@ def goals_table(
 
     def diff(a: dict[int, float], b: dict[int, float]) -> list[float]:
         return [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
+
+    compared: set[tuple[str, str, tuple[str, float], int]] = set()  # (other method, cell, seed) paired with target
+
+    def note_pairs(other: str, cell: tuple[str, tuple[str, float]], seeds: Iterable[int]) -> None:
+        compared.update((other, *cell, s) for s in seeds)
 
     lines = [
         heading,
@@ -321,6 +328,8 @@ def goals_table(
         for m, v in means.items():
             cell_means[m].append(v)
         to_zs = paired(diff(runs[target], runs["zeroshot"])) if runs.get("zeroshot") else None
+        if to_zs is not None:
+            note_pairs("zeroshot", cell, runs[target].keys() & runs["zeroshot"].keys())
         if to_zs is None:
             no_zs.append(name)
         if len(means) == 1:  # no other method on these seeds: nothing to judge the cell by
@@ -330,6 +339,7 @@ def goals_table(
             continue
         best = max((m for m in means if m != target), key=means.get)
         to_best = paired(diff(runs[target], runs[best]))
+        note_pairs(best, cell, runs[target].keys() & runs[best].keys())
         within = means[target] >= means[best] or not (to_best.n > 1 and to_best.high < 0)
         if not within:
             outside.append(f"{name} ({to_best.mean:+.1f} vs {best})")
@@ -373,9 +383,17 @@ def goals_table(
         if other is None or other not in overall or target not in overall:
             continue
         pooled = [d for cell in cells for d in diff(seeds_of(target, cell), seeds_of(other, cell))]
+        for cell in cells:
+            note_pairs(other, cell, seeds_of(target, cell).keys() & seeds_of(other, cell).keys())
         gap = overall[target] - overall[other]
         summary.append(f"- {target} - {other} over all cells: {gap:+.2f} points (goal >= +{goal:.0f}: "
                        f"{'met' if gap >= goal else 'not met'}); pooled pairs {paired(pooled).cell()}.")  # fmt: skip
+    mixed = [k for k in sorted(compared) if crosses_environments(by_key[(target, *k[1:])], by_key[k])]
+    if mixed:  # a difference between two environments' runs holds their rounding too, not only the methods'
+        against = ", ".join(f"{n} against {m}" for m, n in sorted(Counter(k[0] for k in mixed).items()))
+        summary.append(f"- {len(mixed)} of the {len(compared)} pairs compared above pair runs computed in different "
+                       f'environments, whose differences include that part (docs/reliability.md, "Reproducibility"): '
+                       f"{against}")  # fmt: skip
     return "\n".join([*lines, "", *summary]) + "\n"
 
 

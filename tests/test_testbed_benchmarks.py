@@ -18,15 +18,26 @@ import testbed_robustness  # noqa: E402
 from visprompt.report import collect_runs  # noqa: E402
 from visprompt.report.paired import paired  # noqa: E402
 
+HERE = {
+    "environment": {"cpu": "AMD EPYC (family 25, model 17)", "compute": "cpu threads=1 isa=AVX512"},
+    "versions": {"torch": "2.14.1"},
+}
+THERE = {
+    "environment": {"cpu": "Intel Xeon (family 6, model 85)", "compute": "cpu threads=1 isa=AVX2"},
+    "versions": {"torch": "2.14.1"},
+}
 
-def fake_run(root: Path, name: str, method: str, noise: str, rate: float, seed: int, top1: float, last=None) -> None:
+
+def fake_run(
+    root: Path, name: str, method: str, noise: str, rate: float, seed: int, top1: float, last=None, metrics=None
+) -> None:
     run = root / name
     run.mkdir(parents=True)
     cfg = {"data": {"dataset": "testbed-colours"}, "method": {"name": method},
            "noise": {"type": noise, "rate": rate}, "run": {"seed": seed}}  # fmt: skip
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     (run / "status").write_text("done\n")
-    (run / "metrics.json").write_text(json.dumps({"top1": top1}))
+    (run / "metrics.json").write_text(json.dumps({"top1": top1, **(metrics or {})}))
     if last is not None:
         (run / "log.jsonl").write_text(json.dumps({"epoch": 1, **last}) + "\n")
 
@@ -100,6 +111,46 @@ def test_paired_table_gives_mean_difference_t_interval_and_wins(tmp_path) -> Non
     text = testbed_ablations.paired_table(tmp_path, [("plus", "defaults")], ["testbed-colours"], [("sym", 0.75)],
                                           [1, 2, 3])  # fmt: skip
     assert "| plus - defaults | +1.7 [-8.4, +11.7] 2/3 | +1.7 [-8.4, +11.7] 2/3 |" in text
+
+
+def test_paired_tables_say_which_pairs_were_computed_in_two_environments(tmp_path) -> None:
+    """A seed's run repeats to the last digit in one environment only, so a paired difference between runs from two
+    environments is not only A - B: the tables count such pairs and name the environments."""
+    for seed in (1, 2, 3):
+        fake_run(tmp_path, f"defaults/c/sym-0.5/seed{seed}", "visprompt", "sym", 0.5, seed, 60.0 + seed, metrics=HERE)
+        other = THERE if seed == 2 else HERE  # one variant run resumed or copied from another machine
+        fake_run(tmp_path, f"full-ot/c/sym-0.5/seed{seed}", "visprompt", "sym", 0.5, seed, 61.0 + seed, metrics=other)
+        fake_run(tmp_path, f"mae-noisy/c/sym-0.5/seed{seed}", "visprompt", "sym", 0.5, seed, 59.0, metrics=HERE)
+    args = (["testbed-colours"], [("sym", 0.5)], [1, 2, 3])
+    text = testbed_ablations.paired_table(tmp_path, [("full-ot", "defaults"), ("mae-noisy", "defaults")], *args)
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["full-ot - defaults"].count("+1.0 [+1.0, +1.0] 3/3 (1 across environments)") == 2  # cell and pooled
+    assert "across environments" not in rows["mae-noisy - defaults"]
+    assert "1 pair above pair runs computed in different environments" in text
+    one = testbed_ablations.paired_table(tmp_path, [("mae-noisy", "defaults")], *args)
+    assert "across environments" not in one and "different environments" not in one
+
+    tables = testbed_ablations.ablation_tables(tmp_path, ["defaults", "full-ot"], *args)
+    assert (
+        "## Environments" in tables
+        and "| AMD EPYC (family 25, model 17), cpu threads=1 isa=AVX512, torch 2.14.1 | 5 |" in tables
+    )
+    tables = testbed_ablations.ablation_tables(tmp_path, ["defaults", "mae-noisy"], *args)
+    assert (
+        "Computed in one environment: AMD EPYC (family 25, model 17), cpu threads=1 isa=AVX512, torch 2.14.1." in tables
+    )
+
+    goals = tmp_path / "goals"
+    for seed in (1, 2, 3):
+        for method, top1 in (("visprompt-plus", 70.0), ("nlprompt", 65.0), ("zeroshot", 50.0)):
+            env = THERE if (method, seed) == ("nlprompt", 3) else HERE
+            fake_run(goals, f"{method}/seed{seed}", method, "sym", 0.5, seed, top1 + seed, metrics=env)
+    text = testbed_robustness.goals_table(collect_runs(goals))
+    assert "1 of the 6 pairs compared above pair runs computed in different environments" in text
+    assert text.rstrip().endswith("1 against nlprompt")
+    shutil.rmtree(goals / "nlprompt" / "seed3")
+    fake_run(goals, "nlprompt/seed3", "nlprompt", "sym", 0.5, 3, 68.0, metrics=HERE)
+    assert "different environments" not in testbed_robustness.goals_table(collect_runs(goals))
 
 
 def test_goals_table_checks_each_cell_against_the_best_and_zero_shot(tmp_path) -> None:

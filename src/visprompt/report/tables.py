@@ -24,6 +24,8 @@ from visprompt.report.collect import RunRecord, metric_value
 
 __all__ = [
     "SummaryCell",
+    "crosses_environments",
+    "environment_lines",
     "environment_of",
     "epochs_rows",
     "markdown_report",
@@ -148,7 +150,7 @@ def markdown_report(
         f"**bold**; (n=k) marks cells with fewer seeds than the others. {len(records)} runs found, "
         f"{finished} finished.",
     ]
-    lines += _environments([r for r in records if r.finished])
+    lines += environment_lines([r for r in records if r.finished])
     datasets = sorted({c.dataset for c in cells})
     for dataset in datasets:
         lines += ["", f"## {dataset}", ""]
@@ -186,7 +188,13 @@ def environment_of(record: RunRecord) -> str:
     return describe_environment(cpu, compute, metrics.get("versions.torch"))
 
 
-def _environments(records: Sequence[RunRecord]) -> list[str]:
+def crosses_environments(a: RunRecord, b: RunRecord) -> bool:
+    """Whether a pair's two runs are known not to share an environment: both recorded and different, or only one
+    recorded (when neither did, nothing is known and :func:`environment_lines` says so)."""
+    return environment_of(a) != environment_of(b)
+
+
+def environment_lines(records: Sequence[RunRecord]) -> list[str]:
     """One line when every run has the same known environment (or none recorded one); a table of them when not (a
     seed's run repeats to the last digit in one environment, not always across them, so a difference between such
     runs includes that part)."""
