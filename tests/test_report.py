@@ -297,3 +297,52 @@ def test_the_report_names_the_environments_its_runs_were_computed_in(tmp_path) -
     old = build_report(tmp_path / "old", tmp_path / "old-report").markdown.read_text()
     assert "Environment not recorded" in old and "Computed in one environment" not in old
     assert rows["a/seed3"]["environment.compute"] == "cpu threads=1 isa=AVX2"  # per run, in the CSV too
+
+
+def _paired_run(root: Path, name: str, method: str, seed: int, top1: float, shots: int = 16, env: str = "a") -> None:
+    overrides = [f"method.name={method}", "noise.rate=0.5", f"run.seed={seed}", f"data.shots={shots}"]
+    metrics = {"top1": top1, "environment": {"cpu": f"cpu-{env}", "compute": "cpu threads=1"}}
+    run = write_run(root, name, overrides, metrics=metrics)
+    split = {"classnames": ["a", "b"], "train": {"path": [f"s{seed}-{i}.png" for i in range(shots)]},
+             "val": {}, "test": {"path": ["t.png"]}, "root": str(root)}  # fmt: skip
+    (run / "split.json").write_text(json.dumps(split))
+
+
+def test_report_compares_two_methods_paired_over_the_seeds_that_saw_the_same_data(tmp_path) -> None:
+    """`--compare A:B`: A - B per setting over the seeds both ran, with a t-interval and wins; runs that share a
+    seed but not their samples are not a pair, so the comparison is refused before any file is written."""
+    for seed, (a, b) in enumerate([(56.0, 50.0), (58.0, 60.0), (61.0, 60.0)], 1):
+        _paired_run(tmp_path / "runs", f"plus/seed{seed}", "visprompt-plus", seed, a, env="b" if seed == 3 else "a")
+        _paired_run(tmp_path / "runs", f"coop/seed{seed}", "coop", seed, b)
+    _paired_run(tmp_path / "runs", "coop/seed4", "coop", 4, 10.0)  # no visprompt-plus run on seed 4: not a pair
+    args = argparse.Namespace(runs_dir=str(tmp_path / "runs"), out=str(tmp_path / "out"), metric="top1",
+                              lower_is_better=False, compare=["visprompt-plus:coop"])  # fmt: skip
+    assert report_command.run(args) == 0
+    text = (tmp_path / "out" / "results.md").read_text()
+    # diffs +6, -2, +1: mean +1.67, t(0.975, 2) x 4.041 / sqrt(3) = 10.04; seed 3's runs are from two environments
+    row = "| sym 50% | 3 | 58.33 | 56.67 | +1.67 [-8.37, +11.71] 2/3 (1 across environments) |"
+    assert "### visprompt-plus - coop" in text and row in text
+    assert "| all | all settings | 3 |" in text and "1 pair above pair runs computed in different environments" in text
+    rows = read_csv(tmp_path / "out" / "paired.csv")
+    assert [(r["dataset"], r["pairs"], r["won"], r["lost"]) for r in rows] == [
+        ("testbed-backgrounds", "3", "2", "1"),
+        ("all", "3", "2", "1"),
+    ]
+
+    args.lower_is_better, args.out = True, str(tmp_path / "lower")  # a pair is won by the lower value then
+    report_command.run(args)
+    assert "| +1.67 [-8.37, +11.71] 1/3 (1 across environments) |" in (tmp_path / "lower" / "results.md").read_text()
+
+    for bad, message in [
+        ("visprompt-plus", "expected A:B"),
+        ("visprompt-plus:cop", "no finished runs of method 'cop'; closest: coop"),
+        ("coop:coop", "compared with itself"),
+    ]:
+        with pytest.raises(VispromptError, match=message):
+            build_report(tmp_path / "runs", tmp_path / "bad", compare=[bad])
+    # every coop run at 8 shots, every visprompt-plus run at 16: one label each, same seeds, different samples
+    _paired_run(tmp_path / "other", "plus/seed1", "visprompt-plus", 1, 60.0)
+    _paired_run(tmp_path / "other", "coop/seed1", "coop", 1, 40.0, shots=8)
+    with pytest.raises(VispromptError, match="share dataset, noise and seed but not their training"):
+        build_report(tmp_path / "other", tmp_path / "bad", compare=["visprompt-plus:coop"])
+    assert not (tmp_path / "bad").exists()  # refused before anything was written

@@ -12,18 +12,22 @@ Files written to ``out_dir`` (default ``<runs_dir>/report``):
 * ``results.md``: one table per dataset with the best mean per column in bold, an average over datasets and
   the unfinished runs;
 * ``plots/accuracy_<dataset>.png``: the metric against noise rate, a line per method;
-* ``plots/selection_<dataset>_<noise>-<rate>.png``: clean-set selection precision and recall against epoch.
+* ``plots/selection_<dataset>_<noise>-<rate>.png``: clean-set selection precision and recall against epoch;
+* with ``compare``: ``paired.csv`` and a "Paired comparisons" section in ``results.md``, A - B over the seeds
+  both methods ran on the same data (:mod:`visprompt.report.compare`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from visprompt.errors import VispromptError
 from visprompt.fileio import atomic_write_text
 from visprompt.report.collect import RunRecord, collect_runs, label_methods, sweep_failures
+from visprompt.report.compare import compare_methods, comparison_lines, comparison_rows, parse_comparison
 from visprompt.report.plots import accuracy_figure, method_colors, save_figure, selection_figure
 from visprompt.report.tables import (
     epochs_rows,
@@ -52,36 +56,52 @@ class Report:
     selection_plots: tuple[Path, ...]
     num_runs: int
     num_finished: int
+    paired_csv: Path | None = None  # with ``compare``
 
     @property
     def files(self) -> list[Path]:
         files = [self.runs_csv, self.epochs_csv, self.summary_csv, self.markdown]
+        files += [self.paired_csv] if self.paired_csv is not None else []
         return [*files, *self.accuracy_plots, *self.selection_plots]
 
 
 def build_report(
-    runs_dir: str | Path, out_dir: str | Path | None = None, metric: str = "top1", higher_is_better: bool = True
+    runs_dir: str | Path,
+    out_dir: str | Path | None = None,
+    metric: str = "top1",
+    higher_is_better: bool = True,
+    compare: Sequence[str] = (),
 ) -> Report:
-    """Collect every run under ``runs_dir`` and write the tables and plots; returns their paths."""
+    """Collect every run under ``runs_dir`` and write the tables and plots; returns their paths.
+
+    ``compare``: ``"A:B"`` method labels (as the report names them) to compare paired over seeds. A bad one, or two
+    runs that would pair without having seen the same data, is an error before any file is written.
+    """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise VispromptError(f"runs folder {runs_dir} does not exist")
     records = collect_runs(runs_dir)
     if not records:
         raise VispromptError(f"no run directories (folders with a config.yaml) under {runs_dir}")
-    out = Path(out_dir) if out_dir is not None else runs_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
     labels = label_methods(records)
     cells = summarize(records, labels, metric)
     finished = sum(r.finished for r in records)
     if finished and not cells:
         raise VispromptError(f"metric {metric!r} is in none of the metrics.json files under {runs_dir}")
+    methods = {c.method for c in cells}
+    comparisons = compare_methods(records, labels, metric, [parse_comparison(text, methods) for text in compare])
+    out = Path(out_dir) if out_dir is not None else runs_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
     runs_csv = write_csv(out / "runs.csv", runs_rows(records, labels, metric))
     epochs_csv = write_csv(out / "epochs.csv", epochs_rows(records, labels))
     summary_csv = write_csv(out / "summary.csv", summary_rows(cells, metric))
+    paired_csv = write_csv(out / "paired.csv", comparison_rows(comparisons)) if compare else None
     markdown = out / "results.md"
     missing = sweep_failures(runs_dir, known=(r.name for r in records))
-    atomic_write_text(markdown, markdown_report(cells, records, metric, higher_is_better, missing))
+    text = markdown_report(cells, records, metric, higher_is_better, missing)
+    atomic_write_text(
+        markdown, text + "".join(line + "\n" for line in comparison_lines(comparisons, metric, higher_is_better))
+    )
 
     colors = method_colors(sorted(set(labels.values())))
     accuracy_plots = []
@@ -97,7 +117,7 @@ def build_report(
             selection_plots.append(save_figure(fig, out / "plots" / name))
     log.info("report of %d runs (%d finished) in %s", len(records), finished, out)
     return Report(out, runs_csv, epochs_csv, summary_csv, markdown, tuple(accuracy_plots), tuple(selection_plots),
-                  len(records), finished)  # fmt: skip
+                  len(records), finished, paired_csv)  # fmt: skip
 
 
 def _slug(text: str) -> str:
