@@ -27,7 +27,7 @@ from visprompt.config import parse_override
 from visprompt.errors import ConfigError, VispromptError
 from visprompt.report.collect import CLEAN, RunRecord, collect_runs, metric_value
 from visprompt.report.paired import paired
-from visprompt.report.tables import crosses_environments, environment_lines, setting_label
+from visprompt.report.tables import across_environments_note, crosses_environments, environment_lines, setting_label
 from visprompt.sweep import SweepSpec, expand_sweep, load_sweep, refuse_stale, run_sweep
 from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
@@ -429,10 +429,10 @@ def paired_table(
         crossing += pooled_crossing
         lines.append(f"| {a} - {b} | " + " | ".join(cells) + f" | {_paired_cell(pooled, pooled_crossing)} |")
     if crossing:
-        lines += ["", f"{crossing} pair{'' if crossing == 1 else 's'} above pair runs computed in different "
-                  'environments (marked "across environments"): a run repeats to the last digit in one environment, '
-                  'not always across them (docs/reliability.md, "Reproducibility"), so those differences include '
-                  "that part. Re-run both sides in one environment for a clean comparison."]  # fmt: skip
+        lines += [
+            "",
+            across_environments_note(crossing) + " Re-run both sides in one environment for a clean comparison.",
+        ]
     return "\n".join(lines) + "\n"
 
 

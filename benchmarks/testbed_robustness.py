@@ -328,10 +328,10 @@ def goals_table(
         for m, v in means.items():
             cell_means[m].append(v)
         to_zs = paired(diff(runs[target], runs["zeroshot"])) if runs.get("zeroshot") else None
-        if to_zs is not None:
-            note_pairs("zeroshot", cell, runs[target].keys() & runs["zeroshot"].keys())
         if to_zs is None:
             no_zs.append(name)
+        else:
+            note_pairs("zeroshot", cell, runs[target].keys() & runs["zeroshot"].keys())
         if len(means) == 1:  # no other method on these seeds: nothing to judge the cell by
             unjudged.append(name)
             lines.append(f"| {cell[0]} | {setting_label(*cell[1])} | {len(runs[target])} | {means[target]:.1f} | - | "

@@ -28,7 +28,7 @@ from visprompt.config import setting_label
 from visprompt.errors import ConfigError, DataError
 from visprompt.report.collect import RunRecord, metric_value
 from visprompt.report.paired import Paired, paired
-from visprompt.report.tables import crosses_environments, setting_order
+from visprompt.report.tables import _escape, across_environments_note, crosses_environments, setting_order
 
 __all__ = ["ALL", "Comparison", "compare_methods", "comparison_lines", "comparison_rows", "parse_comparison"]
 
@@ -138,9 +138,7 @@ def comparison_lines(comparisons: Sequence[Comparison], metric: str, higher_is_b
             lines.append(f"| {c.dataset} | {c.setting} | {c.stats.n} | {c.mean_a:.2f} | {c.mean_b:.2f} | "
                          f"{c.stats.mean:+.2f}{interval} {won}/{c.stats.n}{mixed} |")  # fmt: skip
     if crossing:
-        lines += ["", f"{crossing} pair{'' if crossing == 1 else 's'} above pair runs computed in different "
-                  'environments (marked "across environments"): a run repeats to the last digit in one environment, '
-                  "not always across them, so those differences include that part."]  # fmt: skip
+        lines += ["", across_environments_note(crossing)]
     return lines
 
 
@@ -199,7 +197,3 @@ def _split_outside_brackets(text: str) -> tuple[str, str, str]:
         if ch == ":" and depth == 0:
             return text[:i], ":", text[i + 1 :]
     return text, "", ""
-
-
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|")

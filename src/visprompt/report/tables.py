@@ -24,6 +24,7 @@ from visprompt.report.collect import RunRecord, metric_value
 
 __all__ = [
     "SummaryCell",
+    "across_environments_note",
     "crosses_environments",
     "environment_lines",
     "environment_of",
@@ -192,6 +193,13 @@ def crosses_environments(a: RunRecord, b: RunRecord) -> bool:
     """Whether a pair's two runs are known not to share an environment: both recorded and different, or only one
     recorded (when neither did, nothing is known and :func:`environment_lines` says so)."""
     return environment_of(a) != environment_of(b)
+
+
+def across_environments_note(count: int) -> str:
+    """The line under a paired table whose cells mark ``count`` pairs as "(k across environments)"."""
+    return (f"{count} pair{_plural(count)} above pair runs computed in different environments (marked \"across "
+            'environments"): a run repeats to the last digit in one environment, not always across them '
+            '(docs/reliability.md, "Reproducibility"), so those differences include that part.')  # fmt: skip
 
 
 def environment_lines(records: Sequence[RunRecord]) -> list[str]:
