@@ -346,3 +346,6 @@ def test_report_compares_two_methods_paired_over_the_seeds_that_saw_the_same_dat
     with pytest.raises(VispromptError, match="share dataset, noise and seed but not their training"):
         build_report(tmp_path / "other", tmp_path / "bad", compare=["visprompt-plus:coop"])
     assert not (tmp_path / "bad").exists()  # refused before anything was written
+    _paired_run(tmp_path / "other", "coop-copy/seed1", "coop", 1, 41.0, shots=8)  # a second coop run of seed 1
+    with pytest.raises(VispromptError, match="runs coop/seed1 and coop-copy/seed1 are both coop on"):
+        build_report(tmp_path / "other", tmp_path / "bad", compare=["visprompt-plus:coop"])

@@ -80,8 +80,13 @@ def compare_methods(
     runs: dict[tuple[str, str, tuple[str, float], int], tuple[RunRecord, float]] = {}
     for record in records:
         value = metric_value(record.metrics, metric) if record.finished else None
-        if value is not None:
-            runs[(labels[record.name], record.dataset, record.noise, record.seed)] = (record, value)
+        if value is None:
+            continue
+        key = (labels[record.name], record.dataset, record.noise, record.seed)
+        if key in runs:  # which of the two is "the" seed's run is not for the report to pick
+            raise DataError(f"runs {runs[key][0].name} and {record.name} are both {key[0]} on {key[1]}, "
+                            f"{setting_label(*key[2])}, seed {key[3]}: remove one to pair the seed's runs")  # fmt: skip
+        runs[key] = (record, value)
     digests: dict[Path, str] = {}
     out = []
     for a, b in pairs:
