@@ -4,10 +4,13 @@ A run directory is any folder holding a ``config.yaml`` (docs/architecture.md); 
 (no ``metrics.json``, or a status other than ``done``) are kept, so that a report can list them. Nested
 values are flattened to dotted keys (``method.selection.kind``, ``timings.train_s``).
 
-Runs are grouped by dataset, method, noise type and noise rate. The clean setting (rate 0, or noise type
-``none`` as for Food101N) is one group whatever the noise type. When runs of one method differ in other
-config values (an ablation such as ``prompt.gate``), those values join the method's label:
-``visprompt[prompt.gate=zero]``.
+Runs are grouped by dataset, method, noise type and noise rate. A ``csv`` or ``folder`` dataset is named with its
+``data.path`` (``csv:data/birds.csv``), so that two user datasets never share a group. The clean setting (rate 0,
+or noise type ``none`` as for Food101N) is one group whatever the noise type. A group counts each seed once: two
+finished runs of one method, dataset, setting and seed are refused (:func:`finished_results`).
+
+When runs of one method differ in other config values (an ablation such as ``prompt.gate``), those values join
+the method's label: ``visprompt[prompt.gate=zero]``.
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ from typing import Any
 
 import yaml
 
-from visprompt.config import CLEAN, NoiseSpec, flatten_tree
-from visprompt.errors import VispromptError
+from visprompt.config import CLEAN, NoiseSpec, flatten_tree, setting_label
+from visprompt.errors import DataError, VispromptError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CLEAN", "RunRecord", "collect_runs", "label_methods", "metric_value", "sweep_failures"]
+__all__ = ["CLEAN", "RunRecord", "collect_runs", "finished_results", "label_methods", "metric_value", "sweep_failures"]
 
 # Config keys that never distinguish methods: where a run lives and how it executes.
 _NOT_VARIANTS = ("run.", "data.dataset", "data.root", "data.path", "data.num_workers", "noise.", "method.name",
@@ -49,7 +52,10 @@ class RunRecord:
 
     @property
     def dataset(self) -> str:
-        return str(self.config.get("data.dataset", "?"))
+        """The dataset's name; for a ``csv`` or ``folder`` dataset with its path (``csv:data/birds.csv``)."""
+        name = str(self.config.get("data.dataset", "?"))
+        path = self.config.get("data.path")
+        return f"{name}:{path}" if name in ("csv", "folder") and path else name
 
     @property
     def method(self) -> str:
@@ -116,6 +122,30 @@ def sweep_failures(runs_dir: str | Path, known: Iterable[str] = ()) -> list[tupl
             if name not in known and run.get("status") not in ("done", "skipped"):
                 missing.append((name, str(run.get("status") or "pending"), run.get("error")))
     return missing
+
+
+def finished_results(
+    records: Iterable[RunRecord], labels: Mapping[str, str], metric: str
+) -> dict[tuple[str, str, tuple[str, float], int], tuple[RunRecord, float]]:
+    """(method label, dataset, noise setting, seed) -> (run, ``metric``) of every finished run that has the metric.
+
+    Two finished runs with one key (a copied run, or runs that differ only in ``run.*`` values, which labels
+    ignore) are a :class:`~visprompt.errors.DataError`: which of them is the seed's run is not for a report to
+    pick, and counting both would weigh that seed twice.
+    """
+    results: dict[tuple[str, str, tuple[str, float], int], tuple[RunRecord, float]] = {}
+    for record in records:
+        value = metric_value(record.metrics, metric) if record.finished else None
+        if value is None:
+            continue
+        key = (labels[record.name], record.dataset, record.noise, record.seed)
+        if key in results:
+            raise DataError(
+                f"runs {results[key][0].name} and {record.name} are both {key[0]} on {key[1]}, "
+                f"{setting_label(*key[2])}, seed {key[3]}: remove one (a seed counts once)"
+            )
+        results[key] = (record, value)
+    return results
 
 
 def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from visprompt.config import setting_label
 from visprompt.errors import ConfigError, DataError
-from visprompt.report.collect import RunRecord, metric_value
+from visprompt.report.collect import RunRecord, finished_results
 from visprompt.report.paired import Paired, paired
 from visprompt.report.tables import _escape, across_environments_note, crosses_environments, setting_order
 
@@ -77,16 +77,7 @@ def compare_methods(
 ) -> list[Comparison]:
     """Every comparison A - B of ``pairs`` per (dataset, setting) and pooled; a :class:`DataError` when two runs
     that would pair did not see the same data (see the module docstring)."""
-    runs: dict[tuple[str, str, tuple[str, float], int], tuple[RunRecord, float]] = {}
-    for record in records:
-        value = metric_value(record.metrics, metric) if record.finished else None
-        if value is None:
-            continue
-        key = (labels[record.name], record.dataset, record.noise, record.seed)
-        if key in runs:  # which of the two is "the" seed's run is not for the report to pick
-            raise DataError(f"runs {runs[key][0].name} and {record.name} are both {key[0]} on {key[1]}, "
-                            f"{setting_label(*key[2])}, seed {key[3]}: remove one to pair the seed's runs")  # fmt: skip
-        runs[key] = (record, value)
+    runs = finished_results(records, labels, metric)
     digests: dict[Path, str] = {}
     out = []
     for a, b in pairs:

@@ -20,7 +20,7 @@ from typing import Any
 from visprompt.config import CLEAN, setting_label
 from visprompt.engine.provenance import describe_environment
 from visprompt.fileio import atomic_path
-from visprompt.report.collect import RunRecord, metric_value
+from visprompt.report.collect import RunRecord, finished_results, metric_value
 
 __all__ = [
     "SummaryCell",
@@ -58,14 +58,11 @@ def setting_order(noise: str, rate: float) -> tuple[int, str, float]:
 
 
 def summarize(records: Sequence[RunRecord], labels: Mapping[str, str], metric: str) -> list[SummaryCell]:
-    """Mean ± std of ``metric`` over the finished runs of each (dataset, method, noise, rate)."""
+    """Mean ± std of ``metric`` over the finished runs of each (dataset, method, noise, rate), each seed once (two
+    runs of one seed are a :class:`~visprompt.errors.DataError`: :func:`~visprompt.report.collect.finished_results`)."""
     groups: dict[tuple[str, str, str, float], list[tuple[int, float]]] = {}
-    for record in records:
-        value = metric_value(record.metrics, metric) if record.finished else None
-        if value is None:
-            continue
-        key = (record.dataset, labels[record.name], *record.noise)
-        groups.setdefault(key, []).append((record.seed, value))
+    for (method, dataset, (noise, rate), seed), (_, value) in finished_results(records, labels, metric).items():
+        groups.setdefault((dataset, method, noise, rate), []).append((seed, value))
     cells = []
     for (dataset, method, noise, rate), items in groups.items():
         values = [v for _, v in items]
