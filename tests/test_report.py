@@ -324,14 +324,16 @@ def test_report_compares_two_methods_paired_over_the_seeds_that_saw_the_same_dat
     assert "### visprompt-plus - coop" in text and row in text
     assert "| all | all settings | 3 |" in text and "1 pair above pair runs computed in different environments" in text
     rows = read_csv(tmp_path / "out" / "paired.csv")
-    assert [(r["dataset"], r["pairs"], r["won"], r["lost"]) for r in rows] == [
-        ("testbed-backgrounds", "3", "2", "1"),
-        ("all", "3", "2", "1"),
+    assert [(r["dataset"], r["pairs"], r["better"], r["won_by_a"], r["won_by_b"]) for r in rows] == [
+        ("testbed-backgrounds", "3", "higher", "2", "1"),
+        ("all", "3", "higher", "2", "1"),
     ]
 
     args.lower_is_better, args.out = True, str(tmp_path / "lower")  # a pair is won by the lower value then
     report_command.run(args)
     assert "| +1.67 [-8.37, +11.71] 1/3 (1 across environments) |" in (tmp_path / "lower" / "results.md").read_text()
+    row = read_csv(tmp_path / "lower" / "paired.csv")[0]  # the CSV counts wins as the Markdown does
+    assert (row["better"], row["won_by_a"], row["won_by_b"]) == ("lower", "1", "2")
 
     for bad, message in [
         ("visprompt-plus", "expected A:B"),
@@ -349,3 +351,30 @@ def test_report_compares_two_methods_paired_over_the_seeds_that_saw_the_same_dat
     _paired_run(tmp_path / "other", "coop-copy/seed1", "coop", 1, 41.0, shots=8)  # a second coop run of seed 1
     with pytest.raises(VispromptError, match="runs coop/seed1 and coop-copy/seed1 are both coop on"):
         build_report(tmp_path / "other", tmp_path / "bad", compare=["visprompt-plus:coop"])
+
+
+def test_two_user_datasets_are_two_tables_and_runs_csv_keeps_each_runs_label(tmp_path) -> None:
+    """Two CSV datasets are both ``data.dataset=csv``: the report names each with its path rather than averaging
+    them as seeds of one dataset; and metrics.json's own run, method and dataset do not replace the row's."""
+    for path, top1 in (("data/birds.csv", 90.0), ("data/cars.csv", 40.0)):
+        for seed in (1, 2):
+            overrides = ["method.name=coop", "data.dataset=csv", f"data.path={path}", f"run.seed={seed}"]
+            metrics = {"top1": top1 + seed, "run": f"seed{seed}", "method": "coop", "dataset": "csv"}
+            write_run(tmp_path / "runs", f"{Path(path).stem}/coop/seed{seed}", overrides, metrics=metrics)
+    for gate, top1 in (("zero", 50.0), ("learned", 61.0)):
+        metrics = {"top1": top1, "run": "seed1", "method": "visprompt", "dataset": "testbed-backgrounds"}
+        overrides = ["method.name=visprompt", f"prompt.gate={gate}"]
+        write_run(tmp_path / "runs", f"gate-{gate}/seed1", overrides, metrics=metrics)
+    report = build_report(tmp_path / "runs", tmp_path / "out")
+    summary = {(r["dataset"], r["method"]): r for r in read_csv(report.summary_csv)}
+    assert summary[("csv:data/birds.csv", "coop")]["top1_mean"] == "91.5"
+    assert summary[("csv:data/cars.csv", "coop")]["top1_mean"] == "41.5"
+    assert summary[("csv:data/cars.csv", "coop")]["seeds"] == "1 2"
+    rows = {r["run"]: r for r in read_csv(report.runs_csv)}
+    assert rows["birds/coop/seed1"]["dataset"] == "csv:data/birds.csv"
+    assert rows["gate-zero/seed1"]["method"] == "visprompt[prompt.gate=zero]"  # not metrics.json's bare "visprompt"
+    assert rows["gate-learned/seed1"]["method"] == "visprompt[prompt.gate=learned]"
+    copy = ["method.name=coop", "data.dataset=csv", "data.path=data/cars.csv"]
+    write_run(tmp_path / "runs", "copy/coop/seed1", copy, metrics={"top1": 10.0})
+    with pytest.raises(VispromptError, match="runs cars/coop/seed1 and copy/coop/seed1 are both coop on csv:data/cars"):
+        build_report(tmp_path / "runs", tmp_path / "dup")  # a seed counts once, with or without --compare

@@ -95,7 +95,7 @@ def build_report(
     runs_csv = write_csv(out / "runs.csv", runs_rows(records, labels, metric))
     epochs_csv = write_csv(out / "epochs.csv", epochs_rows(records, labels))
     summary_csv = write_csv(out / "summary.csv", summary_rows(cells, metric))
-    paired_csv = write_csv(out / "paired.csv", comparison_rows(comparisons)) if compare else None
+    paired_csv = write_csv(out / "paired.csv", comparison_rows(comparisons, higher_is_better)) if compare else None
     markdown = out / "results.md"
     missing = sweep_failures(runs_dir, known=(r.name for r in records))
     text = markdown_report(cells, records, metric, higher_is_better, missing)

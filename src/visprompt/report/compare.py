@@ -138,8 +138,9 @@ def comparison_lines(comparisons: Sequence[Comparison], metric: str, higher_is_b
     return lines
 
 
-def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
-    """One CSV row per comparison (``won``: pairs with A - B > 0, ``lost``: < 0)."""
+def comparison_rows(comparisons: Sequence[Comparison], higher_is_better: bool = True) -> list[dict[str, Any]]:
+    """One CSV row per comparison: ``won_by_a`` and ``won_by_b`` count the pairs whose better value (``better``:
+    higher, or lower with ``higher_is_better`` false) is A's and B's, as in the Markdown tables."""
     return [
         {
             "a": c.a,
@@ -153,8 +154,9 @@ def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
             "diff": c.stats.mean,
             "low": None if math.isnan(c.stats.low) else c.stats.low,
             "high": None if math.isnan(c.stats.high) else c.stats.high,
-            "won": c.stats.won,
-            "lost": c.stats.lost,
+            "better": "higher" if higher_is_better else "lower",
+            "won_by_a": c.stats.won if higher_is_better else c.stats.lost,
+            "won_by_b": c.stats.lost if higher_is_better else c.stats.won,
             "across_environments": c.across_environments,
         }
         for c in comparisons

@@ -86,7 +86,10 @@ def runs_rows(records: Sequence[RunRecord], labels: Mapping[str, str], metric: s
             "noise_type": noise, "noise_rate": rate, "seed": record.seed,
             metric: metric_value(record.metrics, metric),
         }  # fmt: skip
-        row.update({k: v for k, v in record.metrics.items() if _scalar(v) and not k.startswith("per_class")})
+        # metrics.json has its own run, method and dataset (the folder's name, the bare method): the row's stand
+        row.update(
+            {k: v for k, v in record.metrics.items() if k not in row and _scalar(v) and not k.startswith("per_class")}
+        )
         if record.epochs:
             row["epochs_logged"] = len(record.epochs)
             row.update({f"last.{k}": v for k, v in record.epochs[-1].items() if _scalar(v) and k != "epoch"})
