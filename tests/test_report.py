@@ -297,6 +297,19 @@ def test_the_report_names_the_environments_its_runs_were_computed_in(tmp_path) -
     old = build_report(tmp_path / "old", tmp_path / "old-report").markdown.read_text()
     assert "Environment not recorded" in old and "Computed in one environment" not in old
     assert rows["a/seed3"]["environment.compute"] == "cpu threads=1 isa=AVX2"  # per run, in the CSV too
+    assert "versions of the code" not in several  # none recorded a commit or version: nothing to name
+
+
+def test_the_report_names_the_code_versions_when_its_runs_were_made_by_several(tmp_path) -> None:
+    """A fix inside a method changes its numbers but not its label: a folder filled over several commits says so."""
+    for seed, sha in ((1, "a" * 40), (2, "a" * 40), (3, "b" * 40 + "+dirty")):
+        write_run(tmp_path / "runs", f"a/seed{seed}", [f"run.seed={seed}"], metrics={"top1": 70.0, "git_sha": sha})
+    write_run(tmp_path / "runs", "a/seed4", ["run.seed=4"], metrics={"top1": 70.0, "versions": {"visprompt": "0.3"}})
+    text = build_report(tmp_path / "runs", tmp_path / "out").markdown.read_text()
+    assert ("Made by 3 versions of the code: commit aaaaaaaaaaaa (2 runs), commit bbbbbbbbbbbb+dirty (1 run), "
+            "visprompt 0.3 (1 run).") in text  # fmt: skip
+    write_run(tmp_path / "one", "a/seed1", [], metrics={"top1": 70.0, "git_sha": "a" * 40})
+    assert "versions of the code" not in build_report(tmp_path / "one", tmp_path / "out1").markdown.read_text()
 
 
 def _paired_run(root: Path, name: str, method: str, seed: int, top1: float, shots: int = 16, env: str = "a") -> None:

@@ -25,6 +25,7 @@ from visprompt.report.collect import RunRecord, finished_results, metric_value
 __all__ = [
     "SummaryCell",
     "across_environments_note",
+    "code_lines",
     "crosses_environments",
     "environment_lines",
     "environment_of",
@@ -152,6 +153,7 @@ def markdown_report(
         f"{finished} finished.",
     ]
     lines += environment_lines([r for r in records if r.finished])
+    lines += code_lines([r for r in records if r.finished])
     datasets = sorted({c.dataset for c in cells})
     for dataset in datasets:
         lines += ["", f"## {dataset}", ""]
@@ -222,6 +224,30 @@ def environment_lines(records: Sequence[RunRecord]) -> list[str]:
     lines = ["", "## Environments", "", note, "", "| environment | runs |", "| --- | ---: |"]
     lines += [f"| {_escape(env)} | {n} |" for env, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     return lines
+
+
+def code_of(record: RunRecord) -> str | None:
+    """The code a run was made by: its git commit (12 digits, ``+dirty`` kept), else its visprompt version."""
+    sha = record.metrics.get("git_sha")
+    if isinstance(sha, str) and sha:
+        head, _, dirty = sha.partition("+")
+        return f"commit {head[:12]}" + (f"+{dirty}" if dirty else "")
+    version = record.metrics.get("versions.visprompt")
+    return f"visprompt {version}" if version else None
+
+
+def code_lines(records: Sequence[RunRecord], shown: int = 5) -> list[str]:
+    """A line naming the code versions the runs were made by, when there are several: a difference between runs
+    of two versions includes any change of the code between them (a recipe's change shows in the method labels;
+    a fix inside a method does not)."""
+    counts = Counter(code for code in map(code_of, records) if code is not None)
+    if len(counts) < 2:
+        return []
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    listed = ", ".join(f"{code} ({n} run{_plural(n)})" for code, n in ranked[:shown])
+    more = f" and {len(ranked) - shown} more" if len(ranked) > shown else ""
+    return ["", f"Made by {len(counts)} versions of the code: {listed}{more}. A difference between runs of two of "
+                "them includes any change of the code between them."]  # fmt: skip
 
 
 def _table(cells: Sequence[SummaryCell], higher_is_better: bool, with_std: bool) -> list[str]:
