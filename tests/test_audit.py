@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from visprompt.config import load_config
 from visprompt.data.custom import load_csv
 from visprompt.data.records import DatasetSplits, Sample
 from visprompt.errors import ConfigError, DataError
+from worlds import make_folder_dataset
 
 
 def _clusters(n_per: int = 40, c: int = 4, e: int = 16, seed: int = 0, flip: float = 0.2):
@@ -231,17 +233,14 @@ def _read(path) -> list[dict[str, str]]:
 
 def _splits(tmp_path, n: int = 6) -> DatasetSplits:
     names = ("a", "b")
-    train = []
-    for i in range(n):
-        path = tmp_path / f"{i}.png"
-        path.write_bytes(b"")
-        train.append(Sample(index=i, path=str(path), label=i % 2, true_label=i % 2, classname=names[i % 2]))
-    test = []
-    for i in range(2):
-        path = tmp_path / f"test{i}.png"
-        path.write_bytes(b"")
-        test.append(Sample(index=i, path=str(path), label=i, true_label=i, classname=names[i]))
-    return DatasetSplits(name="csv", classnames=names, train=tuple(train), val=(), test=tuple(test))
+    parts: dict[str, list[Sample]] = {}
+    for key, count in (("train", n), ("val", 3), ("test", 2)):
+        parts[key] = []
+        for i in range(count):
+            path = tmp_path / f"{key}{i}.png"
+            path.write_bytes(b"")
+            parts[key].append(Sample(index=i, path=str(path), label=i % 2, true_label=i % 2, classname=names[i % 2]))
+    return DatasetSplits(name="csv", classnames=names, **{k: tuple(v) for k, v in parts.items()})
 
 
 def test_csv_and_fix_files(tmp_path) -> None:
@@ -255,13 +254,27 @@ def test_csv_and_fix_files(tmp_path) -> None:
     rows = _read(tmp_path / "audit.csv")
     assert [int(row["rank"]) for row in rows] == list(range(1, 7))
     assert [float(row["score"]) for row in rows] == sorted((float(row["score"]) for row in rows), reverse=True)
-    fix = write_fix(tmp_path / "fixed.csv", splits, splits.train, r)
+    fix = write_fix(tmp_path / "fixed.csv", splits, splits.train, r, labels=("a_1", "b"))
     table = _read(fix)
-    assert [row["changed"] for row in table[:6]] == ["0", "1", "0", "0", "0", "0"]
-    assert table[1]["label"] == "a" and table[1]["given_label"] == "b"
-    assert [row["split"] for row in table] == ["train"] * 6 + ["test"] * 2
+    assert list(table[0]) == ["path", "label", "split", "given_label", "changed"]
+    assert [row["split"] for row in table] == ["train"] * 6 + ["val"] * 3 + ["test"] * 2  # every row of the source
+    assert [row["path"] for row in table] == [s.path for key in ("train", "val", "test") for s in getattr(splits, key)]
+    assert [row["changed"] for row in table] == ["0", "1"] + ["0"] * 9  # only the flagged row changed
+    assert table[1]["label"] == "a_1" and table[1]["given_label"] == "b"  # labels as the source writes them
+    assert [row["label"] for row in table] == ["a_1", "a_1", "a_1", "b", "a_1", "b", "a_1", "b", "a_1", "a_1", "b"]
     loaded = load_csv(fix)  # the package reads its own corrected file (the extra columns are known)
-    assert [s.label for s in loaded.train] == [0, 0, 0, 1, 0, 1] and len(loaded.test) == 2
+    assert [s.label for s in loaded.train] == [0, 0, 0, 1, 0, 1] and (len(loaded.val), len(loaded.test)) == (3, 2)
+    few = audit_scores(x[:4], np.array([0, 1, 0, 1]), 2, steps=5, folds=2)
+    with pytest.raises(DataError, match="are not the 6 training rows"):  # a few-shot run's samples cover 4 of 6
+        write_fix(tmp_path / "bad.csv", splits, splits.train[:4], few)
+    changed = (replace(splits.train[0], label=1, classname="b"), *splits.train[1:])  # the source changed since
+    with pytest.raises(DataError, match="is not training row 0"):
+        write_fix(tmp_path / "bad.csv", splits, changed, r)
+    assert not (tmp_path / "bad.csv").exists()
+    noisy = replace(splits, test=(replace(splits.test[0], true_label=1), replace(splits.test[1], true_label=None)))
+    table = _read(write_fix(tmp_path / "truth.csv", noisy, splits.train, r))  # a recorded truth is kept
+    assert [row["true_label"] for row in table[-3:]] == ["a", "b", ""]
+    assert [s.true_label for s in load_csv(tmp_path / "truth.csv").test] == [1, None]
     (tmp_path / "odd.csv").write_text("path,label,comment\n0.png,a,x\n")
     with pytest.raises(DataError, match="unknown column 'comment'"):
         load_csv(tmp_path / "odd.csv")
@@ -309,13 +322,76 @@ def test_audit_cli_errors_are_one_line(tmp_path, capsys) -> None:
     assert "never overwrites" in capsys.readouterr().err
 
 
+def _label_file(base) -> tuple:
+    """A CSV of 6 train, 6 val and 3 test rows per class (labels written ``c_<colour>``), two training labels wrong."""
+    images = make_folder_dataset(base / "images", train=12, test=3)
+    rows = []
+    for colour in COLOURS:
+        files = sorted((images / "train" / colour).iterdir(), key=lambda p: int(p.stem))
+        rows += [(f, f"c_{colour}", "train") for f in files[:6]] + [(f, f"c_{colour}", "val") for f in files[6:]]
+        rows += [(f, f"c_{colour}", "test") for f in sorted((images / "test" / colour).iterdir())]
+    rows[0], rows[15] = (rows[0][0], "c_green", "train"), (rows[15][0], "c_blue", "train")
+    labels = base / "labels.csv"
+    labels.write_text("path,label,split\n" + "".join(f"{f},{y},{k}\n" for f, y, k in rows))
+    return labels, rows
+
+
+def _check_fixed(fixed, rows, audit_csv) -> None:
+    """``fixed`` holds every row of the source ``rows`` (split by split); only the audit's flagged rows changed."""
+    table = _read(fixed)
+    rows = [r for key in ("train", "val", "test") for r in rows if r[2] == key]
+    assert [(r["path"], r["split"]) for r in table] == [(str(f), k) for f, _, k in rows]
+    assert [r["given_label"] for r in table] == [y for _, y, _ in rows]
+    flagged = {r["path"]: r["suggested_label"] for r in _read(audit_csv) if r["flagged"] == "1"}
+    for r in table:
+        if r["path"] in flagged:  # the suggestion, written as the source writes its labels
+            assert r["changed"] == "1" and r["label"] == flagged[r["path"]].replace(" ", "_") != r["given_label"]
+        else:
+            assert r["changed"] == "0" and r["label"] == r["given_label"]
+
+
+def test_audit_fix_holds_every_row_of_the_source(world, tmp_path, capsys) -> None:  # noqa: F811
+    labels, rows = _label_file(tmp_path)
+    base = ["--backbone", str(world["arch"]), "--weights", "none", "--method", "zeroshot", "--device", "cpu"]
+    one_shot = ["audit", "--dataset", "csv", "--set", f"data.path={labels}", *base]
+    out, fixed = tmp_path / "runs", tmp_path / "fixed.csv"
+    for option, message in (
+        (["--shots", "2"], "--fix: the run trained on 2 images per class (data.shots=2), not on every training image"),
+        (["--noise", "sym", "--rate", "0.25"], "--fix: the run trained on labels with synthetic noise"),
+    ):  # refused before training: nothing written
+        assert cli.main([*one_shot, *option, "--out", str(out), "--fix", str(fixed)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1
+        assert not out.exists() and not fixed.exists()
+    assert cli.main([*one_shot, "--out", str(out), "--name", "all", "--fix", str(fixed)]) == 0
+    assert "corrected labels: " in capsys.readouterr().out
+    assert len(_read(fixed)) == len(rows) == 45  # 18 train, 18 val, 9 test: not 18 + 4 per class + 9
+    _check_fixed(fixed, rows, out / "all" / "audit" / "audit.csv")
+    summary = json.loads((out / "all" / "audit" / "summary.json").read_text())
+    assert sum(r["changed"] == "1" for r in _read(fixed)) == summary["flagged"]
+    again = tmp_path / "again.csv"  # the run-directory form writes the same rows
+    assert cli.main(["audit", str(out / "all"), "--to", str(tmp_path / "again"), "--fix", str(again)]) == 0
+    _check_fixed(again, rows, tmp_path / "again" / "audit.csv")
+    assert cli.main(["audit", str(out / "all"), "--to", str(tmp_path / "x"), "--fix", str(labels)]) == 2
+    assert "that is the input label file" in capsys.readouterr().err
+    assert cli.main([*one_shot, "--shots", "2", "--out", str(out), "--name", "few"]) == 0  # audited, no --fix
+    capsys.readouterr()
+    assert cli.main(["audit", str(out / "few"), "--to", str(tmp_path / "x"), "--fix", str(tmp_path / "x.csv")]) == 2
+    assert "(data.shots=2), not on every training image" in capsys.readouterr().err
+    lines = labels.read_text().splitlines(keepends=True)
+    labels.write_text("".join([*lines[:2], lines[2].replace(",train", ",test"), *lines[3:]]))  # a row moved to test
+    assert cli.main(["audit", str(out / "all"), "--to", str(tmp_path / "x"), "--fix", str(tmp_path / "x.csv")]) == 2
+    assert "are not the 17 training rows of csv" in capsys.readouterr().err  # the source changed since the run
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.csv").exists()
+
+
 @pytest.mark.slow
 def test_audit_one_shot_and_run_dir(world, tmp_path, capsys) -> None:  # noqa: F811
     args = [
         "audit", "--dataset", "folder", "--set", f"data.path={world['data']}", "--backbone", str(world["arch"]),
         "--weights", "none", "--method", "coop", "--noise", "sym", "--rate", "0.25", "--epochs", "1", "--out",
         str(tmp_path), "--name", "run", "--device", "cpu", "--set", "optim.batch_size=4", "--set", "prompt.n_ctx=4",
-        "--fix", str(tmp_path / "fixed.csv"), "--thumbnails", "3",
+        "--thumbnails", "3",
     ]  # fmt: skip
     assert cli.main(args) == 0
     out = capsys.readouterr().out
@@ -336,10 +412,10 @@ def test_audit_one_shot_and_run_dir(world, tmp_path, capsys) -> None:  # noqa: F
     assert f"about {est} wrong labels" in out and f"{flagged} flagged" in out and f"about <b>{est}</b>" in page
     assert flagged == sum(r["flagged"] == "1" for r in rows) <= max(est, 0)  # the flagged set is the top estimate
     assert est == round(summary["stats"]["estimate"])
-    fixed = load_csv(tmp_path / "fixed.csv")
-    assert len(fixed.train) == n
-    changed = [r for r in _read(tmp_path / "fixed.csv") if r["split"] == "train" and r["changed"] == "1"]
-    assert len(changed) == flagged  # --fix changes exactly the flagged labels
+    fix = ["--to", str(tmp_path / "x"), "--fix", str(tmp_path / "fixed.csv")]
+    assert cli.main(["audit", str(run), *fix]) == 2  # the labels are the run's synthetic noise: nothing to correct
+    assert "synthetic noise (noise.type=sym)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "fixed.csv").exists()
     assert cli.main(["audit", str(run), "--to", str(tmp_path / "again"), "--device", "cpu"]) == 0  # from the cache
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert again["timings"]["features_cached"] == 1.0 and again["estimated_errors"] == summary["estimated_errors"]

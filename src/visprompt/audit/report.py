@@ -24,11 +24,12 @@ from typing import Any
 
 from visprompt.audit.score import AuditResult
 from visprompt.data.records import DatasetSplits, Sample
+from visprompt.errors import DataError
 from visprompt.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["class_summary", "confused_pairs", "write_csv", "write_fix", "write_html"]
+__all__ = ["check_fix_source", "class_summary", "confused_pairs", "write_csv", "write_fix", "write_html"]
 
 CSV_COLUMNS = ("rank", "path", "given_label", "suggested_label", "confidence", "score", "flagged", "true_label")
 
@@ -57,19 +58,56 @@ def write_csv(file: str | Path, samples: Sequence[Sample], result: AuditResult, 
     return atomic_write_text(file, buf.getvalue())
 
 
-def write_fix(file: str | Path, splits: DatasetSplits, samples: Sequence[Sample], result: AuditResult) -> Path:
-    """A label file for ``--dataset csv``: the audited (training) rows with flagged labels replaced by the suggestion,
-    then the validation and test rows unchanged; columns ``path,label,split,given_label,changed``."""
+def _tail(path: str) -> str:
+    return "/".join(path.replace(os.sep, "/").rsplit("/", 2)[-2:])
+
+
+def check_fix_source(source: DatasetSplits, samples: Sequence[Sample]) -> None:
+    """Raise :class:`DataError` unless ``samples`` (a run's training samples) are ``source``'s training rows, each
+    once, with the same label: what a corrected label file of ``source`` needs (the dataset unchanged since)."""
+    full = source.train
+    if sorted(s.index for s in samples) != list(range(len(full))):
+        raise DataError(
+            f"--fix: the run's {len(samples)} training samples are not the {len(full)} training rows of "
+            f"{source.name} as it is now (changed since the run? train it again)"
+        )
+    for s in samples:
+        row = full[s.index]
+        if (row.label, row.classname, _tail(row.path)) != (s.label, s.classname, _tail(s.path)):
+            raise DataError(
+                f"--fix: the run's training sample {s.path} ({s.classname}) is not training row {s.index} of "
+                f"{source.name} as it is now ({row.path}, {row.classname}); changed since the run? train it again"
+            )
+
+
+def write_fix(
+    file: str | Path,
+    source: DatasetSplits,
+    samples: Sequence[Sample],
+    result: AuditResult,
+    labels: Sequence[str] | None = None,
+) -> Path:
+    """A label file for ``--dataset csv``: every row of ``source`` (the whole dataset the audited run trained on),
+    in its order, the flagged training rows with the suggested label; columns ``path,label,split,given_label,
+    changed`` (and ``true_label`` where ``source`` records a true label that differs or is unknown).
+
+    ``samples`` are the audited samples, ``result``'s rows: exactly ``source``'s training rows
+    (:func:`check_fix_source`). ``labels``: the class names as the source writes them (default: its class names).
+    """
+    check_fix_source(source, samples)
+    names = tuple(labels) if labels is not None else source.classnames
+    if len(names) != source.num_classes:
+        raise ValueError(f"labels: expected {source.num_classes} names, got {len(names)}")
+    fixed = {s.index: int(y) for s, f, y in zip(samples, result.flagged, result.suggested, strict=True) if f}
+    rows = [(key, s) for key in ("train", "val", "test") for s in getattr(source, key)]
+    truth = any(s.true_label != s.label for _, s in rows)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "label", "split", "given_label", "changed"])
-    names = splits.classnames
-    for s, flagged, suggested in zip(samples, result.flagged, result.suggested, strict=True):
-        label = names[int(suggested)] if flagged else names[s.label]
-        w.writerow([os.path.abspath(s.path), label, "train", names[s.label], int(bool(flagged))])
-    for key in ("val", "test"):
-        for s in getattr(splits, key):
-            w.writerow([os.path.abspath(s.path), names[s.label], key, names[s.label], 0])
+    w.writerow(["path", "label", "split", "given_label", "changed", *["true_label"] * truth])
+    for key, s in rows:
+        label = fixed.get(s.index, s.label) if key == "train" else s.label
+        true = [] if not truth else ["" if s.true_label is None else names[s.true_label]]
+        w.writerow([os.path.abspath(s.path), names[label], key, names[s.label], int(label != s.label), *true])
     return atomic_write_text(file, buf.getvalue())
 
 

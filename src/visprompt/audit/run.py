@@ -4,6 +4,8 @@
 the trained classifier's probabilities in one pass, cached in ``<run>/audit-cache/``), adds the zero-shot class
 embeddings and calls :func:`~visprompt.audit.score.audit_scores`. The run's probabilities are in-sample (the run
 trained on these labels), so they enter as a prior beside the cross-fitted head, not as the score itself.
+:func:`fix_source` loads the whole dataset a run trained on, for a corrected label file, or refuses a run whose
+audit did not see every one of the dataset's own training labels.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ import torch
 
 from visprompt.audit.features import features_key, zero_shot_embeddings
 from visprompt.audit.score import AuditResult, audit_scores
+from visprompt.config import RunConfig, load_run_config
+from visprompt.data.custom import csv_labels
+from visprompt.data.datasets import get_spec, load_dataset
+from visprompt.data.pipeline import ALL_SHOTS
 from visprompt.data.records import DatasetSplits, Sample
 from visprompt.errors import ConfigError, DataError
 from visprompt.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunAudit", "audit_run", "run_probabilities"]
+__all__ = ["FixSource", "RunAudit", "audit_run", "fix_source", "run_config", "run_probabilities"]
 
 
 @dataclass
@@ -50,6 +56,54 @@ def _check_run(run_dir: str | Path) -> Path:
     if not (path / "split.json").is_file():
         raise DataError(f"{path} has no split.json: the run recorded no training samples to audit")
     return path
+
+
+def run_config(run_dir: str | Path) -> RunConfig:
+    """The saved configuration of the run directory ``run_dir`` (checked as :func:`audit_run` checks it)."""
+    return load_run_config(_check_run(run_dir) / "config.yaml")
+
+
+@dataclass
+class FixSource:
+    """The dataset a corrected label file is written for: every split in full, as it is on disk now."""
+
+    splits: DatasetSplits
+    labels: tuple[str, ...]  # the class names as the source writes them (a CSV's label strings), in class order
+
+
+def fix_source(cfg: RunConfig, out: str | Path, data_root: str | Path | None = None) -> FixSource:
+    """The whole dataset the run ``cfg`` trained on, for a corrected label file at ``out``, or a one-line error.
+
+    Refused (:class:`ConfigError`): ``out`` is the input CSV; a run whose training labels are not all of the
+    dataset's own: a few-shot run (``data.shots`` not ``all``: a file of every row would pass the labels it never
+    saw off as audited) or one with synthetic noise (its labels are the run's, not the dataset's). ``data_root``:
+    the dataset has moved there (as for :func:`audit_run`). Nothing is written, not even a split file.
+    """
+    d = cfg.data
+    kind = get_spec(d.dataset).name
+    root, path = d.root, d.path
+    if data_root is not None:
+        if kind == "folder":
+            path = str(data_root)
+        elif kind == "csv":
+            path = str(Path(data_root) / Path(str(d.path)).name)
+        else:
+            root = str(data_root)
+    if kind == "csv" and Path(out).resolve() == Path(str(path)).expanduser().resolve():
+        raise ConfigError(f"--fix {out}: that is the input label file; the audit never overwrites it")
+    if d.shots != ALL_SHOTS:
+        raise ConfigError(
+            f"--fix: the run trained on {d.shots} images per class (data.shots={d.shots}), not on every training "
+            "image: a label file of every row would pass the labels it never saw off as audited (audit a run with "
+            "data.shots=all; the --dataset form trains one)"
+        )
+    if not cfg.noise.is_clean:
+        raise ConfigError(
+            f"--fix: the run trained on labels with synthetic noise (noise.type={cfg.noise.type}), not on the "
+            "dataset's own: there is no label file to correct (audit a run with noise.type=none)"
+        )
+    splits = load_dataset(kind, root, path, save_split=False)
+    return FixSource(splits, csv_labels(str(path)) if kind == "csv" else splits.classnames)
 
 
 def _encode(loaded: Any, samples: tuple[Sample, ...], cache: Path | None) -> tuple[np.ndarray, np.ndarray, bool]:

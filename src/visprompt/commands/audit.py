@@ -4,8 +4,9 @@ Two forms: ``visprompt audit RUN_DIR`` audits the training samples of a finished
 folder|csv|<name> ...`` first trains the method it needs (default ``visprompt``, on every training image:
 ``data.shots=all``, no augmentation, so the frozen features are computed once) and then audits that run. Outputs
 go to ``<run>/audit/`` (or ``--to DIR``): ``audit.csv``, ``audit.html`` and ``summary.json``; ``--fix OUT.csv``
-also writes the corrected label file. Nothing is written until the audit has succeeded, and every file is
-written atomically.
+also writes the corrected label file: every row of the dataset, the flagged labels changed. It is refused, before
+anything is trained or written, for a run that did not audit every training label (``data.shots`` not ``all``,
+or synthetic noise). Nothing is written until the audit has succeeded, and every file is written atomically.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 from pathlib import Path
 
 from visprompt.commands.config import add_config_arguments, resolve_config
+from visprompt.config import RunConfig
 from visprompt.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory written by visprompt train")
     parser.add_argument("--to", metavar="DIR", help="where the audit files go (default: <run>/audit)")
-    parser.add_argument("--fix", metavar="OUT.csv", help="also write the corrected label file (CSV layout) here")
+    parser.add_argument(
+        "--fix", metavar="OUT.csv",
+        help="also write the corrected label file (every row of the dataset, CSV layout) here; needs a run on "
+        "every training image (data.shots=all) with the dataset's own labels (no synthetic noise)",
+    )  # fmt: skip
     parser.add_argument("--data", metavar="ROOT", help="RUN_DIR's images live under this root now")
     parser.add_argument("--thumbnails", type=int, default=500, help="rows of audit.html with a thumbnail (500)")
     parser.add_argument("--folds", type=int, default=5, help="cross-fitting folds (5)")
@@ -38,18 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _one_shot(args: argparse.Namespace) -> Path:
-    """Train the run the audit needs (skipped when it is already done) and return its directory."""
-    from visprompt.engine.runner import train_run
-
+def _one_shot_config(args: argparse.Namespace) -> RunConfig:
+    """The configuration of the run the one-shot form trains (every training image, no augmentation)."""
     if args.shots is None:
         args.shots = "all"
     if args.method is None:
         args.method = "visprompt"
     args.overrides = ["data.augment=false", *args.overrides]  # frozen features once; the user's --set still wins
-    cfg = resolve_config(args)
-    result = train_run(cfg)
-    return result.run_dir
+    return resolve_config(args)
 
 
 def _refuse_training_options(args: argparse.Namespace) -> None:
@@ -67,8 +69,11 @@ def _refuse_training_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from visprompt.audit.report import class_summary, confused_pairs, write_csv, write_fix, write_html
-    from visprompt.audit.run import audit_run
+    from visprompt.audit.report import check_fix_source, class_summary, confused_pairs, write_csv, write_fix, write_html
+    from visprompt.audit.run import audit_run, fix_source, run_config
+    from visprompt.engine.inference import run_splits
+    from visprompt.engine.rundir import RunDir
+    from visprompt.engine.runner import train_run
     from visprompt.fileio import atomic_write_json
 
     if args.run_dir and args.dataset:
@@ -80,11 +85,14 @@ def run(args: argparse.Namespace) -> int:
     if args.folds < 2:
         raise ConfigError(f"--folds: expected an integer >= 2, got {args.folds}")
     fix = Path(args.fix) if args.fix else None
-    if fix is not None and args.dataset == "csv":
-        source = next((o.partition("=")[2] for o in args.overrides if o.startswith("data.path=")), None)
-        if source and fix.resolve() == Path(source).resolve():
-            raise ConfigError(f"--fix {fix}: that is the input label file; the audit never overwrites it")
-    run_dir = Path(args.run_dir) if args.run_dir else _one_shot(args)
+    cfg = _one_shot_config(args) if args.dataset else None
+    source = None
+    if fix is not None:  # a file that could not hold every row, checked, is refused before anything is written
+        cfg = cfg or run_config(args.run_dir)
+        source = fix_source(cfg, fix, args.data)
+    run_dir = Path(args.run_dir) if args.run_dir else train_run(cfg).run_dir
+    if source is not None:  # the run's training samples are the source's training rows (the source unchanged)
+        check_fix_source(source.splits, run_splits(RunDir(run_dir), cfg, args.data).train)
     device = args.device or "auto"
     audit = audit_run(run_dir, device=device, data_root=args.data, folds=args.folds)
     out = Path(args.to) if args.to else run_dir / "audit"
@@ -106,14 +114,15 @@ def run(args: argparse.Namespace) -> int:
         "stats": r.stats,
     }
     atomic_write_json(out / "summary.json", summary)
-    if fix is not None:
-        write_fix(fix, audit.splits, audit.samples, r)
+    if source is not None:
+        write_fix(fix, source.splits, audit.samples, r, source.labels)
     n = len(audit.samples)
     est, flagged = r.estimated_errors, int(r.flagged.sum())
     print(f"{n} training samples audited: about {est} wrong labels ({100 * est / n:.1f}%), {flagged} flagged"
           + (f"; {summary['true_errors']} labels are known to be wrong" if known else ""))  # fmt: skip
+    rows = sum(len(getattr(source.splits, key)) for key in ("train", "val", "test")) if source else 0
     print(
         f"report: {out / 'audit.html'}  ranked list: {out / 'audit.csv'}"
-        + (f"  corrected labels: {fix}" if fix else "")
+        + (f"  corrected labels: {fix} (all {rows} rows of the dataset, {flagged} changed)" if fix else "")
     )
     return 0

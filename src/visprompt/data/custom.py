@@ -25,7 +25,7 @@ from visprompt.data.files import list_dirs, list_images
 from visprompt.data.records import DatasetSplits, Sample
 from visprompt.errors import DataError
 
-__all__ = ["load_csv", "load_image_folder"]
+__all__ = ["csv_labels", "load_csv", "load_image_folder"]
 
 _CSV_COLUMNS = ("path", "label", "split", "true_label")
 _INFO_COLUMNS = ("given_label", "changed")  # written by `visprompt audit --fix`; read and ignored
@@ -140,17 +140,29 @@ def _check_rows(file: Path, base: Path, records: list[tuple[int, dict[str, str]]
                 )
 
 
-def load_csv(path: str | Path, name: str = "csv") -> DatasetSplits:
-    """Read a CSV of ``path,label[,split][,true_label]`` rows; see the module docstring."""
-    file = Path(path).expanduser()
-    records = _read_csv_rows(file)
-    base = file.parent
+def _labels(file: Path, records: list[tuple[int, dict[str, str]]]) -> list[str]:
+    """The distinct labels as written, in class order: sorted, numerically if all are integers."""
     labels = sorted({r["label"] for _, r in records})
     if "" in labels:
         line = next(n for n, r in records if not r["label"])
         raise DataError(f"CSV file {file} line {line}: empty label")
     if all(lab.lstrip("-").isdigit() for lab in labels):
         labels.sort(key=int)
+    return labels
+
+
+def csv_labels(path: str | Path) -> tuple[str, ...]:
+    """The labels of a CSV as written (before :func:`clean_classname`), in the class order :func:`load_csv` gives."""
+    file = Path(path).expanduser()
+    return tuple(_labels(file, _read_csv_rows(file)))
+
+
+def load_csv(path: str | Path, name: str = "csv") -> DatasetSplits:
+    """Read a CSV of ``path,label[,split][,true_label]`` rows; see the module docstring."""
+    file = Path(path).expanduser()
+    records = _read_csv_rows(file)
+    base = file.parent
+    labels = _labels(file, records)
     label_of = {c: i for i, c in enumerate(labels)}
     missing = [(n, r["path"]) for n, r in records if not (base / r["path"]).is_file()]
     if missing:
