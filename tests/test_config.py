@@ -176,8 +176,8 @@ def test_every_layer_that_names_a_method_gets_exactly_its_recipe(name: str, tmp_
 
 
 def test_later_layers_change_single_fields_of_the_recipe() -> None:
-    cfg = load_config(overrides=["method.loss.alpha=0.7"], method="nlprompt")
-    assert cfg.method.loss.alpha == 0.7
+    cfg = load_config(overrides=["method.selection.eps=0.05"], method="nlprompt")
+    assert cfg.method.selection.eps == 0.05
     assert (cfg.method.selection.kind, cfg.method.selection.scope, cfg.method.loss.noisy) == ("ot", "full", "mae")
     # the method named by the last layer decides the recipe, whatever the shorthand said
     coop = load_config(overrides=["method.name=coop"], method="visprompt")
@@ -234,6 +234,41 @@ def test_a_field_the_method_does_not_read_is_refused(method: str, override: str,
     # config.yaml must never record a prompt, selection or loss setting that the run did not use
     with pytest.raises(ConfigError, match="^" + re.escape(refused)):
         load_config(overrides=[override], method=method)
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides", "refused"),
+    [
+        ("nlprompt", ["method.loss.alpha=0.9"], "method.loss.alpha: not read with method.loss.schedule=sequential"),
+        ("visprompt-faithful", ["method.loss.normalize_alpha=true"], "method.loss.normalize_alpha: not read with "
+         "method.loss.schedule=sequential"),
+        ("visprompt", ["method.loss.schedule=sequential", "method.loss.alpha=0.8"], "method.loss.alpha: not read with"),
+        ("coop", ["method.loss.noisy=mae"], "method.loss.noisy: not read with method.selection.kind=none"),
+        ("visprompt", ["method.selection.kind=none", "method.loss.q=0.7"], "method.loss.q: not read with "
+         "method.selection.kind=none"),
+        ("visprompt-plus", ["method.loss.q=0.7"], "method.loss.q: not read with method.q_schedule=noise"),
+        ("visprompt-plus", ["method.relabel=false", "method.noisy_target=zeroshot", "method.loss.noisy=mae",
+                            "method.q_schedule=fixed"], "method.loss.noisy: not read with method.noisy_target"),
+    ],
+)  # fmt: skip
+def test_a_loss_field_the_settings_leave_unread_is_refused(method: str, overrides: list[str], refused: str) -> None:
+    # the run would train exactly as the method does, while config.yaml and the report's label say otherwise
+    with pytest.raises(ConfigError, match="^" + re.escape(refused)) as info:
+        load_config(overrides=overrides, method=method)
+    assert "leave it at" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_loss_field_the_settings_leave_unread_keeps_the_recipes_value() -> None:
+    assert load_config(overrides=["method.loss.alpha=0.5"], method="nlprompt").method.loss.alpha == 0.5
+    # with a switch that reads it again, the field is the user's to set
+    assert load_config(overrides=["method.loss.schedule=joint", "method.loss.alpha=0.9"], method="nlprompt")
+    assert load_config(overrides=["method.selection.kind=ot", "method.loss.noisy=gce"], method="coop")
+    assert load_config(overrides=["method.q_schedule=fixed", "method.loss.q=0.7"], method="visprompt-plus")
+    assert load_config(overrides=["method.selection.kind=none"], method="visprompt").method.loss.noisy == "gce"
+    # ... or the value that says it trains nothing
+    cfg = load_config(overrides=["method.selection.kind=none", "method.loss.noisy=none"], method="visprompt")
+    assert cfg.method.loss.noisy == "none"
+    assert load_config(overrides=["method.loss.q=0.7"], method="coop-gce").method.loss.q == 0.7  # its clean loss
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,7 @@ __all__ = [
     "setting_label",
     "to_dict",
     "to_yaml",
+    "unread_loss_fields",
 ]
 
 CLEAN = "clean"  # the setting name of every spec that changes no label
@@ -438,22 +439,58 @@ def _check_method_reads(cfg: RunConfig) -> None:
     """Refuse a prompt, selection or loss field the method's builder does not read, set to a value other than the
     one its recipe (or the default) gives: the run would train without it while config.yaml records it.
 
-    What a builder reads is declared at registration (:attr:`visprompt.registry.MethodDef.reads`); a method
-    registered without a declaration (``reads=None``) is not checked.
+    What a builder reads is declared at registration (:attr:`visprompt.registry.MethodDef.reads`); of the loss fields
+    it declares, those the resolved settings leave unread (:func:`unread_loss_fields`) are held to the same rule. A
+    method registered without a declaration (``reads=None``) is not checked.
     """
     definition = METHODS.get(cfg.method.name)
     if definition.reads is None:
         return
+    unread = unread_loss_fields(cfg)
     sections = {"prompt": cfg.prompt, "method.selection": cfg.method.selection, "method.loss": cfg.method.loss}
     for prefix, section in sections.items():
         for option in dataclasses.fields(section):
             key = f"{prefix}.{option.name}"
-            if any(key == r or key.startswith(r.rstrip(".") + ".") for r in definition.reads):
+            declared = any(key == r or key.startswith(r.rstrip(".") + ".") for r in definition.reads)
+            if declared and key not in unread:
                 continue
             expected = definition.recipe.get(key, option.default)
-            _check(getattr(section, option.name) == expected, key,
-                   f"not read by method {cfg.method.name} (leave it at {expected!r}; `visprompt methods "
-                   f"{cfg.method.name}` lists what it reads)")  # fmt: skip
+            value = getattr(section, option.name)
+            if declared:
+                _check(value in (expected, _SAYS_UNUSED.get(key, expected)), key,
+                       f"not read with {unread[key]}; leave it at {expected!r}")  # fmt: skip
+                continue
+            _check(value == expected, key, f"not read by method {cfg.method.name} (leave it at {expected!r}; "
+                   f"`visprompt methods {cfg.method.name}` lists what it reads)")  # fmt: skip
+
+
+#: Values that say a field trains nothing (no noisy-part loss): accepted where the settings leave the field unread.
+_SAYS_UNUSED = {"method.loss.noisy": "none"}
+
+
+def unread_loss_fields(cfg: RunConfig) -> dict[str, str]:
+    """The ``method.loss`` fields that the resolved settings leave unread in a learner that reads the loss
+    (:class:`~visprompt.methods.objective.SplitLoss`), each with the setting that does it. Whatever the method
+    declares, such a field must keep its recipe's value (or the default), or take the value that says it trains
+    nothing (``method.loss.noisy=none``): config.yaml would otherwise record a change that trained nothing.
+    """
+    loss = cfg.method.loss
+    unread: dict[str, str] = {}
+    if loss.schedule == "sequential":  # each part of a batch is its own step, its loss a plain mean
+        for name in ("alpha", "normalize_alpha"):
+            unread[f"method.loss.{name}"] = "method.loss.schedule=sequential, where each part's loss is a plain mean"
+    noisy_part = None
+    if cfg.method.selection.kind == "none":
+        noisy_part = "method.selection.kind=none, where every sample is clean (no noisy part)"
+    elif cfg.method.noisy_target == "zeroshot":
+        noisy_part = "method.noisy_target=zeroshot, where the noisy part is trained towards zero-shot CLIP"
+    if noisy_part:
+        unread["method.loss.noisy"] = noisy_part
+        if loss.clean != "gce":
+            unread["method.loss.q"] = noisy_part
+    if cfg.method.q_schedule != "fixed":
+        unread["method.loss.q"] = f"method.q_schedule={cfg.method.q_schedule}, where each epoch sets q from its split"
+    return unread
 
 
 # --------------------------------------------------------------------------------------------------- resolving
