@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 
 import pytest
 import yaml
 
+from visprompt.commands.config import add_config_arguments, resolve_config
 from visprompt.config import RunConfig, flatten_tree, load_config, parse_override, to_dict, to_yaml
 from visprompt.errors import ConfigError
 from visprompt.registry import METHODS
@@ -39,6 +41,52 @@ def test_override_parsing() -> None:
     assert parse_override("prompt.ctx_init=a photo of a") == ("prompt.ctx_init", "a photo of a")
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_override("optim.lr")
+
+
+@pytest.mark.parametrize(
+    ("override", "yaml_reads"),
+    [
+        ("run.seed=010", 8),  # octal
+        ("data.shots=016", 14),
+        ("run.seed=1:30", 90),  # sexagesimal
+        ("optim.epochs=0x1e", 30),
+        ("optim.lr=010", 8),
+        ("run.class_chunk=08", None),  # not octal: YAML keeps it as text
+        ("run.seed=1_000", 1000),
+    ],
+)
+def test_an_override_number_not_written_in_plain_decimal_is_refused(override: str, yaml_reads: int | None) -> None:
+    # YAML 1.1 would read these as other numbers, and the run name would say seed8 or 14shot
+    key, _, text = override.partition("=")
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    message = str(info.value)
+    assert message.startswith(f"{key}: expected a plain decimal ") and f"got {text} " in message and "\n" not in message
+    assert yaml_reads is None or f"reads it as {yaml_reads})" in message
+    assert load_config(overrides=["run.seed=10", "data.shots=16", "optim.lr=2e-3"]).run.seed == 10
+
+
+def test_a_text_field_keeps_the_override_text_as_written() -> None:
+    cfg = load_config(overrides=["run.name=010", "prompt.ctx_init=1:30", "data.root=0x1e"])
+    assert (cfg.run.name, cfg.prompt.ctx_init, cfg.data.root) == ("010", "1:30", "0x1e")
+    assert load_config(overrides=['run.name="007"', "backbone.weights=null"]).run.name == "007"
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)  # the shorthand flags go through the same path
+    cfg = resolve_config(parser.parse_args(["--name", "010", "--root", "07", "--weights", "none"]))
+    assert (cfg.run.name, cfg.data.root, cfg.backbone.weights) == ("010", "07", None)
+
+
+def test_a_config_file_number_not_written_in_plain_decimal_is_refused(tmp_path) -> None:
+    file = tmp_path / "mine.yaml"
+    bodies = {"run:\n  seed: 010\n": "010", "run:\n  name: 010\n": "010", "optim:\n  epochs: 0x1e\n": "0x1e",
+              "optim:\n  lr: 0.002\n  warmup_lr: 1:30.5\n": "1:30.5"}  # fmt: skip
+    for body, text in bodies.items():
+        file.write_text(body)
+        with pytest.raises(ConfigError, match=rf"^config file .*mine\.yaml line \d: {re.escape(text)} is not a plain "):
+            load_config([file])
+    file.write_text("run:\n  name: '010'\n  seed: 10\noptim:\n  epochs: 1_000\n")  # quoted: text; 1_000 is 1000
+    cfg = load_config([file])
+    assert (cfg.run.name, cfg.run.seed, cfg.optim.epochs) == ("010", 10, 1000)
 
 
 def test_yaml_off_is_the_word_where_a_choice_expects_it(tmp_path) -> None:
@@ -128,8 +176,8 @@ def test_every_layer_that_names_a_method_gets_exactly_its_recipe(name: str, tmp_
 
 
 def test_later_layers_change_single_fields_of_the_recipe() -> None:
-    cfg = load_config(overrides=["method.loss.alpha=0.7"], method="nlprompt")
-    assert cfg.method.loss.alpha == 0.7
+    cfg = load_config(overrides=["method.selection.eps=0.05"], method="nlprompt")
+    assert cfg.method.selection.eps == 0.05
     assert (cfg.method.selection.kind, cfg.method.selection.scope, cfg.method.loss.noisy) == ("ot", "full", "mae")
     # the method named by the last layer decides the recipe, whatever the shorthand said
     coop = load_config(overrides=["method.name=coop"], method="visprompt")
@@ -186,6 +234,41 @@ def test_a_field_the_method_does_not_read_is_refused(method: str, override: str,
     # config.yaml must never record a prompt, selection or loss setting that the run did not use
     with pytest.raises(ConfigError, match="^" + re.escape(refused)):
         load_config(overrides=[override], method=method)
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides", "refused"),
+    [
+        ("nlprompt", ["method.loss.alpha=0.9"], "method.loss.alpha: not read with method.loss.schedule=sequential"),
+        ("visprompt-faithful", ["method.loss.normalize_alpha=true"], "method.loss.normalize_alpha: not read with "
+         "method.loss.schedule=sequential"),
+        ("visprompt", ["method.loss.schedule=sequential", "method.loss.alpha=0.8"], "method.loss.alpha: not read with"),
+        ("coop", ["method.loss.noisy=mae"], "method.loss.noisy: not read with method.selection.kind=none"),
+        ("visprompt", ["method.selection.kind=none", "method.loss.q=0.7"], "method.loss.q: not read with "
+         "method.selection.kind=none"),
+        ("visprompt-plus", ["method.loss.q=0.7"], "method.loss.q: not read with method.q_schedule=noise"),
+        ("visprompt-plus", ["method.relabel=false", "method.noisy_target=zeroshot", "method.loss.noisy=mae",
+                            "method.q_schedule=fixed"], "method.loss.noisy: not read with method.noisy_target"),
+    ],
+)  # fmt: skip
+def test_a_loss_field_the_settings_leave_unread_is_refused(method: str, overrides: list[str], refused: str) -> None:
+    # the run would train exactly as the method does, while config.yaml and the report's label say otherwise
+    with pytest.raises(ConfigError, match="^" + re.escape(refused)) as info:
+        load_config(overrides=overrides, method=method)
+    assert "leave it at" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_loss_field_the_settings_leave_unread_keeps_the_recipes_value() -> None:
+    assert load_config(overrides=["method.loss.alpha=0.5"], method="nlprompt").method.loss.alpha == 0.5
+    # with a switch that reads it again, the field is the user's to set
+    assert load_config(overrides=["method.loss.schedule=joint", "method.loss.alpha=0.9"], method="nlprompt")
+    assert load_config(overrides=["method.selection.kind=ot", "method.loss.noisy=gce"], method="coop")
+    assert load_config(overrides=["method.q_schedule=fixed", "method.loss.q=0.7"], method="visprompt-plus")
+    assert load_config(overrides=["method.selection.kind=none"], method="visprompt").method.loss.noisy == "gce"
+    # ... or the value that says it trains nothing
+    cfg = load_config(overrides=["method.selection.kind=none", "method.loss.noisy=none"], method="visprompt")
+    assert cfg.method.loss.noisy == "none"
+    assert load_config(overrides=["method.loss.q=0.7"], method="coop-gce").method.loss.q == 0.7  # its clean loss
 
 
 @pytest.mark.parametrize(

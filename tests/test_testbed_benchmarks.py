@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -15,6 +16,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import testbed_ablations  # noqa: E402
 import testbed_robustness  # noqa: E402
 
+from visprompt.config import load_config, parse_override  # noqa: E402
 from visprompt.report import collect_runs  # noqa: E402
 from visprompt.report.paired import paired  # noqa: E402
 
@@ -304,3 +306,11 @@ def test_the_ablation_script_refuses_bad_arguments_in_one_line_before_running_an
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert not out.exists() and not root.exists()  # nothing built, nothing written
+
+
+@pytest.mark.parametrize("name", list(testbed_ablations.VARIANTS))
+def test_every_ablation_variant_resolves_to_a_run_config(name: str) -> None:
+    # a config check added later (a field the settings leave unread) must not refuse a variant the study runs
+    overrides = dict(parse_override(item) for item in testbed_ablations.VARIANTS[name][1])
+    method = overrides.pop("method", "visprompt")
+    assert load_config(overrides=overrides, method=method).method.name == method

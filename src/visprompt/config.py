@@ -8,10 +8,12 @@ A run's configuration is resolved in layers, later layers winning:
 3. the user's layers: a base mapping, YAML files, shorthands (dataset, method, backbone) and dotted overrides
    from the command line: ``optim.lr=0.001``, ``method.selection.eps=0.05``.
 
-Values are parsed as YAML scalars (``true``, ``1e-3``, ``null``, ``[1, 2]``) and checked against the field's
-type; an unknown key or a bad value raises :class:`~visprompt.errors.ConfigError` with one line naming the key
-and, for typos, the closest valid keys. Components never read this module: they take explicit arguments, and
-the methods/engine layer converts a RunConfig into those arguments.
+An override's text is read by the field's type: a number as a plain decimal (``010``, ``1:30`` and ``0x1e``, which
+YAML 1.1 reads as 8, 90 and 30, are refused), a string as written (``--name 010`` is "010"), anything else as a YAML
+scalar (``true``, ``null``, ``[1, 2]``); a config file's numbers must be written in decimal too. Values are checked
+against the field's type; an unknown key or a bad value raises :class:`~visprompt.errors.ConfigError` with one line
+naming the key and, for typos, the closest valid keys. Components never read this module: they take explicit
+arguments, and the methods/engine layer converts a RunConfig into those arguments.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import math
 import re
 import types
 import typing
@@ -54,6 +57,7 @@ __all__ = [
     "setting_label",
     "to_dict",
     "to_yaml",
+    "unread_loss_fields",
 ]
 
 CLEAN = "clean"  # the setting name of every spec that changes no label
@@ -435,28 +439,69 @@ def _check_method_reads(cfg: RunConfig) -> None:
     """Refuse a prompt, selection or loss field the method's builder does not read, set to a value other than the
     one its recipe (or the default) gives: the run would train without it while config.yaml records it.
 
-    What a builder reads is declared at registration (:attr:`visprompt.registry.MethodDef.reads`); a method
-    registered without a declaration (``reads=None``) is not checked.
+    What a builder reads is declared at registration (:attr:`visprompt.registry.MethodDef.reads`); of the loss fields
+    it declares, those the resolved settings leave unread (:func:`unread_loss_fields`) are held to the same rule. A
+    method registered without a declaration (``reads=None``) is not checked.
     """
     definition = METHODS.get(cfg.method.name)
     if definition.reads is None:
         return
+    unread = unread_loss_fields(cfg)
     sections = {"prompt": cfg.prompt, "method.selection": cfg.method.selection, "method.loss": cfg.method.loss}
     for prefix, section in sections.items():
         for option in dataclasses.fields(section):
             key = f"{prefix}.{option.name}"
-            if any(key == r or key.startswith(r.rstrip(".") + ".") for r in definition.reads):
+            declared = any(key == r or key.startswith(r.rstrip(".") + ".") for r in definition.reads)
+            if declared and key not in unread:
                 continue
             expected = definition.recipe.get(key, option.default)
-            _check(getattr(section, option.name) == expected, key,
-                   f"not read by method {cfg.method.name} (leave it at {expected!r}; `visprompt methods "
-                   f"{cfg.method.name}` lists what it reads)")  # fmt: skip
+            value = getattr(section, option.name)
+            if declared:
+                _check(value in (expected, _SAYS_UNUSED.get(key, expected)), key,
+                       f"not read with {unread[key]}; leave it at {expected!r}")  # fmt: skip
+                continue
+            _check(value == expected, key, f"not read by method {cfg.method.name} (leave it at {expected!r}; "
+                   f"`visprompt methods {cfg.method.name}` lists what it reads)")  # fmt: skip
+
+
+#: Values that say a field trains nothing (no noisy-part loss): accepted where the settings leave the field unread.
+_SAYS_UNUSED = {"method.loss.noisy": "none"}
+
+
+def unread_loss_fields(cfg: RunConfig) -> dict[str, str]:
+    """The ``method.loss`` fields that the resolved settings leave unread in a learner that reads the loss
+    (:class:`~visprompt.methods.objective.SplitLoss`), each with the setting that does it. Whatever the method
+    declares, such a field must keep its recipe's value (or the default), or take the value that says it trains
+    nothing (``method.loss.noisy=none``): config.yaml would otherwise record a change that trained nothing.
+    """
+    loss = cfg.method.loss
+    unread: dict[str, str] = {}
+    if loss.schedule == "sequential":  # each part of a batch is its own step, its loss a plain mean
+        for name in ("alpha", "normalize_alpha"):
+            unread[f"method.loss.{name}"] = "method.loss.schedule=sequential, where each part's loss is a plain mean"
+    noisy_part = None
+    if cfg.method.selection.kind == "none":
+        noisy_part = "method.selection.kind=none, where every sample is clean (no noisy part)"
+    elif cfg.method.noisy_target == "zeroshot":
+        noisy_part = "method.noisy_target=zeroshot, where the noisy part is trained towards zero-shot CLIP"
+    if noisy_part:
+        unread["method.loss.noisy"] = noisy_part
+        if loss.clean != "gce":
+            unread["method.loss.q"] = noisy_part
+    if cfg.method.q_schedule != "fixed":
+        unread["method.loss.q"] = f"method.q_schedule={cfg.method.q_schedule}, where each epoch sets q from its split"
+    return unread
 
 
 # --------------------------------------------------------------------------------------------------- resolving
 
 C = TypeVar("C")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+# what an override's number must look like: decimal digits, no leading zero (YAML 1.1: 010 is octal 8), no colon
+# (1:30 is sexagesimal 90), no 0x/0b prefix, no underscore
+_DECIMAL_INT = re.compile(r"[-+]?(0|[1-9]\d*)")
+_DECIMAL_FLOAT = re.compile(r"[-+]?((0|[1-9]\d*)(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+_NULL_TEXT = ("null", "Null", "NULL", "~")  # YAML's null
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -545,28 +590,102 @@ def _method_name(tree: Mapping[str, Any]) -> Any:
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """Split ``a.b=value`` into the dotted key and the YAML-parsed value."""
+    """Split ``a.b=value`` into the dotted key and its value, read by the field's type (:func:`_parse_text`)."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=0.001")
+    tp = _field_type(key)
+    return key, _yaml_scalar(raw) if tp is None else _parse_text(raw, tp, key)
+
+
+def _yaml_scalar(raw: str) -> Any:
+    """Text as a YAML value (``true``, ``null``, ``[1, 2]``, ``1e-3``); text that is not YAML stays text."""
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
         value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
-    return key, value
+    return value
+
+
+def _field_type(key: str) -> Any:
+    """The type of the RunConfig field at dotted ``key``; None where the key names no field (an unknown key, a
+    section, a sweep's preset key), which :func:`load_config` reports or handles."""
+    tp: Any = RunConfig
+    for name in key.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        tp = _type_hints(tp).get(name)
+    return None if dataclasses.is_dataclass(tp) else tp
+
+
+def _parse_text(raw: str, tp: Any, key: str) -> Any:
+    """Override text ``raw`` of a field of type ``tp``: YAML's null words as None, a choice as written, an int or
+    float field's number as a plain decimal, a string field's text as written (without surrounding blanks and
+    quotes), anything else (booleans, a choice misspelt) as a YAML scalar."""
+    options = get_args(tp) if get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    text = raw.strip()
+    if text in _NULL_TEXT:
+        return None  # a field that cannot be null says so in _coerce
+    if any(get_origin(option) is Literal and text in get_args(option) for option in options):
+        return text
+    for kind, pattern, what in ((int, _DECIMAL_INT, "integer"), (float, _DECIMAL_FLOAT, "number")):
+        if kind not in options:
+            continue
+        if pattern.fullmatch(text):
+            if kind is float and not math.isfinite(float(text)):
+                raise ConfigError(f"{key}: expected a finite number, got {text}")
+            return kind(text)
+        value = _yaml_scalar(raw)
+        if isinstance(value, int if kind is int else (int, float)) and not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a plain decimal {what}, got {text} (YAML 1.1 reads it as {value})")
+        if re.fullmatch(r"[-+]?0\d[\d_]*", text):  # 08, 09: not octal, and YAML keeps them as text
+            raise ConfigError(f"{key}: expected a plain decimal {what}, got {text} (a leading zero)")
+        return value  # not a number of this kind: _coerce says what was expected
+    if str in options:
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":  # a quoted string: the text inside
+            value = _yaml_scalar(text)
+            return value if isinstance(value, str) else text
+        return text
+    return _yaml_scalar(raw)
+
+
+class _NotDecimal(yaml.MarkedYAMLError):
+    """A number in a YAML file written other than in decimal digits."""
+
+
+class _DecimalLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s reading, except that a number YAML 1.1 reads other than as its decimal digits (``010``
+    octal 8, ``0x1e``, ``0b11``, ``1:30`` sexagesimal 90) is an error: a file meant the digits, and its text is gone
+    once loaded. Quoted, it is text (``name: "010"``)."""
+
+
+def _decimal_only(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    value = loader.construct_yaml_int(node) if node.tag.endswith(":int") else loader.construct_yaml_float(node)
+    text = str(node.value)
+    if ":" in text or (node.tag.endswith(":int") and not re.fullmatch(r"[-+]?(0|[1-9][0-9_]*)", text)):
+        raise _NotDecimal(problem=f"{text} is not a plain decimal number (YAML 1.1 reads it as {value}); write it in "
+                          "decimal digits, or quote it for text", problem_mark=node.start_mark)  # fmt: skip
+    return value
+
+
+_DecimalLoader.add_constructor("tag:yaml.org,2002:int", _decimal_only)
+_DecimalLoader.add_constructor("tag:yaml.org,2002:float", _decimal_only)
 
 
 def read_yaml(path: Path, what: str = "config file", expected: str = "a mapping of sections") -> dict[str, Any]:
-    """The mapping in YAML file ``path``; a missing file, bad YAML or another value is a one-line ConfigError."""
+    """The mapping in YAML file ``path``; a missing file, bad YAML, a number not written in decimal digits
+    (:class:`_DecimalLoader`) or another value is a one-line ConfigError."""
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_DecimalLoader) or {}
     except UnicodeDecodeError:
         raise ConfigError(f"{what} {path}: not UTF-8 text") from None
+    except _NotDecimal as exc:
+        raise ConfigError(f"{what} {path} line {exc.problem_mark.line + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
