@@ -10,6 +10,11 @@ skipped, so an interrupted study resumes), then the script prints Markdown table
   noisy labels) and how many of those pairs the variant wins;
 * the mean +- std over seeds per task and setting.
 
+The tables read each variant's folder under ``--out`` and the defaults' (every bracket pairs with them): a finished
+run there whose saved config differs from what this command gives it, or a run of the asked tasks, settings and
+seeds at a path the variant's grid does not name, is refused with a one-line error before anything runs, as is a
+``--goals`` folder holding a run that the benchmark grid does not name.
+
     python benchmarks/testbed_ablations.py                      # every variant, 3 tasks x 3 settings x 3 seeds
     python benchmarks/testbed_ablations.py --variants defaults no-noisy-loss --seeds 1 --table out.md
 """
@@ -21,14 +26,15 @@ import logging
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from visprompt.config import parse_override
-from visprompt.errors import ConfigError, VispromptError
+from visprompt.errors import ConfigError, DataError, VispromptError
 from visprompt.report.collect import CLEAN, RunRecord, collect_runs, metric_value
 from visprompt.report.paired import paired
 from visprompt.report.tables import across_environments_note, crosses_environments, environment_lines, setting_label
-from visprompt.sweep import SweepSpec, expand_sweep, load_sweep, refuse_stale, run_sweep
+from visprompt.sweep import SweepRun, SweepSpec, expand_sweep, load_sweep, refuse_stale, run_sweep
 from visprompt.sweep.progress import ProgressDisplay
 from visprompt.testbed import build_testbed
 
@@ -274,6 +280,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
 }
 ROOT = Path(__file__).resolve().parents[1]
+GRID = ROOT / "configs" / "sweeps" / "testbed.yaml"  # the benchmark's (testbed-plus-goals.yaml is a subset of it)
 TASKS = ("testbed-backgrounds", "testbed-colours", "testbed-scenes")
 SETTINGS = ("sym:0.5", "sym:0.75", "asym:0.375")
 
@@ -301,37 +308,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--goals", type=Path, default=None, metavar="GRID_RUNS",
         help="also print issue 12's goal summary of each visprompt-plus variant against the other methods' runs "
-        "in this benchmark-grid folder (same tasks, settings and seeds)",
+        "in this folder of the benchmark grid (configs/sweeps/testbed.yaml, or its subset testbed-plus-goals.yaml; "
+        "same tasks, settings and seeds)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     out = Path(args.out).resolve()
     try:  # every bad argument is one line and exit 2, before anything is run
-        settings = [_setting(s) for s in args.settings]
+        settings = _settings(args.settings)
         pairs = [_pair(item, args.variants) for item in args.compare]
-        protocol = load_sweep(ROOT / "configs" / "sweeps" / "testbed.yaml").base  # the benchmark's: tiny CLIP, 16 shots
-        grids = tuple(
-            {"dataset": args.tasks, "noise.type": [noise], "noise.rate": [rate], "run.seed": args.seeds}
-            for noise, rate in settings
-        )
-        runs = []
-        for name in args.variants:
-            base = {
-                **protocol,
-                "method": "visprompt",
-                "data.root": str(Path(args.root).resolve()),
-                "optim.epochs": args.epochs,
-                **dict(parse_override(item) for item in VARIANTS[name][1]),
-            }
-            runs += expand_sweep(SweepSpec(name, out / name, base, (), grids))
-        # the sweep refuses stale runs too, but --no-run tabulates without it
-        refuse_stale(runs, f"--out {out}", "pass the --root and --epochs they were made with, or use another --out")
+        design = (args.root, args.epochs, args.tasks, settings, args.seeds)
+        # the tables read the variants' folders and, for each variant's difference to them, the defaults'
+        read = {name: variant_runs(out, name, *design) for name in dict.fromkeys([*args.variants, "defaults"])}
+        runs = [run for name in args.variants for run in read[name]]  # what is run: the variants asked for
+        for name, checked in read.items():  # the sweep refuses stale runs too, but not --no-run, nor the defaults
+            refuse_stale(checked, f"--out {out / name}", "pass the --root and --epochs they were made with, or use "
+                         "another --out")  # fmt: skip
+        refuse_strays(out, [run for checked in read.values() for run in checked], list(read), args.tasks, settings,
+                      args.seeds)  # fmt: skip
         if args.goals is not None:
-            goals = load_sweep(ROOT / "configs" / "sweeps" / "testbed-plus-goals.yaml", out_dir=args.goals,
-                               overrides=[f"data.root={Path(args.root).resolve()}"])  # fmt: skip
-            others = [run for run in expand_sweep(goals) if run.config.method.name != "visprompt-plus"]  # read below
-            refuse_stale(others, f"--goals {args.goals}", "pass the --root they were made with, or re-run them")
+            check_goals_folder(args.goals, args.root)
         build_testbed(args.root, args.tasks)
     except VispromptError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -348,37 +345,109 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(runs)} runs in {seconds:.0f} s ({len(result.failed)} failed)", file=sys.stderr)
         ok = result.ok
 
-    text = ablation_tables(out, args.variants, args.tasks, settings, args.seeds)
-    if pairs:
-        text += "\n" + paired_table(out, pairs, args.tasks, settings, args.seeds)
-    for key in args.stats:
-        text += "\n" + last_epoch_table(out, key, args.variants, args.tasks, settings, args.seeds)
-    if args.goals is not None:
-        text += "\n" + goals_summaries(out, args.goals, args.variants, args.tasks, settings, args.seeds)
+    try:  # two runs of one seed, written to --out since the check above (by another sweep)
+        text = ablation_tables(out, args.variants, args.tasks, settings, args.seeds)
+        if pairs:
+            text += "\n" + paired_table(out, pairs, args.tasks, settings, args.seeds)
+        for key in args.stats:
+            text += "\n" + last_epoch_table(out, key, args.variants, args.tasks, settings, args.seeds)
+        if args.goals is not None:
+            text += "\n" + goals_summaries(out, args.goals, args.variants, args.tasks, settings, args.seeds)
+    except VispromptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(text)
     if args.table is not None:
         args.table.write_text(text)
     return 0 if ok else 1
 
 
-def finished_runs(out: Path) -> dict[tuple[str, str, str, float, int], RunRecord]:
-    """Every finished run under ``out`` with a top-1: (variant, task, noise type, rate, seed) -> its record."""
-    return {
-        (record.name.split("/", 1)[0], record.dataset, *record.noise, record.seed): record
-        for record in collect_runs(out)
-        if record.finished and metric_value(record.metrics, "top1") is not None
+def variant_runs(
+    out: Path, name: str, root: str, epochs: int, tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
+) -> list[SweepRun]:
+    """The runs of variant ``name`` under ``out / name``: every task x setting x seed, on the benchmark's protocol
+    (:data:`GRID`'s base: tiny CLIP, 16 shots)."""
+    base = {
+        **load_sweep(GRID).base,
+        "method": "visprompt",
+        "data.root": str(Path(root).resolve()),
+        "optim.epochs": epochs,
+        **dict(parse_override(item) for item in VARIANTS[name][1]),
     }
+    grids = tuple({"dataset": tasks, "noise.type": [noise], "noise.rate": [rate], "run.seed": seeds}
+                  for noise, rate in settings)  # fmt: skip
+    return expand_sweep(SweepSpec(name, out / name, base, (), grids))
+
+
+def check_goals_folder(folder: Path, root: str) -> None:
+    """Refuse (:class:`ConfigError`) a ``--goals`` folder holding a run that the benchmark grid does not name, or a
+    finished run of another method than ``visprompt-plus`` (whose runs the variants replace) whose saved config
+    differs from what the grid gives it now: the goal summaries compare against every such run of the folder."""
+    from testbed_robustness import unnamed_runs
+
+    runs = expand_sweep(load_sweep(GRID, out_dir=folder, overrides=[f"data.root={Path(root).resolve()}"]))
+    extra = unnamed_runs(runs, collect_runs(folder))
+    if extra:
+        raise ConfigError(
+            f"--goals {folder}: {len(extra)} runs that the grid {GRID.relative_to(ROOT)} does not name, e.g. "
+            f"{extra[0].name}; the goal summaries would compare against them: move them out"
+        )
+    others = [run for run in runs if run.config.method.name != "visprompt-plus"]
+    refuse_stale(others, f"--goals {folder}", "pass the --root they were made with, or re-run them")
+
+
+def refuse_strays(
+    out: Path, runs: list[SweepRun], variants: list[str], tasks: list[str], settings: list[tuple[str, float]],
+    seeds: list[int],
+) -> None:  # fmt: skip
+    """Refuse (:class:`ConfigError`) a run under ``out / VARIANT`` of the tables' tasks, settings and seeds that
+    ``runs`` do not name (a leftover at another path, such as ``asym-0`` beside ``sym-0``): the tables would read it
+    for its seed, unchecked. Runs of other tasks, settings or seeds (another study in the same ``--out``) are not
+    read, and may stay."""
+    from testbed_robustness import unnamed_runs
+
+    wanted = set(_as_recorded(settings))
+    read = [r for v in variants for r in collect_runs(out / v) if _in_design(r, tasks, wanted, seeds)]
+    extra = unnamed_runs(runs, read)
+    if extra:
+        raise ConfigError(
+            f"--out {out}: {len(extra)} runs of the tables' tasks, settings and seeds at a path their variant's grid "
+            f"does not name, e.g. {extra[0].path.relative_to(out)}; move them out (each would stand for its seed)"
+        )
+
+
+def finished_runs(
+    out: Path, variants: list[str], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
+) -> dict[tuple[str, str, str, float, int], RunRecord]:
+    """Every finished run with a top-1 of ``variants`` x ``tasks`` x ``settings`` x ``seeds`` under ``out`` (one
+    folder per variant): (variant, task, noise type, rate, seed) -> its record.
+
+    Two such runs with one key are a :class:`DataError`: which of them is the seed's run is not for a table to
+    pick (the later one would replace the other without a word)."""
+    wanted = set(_as_recorded(settings))
+    runs: dict[tuple[str, str, str, float, int], RunRecord] = {}
+    for variant in variants:
+        for record in collect_runs(out / variant):
+            if not (record.finished and metric_value(record.metrics, "top1") is not None and
+                    _in_design(record, tasks, wanted, seeds)):  # fmt: skip
+                continue
+            key = (variant, record.dataset, *record.noise, record.seed)
+            if key in runs:
+                raise DataError(
+                    f"runs {runs[key].path} and {record.path} are both {variant} on {record.dataset}, "
+                    f"{setting_label(*record.noise)}, seed {record.seed}: remove one (a seed counts once)"
+                )
+            runs[key] = record
+    return runs
 
 
 def last_epoch_table(
     out: Path, key: str, variants: list[str], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
 ) -> str:
     """Each variant's last-epoch log value ``key`` per setting: mean [min, max] over tasks x seeds."""
-    last: dict[tuple[str, str, str, float, int], float] = {}
-    for record in collect_runs(out):
-        if record.finished and record.epochs and key in record.epochs[-1]:
-            last[(record.name.split("/", 1)[0], record.dataset, *record.noise, record.seed)] = record.epochs[-1][key]
-    settings = [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]
+    runs = finished_runs(out, variants, tasks, settings, seeds)
+    last = {k: r.epochs[-1][key] for k, r in runs.items() if r.epochs and key in r.epochs[-1]}
+    settings = _as_recorded(settings)
     lines = [
         f"Last-epoch `{key}`: mean [min, max] over tasks x seeds ('-': not logged or not every run finished).",
         "",
@@ -402,8 +471,8 @@ def paired_table(
 
     A cell whose pairs include runs computed in two different environments says how many: such a difference holds
     the environment's rounding too, which is not part of what "A - B" names."""
-    runs = finished_runs(out)
-    settings = [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]
+    runs = finished_runs(out, list(dict.fromkeys(v for pair in pairs for v in pair)), tasks, settings, seeds)
+    settings = _as_recorded(settings)
     cols = [setting_label(noise, rate) for noise, rate in settings]
     lines = [
         "Paired differences in top-1 points, A - B over tasks x seeds: mean [95% t-interval] and pairs won by A.",
@@ -443,10 +512,10 @@ def goals_summaries(
     :func:`testbed_robustness.goals_table` over the chosen tasks, settings and seeds."""
     from testbed_robustness import goals_table
 
-    wanted = {(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings}
+    wanted = set(_as_recorded(settings))
 
     def keep(r: RunRecord) -> bool:
-        return r.finished and r.dataset in tasks and r.noise in wanted and r.seed in seeds
+        return r.finished and _in_design(r, tasks, wanted, seeds)
 
     others = [r for r in collect_runs(grid) if keep(r) and r.method != "visprompt-plus"]
     lines = [f"Goal summaries against the runs in {grid} ({len(tasks)} tasks x {len(wanted)} settings x seeds "
@@ -471,10 +540,12 @@ def ablation_tables(
     out: Path, variants: list[str], tasks: list[str], settings: list[tuple[str, float]], seeds: list[int]
 ) -> str:
     """The Markdown tables of the finished runs under ``out`` (one folder per variant), then the environments they
-    were computed in."""
-    runs = finished_runs(out)
+    were computed in (the defaults' runs that a bracket pairs with included).
+
+    A bracket whose pairs include runs computed in two different environments says how many."""
+    runs = finished_runs(out, list(dict.fromkeys([*variants, "defaults"])), tasks, settings, seeds)
     top1 = {key: metric_value(record.metrics, "top1") for key, record in runs.items()}
-    settings = [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]  # as RunRecord.noise
+    settings = _as_recorded(settings)
     cols = [setting_label(noise, rate) for noise, rate in settings]
     lines = [
         f"Mean top-1 % over {len(tasks)} tasks x {len(seeds)} seeds; in brackets the paired difference to the "
@@ -483,6 +554,8 @@ def ablation_tables(
         "| variant | what changes | " + " | ".join(cols) + " |",
         "|---|---|" + "---:|" * len(cols),
     ]
+    paired_with: set[tuple[str, str, str, float, int]] = set()  # the defaults' runs in a bracket
+    crossing = 0
     for variant in variants:
         cells = []
         for noise, rate in settings:
@@ -495,9 +568,15 @@ def ablation_tables(
             base = [top1.get(("defaults", *k)) for k in keys]
             if variant != "defaults" and all(v is not None for v in base):
                 diffs = [a - b for a, b in zip(mine, base, strict=True)]
-                cell += f" ({statistics.fmean(diffs):+.1f}, {sum(d > 0 for d in diffs)}/{len(diffs)})"
+                mixed = sum(crosses_environments(runs[(variant, *k)], runs[("defaults", *k)]) for k in keys)
+                paired_with.update(("defaults", *k) for k in keys)
+                crossing += mixed
+                cell += f" ({statistics.fmean(diffs):+.1f}, {sum(d > 0 for d in diffs)}/{len(diffs)}"
+                cell += f", {mixed} across environments)" if mixed else ")"
             cells.append(cell)
         lines.append(f"| {variant} | {VARIANTS[variant][0]} | " + " | ".join(cells) + " |")
+    if crossing:
+        lines += ["", across_environments_note(crossing)]
     lines += ["", "Per task, mean +- std over seeds:", ""]
     header = [f"{t.removeprefix('testbed-')} {c}" for t in tasks for c in cols]
     lines += ["| variant | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
@@ -509,11 +588,21 @@ def ablation_tables(
                 std = statistics.stdev(values) if len(values) > 1 else 0.0
                 cells.append(f"{statistics.fmean(values):.1f} +- {std:.1f}" if values else "-")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    shown = [
-        runs[k] for v in variants for t in tasks for n, r in settings for s in seeds if (k := (v, t, n, r, s)) in runs
-    ]
-    lines += environment_lines(shown)
+    shown = {k for v in variants for t in tasks for n, r in settings for s in seeds if (k := (v, t, n, r, s)) in runs}
+    lines += environment_lines([runs[k] for k in sorted(shown | paired_with)])
     return "\n".join(lines) + "\n"
+
+
+def _settings(texts: list[str]) -> list[tuple[str, float]]:
+    """``--settings``: each TYPE:RATE; one setting given twice (``sym:0`` and ``asym:0`` are both the clean one) is
+    refused, as its runs would be two runs of each seed."""
+    settings = [_setting(text) for text in texts]
+    twice = [s for s, n in Counter(_as_recorded(settings)).items() if n > 1]
+    if twice:
+        why = " (a rate of 0 is the clean setting whatever the type)" if twice[0][0] == CLEAN else ""
+        raise ConfigError(f"--settings {' '.join(texts)}: {setting_label(*twice[0])} given twice{why}; give each "
+                          "setting once")  # fmt: skip
+    return settings
 
 
 def _setting(text: str) -> tuple[str, float]:
@@ -522,6 +611,15 @@ def _setting(text: str) -> tuple[str, float]:
         return noise, float(rate)
     except ValueError:
         raise ConfigError(f"--settings: expected TYPE:RATE such as sym:0.5, got {text!r}") from None
+
+
+def _as_recorded(settings: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """``settings`` as :attr:`RunRecord.noise` gives them: a rate of 0 is the clean setting."""
+    return [(CLEAN, 0.0) if rate == 0 else (noise, rate) for noise, rate in settings]
+
+
+def _in_design(record: RunRecord, tasks: list[str], settings: set[tuple[str, float]], seeds: list[int]) -> bool:
+    return record.dataset in tasks and record.noise in settings and record.seed in seeds
 
 
 def _pair(text: str, variants: list[str]) -> tuple[str, str]:

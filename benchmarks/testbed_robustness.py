@@ -14,12 +14,15 @@ precision / recall), so the paired tables can be recomputed without the runs fol
 
 The report is the grid's or nothing: a runs folder holding a run the grid does not name, or a finished run whose
 saved config differs from what the grid gives it now (outside where it ran), is refused with a one-line error
-before anything runs or is written. Give ``--set`` the overrides the runs were made with (``data.root``).
+before anything runs or is written. Give ``--set`` the overrides the runs were made with (``data.root``). The
+tables here name a method by its name alone, so a grid that gives one method two configs (an option axis such as
+``prompt.gate``) is refused too: ``visprompt report`` labels such configs apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import platform
@@ -32,10 +35,11 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
+from visprompt.config import flatten_tree
 from visprompt.errors import ConfigError, VispromptError
 from visprompt.fileio import atomic_write_text
 from visprompt.report import RunRecord, build_report, collect_runs
-from visprompt.report.collect import CLEAN, label_methods, metric_value
+from visprompt.report.collect import CLEAN, finished_results, label_methods, metric_value
 from visprompt.report.paired import paired
 from visprompt.report.tables import crosses_environments, setting_label, setting_order, write_csv
 from visprompt.sweep import SweepRun, expand_sweep, load_sweep, refuse_stale, run_sweep
@@ -116,12 +120,20 @@ def main(argv: list[str] | None = None) -> int:
 def check_runs_folder(runs: list[SweepRun], out: Path, grid: Path) -> None:
     """Refuse (:class:`ConfigError`) a runs folder whose report would not be the grid's: a run the grid does not
     name, or a finished run whose saved config differs from what the grid gives it now (say, made before a
-    method's recipe changed, or with another ``data.root``)."""
-    names = {run.name for run in runs}
-    extra = sorted(record.name for record in collect_runs(out) if record.name not in names)
+    method's recipe changed, or with another ``data.root``); and a grid that gives one method two configs, which
+    the tables here (by method name) would mix, a config's run of a seed replacing the other's."""
+    records = [RunRecord(run.path, run.name, None, flatten_tree(dataclasses.asdict(run.config))) for run in runs]
+    labels = label_methods(records)
+    split = sorted({labels[run.name] for run in runs if labels[run.name] != run.config.method.name})
+    if split:
+        raise ConfigError(
+            f"grid {grid}: one method with more than one config, e.g. {split[0]}; this script's tables name a method "
+            "by its name alone: give each config its own grid, or report the folder with `visprompt report`"
+        )
+    extra = unnamed_runs(runs, collect_runs(out))
     if extra:
         raise ConfigError(
-            f"runs folder {out}: {len(extra)} runs that the grid {grid} does not name, e.g. {extra[0]}; "
+            f"runs folder {out}: {len(extra)} runs that the grid {grid} does not name, e.g. {extra[0].name}; "
             "report them with the grid that made them, or move them out"
         )
     refuse_stale(
@@ -129,6 +141,12 @@ def check_runs_folder(runs: list[SweepRun], out: Path, grid: Path) -> None:
         f"runs folder {out}",
         "pass the --set the runs were made with (e.g. --set data.root=DATA), or re-run them into another --out",
     )
+
+
+def unnamed_runs(runs: Iterable[SweepRun], records: Iterable[RunRecord]) -> list[RunRecord]:
+    """The ``records`` that are none of ``runs`` (by path), by name: runs their grid does not name."""
+    paths = {run.path.resolve() for run in runs}
+    return sorted((r for r in records if r.path.resolve() not in paths), key=lambda r: r.name)
 
 
 TEN_CLASS = ("testbed-backgrounds", "testbed-colours", "testbed-scenes")
@@ -152,38 +170,40 @@ def per_run_rows(records: list[RunRecord]) -> list[dict[str, object]]:
     return rows
 
 
+def _finished(records: list[RunRecord]) -> dict[tuple[str, str, tuple[str, float], int], tuple[RunRecord, float]]:
+    """(method, task, (noise, rate), seed) -> (run, top-1 %) of every finished run. Keyed by the method's name
+    (:func:`check_runs_folder` refuses a grid with two configs of one method): two runs with one key are a
+    :class:`~visprompt.errors.DataError`, not one of them dropped."""
+    return finished_results(records, {r.name: r.method for r in records}, "top1")
+
+
 def _top1(records: list[RunRecord]) -> dict[tuple[str, str, tuple[str, float], int], float]:
     """Top-1 of every finished run: (method, task, (noise, rate), seed) -> %."""
-    out = {}
-    for r in records:
-        value = metric_value(r.metrics, "top1")
-        if r.finished and value is not None:
-            out[(r.method, r.dataset, r.noise, r.seed)] = value
-    return out
+    return {key: value for key, (_, value) in _finished(records).items()}
 
 
 def group_mean_table(records: list[RunRecord], tasks: tuple[str, ...]) -> str:
     """Mean top-1 over ``tasks`` of each method's per-task mean over seeds, per setting.
 
-    A cell is filled only when the method ran every task of the group with the same seeds as the column's other
-    methods (the most seeds any method has there), so every filled cell of a column averages the same runs' design.
+    A cell is filled only when the method ran every task of the group on every seed run in the column (by any
+    method, on any of its tasks), so every filled cell of a column averages the same (task, seed) pairs.
     """
     top1 = {k: v for k, v in _top1(records).items() if k[1] in tasks}
     settings = sorted({k[2] for k in top1}, key=lambda s: setting_order(*s))
     methods = sorted({k[0] for k in top1})
-    seeds = {s: max(len({k[3] for k in top1 if k[0] == m and k[2] == s}) for m in methods) for s in settings}
+    seeds = {s: {k[3] for k in top1 if k[2] == s} for s in settings}
     cells: dict[tuple[str, tuple[str, float]], float] = {}
     for m in methods:
         for s in settings:
-            per_task = [[v for k, v in top1.items() if k[:3] == (m, t, s)] for t in tasks]
-            if all(len(v) == seeds[s] for v in per_task):
-                cells[(m, s)] = statistics.fmean(statistics.fmean(v) for v in per_task)
+            per_task = [{k[3]: v for k, v in top1.items() if k[:3] == (m, t, s)} for t in tasks]
+            if all(v.keys() == seeds[s] for v in per_task):
+                cells[(m, s)] = statistics.fmean(statistics.fmean(v.values()) for v in per_task)
     best = {s: max((v for (m, t), v in cells.items() if t == s and m != "zeroshot"), default=None) for s in settings}
     lines = [
         f"## Mean over the {len(tasks)} tasks {', '.join(t.removeprefix('testbed-') for t in tasks)}",
         "",
         "Mean over tasks of each task's mean top-1 % over seeds (seeds per column: "
-        + ", ".join(f"{setting_label(*s)} {seeds[s]}" for s in settings)
+        + ", ".join(f"{setting_label(*s)} {len(seeds[s])}" for s in settings)
         + "); the best trained method of each column in **bold**.",
         "",
         "| method | " + " | ".join(setting_label(*s) for s in settings) + " |",
@@ -233,29 +253,28 @@ def selection_table(records: list[RunRecord]) -> str:
     """Clean-set selection at the last epoch per method and setting: precision, recall and the kept fraction.
 
     Precision: the share of the samples a method trains as clean whose label is right; recall: the share of the
-    right labels it keeps; kept: the fraction of the training set treated as clean. Means over seeds and the tasks
-    on which every method of the column ran (a task only some methods ran would make the rows incomparable).
+    right labels it keeps; kept: the fraction of the training set treated as clean. Means over the (task, seed)
+    pairs on which every method of the column ran (a task or seed only some methods ran would make the rows
+    incomparable).
     """
-    runs: dict[tuple[str, tuple[str, float]], dict[str, list[tuple[float, float, float]]]] = defaultdict(dict)
-    for r in records:
-        last = r.epochs[-1] if r.finished and r.epochs else {}
-        if r.noise[0] != CLEAN and "sel_precision" in last and r.method not in NO_SPLIT:
+    runs: dict[tuple[str, tuple[str, float]], dict[tuple[str, int], tuple[float, float, float]]] = defaultdict(dict)
+    for (method, task, setting, seed), (r, _) in _finished(records).items():
+        last = r.epochs[-1] if r.epochs else {}
+        if setting[0] != CLEAN and "sel_precision" in last and method not in NO_SPLIT:
             kept = last.get("n_clean", 0) / max(last.get("n_selected_from", 1), 1)
-            runs[(r.method, r.noise)].setdefault(r.dataset, []).append(
-                (last["sel_precision"], last["sel_recall"], kept)
-            )
-    # every row of a column averages the same tasks: those on which all the column's methods ran
-    common = {}
-    for (_, setting), by_task in runs.items():
-        common[setting] = common.get(setting, set(by_task)) & set(by_task)
-    cells = {key: [v for task in sorted(common[key[1]]) for v in by_task[task]] for key, by_task in runs.items()}
+            runs[(method, setting)][(task, seed)] = (last["sel_precision"], last["sel_recall"], kept)
+    # every row of a column averages the same (task, seed) pairs: those on which all the column's methods ran
+    common: dict[tuple[str, float], set[tuple[str, int]]] = {}
+    for (_, setting), by_pair in runs.items():
+        common[setting] = common.get(setting, set(by_pair)) & set(by_pair)
+    cells = {key: [by_pair[p] for p in sorted(common[key[1]])] for key, by_pair in runs.items()}
     settings = sorted({k[1] for k in cells}, key=lambda s: setting_order(*s))
     methods = sorted({k[0] for k in cells})
     lines = [
         "## Clean-set selection at the last epoch",
         "",
         "Precision / recall / kept fraction of the samples each method trains as clean, against the true labels "
-        "(mean over seeds and the tasks every method of the column ran; from each run's log.jsonl).",
+        "(mean over the (task, seed) pairs every method of the column ran; from each run's log.jsonl).",
         "",
         "| method | " + " | ".join(setting_label(*s) for s in settings) + " |",
         "| --- |" + " ---: |" * len(settings),

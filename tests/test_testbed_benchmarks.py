@@ -69,10 +69,31 @@ def test_selection_table_averages_the_last_epoch_of_the_selecting_methods(tmp_pa
     fake_run(tmp_path, "c/seed1", "nlprompt", "sym", 0.5, 1, 60.0, many)
     (tmp_path / "c" / "seed1" / "config.yaml").write_text((tmp_path / "c" / "seed1" / "config.yaml").read_text()
                                                           .replace("testbed-colours", "testbed-many"))  # fmt: skip
-    fake_run(tmp_path, "d/seed1", "joapr", "sym", 0.5, 1, 60.0, {**sel, "sel_precision": 0.6})
+    for seed in (1, 2):
+        fake_run(tmp_path, f"d/seed{seed}", "joapr", "sym", 0.5, seed, 60.0, {**sel, "sel_precision": 0.6})
     table = testbed_robustness.selection_table(collect_runs(tmp_path))
     assert "| nlprompt | 0.80 / 0.50 / 0.38 |" in table and "| joapr | 0.60 / 0.50 / 0.25 |" in table
     assert "coop" not in table and "sym 50%" in table
+
+
+def test_the_mean_tables_average_only_the_task_seed_pairs_every_method_of_the_column_ran(tmp_path) -> None:
+    """Each seed draws its own shots and noisy labels: two methods with as many seeds, but not the same ones, are
+    not comparable (the count alone was compared)."""
+    sel = {"sel_precision": 0.9, "sel_recall": 0.5, "n_clean": 40, "n_selected_from": 160}
+    for seed in (1, 2, 3):
+        fake_run(tmp_path, f"coop/seed{seed}", "coop", "sym", 0.5, seed, 60.0)
+        fake_run(tmp_path, f"joapr/seed{seed}", "joapr", "sym", 0.5, seed, 50.0, {**sel, "sel_precision": 0.1 * seed})
+    for seed in (1, 3, 4):  # three seeds too, one of them another
+        fake_run(tmp_path, f"nl/seed{seed}", "nlprompt", "sym", 0.5, seed, 60.0 + seed, sel)
+    table = testbed_robustness.group_mean_table(collect_runs(tmp_path), ("testbed-colours",))
+    assert "coop" not in table and "nlprompt" not in table and "sym 50% 4" in table  # neither ran seeds 1-4
+    fake_run(tmp_path, "nl/seed2", "nlprompt", "sym", 0.5, 2, 70.0, sel)
+    fake_run(tmp_path, "coop/seed4", "coop", "sym", 0.5, 4, 60.0)
+    table = testbed_robustness.group_mean_table(collect_runs(tmp_path), ("testbed-colours",))
+    assert "| nlprompt | **64.50** |" in table and "| coop | 60.00 |" in table and "joapr" not in table
+    # the selection of seeds 1 and 3 only: those both selecting methods ran
+    table = testbed_robustness.selection_table(collect_runs(tmp_path))
+    assert "| joapr | 0.20 / 0.50 / 0.25 |" in table and "| nlprompt | 0.90 / 0.50 / 0.25 |" in table
 
 
 def _retask(run: Path, task: str) -> None:
@@ -137,6 +158,13 @@ def test_paired_tables_say_which_pairs_were_computed_in_two_environments(tmp_pat
         "## Environments" in tables
         and "| AMD EPYC (family 25, model 17), cpu threads=1 isa=AVX512, torch 2.14.1 | 5 |" in tables
     )
+    # without `defaults` among the variants, its runs are still in each bracket, and so in the environments
+    tables = testbed_ablations.ablation_tables(tmp_path, ["full-ot"], *args)
+    assert "| full-ot | one OT split over the training set per epoch | 63.0 (+1.0, 3/3, 1 across environments) |" in (
+        tables
+    )
+    assert "| AMD EPYC (family 25, model 17), cpu threads=1 isa=AVX512, torch 2.14.1 | 5 |" in tables
+    assert "1 pair above pair runs computed in different environments" in tables
     tables = testbed_ablations.ablation_tables(tmp_path, ["defaults", "mae-noisy"], *args)
     assert (
         "Computed in one environment: AMD EPYC (family 25, model 17), cpu threads=1 isa=AVX512, torch 2.14.1." in tables
@@ -240,9 +268,18 @@ def test_per_run_rows_keep_each_finished_runs_top1_split_and_label(tmp_path) -> 
     )
 
 
+def finish(run, top1: float) -> None:
+    """A finished run of a sweep's ``run``, with its resolved config."""
+    from visprompt.config import to_yaml
+
+    run.path.mkdir(parents=True)
+    (run.path / "config.yaml").write_text(to_yaml(run.config))
+    (run.path / "status").write_text("done\n")
+    (run.path / "metrics.json").write_text(json.dumps({"top1": top1}))
+
+
 def grid_folder(tmp_path: Path) -> tuple[Path, Path, list]:
     """A two-run grid (data root DATA_A) whose runs are finished in a runs folder, each with its resolved config."""
-    from visprompt.config import to_yaml
     from visprompt.sweep import expand_sweep, load_sweep
 
     grid = tmp_path / "grid.yaml"
@@ -251,10 +288,7 @@ def grid_folder(tmp_path: Path) -> tuple[Path, Path, list]:
     out = tmp_path / "runs"
     runs = expand_sweep(load_sweep(grid, out_dir=out))
     for run in runs:
-        run.path.mkdir(parents=True)
-        (run.path / "config.yaml").write_text(to_yaml(run.config))
-        (run.path / "status").write_text("done\n")
-        (run.path / "metrics.json").write_text(json.dumps({"top1": 60.0}))
+        finish(run, 60.0)
     return grid, out, runs
 
 
@@ -298,6 +332,8 @@ def test_the_ablation_script_refuses_bad_arguments_in_one_line_before_running_an
         ("--compare", "alpha-0.8:defaults"): "--compare alpha-0.8:defaults: alpha-0.8 not in --variants",
         ("--compare", "alpha-0.8"): "--compare: expected A:B",
         ("--settings", "sym"): "--settings: expected TYPE:RATE",
+        # both the clean setting: two runs of each seed, one of them dropped from the tables
+        ("--settings", "sym:0", "asym:0"): "--settings sym:0 asym:0: clean given twice (a rate of 0 is the clean",
         ("--settings", "sym:1.5"): "noise.rate: expected a value in [0, 1), got 1.5",
         ("--tasks", "nope"): "unknown testbed task 'nope'",
     }
@@ -314,3 +350,95 @@ def test_every_ablation_variant_resolves_to_a_run_config(name: str) -> None:
     overrides = dict(parse_override(item) for item in testbed_ablations.VARIANTS[name][1])
     method = overrides.pop("method", "visprompt")
     assert load_config(overrides=overrides, method=method).method.name == method
+
+
+def test_the_ablation_script_checks_the_defaults_it_pairs_each_variant_with(tmp_path, capsys) -> None:
+    out, root = (tmp_path / "runs").resolve(), tmp_path / "DATA"
+    design = (["testbed-colours"], [("sym", 0.5)], [1, 2])
+    for run in testbed_ablations.variant_runs(out, "defaults", str(root), 30, *design):
+        finish(run, 71.0)
+    for run in testbed_ablations.variant_runs(out, "alpha-0.8", str(root), 2, *design):
+        finish(run, 50.5)
+    # the defaults were trained for 30 epochs: a difference of 2-epoch runs to them is not the variant's
+    code = testbed_ablations.main(["--no-run", "--root", str(root), "--out", str(out), "--variants", "alpha-0.8",
+                                   "--epochs", "2", "--tasks", "testbed-colours", "--settings", "sym:0.5", "--seeds",
+                                   "1", "2"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"--out {out / 'defaults'}: 2 finished runs do not match" in err and "optim.epochs 30 -> 2" in err
+    assert not root.exists()  # refused before anything was built
+
+
+def test_the_ablation_script_refuses_runs_its_grids_do_not_name_where_its_tables_read(tmp_path, capsys) -> None:
+    import pytest
+
+    from visprompt.errors import ConfigError, DataError
+
+    out, root = (tmp_path / "runs").resolve(), tmp_path / "DATA"
+    tasks, seeds = ["testbed-colours"], [1, 2]
+    runs = testbed_ablations.variant_runs(out, "defaults", str(root), 30, tasks, [("asym", 0.0)], seeds)
+    for run in runs:
+        finish(run, 70.0)
+    testbed_ablations.refuse_strays(out, runs, ["defaults"], tasks, [("asym", 0.0)], seeds)
+    # another study's runs in the same --out (another task) are not read: they may stay
+    for run in testbed_ablations.variant_runs(out, "defaults", str(root), 30, ["testbed-scenes"], [("sym", 0.0)], [1]):
+        finish(run, 80.0)
+    testbed_ablations.refuse_strays(out, runs, ["defaults"], tasks, [("asym", 0.0)], seeds)
+    # a leftover clean run at sym-0 (another --epochs) would stand for its seed beside asym-0's, unchecked
+    for run in testbed_ablations.variant_runs(out, "defaults", str(root), 2, tasks, [("sym", 0.0)], seeds):
+        finish(run, 20.0)
+    with pytest.raises(ConfigError, match=r"2 runs of the tables' .* e\.g\. defaults/testbed-colours/visprompt/sym-0/"):
+        testbed_ablations.refuse_strays(out, runs, ["defaults"], tasks, [("asym", 0.0)], seeds)
+    base = ["--no-run", "--root", str(root), "--out", str(out), "--variants", "alpha-0.8", "--tasks", *tasks]
+    assert testbed_ablations.main([*base, "--settings", "asym:0", "--seeds", "1", "2"]) == 2  # via the defaults
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {out}: 2 runs") and err.count("\n") == 1
+    # the tables themselves refuse two runs of one seed, whichever setting of the clean one they are read for
+    with pytest.raises(DataError, match=r"both defaults on testbed-colours, clean, seed 1: remove one"):
+        testbed_ablations.ablation_tables(out, ["defaults"], tasks, [("sym", 0.0)], seeds)
+
+    # --goals: a run the benchmark grid does not name, e.g. a 2-epoch CoCoOp, would be compared as a baseline
+    from visprompt.sweep import expand_sweep, load_sweep
+
+    goals = tmp_path / "goals"
+    grid = expand_sweep(load_sweep(testbed_ablations.GRID, out_dir=goals, overrides=[f"data.root={root.resolve()}"]))
+    cocoop = next(run for run in grid if run.name == "testbed-colours/cocoop/sym-0.5/seed1")
+    finish(cocoop, 60.0)  # the grid's own run (testbed-plus-goals.yaml has none, the full benchmark grid has)
+    testbed_ablations.check_goals_folder(goals, str(root))
+    fake_run(goals, "extra/cocoop/sym-0.5/seed2", "cocoop", "sym", 0.5, 2, 90.0)
+    shutil.rmtree(out)
+    code = testbed_ablations.main([*base, "--settings", "sym:0.5", "--seeds", "1", "2", "--goals", str(goals)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and not root.exists()
+    assert f"--goals {goals}: 1 runs that the grid configs/sweeps/testbed.yaml does not name, e.g. extra/" in err
+    shutil.rmtree(goals / "extra")
+    config = cocoop.path / "config.yaml"  # at the grid's path, but trained for 2 epochs
+    saved = yaml.safe_load(config.read_text())
+    saved["optim"]["epochs"] = 2
+    config.write_text(yaml.safe_dump(saved))
+    with pytest.raises(ConfigError, match=r"--goals .*: 1 finished runs do not match .* optim\.epochs 2 -> "):
+        testbed_ablations.check_goals_folder(goals, str(root))
+
+
+def test_the_robustness_tables_refuse_a_grid_with_two_configs_of_one_method(tmp_path) -> None:
+    """The tables key runs by method name: a second config of a method (an option axis) would replace the first's
+    run of each seed, and the goals would compare against whichever came last."""
+    import pytest
+
+    from visprompt.errors import ConfigError, DataError
+    from visprompt.sweep import expand_sweep, load_sweep
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"base": {"data.root": str(tmp_path / "DATA")},
+                                    "grid": {"method": ["visprompt"], "prompt.gate": ["learned", "zero"],
+                                             "noise.rate": [0.5]}}))  # fmt: skip
+    runs = expand_sweep(load_sweep(grid, out_dir=tmp_path / "runs"))
+    with pytest.raises(ConfigError, match=r"more than one config, e\.g\. visprompt\[prompt\.gate=learned"):
+        testbed_robustness.check_runs_folder(runs, tmp_path / "runs", grid)
+    for seed in (1, 2):  # the same two configs in a folder: the tables refuse them rather than keep one
+        for gate, top1 in (("learned", 80.0), ("zero", 40.0)):
+            fake_run(tmp_path, f"vp-{gate}/seed{seed}", "visprompt", "sym", 0.5, seed, top1)
+            config = tmp_path / f"vp-{gate}/seed{seed}" / "config.yaml"
+            config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "prompt": {"gate": gate}}))
+    with pytest.raises(DataError, match=r"runs vp-learned/seed1 and vp-zero/seed1 are both visprompt"):
+        testbed_robustness.goals_table(collect_runs(tmp_path))
