@@ -69,6 +69,7 @@ def _refuse_training_options(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from visprompt.audit.report import class_summary, confused_pairs, write_csv, write_fix, write_html
     from visprompt.audit.run import audit_run
+    from visprompt.data.datasets import canonical_name
     from visprompt.fileio import atomic_write_json
 
     if args.run_dir and args.dataset:
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.folds < 2:
         raise ConfigError(f"--folds: expected an integer >= 2, got {args.folds}")
     fix = Path(args.fix) if args.fix else None
-    if fix is not None and args.dataset == "csv":
+    if fix is not None and args.dataset and canonical_name(args.dataset) == "csv":  # `CSV` too
         source = next((o.partition("=")[2] for o in args.overrides if o.startswith("data.path=")), None)
         if source and fix.resolve() == Path(source).resolve():
             raise ConfigError(f"--fix {fix}: that is the input label file; the audit never overwrites it")

@@ -40,13 +40,14 @@ from visprompt.data.coop import (
 from visprompt.data.custom import load_csv, load_image_folder
 from visprompt.data.files import list_dirs, list_images, read_lines
 from visprompt.data.records import DatasetSplits, Sample
-from visprompt.errors import DataError
+from visprompt.errors import DataError, UnknownNameError
 from visprompt.registry import Registry
 
 __all__ = [
     "DATASETS",
     "DatasetSpec",
     "ExpectedCounts",
+    "canonical_name",
     "coop_spec",
     "dataset_dir",
     "get_spec",
@@ -161,6 +162,15 @@ def get_spec(name: str) -> DatasetSpec:
         if key and key in {_norm(spec.name), *(_norm(a) for a in spec.aliases)}:
             return spec
     return DATASETS.get(name)  # raises with close matches
+
+
+def canonical_name(name: str) -> str:
+    """The registered name of the dataset that ``name`` names (an alias such as ``pets`` or ``DescribableTextures``,
+    matched as by :func:`get_spec`); an unknown name is returned as given (loading it reports the closest names)."""
+    try:
+        return get_spec(name).name
+    except UnknownNameError:
+        return name
 
 
 def dataset_dir(spec: DatasetSpec, root: str | Path) -> Path:
