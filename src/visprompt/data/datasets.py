@@ -248,7 +248,8 @@ def _food101n_rows(ddir: Path, label_of: Mapping[str, int]) -> tuple[list[tuple[
 def _load_food101n(spec: DatasetSpec, root: str | Path, path: str | None, save_split: bool) -> DatasetSplits:
     """Train on Food-101N's noisy web labels; validate and test on Food-101's clean splits.
 
-    True labels are unknown (None) except for images whose label Food-101N's annotators verified as correct.
+    Only the images Food-101N's annotators verified have a known truth: a label verified correct is the true label;
+    one verified wrong is known noisy, its true class unknown (``label_wrong``). The others' truth is unknown.
     """
     food = load_dataset("food101", root, save_split=save_split)
     ddir = dataset_dir(spec, root)
@@ -263,6 +264,7 @@ def _load_food101n(spec: DatasetSpec, root: str | Path, path: str | None, save_s
             label=label,
             true_label=label if verified.get(key) == 1 else None,
             classname=food.classnames[label],
+            label_wrong=verified.get(key) == 0,
         )
         for i, (key, label) in enumerate(rows)
     )

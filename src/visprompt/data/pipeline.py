@@ -255,12 +255,15 @@ def _relative(path: str, base: str) -> str:
 
 
 def _columns(samples: Sequence[Sample], base: str) -> dict[str, list[Any]]:
-    return {
+    columns: dict[str, list[Any]] = {
         "index": [s.index for s in samples],
         "path": [_relative(s.path, base) for s in samples],
         "label": [s.label for s in samples],
         "true_label": [s.true_label for s in samples],
     }
+    if any(s.label_wrong for s in samples):  # only where some label is known wrong (Food-101N's training split)
+        columns["label_wrong"] = [s.label_wrong for s in samples]
+    return columns
 
 
 def _split_stats(splits: DatasetSplits) -> dict[str, Any]:
@@ -295,6 +298,7 @@ def splits_from_json(data: dict[str, Any]) -> DatasetSplits:
         parts = {}
         for key in ("train", "val", "test"):
             col = data[key]
+            wrong = col.get("label_wrong", [False] * len(col["index"]))
             parts[key] = tuple(
                 Sample(
                     index=int(i),
@@ -302,11 +306,12 @@ def splits_from_json(data: dict[str, Any]) -> DatasetSplits:
                     label=int(y),
                     true_label=None if t is None else int(t),
                     classname=classnames[int(y)],
+                    label_wrong=bool(w),
                 )
-                for i, p, y, t in zip(col["index"], col["path"], col["label"], col["true_label"], strict=True)
+                for i, p, y, t, w in zip(col["index"], col["path"], col["label"], col["true_label"], wrong, strict=True)
             )
         return DatasetSplits(name=str(data["name"]), classnames=classnames, **parts)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise DataError(f"split record: malformed ({type(exc).__name__}: {exc})") from None
 
 
