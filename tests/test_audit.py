@@ -318,8 +318,9 @@ def test_audit_cli_errors_are_one_line(tmp_path, capsys) -> None:
     assert cli.main(["audit", "--dataset", "csv", "--set", f"data.path={labels}", "--out", str(out), *testbed]) == 2
     assert "unknown column 'note'" in capsys.readouterr().err
     assert not any(out.rglob("*")) and labels.read_bytes() == before  # nothing written, the user's file untouched
-    assert cli.main(["audit", "--dataset", "csv", "--set", f"data.path={labels}", "--fix", str(labels)]) == 2
-    assert "never overwrites" in capsys.readouterr().err
+    for name in ("csv", "CSV"):  # any name of the dataset
+        assert cli.main(["audit", "--dataset", name, "--set", f"data.path={labels}", "--fix", str(labels)]) == 2
+        assert "never overwrites" in capsys.readouterr().err
 
 
 def _label_file(base) -> tuple:

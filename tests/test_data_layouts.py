@@ -149,6 +149,36 @@ def test_csv_without_header_and_integer_labels_sorted_numerically(tmp_path: Path
     assert (len(splits.train), len(splits.val), len(splits.test)) == (15, 6, 9)
 
 
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [("pets", "oxford_pets"), ("OxfordPets", "oxford_pets"), ("flowers102", "oxford_flowers"),
+     ("flowers", "oxford_flowers"), ("aircraft", "fgvc_aircraft"), ("DescribableTextures", "dtd"),
+     ("cars", "stanford_cars"), ("Food-101N", "food101n")],
+)  # fmt: skip
+def test_a_dataset_alias_gives_the_run_the_registered_name_gives(alias: str, name: str) -> None:
+    """`--dataset pets` loaded oxford_pets but zero-shot read "a photo of a {}." (the template table knows registered
+    names only), as did visprompt-plus's prior and asym-semantic noise, in a run named pets_..."""
+    from visprompt.config import DataConfig, load_config
+    from visprompt.engine.build import run_name
+    from visprompt.engine.runner import _backbone_key
+    from visprompt.methods import method_spec
+    from visprompt.models.templates import templates_for
+
+    for method, noise in (("zeroshot", []), ("visprompt-plus", ["noise.type=asym-semantic", "noise.rate=0.5"])):
+        given, registered = (load_config(overrides=noise, dataset=d, method=method) for d in (alias, name))
+        assert given == registered and given.data.dataset == name and run_name(given) == run_name(registered)
+        assert method_spec(given).dataset == name
+    assert _backbone_key(given).endswith(templates_for(name)[0])  # the split cache of asym-semantic: its template
+    assert DataConfig(dataset=alias).dataset == name and DataConfig(dataset="my-own").dataset == "my-own"
+
+
+def test_every_benchmark_is_in_the_template_table_under_its_registered_name() -> None:
+    from visprompt.models.templates import DATASET_TEMPLATES, _key
+
+    benchmarks = [n for n in DATASETS if not n.startswith("testbed") and n not in ("folder", "csv")]
+    assert len(benchmarks) == 12 and not {_key(n) for n in benchmarks} - {_key(k) for k in DATASET_TEMPLATES}
+
+
 def test_dataset_names_are_matched_loosely_and_unknown_ones_suggest_the_closest() -> None:
     assert get_spec("DescribableTextures").name == "dtd"
     assert get_spec("Oxford-Pets").name == "oxford_pets"

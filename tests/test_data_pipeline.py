@@ -20,6 +20,7 @@ from visprompt.data.pipeline import prepare_fewshot, read_splits, splits_from_js
 from visprompt.data.records import Sample
 from visprompt.data.transforms import CLIP_MEAN, CLIP_STD, build_transform
 from visprompt.errors import ConfigError, DataError
+from visprompt.selection.metrics import selection_counts, selection_metrics
 
 
 @pytest.fixture
@@ -155,6 +156,52 @@ def test_splits_json_round_trip(dtd_root: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"split record .*: expected format"):
         (tmp_path / "bad.json").write_text("{}")
         read_splits(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    ("key", "column", "value"),
+    [("test", "label", -1), ("val", "label", 4), ("train", "label", True), ("test", "label", 1.5),
+     ("test", "true_label", -1), ("val", "true_label", 4), ("train", "true_label", -2), ("test", "true_label", 3)],
+)  # fmt: skip
+def test_a_split_record_label_that_is_no_class_index_is_refused(dtd_root, tmp_path, key, column, value) -> None:
+    """A negative label was read as a class counted from the end: test labels [-1, 2] and predictions [2, 2] scored
+    top-1 100.0. Labels and known true labels must lie in [0, C); a training image's true label may be >= C (an
+    image from outside the label set, open-set noise)."""
+    record = splits_to_json(prepare_fewshot("dtd", dtd_root, 2, seed=1))  # C = 4
+    file = tmp_path / "split.json"
+    record["train"]["true_label"][1] = 7  # outside the label set: accepted
+    file.write_text(json.dumps(record))
+    assert read_splits(file).train[1].true_label == 7
+    record[key][column][0] = value
+    file.write_text(json.dumps(record))
+    with pytest.raises(DataError) as exc:
+        read_splits(file)
+    message = str(exc.value)
+    if (key, column, value) == ("test", "true_label", 3):  # a class, not the label's: the label would be scored
+        assert message.startswith(f"split record {file}: test.label[0] is {record['test']['label'][0]}, which its true")
+    else:
+        assert message.startswith(f"split record {file}: {key}.{column}[0] is {value!r}")
+    assert "\n" not in message
+
+
+def test_food101n_labels_verified_wrong_count_as_noisy(tmp_path: Path) -> None:
+    """Food-101N's annotators' "wrong" is known noise of an unknown true class: the split's noise rate and the
+    selection's precision count it (they were 0.0 and 1.0 whatever the data: only verified-right labels were known)."""
+    make_fake_dataset("food101n", tmp_path, classes=3, per_class=10)  # even rows verified, wrong where i % 3 == 0
+    splits = prepare_fewshot("food101n", tmp_path, "all", seed=1)
+    wrong = [s for s in splits.train if s.label_wrong]
+    assert len(wrong) == 5 and all(s.is_noisy and s.true_label is None for s in wrong)  # no index to misuse
+    assert splits_to_json(splits)["stats"] == {"num_samples": 30, "num_noisy": 5, "num_unknown": 15,
+                                                "noise_rate": 5 / 15}  # fmt: skip
+    assert read_splits(write_splits(splits, tmp_path / "split.json")) == splits  # the mark survives split.json
+    labels = torch.tensor([s.label for s in splits.train])
+    true = SampleDataset(splits.train).true_labels
+    counts = selection_counts(torch.ones(30, dtype=torch.bool), labels, true)  # every label kept
+    assert (counts["known"], counts["selected_known"], counts["hits"]) == (15, 15, 10)  # precision 2/3, not 1
+    metrics = selection_metrics(torch.ones(30, dtype=torch.bool), labels, true, pseudo_labels=labels)
+    assert metrics["precision"] == pytest.approx(2 / 3) and metrics["noise_rate"] == pytest.approx(1 / 3)
+    assert metrics["pseudo_label_accuracy"] == 1.0  # judged on the 10 known classes only
+    assert splits.train[0].label_wrong and not splits.train[0].relabel(1, "x").label_wrong  # a new label: unknown
 
 
 # ------------------------------------------------------------------------------------------- loader, transforms

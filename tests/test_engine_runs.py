@@ -246,8 +246,9 @@ def test_clip_dependent_and_open_set_noise_train_end_to_end(world, tmp_path, kin
         assert set(split["test"]["label"]) == {0, 1} and len(split["test"]["label"]) == 6
         assert cached == ["folder-" + cached[0].split("-")[1] + "-4shot-seed1-open-set-0.25-k1.json"]
         return
-    key = hashlib.sha256(f"{world['arch']}|None".encode()).hexdigest()[:8]
-    assert len(cached) == 1 and cached[0].endswith(f"-{kind}-0.25-{key}.json")  # keyed by the backbone
+    source = f"{world['arch']}|None" + ("|a photo of a {}." if kind == "asym-semantic" else "")
+    key = hashlib.sha256(source.encode()).hexdigest()[:8]
+    assert len(cached) == 1 and cached[0].endswith(f"-{kind}-0.25-{key}.json")  # the backbone (and the template)
     clip = load_clip(cfg, torch.device("cpu"))
     if kind == "asym-semantic":
         targets = semantic_targets(clip, split["classnames"], "folder")

@@ -93,6 +93,25 @@ def test_csv_non_utf8_is_one_line(tmp_path) -> None:
         load_csv(file)
 
 
+def test_a_val_or_test_row_whose_true_label_differs_from_its_label_is_refused(tmp_path) -> None:
+    """Val and test rows are scored against ``label``: a row the file itself marks wrong would count a right
+    prediction as a mistake (a model right on every image scored 50.0). Train rows may differ: that is the noise."""
+    rows = "path,label,split,true_label\na.png,x,train,y\nb.png,y,train,y\nc.png,x,test,x\nd.png,x,test,y\n"
+    with pytest.raises(DataError) as exc:
+        load_csv(csv_world(tmp_path, rows))
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith(f"CSV file {tmp_path / 'data.csv'} line 5: a test row")
+    assert "label 'x' differs from its true_label 'y'" in message
+    splits = load_csv(csv_world(tmp_path, rows.replace("d.png,x,test,y", "d.png,y,test,y")))
+    assert splits.train[0].is_noisy and all(s.label == s.true_label for s in splits.test)
+    for i in range(10):  # without a split column, the per-class split decides where a row is scored
+        Image.new("RGB", (4, 4)).save(tmp_path / f"{i}.png")
+    lines = [f"{i}.png,{'xy'[i % 2]},{'y' if i < 4 else 'xy'[i % 2]}" for i in range(10)]
+    (tmp_path / "nosplit.csv").write_text("path,label,true_label\n" + "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"line \d+: label 'x' differs from its true_label 'y' and the per-class split"):
+        load_csv(tmp_path / "nosplit.csv")
+
+
 # ------------------------------------------------------------------------------------------- folders
 def test_an_empty_class_folder_in_the_flat_layout_is_refused(tmp_path) -> None:
     for cls in ("cat", "dog"):

@@ -203,6 +203,22 @@ def test_open_set_runs_with_different_held_out_classes_are_separate_settings(tmp
     assert "| open-set-k1 25% | open-set-k2 25% |" in text and "| **70.00** | **60.00** |" in text
 
 
+def test_a_dataset_alias_in_an_older_runs_config_is_its_registered_name(tmp_path) -> None:
+    """Runs written before configs resolved aliases: `DescribableTextures` and `dtd` made two tables (one seed each)
+    and the average over datasets counted DTD twice. A csv dataset keeps its path in the name."""
+    for seed, dataset in ((1, "dtd"), (2, "DescribableTextures")):
+        run = write_run(tmp_path, f"{dataset}/seed{seed}", ["method.name=coop", f"run.seed={seed}"],
+                        metrics={"top1": 60.0 + seed})  # fmt: skip
+        config = run / "config.yaml"
+        config.write_text(config.read_text().replace("dataset: testbed-backgrounds", f"dataset: {dataset}"))
+    run = write_run(tmp_path, "mine", ["data.dataset=csv", "data.path=birds.csv", "method.name=coop"],
+                    metrics={"top1": 50.0})  # fmt: skip
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("dataset: csv", "dataset: CSV"))
+    assert sorted(r.dataset for r in collect_runs(tmp_path)) == ["csv:birds.csv", "dtd", "dtd"]
+    text = build_report(tmp_path).markdown.read_text()
+    assert "DescribableTextures" not in text and "61.50 ± 0.71" in text and "## Average over 2 datasets" in text
+
+
 def test_nested_metric_keys_are_found(tmp_path) -> None:
     write_run(tmp_path, "a", ["noise.rate=0.5"], metrics={"test": {"top1": 70.0}, "val": {"top1": 10.0}})
     rows = read_csv(build_report(tmp_path).runs_csv)

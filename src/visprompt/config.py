@@ -72,7 +72,7 @@ def _check(cond: bool, key: str, message: str) -> None:
 class DataConfig:
     """Which images a run trains and evaluates on."""
 
-    dataset: str = "testbed-backgrounds"  # a registered dataset name, or "folder" / "csv" for the user's own data
+    dataset: str = "testbed-backgrounds"  # a registered dataset name (an alias becomes it), or "folder" / "csv"
     root: str = "DATA"  # folder holding one sub-folder per dataset (the CoOp layout)
     path: str | None = None  # image folder or CSV file when dataset is "folder" or "csv"
     shots: int | Literal["all"] = 16  # K labelled training images per class (sampled before noise); "all": every one
@@ -80,6 +80,12 @@ class DataConfig:
     num_workers: int = 0  # data-loader worker processes
 
     def __post_init__(self) -> None:
+        # One name per dataset: an alias (`pets`, `DescribableTextures`) becomes the registered name, so run names,
+        # zero-shot templates, split caches and reports see the same run whichever name the user gave.
+        from visprompt.data.datasets import canonical_name
+
+        if isinstance(self.dataset, str):
+            object.__setattr__(self, "dataset", canonical_name(self.dataset))
         _check(
             self.shots == "all" or self.shots >= 1, "data.shots", f"expected an integer >= 1 or all, got {self.shots}"
         )

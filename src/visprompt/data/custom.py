@@ -7,8 +7,9 @@ CSV: one row per image, ``path,label`` with optional ``split`` (train/val/test) 
 ``given_label``, ``changed`` columns `visprompt audit --fix` writes, ignored here), named
 by a header row (``path,label,split``) or, without a header, in that order. Paths may be relative to the CSV's
 folder. Labels are taken as given: they are the dataset's annotation (``true_label`` = ``label``) unless a
-``true_label`` column says otherwise (empty = unknown). Without a ``split`` column rows are split per class as
-for folders. Classes are the sorted distinct labels (numerically if all labels are integers).
+``true_label`` column says otherwise (empty = unknown), which only a training row may do (validation and test rows
+are scored against ``label``). Without a ``split`` column rows are split per class as for folders. Classes are the
+sorted distinct labels (numerically if all labels are integers).
 
 Neither loader writes into the user's folder: the split is recomputed deterministically on each load.
 """
@@ -190,6 +191,27 @@ def load_csv(path: str | Path, name: str = "csv") -> DatasetSplits:
         split = {key: [rows[i] for i in idx] for key, idx in order.items()}
     true: dict[str, list] = {}
     if "true_label" in records[0][1]:
+        _check_scored_truths(file, records, order, given="split" in records[0][1])
         truth = [label_of[r["true_label"]] if r["true_label"] else None for _, r in records]
         true = {key: [truth[i] for i in order[key]] for key in SPLIT_NAMES}
     return _to_splits(name, labels, split, base, true)
+
+
+def _check_scored_truths(
+    file: Path, records: list[tuple[int, dict[str, str]]], order: dict[str, list[int]], given: bool
+) -> None:
+    """Refuse a validation or test row whose ``true_label`` says its ``label`` is wrong: those rows are scored
+    against ``label``, so a model right about the image would be counted wrong (training rows may differ: that is
+    the label noise). ``given``: the file has a ``split`` column (else the per-class split placed the row)."""
+    scored = {i: key for key in ("val", "test") for i in order[key]}
+    for i, (n, r) in enumerate(records):
+        if i in scored and r["true_label"] and r["true_label"] != r["label"]:
+            key, differs = scored[i], f"label {r['label']!r} differs from its true_label {r['true_label']!r}"
+            if given:
+                problem, remedy = f"a {key} row whose {differs}", "give it the true label"
+            else:
+                problem, remedy = f"{differs} and the per-class split puts it in {key}", "add a split column"
+            raise DataError(
+                f"CSV file {file} line {n}: {problem}; val and test rows are scored against label ({remedy}: only "
+                "train rows may have noisy labels)"
+            )

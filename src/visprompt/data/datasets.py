@@ -40,13 +40,14 @@ from visprompt.data.coop import (
 from visprompt.data.custom import load_csv, load_image_folder
 from visprompt.data.files import list_dirs, list_images, read_lines
 from visprompt.data.records import DatasetSplits, Sample
-from visprompt.errors import DataError
+from visprompt.errors import DataError, UnknownNameError
 from visprompt.registry import Registry
 
 __all__ = [
     "DATASETS",
     "DatasetSpec",
     "ExpectedCounts",
+    "canonical_name",
     "coop_spec",
     "dataset_dir",
     "get_spec",
@@ -163,6 +164,15 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS.get(name)  # raises with close matches
 
 
+def canonical_name(name: str) -> str:
+    """The registered name of the dataset that ``name`` names (an alias such as ``pets`` or ``DescribableTextures``,
+    matched as by :func:`get_spec`); an unknown name is returned as given (loading it reports the closest names)."""
+    try:
+        return get_spec(name).name
+    except UnknownNameError:
+        return name
+
+
 def dataset_dir(spec: DatasetSpec, root: str | Path) -> Path:
     """The dataset's folder under ``root``; a missing root or folder raises :class:`DataError` naming it."""
     root = Path(root).expanduser()
@@ -238,7 +248,8 @@ def _food101n_rows(ddir: Path, label_of: Mapping[str, int]) -> tuple[list[tuple[
 def _load_food101n(spec: DatasetSpec, root: str | Path, path: str | None, save_split: bool) -> DatasetSplits:
     """Train on Food-101N's noisy web labels; validate and test on Food-101's clean splits.
 
-    True labels are unknown (None) except for images whose label Food-101N's annotators verified as correct.
+    Only the images Food-101N's annotators verified have a known truth: a label verified correct is the true label;
+    one verified wrong is known noisy, its true class unknown (``label_wrong``). The others' truth is unknown.
     """
     food = load_dataset("food101", root, save_split=save_split)
     ddir = dataset_dir(spec, root)
@@ -253,6 +264,7 @@ def _load_food101n(spec: DatasetSpec, root: str | Path, path: str | None, save_s
             label=label,
             true_label=label if verified.get(key) == 1 else None,
             classname=food.classnames[label],
+            label_wrong=verified.get(key) == 0,
         )
         for i, (key, label) in enumerate(rows)
     )

@@ -1,9 +1,9 @@
 """A torch Dataset over :class:`~visprompt.data.records.Sample` records and a seeded DataLoader.
 
-Each item is a dict ``{"image": (3, H, W) float tensor, "label": observed label, "true_label": true label or -1
-when unknown, "index": position of the sample in the sequence given to the dataset}`` (``samples[index].index``
-is its index in the full split). An image that cannot be opened or decoded raises
-:class:`~visprompt.errors.DataError` naming the file.
+Each item is a dict ``{"image": (3, H, W) float tensor, "label": observed label, "true_label": true label, or a
+negative code when its class is unknown (:func:`~visprompt.data.records.true_label_code`), "index": position of the
+sample in the sequence given to the dataset}`` (``samples[index].index`` is its index in the full split). An image
+that cannot be opened or decoded raises :class:`~visprompt.errors.DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from visprompt.data.records import Sample
+from visprompt.data.records import Sample, true_label_code
 from visprompt.errors import DataError
 
 __all__ = ["SampleDataset", "load_image", "make_loader", "read_image"]
@@ -61,8 +61,8 @@ class SampleDataset(Dataset):
         self.samples = tuple(samples)
         self.transform = transform
         self.labels = torch.tensor([s.label for s in self.samples], dtype=torch.long)  # (N,)
-        self.true_labels = torch.tensor(  # (N,), -1 where unknown
-            [-1 if s.true_label is None else s.true_label for s in self.samples], dtype=torch.long
+        self.true_labels = torch.tensor(  # (N,), negative where the class is unknown (records.true_label_code)
+            [true_label_code(s) for s in self.samples], dtype=torch.long
         )
 
     def __len__(self) -> int:

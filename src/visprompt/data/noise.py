@@ -389,13 +389,14 @@ def apply_noise(
 
 
 def noise_stats(samples: Sequence[Sample], num_classes: int | None = None) -> dict[str, float | int | None]:
-    """Counts of a (noisy) training set: size, samples whose label differs from the known truth, unknown truths.
+    """Counts of a (noisy) training set: size, samples whose label differs from the known truth (or is known wrong,
+    ``Sample.label_wrong``), unknown truths; the noise rate is over the samples whose truth is known.
 
     With ``num_classes`` C, also ``num_open_set``: the samples whose true class lies outside the label set
     (``true_label`` >= C, open-set noise; they are among the noisy ones).
     """
-    known = [s for s in samples if s.true_label is not None]
-    noisy = sum(s.label != s.true_label for s in known)
+    known = [s for s in samples if s.is_noisy is not None]
+    noisy = sum(bool(s.is_noisy) for s in known)
     stats: dict[str, float | int | None] = {
         "num_samples": len(samples),
         "num_noisy": noisy,
@@ -403,5 +404,5 @@ def noise_stats(samples: Sequence[Sample], num_classes: int | None = None) -> di
         "noise_rate": noisy / len(known) if known else None,
     }
     if num_classes is not None:
-        stats["num_open_set"] = sum(s.true_label >= num_classes for s in known)
+        stats["num_open_set"] = sum(s.true_label is not None and s.true_label >= num_classes for s in known)
     return stats

@@ -124,19 +124,27 @@ def _check_files(splits: DatasetSplits) -> None:
         )
 
 
+def _in_range(values: Any, n: int) -> bool:
+    return isinstance(values, list) and all(type(v) is int and 0 <= v < n for v in values)
+
+
 def _from_cache(
-    file: Path, full: DatasetSplits, fingerprint: str
+    file: Path, full: DatasetSplits, fingerprint: str, num_classes: int
 ) -> tuple[tuple[Sample, ...], tuple[Sample, ...]] | None:
     try:
         data = read_json(file, "few-shot cache")
         if data.get("format") != CACHE_FORMAT or data.get("fingerprint") != fingerprint:
             logger.warning("few-shot cache %s was made from different data; rebuilding it", file)
             return None
+        train_index, train_label, val_index = data["train"]["index"], data["train"]["label"], data["val"]["index"]
+        if not (_in_range(train_index, len(full.train)) and _in_range(train_label, num_classes)
+                and _in_range(val_index, len(full.val))):  # fmt: skip
+            raise ValueError("a sample index or label out of range")  # (a negative one would count from the end)
         train = tuple(
             full.train[i].relabel(y, full.classnames[y]) if y != full.train[i].label else full.train[i]
-            for i, y in zip(data["train"]["index"], data["train"]["label"], strict=True)
+            for i, y in zip(train_index, train_label, strict=True)
         )
-        val = tuple(full.val[i] for i in data["val"]["index"])
+        val = tuple(full.val[i] for i in val_index)
     except (DataError, KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
         logger.warning("few-shot cache %s is unreadable (%s); rebuilding it", file, exc)
         return None
@@ -186,7 +194,7 @@ def prepare_fewshot(
     file = None
     if cache_dir is not None:
         file = cache_path(cache_dir, get_spec(dataset).name, shots, seed, tag, path)
-    cached = _from_cache(file, full, fingerprint) if file is not None and file.is_file() else None
+    cached = _from_cache(file, full, fingerprint, task.num_classes) if file is not None and file.is_file() else None
     if cached is not None:
         train, val = cached
     else:
@@ -255,12 +263,15 @@ def _relative(path: str, base: str) -> str:
 
 
 def _columns(samples: Sequence[Sample], base: str) -> dict[str, list[Any]]:
-    return {
+    columns: dict[str, list[Any]] = {
         "index": [s.index for s in samples],
         "path": [_relative(s.path, base) for s in samples],
         "label": [s.label for s in samples],
         "true_label": [s.true_label for s in samples],
     }
+    if any(s.label_wrong for s in samples):  # only where some label is known wrong (Food-101N's training split)
+        columns["label_wrong"] = [s.label_wrong for s in samples]
+    return columns
 
 
 def _split_stats(splits: DatasetSplits) -> dict[str, Any]:
@@ -285,28 +296,52 @@ def splits_to_json(splits: DatasetSplits) -> dict[str, Any]:
     }
 
 
+def _class_index(value: Any, num_classes: int | None, where: str) -> int:
+    """``value`` as a class index: an integer in [0, num_classes) (None: no upper bound), else a DataError."""
+    too_big = num_classes is not None and isinstance(value, int) and value >= num_classes
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or too_big:
+        bound = f"in [0, {num_classes})" if num_classes is not None else ">= 0"
+        raise DataError(f"split record: {where} is {value!r}, expected a class index {bound}")
+    return value
+
+
+def _split_samples(key: str, col: dict[str, Any], base: str, classnames: tuple[str, ...]) -> tuple[Sample, ...]:
+    """Split ``key``'s samples from its columns in a split record, every label checked (:func:`splits_from_json`)."""
+    wrong = col.get("label_wrong", [False] * len(col["index"]))
+    samples = []
+    rows = zip(col["index"], col["path"], col["label"], col["true_label"], wrong, strict=True)
+    for j, (i, p, y, t, w) in enumerate(rows):
+        y = _class_index(y, len(classnames), f"{key}.label[{j}]")
+        if t is not None:
+            t = _class_index(t, None if key == "train" else len(classnames), f"{key}.true_label[{j}]")
+        if not isinstance(w, bool) or (w and t is not None):
+            raise DataError(
+                f"split record: {key}.label_wrong[{j}] is {w!r}, expected true or false (true only where true_label "
+                "is null)"
+            )
+        if key != "train" and (w or t not in (None, y)):  # evaluation scores against the label
+            raise DataError(
+                f"split record: {key}.label[{j}] is {y}, which its true label says is wrong ({key} labels are scored "
+                "as the truth; only train labels may be noisy)"
+            )
+        samples.append(Sample(int(i), os.path.join(base, p) if base else p, y, t, classnames[y], label_wrong=w))
+    return tuple(samples)
+
+
 def splits_from_json(data: dict[str, Any]) -> DatasetSplits:
-    """The inverse of :func:`splits_to_json`; a malformed record raises :class:`DataError`."""
+    """The inverse of :func:`splits_to_json`; a malformed record raises :class:`DataError`.
+
+    Labels must be class indices in [0, C) (a negative one would be read as a class counted from the end), and so
+    must known true labels, except a training image's from outside the label set (open-set noise: >= C); a
+    validation or test label must not contradict its true label (they are scored against the label).
+    """
     if not isinstance(data, dict) or data.get("format") != SPLITS_FORMAT:
         raise DataError(f"split record: expected format {SPLITS_FORMAT!r}")
     try:
         classnames = tuple(str(c) for c in data["classnames"])
-        base = data["root"]
-        parts = {}
-        for key in ("train", "val", "test"):
-            col = data[key]
-            parts[key] = tuple(
-                Sample(
-                    index=int(i),
-                    path=os.path.join(base, p) if base else p,
-                    label=int(y),
-                    true_label=None if t is None else int(t),
-                    classname=classnames[int(y)],
-                )
-                for i, p, y, t in zip(col["index"], col["path"], col["label"], col["true_label"], strict=True)
-            )
+        parts = {key: _split_samples(key, data[key], data["root"], classnames) for key in ("train", "val", "test")}
         return DatasetSplits(name=str(data["name"]), classnames=classnames, **parts)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise DataError(f"split record: malformed ({type(exc).__name__}: {exc})") from None
 
 

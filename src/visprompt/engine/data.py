@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from visprompt.data.loader import SampleDataset
-from visprompt.data.records import Sample
+from visprompt.data.records import Sample, true_label_code
 from visprompt.engine.progress import progress
 from visprompt.engine.runtime import Precision, worker_init_fn
 from visprompt.engine.store import FeatureStore
@@ -44,7 +44,7 @@ __all__ = ["FeatureData", "FeatureSet", "ImageData", "encode_samples", "feature_
 
 def _targets(samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
     labels = torch.tensor([s.label for s in samples], dtype=torch.long)  # (N,)
-    true = torch.tensor([-1 if s.true_label is None else s.true_label for s in samples], dtype=torch.long)  # (N,)
+    true = torch.tensor([true_label_code(s) for s in samples], dtype=torch.long)  # (N,), negative: class unknown
     return labels, true
 
 

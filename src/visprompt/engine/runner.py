@@ -47,6 +47,7 @@ from visprompt.engine.sameconfig import config_differences
 from visprompt.engine.store import FeatureStore, resolve_store
 from visprompt.errors import ConfigError
 from visprompt.methods import MethodBase, build_method, method_spec
+from visprompt.models.templates import templates_for
 from visprompt.runlock import LOCK_NAME, folder_lock
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,12 @@ class RunResult:
 
 
 def _backbone_key(cfg: RunConfig) -> str:
-    """Names the frozen CLIP in split-cache keys (noise that depends on it): arch and weights."""
-    return f"{cfg.backbone.arch}|{cfg.backbone.weights}"
+    """Names what noise that depends on the frozen CLIP is computed from, in split-cache keys: its arch and weights,
+    and for noise from class-name embeddings (asym-semantic) the zero-shot templates the names are read through."""
+    key = f"{cfg.backbone.arch}|{cfg.backbone.weights}"
+    if "targets" in cfg.noise.definition.needs:
+        key += "|" + "|".join(templates_for(cfg.data.dataset))
+    return key
 
 
 def _feature_store(cfg: RunConfig) -> FeatureStore | None:

@@ -10,8 +10,9 @@ strategy and a loss. The engine's generic loop drives it through a handful of ho
     extra_state() / load_extra_state(d)     non-parameter state that a resumed run needs
 
 A batch is a dict of tensors on the training device: ``labels`` (B,) observed labels, ``true_labels`` (B,)
-clean labels (-1 where unknown, used for logging only), ``index`` (B,) positions in the training set, and
-either ``images`` (B, 3, H, W) or the frozen image outputs ``pooled`` (B, E) and ``tokens`` (B, T, E).
+clean labels (negative where the class is unknown: -1 unknown, -2 the label known wrong; used for logging
+only), ``index`` (B,) positions in the training set, and either ``images`` (B, 3, H, W) or the frozen image
+outputs ``pooled`` (B, E) and ``tokens`` (B, T, E).
 
 Statistics returned by ``forward``/``before_epoch`` follow one convention so the loop can aggregate them:
 keys starting with ``n_`` or ``sel_`` are counts (summed over the epoch); other keys are per-sample means
@@ -39,7 +40,7 @@ class TrainView:
     """The whole training set as a method sees it before an epoch (no augmentation, no gradient)."""
 
     labels: torch.Tensor  # (N,) observed labels
-    true_labels: torch.Tensor  # (N,) clean labels, -1 where unknown
+    true_labels: torch.Tensor  # (N,) clean labels; -1 unknown, -2 the label known wrong (records.true_label_code)
     logits: Callable[[], torch.Tensor]  # () -> (N, C) float32 logits of the current model (eval mode)
     batch_size: int = 0  # the training batch size (0: unknown); the epoch-scope split cuts its pass with it
     generator: torch.Generator | None = None  # seeded by (seed, epoch): the epoch-scope split's shuffled pass

@@ -34,7 +34,8 @@ __all__ = [
 
 
 def split_counts(clean: torch.Tensor, labels: torch.Tensor, true_labels: torch.Tensor) -> dict[str, int]:
-    """Counts of a clean mask for the log: its size and its agreement with the truth (-1 = unknown).
+    """Counts of a clean mask for the log: its size and its agreement with the truth (-1: unknown, -2: the label
+    known wrong).
 
     ``n_clean``/``n_selected_from`` are the mask size and the number of samples it was drawn from; precision =
     ``sel_hits / sel_selected`` and recall = ``sel_hits / sel_true_clean`` over samples whose truth is known.

@@ -4,7 +4,8 @@ A run directory is any folder holding a ``config.yaml`` (docs/architecture.md); 
 (no ``metrics.json``, or a status other than ``done``) are kept, so that a report can list them. Nested
 values are flattened to dotted keys (``method.selection.kind``, ``timings.train_s``).
 
-Runs are grouped by dataset, method, noise type and noise rate. A ``csv`` or ``folder`` dataset is named with its
+Runs are grouped by dataset, method, noise type and noise rate. A dataset is named by its registered name (an alias
+in an older run's config, ``DescribableTextures``, is read as ``dtd``); a ``csv`` or ``folder`` dataset with its
 ``data.path`` (``csv:data/birds.csv``), so that two user datasets never share a group. The clean setting (rate 0,
 or noise type ``none`` as for Food101N) is one group whatever the noise type. A group counts each seed once: two
 finished runs of one method, dataset, setting and seed are refused (:func:`finished_results`).
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from visprompt.config import CLEAN, NoiseSpec, flatten_tree, setting_label
+from visprompt.data.datasets import canonical_name
 from visprompt.errors import DataError, VispromptError
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,9 @@ class RunRecord:
 
     @property
     def dataset(self) -> str:
-        """The dataset's name; for a ``csv`` or ``folder`` dataset with its path (``csv:data/birds.csv``)."""
-        name = str(self.config.get("data.dataset", "?"))
+        """The dataset's registered name (a run written before configs resolved aliases may hold one: ``pets`` is
+        ``oxford_pets``); for a ``csv`` or ``folder`` dataset with its path (``csv:data/birds.csv``)."""
+        name = canonical_name(str(self.config.get("data.dataset", "?")))
         path = self.config.get("data.path")
         return f"{name}:{path}" if name in ("csv", "folder") and path else name
 

@@ -3,13 +3,17 @@
 A sample is *truly clean* when its given label equals its true label. For a selected (``clean``) mask:
 precision = |selected and truly clean| / |selected|, recall = |selected and truly clean| / |truly clean|,
 F1 their harmonic mean. Pseudo-label accuracy is the fraction of samples whose pseudo-label is the true label.
-Unknown true labels (negative entries, e.g. -1 for real-noise data such as Food101N) are left out of every figure;
-a ratio with an empty denominator is 0.0 (scikit-learn's ``zero_division=0``), so the result is always valid JSON.
+Unknown true labels (-1, e.g. Food101N's unverified images) are left out of every figure; a label known wrong
+whose class is unknown (-2, Food101N's images verified as mislabelled) counts as known and noisy, and is left out
+of the pseudo-label accuracy only. A ratio with an empty denominator is 0.0 (scikit-learn's ``zero_division=0``),
+so the result is always valid JSON.
 """
 
 from __future__ import annotations
 
 import torch
+
+from visprompt.data.records import TRUTH_LABEL_WRONG
 
 __all__ = ["selection_counts", "selection_metrics"]
 
@@ -24,12 +28,12 @@ def selection_counts(clean: torch.Tensor, labels: torch.Tensor, true_labels: tor
     Args:
         clean: (N,) bool mask of samples selected as clean.
         labels: (N,) given (noisy) labels.
-        true_labels: (N,) true labels; negative where unknown.
+        true_labels: (N,) true labels; -1 where unknown, -2 where only the label is known wrong.
 
     Returns:
-        ``n`` (all samples), ``selected`` (the mask's size), ``known`` (samples with a true label),
-        ``selected_known`` (selected among the known), ``truly_clean`` (known and given label = true label) and
-        ``hits`` (selected and truly clean).
+        ``n`` (all samples), ``selected`` (the mask's size), ``known`` (samples whose truth is known: a class, or a
+        label known wrong), ``selected_known`` (selected among the known), ``truly_clean`` (known and given label =
+        true label) and ``hits`` (selected and truly clean).
     """
     n = clean.shape[0]
     for name, t in (("labels", labels), ("true_labels", true_labels)):
@@ -37,8 +41,8 @@ def selection_counts(clean: torch.Tensor, labels: torch.Tensor, true_labels: tor
             raise ValueError(f"{name} must have shape ({n},) like clean, got {tuple(t.shape)}")
     clean = clean.bool().cpu()
     labels, true_labels = labels.long().cpu(), true_labels.long().cpu()
-    known = true_labels >= 0  # (N,)
-    truly_clean = known & (labels == true_labels)
+    known = (true_labels >= 0) | (true_labels == TRUTH_LABEL_WRONG)  # (N,)
+    truly_clean = (true_labels >= 0) & (labels == true_labels)
     return {
         "n": n,
         "selected": int(clean.sum()),
@@ -60,12 +64,13 @@ def selection_metrics(
     Args:
         clean: (N,) bool mask of samples selected as clean.
         labels: (N,) given (noisy) labels.
-        true_labels: (N,) true labels; negative where unknown.
+        true_labels: (N,) true labels; -1 where unknown, -2 where only the label is known wrong.
         pseudo_labels: optional (N,) pseudo-labels, for ``pseudo_label_accuracy``.
 
     Returns:
-        ``selected_fraction`` (over all N), ``known`` (samples with a true label), ``noise_rate``, ``precision``,
-        ``recall``, ``f1`` (over known samples) and, with pseudo-labels, ``pseudo_label_accuracy``.
+        ``selected_fraction`` (over all N), ``known`` (samples whose truth is known: a class, or a label known
+        wrong), ``noise_rate``, ``precision``, ``recall``, ``f1`` (over known samples) and, with pseudo-labels,
+        ``pseudo_label_accuracy`` (over the samples whose true class is known).
     """
     c = selection_counts(clean, labels, true_labels)
     n, num_known = c["n"], c["known"]
@@ -83,6 +88,7 @@ def selection_metrics(
         if pseudo_labels.shape != (n,):
             raise ValueError(f"pseudo_labels must have shape ({n},), got {tuple(pseudo_labels.shape)}")
         true_labels = true_labels.long().cpu()
-        correct = int(((true_labels >= 0) & (pseudo_labels.long().cpu() == true_labels)).sum())
-        out["pseudo_label_accuracy"] = _ratio(correct, num_known)
+        with_class = true_labels >= 0  # (N,) a known true class: the only ones a pseudo-label can be judged on
+        correct = int((with_class & (pseudo_labels.long().cpu() == true_labels)).sum())
+        out["pseudo_label_accuracy"] = _ratio(correct, int(with_class.sum()))
     return out
