@@ -271,10 +271,10 @@ def test_csv_and_fix_files(tmp_path) -> None:
     with pytest.raises(DataError, match="is not training row 0"):
         write_fix(tmp_path / "bad.csv", splits, changed, r)
     assert not (tmp_path / "bad.csv").exists()
-    noisy = replace(splits, test=(replace(splits.test[0], true_label=1), replace(splits.test[1], true_label=None)))
-    table = _read(write_fix(tmp_path / "truth.csv", noisy, splits.train, r))  # a recorded truth is kept
-    assert [row["true_label"] for row in table[-3:]] == ["a", "b", ""]
-    assert [s.true_label for s in load_csv(tmp_path / "truth.csv").test] == [1, None]
+    train = (replace(splits.train[0], true_label=1), replace(splits.train[1], true_label=None), *splits.train[2:])
+    table = _read(write_fix(tmp_path / "truth.csv", replace(splits, train=train), splits.train, r))  # truth kept
+    assert [row["true_label"] for row in table[:3]] == ["b", "", "a"]
+    assert [s.true_label for s in load_csv(tmp_path / "truth.csv").train[:3]] == [1, None, 0]
     (tmp_path / "odd.csv").write_text("path,label,comment\n0.png,a,x\n")
     with pytest.raises(DataError, match="unknown column 'comment'"):
         load_csv(tmp_path / "odd.csv")
