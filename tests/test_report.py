@@ -401,6 +401,11 @@ def test_two_user_datasets_are_two_tables_and_runs_csv_keeps_each_runs_label(tmp
     assert summary[("csv:data/cars.csv", "coop")]["seeds"] == "1 2"
     rows = {r["run"]: r for r in read_csv(report.runs_csv)}
     assert rows["birds/coop/seed1"]["dataset"] == "csv:data/birds.csv"
+    from visprompt.report import _plot_names  # a plot's file name: the file's stem, numbered apart when shared
+
+    plots = _plot_names(["csv:data/birds.csv", "csv:old/birds.csv", "testbed-many", "folder:/x/images"])
+    assert plots == {"csv:data/birds.csv": "csv_birds", "csv:old/birds.csv": "csv_birds-2",
+                     "testbed-many": "testbed-many", "folder:/x/images": "folder_images"}  # fmt: skip
     assert rows["gate-zero/seed1"]["method"] == "visprompt[prompt.gate=zero]"  # not metrics.json's bare "visprompt"
     assert rows["gate-learned/seed1"]["method"] == "visprompt[prompt.gate=learned]"
     copy = ["method.name=coop", "data.dataset=csv", "data.path=data/cars.csv"]

@@ -252,5 +252,5 @@ def test_end_to_end_sweep_with_the_engine_then_a_report(tmp_path) -> None:
     assert report.num_finished == 4
     text = report.markdown.read_text()
     assert "| method | sym 25% | sym 50% |" in text and "| visprompt |" in text and "| coop |" in text
-    assert [p.name for p in report.accuracy_plots] == ["accuracy_folder.png"]
+    assert [p.name for p in report.accuracy_plots] == ["accuracy_folder_images.png"]  # a user dataset: its folder
     assert len(report.selection_plots) == 2  # one per noise setting

@@ -20,7 +20,7 @@ Files written to ``out_dir`` (default ``<runs_dir>/report``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,21 +104,34 @@ def build_report(
     )
 
     colors = method_colors(sorted(set(labels.values())))
+    slugs = _plot_names(r.dataset for r in records)
     accuracy_plots = []
     for dataset in sorted({c.dataset for c in cells}):
         fig = accuracy_figure(cells, dataset, metric, colors)
         if fig is not None:
-            accuracy_plots.append(save_figure(fig, out / "plots" / f"accuracy_{_slug(dataset)}.png"))
+            accuracy_plots.append(save_figure(fig, out / "plots" / f"accuracy_{slugs[dataset]}.png"))
     selection_plots = []
     for dataset, (noise, rate) in sorted({(r.dataset, r.noise) for r in records}):
         fig = selection_figure(records, labels, dataset, noise, rate, colors)
         if fig is not None:
-            name = f"selection_{_slug(dataset)}_{noise}-{rate:g}.png"
+            name = f"selection_{slugs[dataset]}_{noise}-{rate:g}.png"
             selection_plots.append(save_figure(fig, out / "plots" / name))
     log.info("report of %d runs (%d finished) in %s", len(records), finished, out)
     return Report(out, runs_csv, epochs_csv, summary_csv, markdown, tuple(accuracy_plots), tuple(selection_plots),
                   len(records), finished, paired_csv)  # fmt: skip
 
 
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+def _plot_names(datasets: Iterable[str]) -> dict[str, str]:
+    """Dataset -> the part of its plots' file names: the name, a user dataset's with its file's or folder's stem
+    (``csv:data/birds.csv`` -> ``csv_birds``); two that would share one are numbered apart (``csv_birds-2``)."""
+    names: dict[str, str] = {}
+    for dataset in sorted(set(datasets)):
+        kind, sep, path = dataset.partition(":")
+        text = f"{kind}_{Path(path).stem}" if sep else kind
+        slug = candidate = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+        number = 1
+        while candidate in names.values():
+            number += 1
+            candidate = f"{slug}-{number}"
+        names[dataset] = candidate
+    return names
