@@ -15,7 +15,7 @@ from visprompt import fileio
 from visprompt.data import files
 from visprompt.data.datasets import DATASETS, get_spec, load_dataset
 from visprompt.data.fake import FAKE_LAYOUTS, make_fake_dataset, write_image
-from visprompt.errors import DataError, UnknownNameError
+from visprompt.errors import ConfigError, DataError, UnknownNameError
 
 NEEDS_SCIPY = {"oxford_flowers", "stanford_cars"}
 
@@ -170,6 +170,20 @@ def test_a_dataset_alias_gives_the_run_the_registered_name_gives(alias: str, nam
         assert method_spec(given).dataset == name
     assert _backbone_key(given).endswith(templates_for(name)[0])  # the split cache of asym-semantic: its template
     assert DataConfig(dataset=alias).dataset == name and DataConfig(dataset="my-own").dataset == "my-own"
+
+
+def test_a_run_saved_under_an_alias_whose_template_changed_is_refused_when_loaded(tmp_path) -> None:
+    """A run written before aliases were resolved, as `pets`, trained with the generic template: rebuilt now as
+    oxford_pets its zero-shot prompts would differ, so eval, predict and resume refuse it; an alias with the same
+    template (`DescribableTextures`) loads as its registered name."""
+    from visprompt.config import load_config, load_run_config, to_yaml
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(load_config(dataset="oxford_pets")).replace("dataset: oxford_pets", "dataset: pets"))
+    with pytest.raises(ConfigError, match=r"data\.dataset 'pets' is an alias of 'oxford_pets', whose zero-shot "):
+        load_run_config(saved)
+    saved.write_text(to_yaml(load_config(dataset="dtd")).replace("dataset: dtd", "dataset: DescribableTextures"))
+    assert load_run_config(saved).data.dataset == "dtd"
 
 
 def test_every_benchmark_is_in_the_template_table_under_its_registered_name() -> None:

@@ -585,8 +585,31 @@ def load_run_config(path: str | Path) -> RunConfig:
     the value today's recipe of the method gives it: a recipe may turn a new option on (``visprompt-plus``'s
     ``method.q_schedule=noise``), and an older run did not train with it. No preset or recipe layer is applied;
     everything else the file names is taken as it is.
+
+    A run saved under a dataset alias whose zero-shot template differs from its registered name's (``pets``, before
+    aliases were resolved to the registered name) is refused: rebuilt today, its prompts would not be the ones it
+    trained and was scored with.
     """
-    return _build(RunConfig, read_yaml(Path(path), "run config"), "")
+    tree = read_yaml(Path(path), "run config")
+    _refuse_renamed_dataset(tree, path)
+    return _build(RunConfig, tree, "")
+
+
+def _refuse_renamed_dataset(tree: Mapping[str, Any], path: str | Path) -> None:
+    from visprompt.data.datasets import canonical_name
+    from visprompt.models.templates import templates_for
+
+    data = tree.get("data")
+    name = data.get("dataset") if isinstance(data, Mapping) else None
+    if not isinstance(name, str) or (registered := canonical_name(name)) == name:
+        return
+    then, now = templates_for(name)[0], templates_for(registered)[0]
+    if then != now:
+        raise ConfigError(
+            f"run config {path}: data.dataset {name!r} is an alias of {registered!r}, whose zero-shot template is "
+            f"now {now!r}; the run was made with {then!r}, so it cannot be evaluated or resumed as it trained "
+            f"(train it again with --dataset {registered})"
+        )
 
 
 def _method_name(tree: Mapping[str, Any]) -> Any:
