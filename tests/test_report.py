@@ -412,3 +412,28 @@ def test_two_user_datasets_are_two_tables_and_runs_csv_keeps_each_runs_label(tmp
     write_run(tmp_path / "runs", "copy/coop/seed1", copy, metrics={"top1": 10.0})
     with pytest.raises(VispromptError, match="runs cars/coop/seed1 and copy/coop/seed1 are both coop on csv:data/cars"):
         build_report(tmp_path / "runs", tmp_path / "dup")  # a seed counts once, with or without --compare
+
+
+def test_a_report_written_again_leaves_no_file_of_the_earlier_one_it_did_not_write(tmp_path) -> None:
+    """A paired.csv from an earlier --compare, or the plots of runs since moved out, would read as this report's."""
+    for seed in (1, 2):
+        for method, rate in (("coop", 0.5), ("coop", 0.25), ("nlprompt", 0.5), ("nlprompt", 0.25)):
+            run = write_run(tmp_path / "runs", f"{method}/{rate}/seed{seed}",
+                            [f"method.name={method}", f"noise.rate={rate}", f"run.seed={seed}"],
+                            metrics={"top1": 50.0 + seed + rate},
+                            epochs=[{"epoch": 1, "sel_precision": 0.9, "sel_recall": 0.5}])  # fmt: skip
+            split = {"classnames": ["a"], "train": {"path": [f"{seed}-{rate}.png"]}, "val": {}, "test": {}}
+            (run / "split.json").write_text(json.dumps(split))
+    first = build_report(tmp_path / "runs", compare=["nlprompt:coop"])
+    assert first.paired_csv is not None and len(first.selection_plots) == 2
+    (first.out_dir / "notes.txt").write_text("mine")  # not the report's: stays
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "coop" / "0.25")
+    shutil.rmtree(tmp_path / "runs" / "nlprompt" / "0.25")
+    second = build_report(tmp_path / "runs")
+    assert not (second.out_dir / "paired.csv").exists()
+    assert sorted(p.name for p in (second.out_dir / "plots").iterdir()) == sorted(
+        p.name for p in (*second.accuracy_plots, *second.selection_plots)
+    )
+    assert len(second.selection_plots) == 1 and (second.out_dir / "notes.txt").read_text() == "mine"

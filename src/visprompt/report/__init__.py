@@ -15,6 +15,9 @@ Files written to ``out_dir`` (default ``<runs_dir>/report``):
 * ``plots/selection_<dataset>_<noise>-<rate>.png``: clean-set selection precision and recall against epoch;
 * with ``compare``: ``paired.csv`` and a "Paired comparisons" section in ``results.md``, A - B over the seeds
   both methods ran on the same data (:mod:`visprompt.report.compare`).
+
+Written again, a report removes the files of these names that an earlier one left and it did not write (a
+``paired.csv`` without ``compare``, the plots of runs since moved out); other files in ``out_dir`` stay.
 """
 
 from __future__ import annotations
@@ -116,9 +119,23 @@ def build_report(
         if fig is not None:
             name = f"selection_{slugs[dataset]}_{noise}-{rate:g}.png"
             selection_plots.append(save_figure(fig, out / "plots" / name))
+    report = Report(out, runs_csv, epochs_csv, summary_csv, markdown, tuple(accuracy_plots), tuple(selection_plots),
+                    len(records), finished, paired_csv)  # fmt: skip
+    _remove_stale(out, report.files)
     log.info("report of %d runs (%d finished) in %s", len(records), finished, out)
-    return Report(out, runs_csv, epochs_csv, summary_csv, markdown, tuple(accuracy_plots), tuple(selection_plots),
-                  len(records), finished, paired_csv)  # fmt: skip
+    return report
+
+
+def _remove_stale(out: Path, written: Sequence[Path]) -> None:
+    """Remove the files an earlier report left in ``out`` that this one did not write (a ``paired.csv`` without
+    ``--compare``, the plots of a dataset or setting no longer in the folder): beside the new files they would read
+    as this report's. Only the report's own file names are touched; anything else in ``out`` stays."""
+    keep = {path.resolve() for path in written}
+    own = [out / "paired.csv", *(out / "plots").glob("accuracy_*.png"), *(out / "plots").glob("selection_*.png")]
+    for path in own:
+        if path.is_file() and path.resolve() not in keep:
+            log.info("removing %s, left by an earlier report", path)
+            path.unlink()
 
 
 def _plot_names(datasets: Iterable[str]) -> dict[str, str]:
