@@ -53,6 +53,7 @@ class _Data:
     def __init__(self, batch: dict[str, torch.Tensor]) -> None:
         self.batch = batch
         self.num_samples = int(batch["labels"].numel())
+        self.encoding_s = 0.0
         self.reads: list[tuple[bool, torch.Tensor]] = []
 
     def batches(self, plan: list[torch.Tensor], seed: int) -> list[dict[str, torch.Tensor]]:

@@ -36,6 +36,9 @@ class TrainData(Protocol):
     """The training set as the loop consumes it (cached features or images, see ``engine.data``)."""
 
     num_samples: int
+    #: seconds spent so far encoding the training images for whole-set passes (a one-off cost that a view's first
+    #: read may pay inside an epoch: the loop keeps it out of that epoch's ``epoch_time``)
+    encoding_s: float
 
     def batches(self, plan: list[torch.Tensor], seed: int) -> Iterable[Batch]: ...
 
@@ -99,12 +102,16 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     show_progress: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``method`` from ``start_epoch`` to ``epochs``; returns the per-epoch records (1-based ``epoch``)."""
+    """Train ``method`` from ``start_epoch`` to ``epochs``; returns the per-epoch records (1-based ``epoch``).
+
+    A record's ``epoch_time`` is the epoch's seconds without the one-off encoding of the training images that its
+    whole-set pass may pay (``data.encoding_s``, reported apart).
+    """
     scaler = scaler or precision.scaler()
     records = []
     epoch_bar = progress(range(start_epoch, epochs), desc="epochs", total=epochs - start_epoch, enabled=show_progress)
     for epoch in epoch_bar:
-        started = time.perf_counter()
+        started, encoded = time.perf_counter(), data.encoding_s
         meter = EpochMeter()
         method.train()
         view = data.view(method)
@@ -132,7 +139,8 @@ def fit(
                 scaler.update()
             meter.update({"loss": loss, **out}, n=int(part["labels"].numel()))
         scheduler.step()
-        record = {"epoch": epoch + 1, "lr": lr, **meter.summary(), "epoch_time": time.perf_counter() - started}
+        spent = time.perf_counter() - started - (data.encoding_s - encoded)  # without the one-off encoding
+        record = {"epoch": epoch + 1, "lr": lr, **meter.summary(), "epoch_time": spent}
         log.info("epoch %d/%d %s", epoch + 1, epochs, _brief(record))
         records.append(record)
         if on_epoch_end is not None:
