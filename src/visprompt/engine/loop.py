@@ -21,7 +21,7 @@ import torch
 from visprompt.engine.progress import progress
 from visprompt.engine.runtime import Precision
 from visprompt.errors import VispromptError
-from visprompt.methods.base import Batch, MethodBase, TrainView
+from visprompt.methods.base import Batch, MethodBase, PartMean, TrainView
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochMeter:
-    """Aggregate step statistics: ``n_*``/``sel_*`` keys are summed, the others averaged by batch size."""
+    """Aggregate step statistics: ``n_*``/``sel_*`` keys are summed, the others averaged by batch size (a
+    :class:`~visprompt.methods.base.PartMean` by the size of its part)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
@@ -59,13 +60,14 @@ class EpochMeter:
 
     def update(self, stats: dict[str, Any], n: int = 1) -> None:
         for key, value in stats.items():
+            weight = value.count if isinstance(value, PartMean) else n
             value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
             counted = key.startswith(("n_", "sel_"))
             if counted and not value.is_integer():  # summary() would truncate it to an int: refuse, do not log a lie
                 raise ValueError(f"step statistic {key!r} is a count (n_*/sel_* keys are summed and logged as "
                                  f"integers), got {value}; name a rate or a mean without that prefix")  # fmt: skip
-            self.sums[key] = self.sums.get(key, 0.0) + (value if counted else value * n)
-            self.weights[key] = self.weights.get(key, 0.0) + (1.0 if counted else n)
+            self.sums[key] = self.sums.get(key, 0.0) + (value if counted else value * weight)
+            self.weights[key] = self.weights.get(key, 0.0) + (1.0 if counted else weight)
 
     def summary(self) -> dict[str, float]:
         out = {}
