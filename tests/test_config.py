@@ -249,16 +249,20 @@ def test_a_field_the_method_does_not_read_is_refused(method: str, override: str,
         ("visprompt-plus", ["method.loss.q=0.7"], "method.loss.q: not read with method.q_schedule=noise"),
         ("visprompt-plus", ["method.relabel=false", "method.noisy_target=zeroshot", "method.loss.noisy=mae",
                             "method.q_schedule=fixed"], "method.loss.noisy: not read with method.noisy_target"),
+        # the phrase's token count is the context length: CoCoOp's "a photo of a" trains 4 tokens, whatever n_ctx says
+        ("cocoop", ["prompt.n_ctx=16"], "prompt.n_ctx: not read with prompt.ctx_init='a photo of a'"),
+        ("coop", ["prompt.ctx_init=a photo of a", "prompt.n_ctx=4"], "prompt.n_ctx: not read with prompt.ctx_init"),
+        ("visprompt", ["prompt.ctx_init=a photo of a", "prompt.n_ctx=8"], "prompt.n_ctx: not read with"),
     ],
 )  # fmt: skip
-def test_a_loss_field_the_settings_leave_unread_is_refused(method: str, overrides: list[str], refused: str) -> None:
+def test_a_field_the_settings_leave_unread_is_refused(method: str, overrides: list[str], refused: str) -> None:
     # the run would train exactly as the method does, while config.yaml and the report's label say otherwise
     with pytest.raises(ConfigError, match="^" + re.escape(refused)) as info:
         load_config(overrides=overrides, method=method)
     assert "leave it at" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_a_loss_field_the_settings_leave_unread_keeps_the_recipes_value() -> None:
+def test_a_field_the_settings_leave_unread_keeps_the_recipes_value() -> None:
     assert load_config(overrides=["method.loss.alpha=0.5"], method="nlprompt").method.loss.alpha == 0.5
     # with a switch that reads it again, the field is the user's to set
     assert load_config(overrides=["method.loss.schedule=joint", "method.loss.alpha=0.9"], method="nlprompt")
@@ -269,6 +273,9 @@ def test_a_loss_field_the_settings_leave_unread_keeps_the_recipes_value() -> Non
     cfg = load_config(overrides=["method.selection.kind=none", "method.loss.noisy=none"], method="visprompt")
     assert cfg.method.loss.noisy == "none"
     assert load_config(overrides=["method.loss.q=0.7"], method="coop-gce").method.loss.q == 0.7  # its clean loss
+    # without an initialising phrase the context length is read
+    assert load_config(overrides=["prompt.ctx_init=", "prompt.n_ctx=16"], method="cocoop").prompt.n_ctx == 16
+    assert load_config(overrides=["prompt.ctx_init=a photo of a"], method="coop").prompt.n_ctx == 16  # the default
 
 
 @pytest.mark.parametrize(
@@ -279,7 +286,7 @@ def test_a_loss_field_the_settings_leave_unread_keeps_the_recipes_value() -> Non
         ("visprompt", "prompt.gate=zero"),
         ("visprompt-plus", "prompt.use_ffn=false"),
         ("joapr", "method.selection.gmm_threshold=0.6"),
-        ("cocoop", "prompt.n_ctx=8"),
+        ("cocoop", "prompt.class_token_position=front"),
     ],
 )
 def test_a_field_the_method_reads_is_accepted(method: str, override: str) -> None:

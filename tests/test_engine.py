@@ -186,6 +186,31 @@ def test_meter_sums_counts_and_averages_the_rest() -> None:
     assert s["n_clean"] == 4 and s["sel_precision"] == pytest.approx(3 / 4) and s["sel_recall"] == pytest.approx(3 / 5)
 
 
+def test_the_logged_part_losses_are_means_over_each_parts_samples() -> None:
+    # a batch's clean-part loss is a mean over its clean rows: weighted by the batch size, a batch with 1 clean
+    # sample counted as much as one with 15 (was: the logged loss_clean was no mean over the epoch's clean samples)
+    from visprompt.losses import per_sample_loss
+    from visprompt.methods.objective import SplitLoss
+
+    loss, gen, meter = SplitLoss(clean="ce", noisy="gce", alpha=0.5), torch.Generator().manual_seed(0), EpochMeter()
+    per_clean, per_noisy, totals = [], [], []
+    for n_clean in (1, 15):
+        logits, labels = 3 * torch.randn(16, 5, generator=gen), torch.randint(0, 5, (16,), generator=gen)
+        clean = torch.arange(16) < n_clean
+        total, parts = loss(logits, labels, clean)
+        meter.update({"loss": total, **parts}, n=16)
+        totals.append(float(total))
+        per_clean.append(per_sample_loss("ce", logits, labels)[clean])
+        per_noisy.append(per_sample_loss("gce", logits, labels, q=0.5)[~clean])
+        # the training loss is unchanged: alpha * sum CE(clean) + (1 - alpha) * sum GCE(noisy), over B
+        assert float(total) == pytest.approx(float(0.5 * per_clean[-1].sum() + 0.5 * per_noisy[-1].sum()) / 16)
+        assert parts["loss_clean"] == pytest.approx(float(per_clean[-1].mean()))  # a float to every other reader
+    summary = meter.summary()
+    assert summary["loss_clean"] == pytest.approx(float(torch.cat(per_clean).mean()))
+    assert summary["loss_noisy"] == pytest.approx(float(torch.cat(per_noisy).mean()))
+    assert summary["loss"] == pytest.approx(sum(totals) / 2)  # the step loss: still by batch size
+
+
 def test_meter_refuses_a_fraction_under_a_count_prefix_instead_of_logging_it_truncated() -> None:
     meter = EpochMeter()
     with pytest.raises(ValueError, match="'sel_reject_conc' is a count"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,30 @@ def test_a_run_resumed_in_another_environment_says_so(world, tmp_path, caplog) -
     train_run(cfg, show_progress=False)
     env = json.loads((tmp_path / "same" / "run" / "metrics.json").read_text())["environment"]
     assert "trained_in" not in env and env["compute"] in here
+
+
+def test_timings_count_the_training_images_encoding_once(world, tmp_path, monkeypatch) -> None:
+    # with augmented images, NLPrompt's full-set split encodes the training images inside epoch 1: that second is
+    # features_s and not also the epoch's (was: in both, total_s longer than the run)
+    import visprompt.engine.runner as runner
+
+    encode = runner.encode_samples
+
+    def slow_encode(*args, **kwargs):
+        time.sleep(1.0)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "encode_samples", slow_encode)
+    cfg = config(world, "nlprompt", tmp_path, "data.augment=true", "optim.epochs=2", "run.feature_store=null")
+    started = time.perf_counter()
+    result = train_run(cfg, show_progress=False)
+    wall = time.perf_counter() - started
+    t = result.metrics["timings"]
+    log = [json.loads(line) for line in (result.run_dir / "log.jsonl").read_text().splitlines()]
+    assert t["features_s"] >= 1.0 and t["train_s"] == pytest.approx(sum(r["epoch_time"] for r in log))
+    assert t["total_s"] == pytest.approx(t["setup_s"] + t["features_s"] + t["train_s"] + t["eval_s"])
+    assert t["total_s"] <= wall  # every second counted once
+    assert t["epoch_mean_s"] == pytest.approx(t["train_s"] / 2)
 
 
 def test_a_changed_config_does_not_resume_into_an_old_run(world, tmp_path) -> None:

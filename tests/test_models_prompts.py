@@ -169,6 +169,14 @@ def test_cocoop_without_shift_is_coop(clip, images) -> None:
     assert (a(images) - b(images)).abs().max() < 1e-5
 
 
+def test_cocoops_recipe_records_the_context_length_its_phrase_trains(clip) -> None:
+    from visprompt.config import load_config
+
+    prompt = load_config(method="cocoop").prompt  # config.yaml's n_ctx is what trains: the phrase's token count
+    learner = CoCoOpPromptLearner(clip, NAMES, n_ctx=prompt.n_ctx, ctx_init=prompt.ctx_init)
+    assert learner.context.n_ctx == prompt.n_ctx == 4 and learner.context.ctx.shape[0] == 4
+
+
 def test_text_features_are_cached_until_the_context_changes(clip, images) -> None:
     clf = PromptClassifier(clip, CoOpPromptLearner(clip, NAMES)).eval()
     with torch.no_grad():

@@ -47,7 +47,7 @@ def test_product_of_axes_with_readable_deterministic_names(tmp_path) -> None:
 
 def test_layers_presets_then_files_then_base_then_axes(tmp_path) -> None:
     extra = tmp_path / "extra.yaml"
-    extra.write_text("optim: {epochs: 7, lr: 0.01}\nprompt: {n_ctx: 8}\n")
+    extra.write_text("optim: {epochs: 7, lr: 0.01}\nprompt: {n_ctx: 8, ctx_init: ''}\n")
     grid = {
         "base": {"config": "extra.yaml", "optim": {"lr": 0.05}, "run.seed": 4},
         "grid": {"method": ["cocoop", "visprompt"], "run.seed": [5]},
@@ -56,6 +56,7 @@ def test_layers_presets_then_files_then_base_then_axes(tmp_path) -> None:
     cocoop, visprompt = (r.config for r in runs)
     assert cocoop.optim.batch_size == 1  # from the cocoop preset
     assert cocoop.optim.epochs == 7 and cocoop.prompt.n_ctx == 8  # the config file beats the preset
+    assert cocoop.prompt.ctx_init == "" and visprompt.prompt.n_ctx == 8
     assert cocoop.optim.lr == 0.05  # a base key beats the config file
     assert cocoop.run.seed == 5  # an axis beats the base
     assert cocoop.data.shots == 2 and visprompt.data.shots == 2  # command-line overrides extend the base

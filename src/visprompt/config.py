@@ -57,7 +57,7 @@ __all__ = [
     "setting_label",
     "to_dict",
     "to_yaml",
-    "unread_loss_fields",
+    "unread_fields",
 ]
 
 CLEAN = "clean"  # the setting name of every spec that changes no label
@@ -199,7 +199,7 @@ class BackboneConfig:
 class PromptConfig:
     """The learnable prompt: CoOp context, CoCoOp meta-net and VisPrompt's cross-modal FiLM block."""
 
-    n_ctx: int = 16  # M, number of context tokens
+    n_ctx: int = 16  # M, number of context tokens; unread with ctx_init, whose token count is M
     ctx_init: str = ""  # initialise the context from this phrase ("" = N(0, 0.02^2))
     csc: bool = False  # class-specific context
     class_token_position: Literal["end", "middle", "front"] = "end"
@@ -445,14 +445,14 @@ def _check_method_reads(cfg: RunConfig) -> None:
     """Refuse a prompt, selection or loss field the method's builder does not read, set to a value other than the
     one its recipe (or the default) gives: the run would train without it while config.yaml records it.
 
-    What a builder reads is declared at registration (:attr:`visprompt.registry.MethodDef.reads`); of the loss fields
-    it declares, those the resolved settings leave unread (:func:`unread_loss_fields`) are held to the same rule. A
-    method registered without a declaration (``reads=None``) is not checked.
+    What a builder reads is declared at registration (:attr:`visprompt.registry.MethodDef.reads`); of the fields it
+    declares, those the resolved settings leave unread (:func:`unread_fields`) are held to the same rule. A method
+    registered without a declaration (``reads=None``) is not checked.
     """
     definition = METHODS.get(cfg.method.name)
     if definition.reads is None:
         return
-    unread = unread_loss_fields(cfg)
+    unread = unread_fields(cfg)
     sections = {"prompt": cfg.prompt, "method.selection": cfg.method.selection, "method.loss": cfg.method.loss}
     for prefix, section in sections.items():
         for option in dataclasses.fields(section):
@@ -474,14 +474,16 @@ def _check_method_reads(cfg: RunConfig) -> None:
 _SAYS_UNUSED = {"method.loss.noisy": "none"}
 
 
-def unread_loss_fields(cfg: RunConfig) -> dict[str, str]:
-    """The ``method.loss`` fields that the resolved settings leave unread in a learner that reads the loss
-    (:class:`~visprompt.methods.objective.SplitLoss`), each with the setting that does it. Whatever the method
-    declares, such a field must keep its recipe's value (or the default), or take the value that says it trains
-    nothing (``method.loss.noisy=none``): config.yaml would otherwise record a change that trained nothing.
+def unread_fields(cfg: RunConfig) -> dict[str, str]:
+    """The prompt and loss fields that the resolved settings leave unread in a learner that reads them (a context
+    prompt learner, :class:`~visprompt.methods.objective.SplitLoss`), each with the setting that does it. Whatever the
+    method declares, such a field must keep its recipe's value (or the default), or take the value that says it
+    trains nothing (``method.loss.noisy=none``): config.yaml would otherwise record a change that trained nothing.
     """
     loss = cfg.method.loss
     unread: dict[str, str] = {}
+    if cfg.prompt.ctx_init:  # the phrase's token count is the number of context tokens (models.context.PromptContext)
+        unread["prompt.n_ctx"] = f"prompt.ctx_init={cfg.prompt.ctx_init!r}, whose tokens are the context"
     if loss.schedule == "sequential":  # each part of a batch is its own step, its loss a plain mean
         for name in ("alpha", "normalize_alpha"):
             unread[f"method.loss.{name}"] = "method.loss.schedule=sequential, where each part's loss is a plain mean"

@@ -22,6 +22,7 @@ batch sampler is the method's plan and whose workers are seeded from the epoch's
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -179,7 +180,12 @@ def predict_logits(
 
 
 class _TrainSet:
-    """What both kinds of training data share: targets and the whole-set view for ``before_epoch``."""
+    """What both kinds of training data share: targets and the whole-set view for ``before_epoch``.
+
+    ``eval_features`` gives the frozen outputs of the un-augmented training images; it is called once, at the first
+    whole-set pass, and the seconds that call takes are :attr:`encoding_s` (the training loop keeps them out of the
+    epoch that pays them; the runner reports them as ``timings.features_s``).
+    """
 
     def __init__(
         self, samples: Sequence[Sample], eval_features: Callable[[], FeatureSet], *, device: torch.device,
@@ -189,18 +195,27 @@ class _TrainSet:
         self.labels, self.true_labels = _targets(self.samples)
         self.num_samples = len(self.samples)
         self.device = device
+        self.encoding_s = 0.0
         self._eval_features = eval_features
+        self._features: FeatureSet | None = None
         self._precision = precision
         self._eval_batch_size = eval_batch_size
 
+    def _whole_set(self) -> FeatureSet:
+        if self._features is None:
+            started = time.perf_counter()
+            self._features = self._eval_features()
+            self.encoding_s += time.perf_counter() - started
+        return self._features
+
     def view(self, method: MethodBase) -> TrainView:
         def logits() -> torch.Tensor:
-            feats = self._eval_features()
+            feats = self._whole_set()
             return feature_logits(method.classifier, feats, batch_size=self._eval_batch_size, precision=self._precision)
 
         return TrainView(
             self.labels.to(self.device), self.true_labels.to(self.device), logits,
-            pooled=lambda: self._eval_features().pooled,
+            pooled=lambda: self._whole_set().pooled,
         )  # fmt: skip
 
     def _targets_of(self, index: torch.Tensor) -> Batch:
@@ -216,7 +231,7 @@ class FeatureData(_TrainSet):
 
     def __init__(self, samples: Sequence[Sample], features: FeatureSet, **kwargs: Any) -> None:
         super().__init__(samples, lambda: features, **kwargs)
-        self.features = features
+        self.features = self._features = features  # given: no encoding here (encoding_s stays 0)
 
     def batches(self, plan: list[torch.Tensor], seed: int = 0) -> Iterator[Batch]:
         for index in plan:

@@ -21,7 +21,7 @@ import torch
 from visprompt.engine.progress import progress
 from visprompt.engine.runtime import Precision
 from visprompt.errors import VispromptError
-from visprompt.methods.base import Batch, MethodBase, TrainView
+from visprompt.methods.base import Batch, MethodBase, PartMean, TrainView
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ class TrainData(Protocol):
     """The training set as the loop consumes it (cached features or images, see ``engine.data``)."""
 
     num_samples: int
+    #: seconds spent so far encoding the training images for whole-set passes (a one-off cost that a view's first
+    #: read may pay inside an epoch: the loop keeps it out of that epoch's ``epoch_time``)
+    encoding_s: float
 
     def batches(self, plan: list[torch.Tensor], seed: int) -> Iterable[Batch]: ...
 
@@ -48,7 +51,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochMeter:
-    """Aggregate step statistics: ``n_*``/``sel_*`` keys are summed, the others averaged by batch size."""
+    """Aggregate step statistics: ``n_*``/``sel_*`` keys are summed, the others averaged by batch size (a
+    :class:`~visprompt.methods.base.PartMean` by the size of its part)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
@@ -56,13 +60,14 @@ class EpochMeter:
 
     def update(self, stats: dict[str, Any], n: int = 1) -> None:
         for key, value in stats.items():
+            weight = value.count if isinstance(value, PartMean) else n
             value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
             counted = key.startswith(("n_", "sel_"))
             if counted and not value.is_integer():  # summary() would truncate it to an int: refuse, do not log a lie
                 raise ValueError(f"step statistic {key!r} is a count (n_*/sel_* keys are summed and logged as "
                                  f"integers), got {value}; name a rate or a mean without that prefix")  # fmt: skip
-            self.sums[key] = self.sums.get(key, 0.0) + (value if counted else value * n)
-            self.weights[key] = self.weights.get(key, 0.0) + (1.0 if counted else n)
+            self.sums[key] = self.sums.get(key, 0.0) + (value if counted else value * weight)
+            self.weights[key] = self.weights.get(key, 0.0) + (1.0 if counted else weight)
 
     def summary(self) -> dict[str, float]:
         out = {}
@@ -99,12 +104,16 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     show_progress: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``method`` from ``start_epoch`` to ``epochs``; returns the per-epoch records (1-based ``epoch``)."""
+    """Train ``method`` from ``start_epoch`` to ``epochs``; returns the per-epoch records (1-based ``epoch``).
+
+    A record's ``epoch_time`` is the epoch's seconds without the one-off encoding of the training images that its
+    whole-set pass may pay (``data.encoding_s``, reported apart).
+    """
     scaler = scaler or precision.scaler()
     records = []
     epoch_bar = progress(range(start_epoch, epochs), desc="epochs", total=epochs - start_epoch, enabled=show_progress)
     for epoch in epoch_bar:
-        started = time.perf_counter()
+        started, encoded = time.perf_counter(), data.encoding_s
         meter = EpochMeter()
         method.train()
         view = data.view(method)
@@ -132,7 +141,8 @@ def fit(
                 scaler.update()
             meter.update({"loss": loss, **out}, n=int(part["labels"].numel()))
         scheduler.step()
-        record = {"epoch": epoch + 1, "lr": lr, **meter.summary(), "epoch_time": time.perf_counter() - started}
+        spent = time.perf_counter() - started - (data.encoding_s - encoded)  # without the one-off encoding
+        record = {"epoch": epoch + 1, "lr": lr, **meter.summary(), "epoch_time": spent}
         log.info("epoch %d/%d %s", epoch + 1, epochs, _brief(record))
         records.append(record)
         if on_epoch_end is not None:

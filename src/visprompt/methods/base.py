@@ -16,7 +16,8 @@ outputs ``pooled`` (B, E) and ``tokens`` (B, T, E).
 
 Statistics returned by ``forward``/``before_epoch`` follow one convention so the loop can aggregate them:
 keys starting with ``n_`` or ``sel_`` are counts (summed over the epoch); other keys are per-sample means
-(averaged over the epoch weighted by batch size).
+(averaged over the epoch weighted by batch size), except a :class:`PartMean`, a mean over one part of the batch
+(its clean rows), weighted by that part's size.
 """
 
 from __future__ import annotations
@@ -30,9 +31,24 @@ from torch import nn
 
 from visprompt.models.protocols import Classifier
 
-__all__ = ["Batch", "MethodBase", "TrainView", "batch_logits", "select_batch", "shuffled_batches"]
+__all__ = ["Batch", "MethodBase", "PartMean", "TrainView", "batch_logits", "select_batch", "shuffled_batches"]
 
 Batch = dict[str, torch.Tensor]
+
+
+class PartMean(float):
+    """A step statistic that is the mean over ``count`` of the batch's samples (a part of it, such as its clean
+    rows): the training loop weighs it by ``count`` where it weighs a plain statistic by the batch size, so the
+    epoch's value is the mean over the part's samples. Everywhere else it is the float it holds."""
+
+    count: int
+
+    def __new__(cls, value: float, count: int) -> PartMean:
+        if count < 1:
+            raise ValueError(f"a mean over {count} samples")
+        mean = super().__new__(cls, value)
+        mean.count = int(count)
+        return mean
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 
 from visprompt.losses import per_sample_loss, split_loss_terms
+from visprompt.methods.base import PartMean
 
 __all__ = ["SplitLoss"]
 
@@ -50,7 +51,8 @@ class SplitLoss:
     def __call__(
         self, logits: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor, noisy_target: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss (scalar) of logits (B, C) and labels (B,) with clean mask (B,), and its parts for the log.
+        """Loss (scalar) of logits (B, C) and labels (B,) with clean mask (B,), and its parts for the log: each
+        part's mean loss over its own rows (a :class:`~visprompt.methods.base.PartMean`).
 
         ``noisy_target``: (B, C) probabilities; when given, the noisy rows' loss is the cross-entropy to them, mixed
         with ``noisy`` on the given labels by ``noisy_mix`` (module docstring).
@@ -61,10 +63,10 @@ class SplitLoss:
         per_clean = per_noisy = None
         if clean.any():
             per_clean = per_sample_loss(self.clean, logits, labels, q=self.q)  # (B,)
-            stats["loss_clean"] = float(per_clean.detach()[clean].mean())
+            stats["loss_clean"] = PartMean(float(per_clean.detach()[clean].mean()), int(clean.sum()))
         if noisy.any() and (noisy_target is not None or self.noisy != "none"):
             per_noisy = self._per_noisy(logits, labels, noisy_target)  # (B,)
-            stats["loss_noisy"] = float(per_noisy.detach()[noisy].mean())
+            stats["loss_noisy"] = PartMean(float(per_noisy.detach()[noisy].mean()), int(noisy.sum()))
         if self.schedule == "sequential":  # each part is its own step: plain means
             weights, normalize = (1.0, 1.0), "subset"
         else:

@@ -295,7 +295,7 @@ class PlusMethod(PromptMethod):
         target, use = labels.clone(), torch.ones_like(clean)
         stats: dict[str, Any] = {}
         kept = float(clean.float().mean())  # the split's kept fraction: 1 - its noise estimate
-        conc = rejection_concentration(result.pseudo_labels.cpu(), view.labels.cpu(), clean.cpu(), probs.shape[1])
+        conc = rejection_concentration(result.pseudo_labels.cpu(), view.labels.cpu(), probs.shape[1])
         if self.relabel:
             target, use, stats = self._relabelled(view, clean, result.pseudo_labels, probs, kept, conc)
         self._clean, self._target, self._use = clean.cpu(), target.cpu(), use.cpu()

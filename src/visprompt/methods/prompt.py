@@ -169,6 +169,7 @@ register_method(
 
 @register_method(
     "cocoop",
+    # n_ctx 4: the token count of "a photo of a", which sets the context length (config.unread_fields)
     recipe={**_NO_SELECTION, **_CE, "prompt.n_ctx": 4, "prompt.ctx_init": "a photo of a", "optim.batch_size": 1,
             "optim.epochs": 10},
     summary="CoCoOp (Zhou et al., CVPR 2022): the context shifted per image by a meta-net; batch 1, 10 epochs",

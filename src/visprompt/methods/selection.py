@@ -52,9 +52,7 @@ def split_counts(clean: torch.Tensor, labels: torch.Tensor, true_labels: torch.T
     }
 
 
-def rejection_concentration(
-    pseudo: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor, num_classes: int
-) -> float | None:
+def rejection_concentration(pseudo: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float | None:
     """How concentrated the given labels of a split's rejected samples are, per OT pseudo-label: about 0 to 1.
 
     Among the rejected samples (given label != pseudo-label) with the same pseudo-label p, the chance that two drawn
@@ -62,9 +60,10 @@ def rejection_concentration(
     does not grow with few rejections), rescaled so that 0 is given labels spread evenly over the other C - 1
     classes (symmetric noise; fewer repeats than that fall below 0) and 1 is one given label per pseudo-label (a
     pair flip, asymmetric noise). None when no pseudo-label has two rejections, or when C < 3 (every rejection of p
-    then has the one other label).
+    then has the one other label). A sample a curriculum budget (``method.selection.budget < 1``) leaves out of the
+    clean set while its pseudo-label is its label is no rejection here: its label points nowhere else.
     """
-    rejected = ~clean
+    rejected = pseudo != labels
     if num_classes < 3 or int(rejected.sum()) < 2:
         return None
     p, g = pseudo[rejected].long(), labels[rejected].long()
