@@ -278,6 +278,13 @@ def test_a_field_the_settings_leave_unread_keeps_the_recipes_value() -> None:
     assert load_config(overrides=["prompt.ctx_init=a photo of a"], method="coop").prompt.n_ctx == 16  # the default
 
 
+@pytest.mark.parametrize("phrase", ["_", "__", "_ _"])
+def test_a_context_phrase_without_words_is_refused(phrase: str) -> None:
+    # such a phrase tokenises to nothing: the prompt would train zero context tokens while config.yaml names a phrase
+    with pytest.raises(ConfigError, match=r"^prompt\.ctx_init: expected a phrase with words"):
+        load_config(overrides=[f"prompt.ctx_init={phrase}"], method="coop")
+
+
 @pytest.mark.parametrize(
     ("method", "override"),
     [

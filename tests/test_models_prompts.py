@@ -238,3 +238,8 @@ def test_run_class_chunk_reaches_the_text_encoder_and_keeps_the_logits(clip, ima
         with torch.no_grad():
             logits.append(classifiers[0](images))
     assert (logits[0] - logits[1]).abs().max() < 1e-4  # the same model; only the passes' rounding differs
+
+
+def test_a_context_phrase_without_tokens_is_refused(clip) -> None:
+    with pytest.raises(ConfigError, match="has no tokens"):
+        CoOpPromptLearner(clip, NAMES, ctx_init=" _ ")

@@ -217,6 +217,8 @@ class PromptConfig:
 
     def __post_init__(self) -> None:
         _check(self.n_ctx >= 1, "prompt.n_ctx", f"expected an integer >= 1, got {self.n_ctx}")
+        _check(not self.ctx_init or self.ctx_init.replace("_", " ").strip() != "", "prompt.ctx_init",
+               f"expected a phrase with words (its tokens are the context), got {self.ctx_init!r}")  # fmt: skip
         _check(self.gate_lr_scale > 0, "prompt.gate_lr_scale", f"expected a value > 0, got {self.gate_lr_scale}")
         _check(self.gate_lr_scale == 1.0 or (self.gate == "learned" and self.visual_guidance), "prompt.gate_lr_scale",
                f"{self.gate_lr_scale} scales a learned gate's learning rate, and this prompt has none (prompt.gate "

@@ -88,6 +88,8 @@ class PromptContext(nn.Module):
 
         if ctx_init:
             phrase = _content_ids(clip.tokenize([clean_classname(ctx_init)])[0])
+            if not phrase:
+                raise ConfigError(f"ctx_init {ctx_init!r} has no tokens: expected a phrase with words")
             if len(phrase) != n_ctx:
                 logger.info(
                     "ctx_init %r has %d tokens: using n_ctx=%d (not %d)", ctx_init, len(phrase), len(phrase), n_ctx
