@@ -15,6 +15,7 @@ from visprompt import fileio
 from visprompt.data import files
 from visprompt.data.datasets import DATASETS, get_spec, load_dataset
 from visprompt.data.fake import FAKE_LAYOUTS, make_fake_dataset, write_image
+from visprompt.data.records import DatasetSplits
 from visprompt.errors import ConfigError, DataError, UnknownNameError
 
 NEEDS_SCIPY = {"oxford_flowers", "stanford_cars"}
@@ -147,6 +148,24 @@ def test_csv_without_header_and_integer_labels_sorted_numerically(tmp_path: Path
     splits = load_dataset("csv", "unused", str(tmp_path / "data.csv"))
     assert splits.classnames == ("1", "2", "10")
     assert (len(splits.train), len(splits.val), len(splits.test)) == (15, 6, 9)
+
+
+def test_two_labels_that_read_the_same_in_a_prompt_are_refused(tmp_path: Path) -> None:
+    # "sea_lion" and "sea lion" were two classes with one prompt: the second never predicted, its per-class accuracy
+    # overwriting the first's in metrics.json, predict's probabilities summing to 0.6
+    for key, n in (("train", 2), ("val", 1), ("test", 1)):
+        for label, cls in enumerate(["sea_lion", "sea lion", "seal"]):
+            for i in range(n):
+                write_image(tmp_path / "pics" / key / cls / f"{i}.png", label)
+    with pytest.raises(DataError, match=r"image folder .*pics: labels 'sea lion' and 'sea_lion' both read 'sea lion'"):
+        load_dataset("folder", "unused", str(tmp_path / "pics"))
+    rows = [f"pics/{k}/{c}/0.png,{c},{k}" for k in ("train", "test") for c in ("sea_lion", "sea lion", "seal")]
+    (tmp_path / "l.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"CSV file .*l.csv: labels .* both read 'sea lion' in a prompt") as exc:
+        load_dataset("csv", "unused", str(tmp_path / "l.csv"))
+    one_line(exc)
+    with pytest.raises(DataError, match=r"dataset x: classes 0 and 2 are both named 'a'"):
+        DatasetSplits("x", ("a", "b", "a"), (), (), ())
 
 
 @pytest.mark.parametrize(

@@ -32,8 +32,18 @@ _CSV_COLUMNS = ("path", "label", "split", "true_label")
 _INFO_COLUMNS = ("given_label", "changed")  # written by `visprompt audit --fix`; read and ignored
 
 
-def _to_splits(name: str, classes: Sequence[str], split: RawSplit, base: Path, true: dict[str, list]) -> DatasetSplits:
+def _to_splits(
+    name: str, classes: Sequence[str], split: RawSplit, base: Path, true: dict[str, list], source: str
+) -> DatasetSplits:
     classnames = tuple(clean_classname(c) for c in classes)
+    first: dict[str, str] = {}
+    for raw, cleaned in zip(classes, classnames, strict=True):
+        if cleaned in first:  # one prompt for two classes: the second could never be predicted
+            raise DataError(
+                f"{source}: labels {first[cleaned]!r} and {raw!r} both read {cleaned!r} in a prompt "
+                "(underscores become spaces); rename one"
+            )
+        first[cleaned] = raw
     root = str(base.absolute())
     parts = {}
     for key in SPLIT_NAMES:
@@ -71,7 +81,7 @@ def load_image_folder(path: str | Path, name: str = "folder") -> DatasetSplits:
                 split[key] += [(f"{key}/{cls}/{f}", label_of[cls], cls) for f in list_images(root / key / cls)]
         if not split["train"]:
             raise DataError(f"image folder {root}: train/ holds no images")
-        return _to_splits(name, classes, split, root, {})
+        return _to_splits(name, classes, split, root, {}, f"image folder {root}")
     classes = [c for c in subdirs if list_images(root / c)]
     empty = [c for c in subdirs if c not in classes]
     if classes and empty:  # dropping it would change the class list without a word
@@ -84,7 +94,9 @@ def load_image_folder(path: str | Path, name: str = "folder") -> DatasetSplits:
     rows: list[Row] = []
     for label, cls in enumerate(classes):
         rows += [(f"{cls}/{f}", label, cls) for f in list_images(root / cls)]
-    return _to_splits(name, classes, split_by_class(rows, source=f"image folder {root}"), root, {})
+    return _to_splits(
+        name, classes, split_by_class(rows, source=f"image folder {root}"), root, {}, f"image folder {root}"
+    )
 
 
 def _read_csv_rows(file: Path) -> list[tuple[int, dict[str, str]]]:
@@ -194,7 +206,7 @@ def load_csv(path: str | Path, name: str = "csv") -> DatasetSplits:
         _check_scored_truths(file, records, order, given="split" in records[0][1])
         truth = [label_of[r["true_label"]] if r["true_label"] else None for _, r in records]
         true = {key: [truth[i] for i in order[key]] for key in SPLIT_NAMES}
-    return _to_splits(name, labels, split, base, true)
+    return _to_splits(name, labels, split, base, true, f"CSV file {file}")
 
 
 def _check_scored_truths(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from visprompt.errors import DataError
+
 __all__ = ["TRUTH_LABEL_WRONG", "TRUTH_UNKNOWN", "DatasetSplits", "Sample", "true_label_code"]
 
 # Tensors of true labels (the training loop's ``true_labels``) hold a class index, or one of these negative codes;
@@ -66,6 +68,13 @@ class DatasetSplits:
     train: tuple[Sample, ...]
     val: tuple[Sample, ...]
     test: tuple[Sample, ...]
+
+    def __post_init__(self) -> None:
+        seen: dict[str, int] = {}
+        for k, name in enumerate(self.classnames):
+            if name in seen:  # two classes would get the same prompt, and every table keyed by name would drop one
+                raise DataError(f"dataset {self.name}: classes {seen[name]} and {k} are both named {name!r}")
+            seen[name] = k
 
     @property
     def num_classes(self) -> int:
