@@ -255,6 +255,7 @@ def test_clip_dependent_and_open_set_noise_train_end_to_end(world, tmp_path, kin
     from visprompt.engine.build import input_size, load_clip
     from visprompt.engine.noise_inputs import image_features, semantic_targets
     from visprompt.engine.runtime import resolve_precision
+    from visprompt.engine.store import backbone_checksum
 
     extra = ["noise.open_set_classes=1"] if kind == "open-set" else []
     cfg = config(world, "coop", tmp_path, f"noise.type={kind}", "noise.rate=0.25", *extra)
@@ -271,7 +272,8 @@ def test_clip_dependent_and_open_set_noise_train_end_to_end(world, tmp_path, kin
         assert set(split["test"]["label"]) == {0, 1} and len(split["test"]["label"]) == 6
         assert cached == ["folder-" + cached[0].split("-")[1] + "-4shot-seed1-open-set-0.25-k1.json"]
         return
-    source = f"{world['arch']}|None" + ("|a photo of a {}." if kind == "asym-semantic" else "")
+    checksum = backbone_checksum(load_clip(cfg, torch.device("cpu")))  # what the weights are, not their path
+    source = f"{world['arch']}|{checksum}" + ("|a photo of a {}." if kind == "asym-semantic" else "")
     key = hashlib.sha256(source.encode()).hexdigest()[:8]
     assert len(cached) == 1 and cached[0].endswith(f"-{kind}-0.25-{key}.json")  # the backbone (and the template)
     clip = load_clip(cfg, torch.device("cpu"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import multiprocessing as mp
 import os
@@ -47,6 +48,19 @@ def test_the_key_follows_weights_transform_settings_and_files(tmp_path: Path) ->
     os.utime(samples[0].path, ns=(1, 1))  # the file changed (mtime)
     assert store.key(clip, samples, tf, **settings) != store.key(clip, samples[1:], tf, **settings)
     assert store.key(clip, samples, lambda x: x, **settings) is None  # no stable description: never stored
+
+
+def test_the_key_follows_the_settings_that_hold_no_tensor(tmp_path: Path) -> None:
+    # a config JSON's pooling or activation changes the features and no weight: both once read the same entry
+    store = FeatureStore(tmp_path / "store")
+    clip, samples = tiny_clip("vit", seed=0), _samples(tmp_path)
+    settings = {"batch_size": 8, "device": torch.device("cpu"), "precision": "fp32"}
+    key = store.key(clip, samples, image_transform(clip), **settings)
+    pooled, activation = copy.copy(clip), copy.copy(clip)
+    pooled.model_cfg = {**(clip.model_cfg or {}), "vision_cfg": {"pool_type": "avg"}}
+    activation.quick_gelu = not clip.quick_gelu
+    for other in (pooled, activation):
+        assert store.key(other, samples, image_transform(other), **settings) != key
 
 
 def _writer(root: str, seed: int) -> None:

@@ -90,6 +90,75 @@ def test_a_finished_run_with_other_settings_is_refused_not_reused(world, finishe
     assert rc == 2 and (run / "metrics.json").read_bytes() == before
 
 
+def test_a_finished_run_is_not_reused_after_its_data_changed(world, tmp_path) -> None:
+    # relabelling or adding images keeps every setting: the run was skipped and its old metrics came back under the
+    # data's name (a sweep skipped it too, and `audit --dataset` audited the old labels)
+    data = make_folder_dataset(tmp_path / "data", train=4, test=2, size=12)
+    cfg = config(world, tmp_path / "runs", data=data)
+    first = train_run(cfg, show_progress=False)
+    assert train_run(cfg, show_progress=False).skipped  # unchanged: skipped
+    os.utime(next((data / "test" / "red").iterdir()), ns=(1, 1))  # a file's time alone is no change
+    assert train_run(cfg, show_progress=False).skipped
+    (data / "test" / "red" / "0.png").rename(data / "test" / "blue" / "9.png")  # relabelled
+    metrics = (first.run_dir / "metrics.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"holds a finished run whose inputs differ: the images or labels of "
+                       r"data.dataset folder \(data.path .*data\) changed since; add --restart") as info:  # fmt: skip
+        train_run(cfg, show_progress=False)
+    assert "\n" not in str(info.value) and (first.run_dir / "metrics.json").read_bytes() == metrics
+    (first.run_dir / "audit").mkdir()  # an audit of the replaced run goes with it
+    again = train_run(cfg, restart=True, show_progress=False)
+    assert not again.skipped and not (first.run_dir / "audit").exists()
+    assert train_run(cfg, show_progress=False).skipped
+
+
+def test_a_run_does_not_resume_or_skip_after_its_weights_changed(world, tmp_path) -> None:
+    from visprompt.models.backbone import load_backbone, save_backbone
+
+    weights = tmp_path / "tiny.safetensors"
+    save_backbone(load_backbone(str(world["arch"]), None, seed=1), weights)
+    cfg = config(world, tmp_path / "runs", f"backbone.weights={weights}")
+    with pytest.raises(Crash):
+        train_run(cfg, on_epoch_end=crash_after(1), show_progress=False)
+    save_backbone(load_backbone(str(world["arch"]), None, seed=2), weights)  # replaced at the same path
+    with pytest.raises(ConfigError, match=r"holds an unfinished run whose inputs differ: the backbone .* changed"):
+        train_run(cfg, show_progress=False)
+    save_backbone(load_backbone(str(world["arch"]), None, seed=1), weights)  # the same weights, written again
+    result = train_run(cfg, show_progress=False)
+    assert result.resumed_from == 1 and train_run(cfg, show_progress=False).skipped
+    save_backbone(load_backbone(str(world["arch"]), None, seed=2), weights)
+    with pytest.raises(ConfigError, match=r"holds a finished run whose inputs differ: the backbone \(.*tiny"):
+        train_run(cfg, show_progress=False)
+
+
+def test_noise_from_the_clip_is_not_read_from_the_cache_of_other_weights_at_the_same_path(world, tmp_path) -> None:
+    import json
+
+    from visprompt.models.backbone import load_backbone, save_backbone
+
+    weights = tmp_path / "tiny.safetensors"
+    labels = {}
+    for seed, name in ((1, "a"), (7, "b"), (1, "c")):
+        save_backbone(load_backbone(str(world["arch"]), None, seed=seed), weights)
+        cfg = config(world, tmp_path / "runs", f"backbone.weights={weights}", "noise.type=instance", "noise.rate=0.5",
+                     "data.shots=5", "optim.epochs=1", f"run.name={name}")  # fmt: skip
+        split = json.loads((train_run(cfg, show_progress=False).run_dir / "split.json").read_text())
+        labels[name] = split["train"]["label"]
+    assert labels["a"] == labels["c"] and labels["a"] != labels["b"]  # b's noise was made by b's weights
+
+
+def test_a_sweep_refuses_finished_runs_whose_data_changed(world, tmp_path) -> None:
+    from visprompt.sweep import SweepRun, refuse_stale
+
+    data = make_folder_dataset(tmp_path / "data", train=4, test=2, size=12)
+    cfg = config(world, tmp_path / "runs", data=data)
+    train_run(cfg, show_progress=False)
+    runs = [SweepRun("run", {}, cfg)]
+    refuse_stale(runs, "sweep x", "remedy")  # unchanged
+    (data / "train" / "red" / "0.png").unlink()
+    with pytest.raises(ConfigError, match=r"^sweep x: 1 finished runs .* e.g. run: the images or labels of .*; remedy"):
+        refuse_stale(runs, "sweep x", "remedy")
+
+
 @pytest.mark.slow
 def test_restart_replaces_a_run_with_other_settings(world, finished, tmp_path) -> None:
     copy_run(finished, tmp_path / "run")

@@ -2,7 +2,8 @@
 evaluation, the run directory.
 
 It locks the run directory (:mod:`visprompt.runlock`); a directory holding a run made with other settings (the
-whole resolved config is compared, not the name) is refused unless ``restart``. A run whose status is ``done``
+whole resolved config is compared, not the name) or from other inputs (the dataset's images or labels, the
+backbone's weights: :mod:`visprompt.engine.inputs`) is refused unless ``restart``. A run whose status is ``done``
 is skipped; one holding a checkpoint resumes after its last completed epoch with the optimizer, scheduler, RNG
 and method state it saved, and ends with the same metrics as an uninterrupted run. Before any compute, every
 image the run reads is checked (:mod:`visprompt.data.precheck`). Errors during setup (bad data or weights)
@@ -13,6 +14,7 @@ leave no run directory behind; an error once training started marks the run ``fa
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from visprompt.data.precheck import check_run_data
 from visprompt.data.records import DatasetSplits
 from visprompt.engine.build import image_transform, load_clip, load_trainable, run_name
 from visprompt.engine.data import FeatureData, FeatureSet, ImageData, encode_samples, predict_logits
+from visprompt.engine.inputs import INPUTS_FILE, inputs_change, inputs_record
 from visprompt.engine.loop import fit
 from visprompt.engine.metrics import classification_metrics
 from visprompt.engine.noise_inputs import noise_inputs
@@ -44,7 +47,7 @@ from visprompt.engine.runtime import (
     set_rng_state,
 )
 from visprompt.engine.sameconfig import config_differences
-from visprompt.engine.store import FeatureStore, resolve_store
+from visprompt.engine.store import FeatureStore, backbone_checksum, resolve_store
 from visprompt.errors import ConfigError
 from visprompt.methods import MethodBase, build_method, method_spec
 from visprompt.models.templates import templates_for
@@ -68,10 +71,11 @@ class RunResult:
     resumed_from: int | None = None
 
 
-def _backbone_key(cfg: RunConfig) -> str:
-    """Names what noise that depends on the frozen CLIP is computed from, in split-cache keys: its arch and weights,
-    and for noise from class-name embeddings (asym-semantic) the zero-shot templates the names are read through."""
-    key = f"{cfg.backbone.arch}|{cfg.backbone.weights}"
+def _backbone_key(cfg: RunConfig, clip: nn.Module) -> str:
+    """Names what noise that depends on the frozen CLIP is computed from, in split-cache keys: its arch and the
+    checksum of what it computes with (not the weights' path: a file replaced there gives other noise), and for
+    noise from class-name embeddings (asym-semantic) the zero-shot templates the names are read through."""
+    key = f"{cfg.backbone.arch}|{backbone_checksum(clip)}"
     if "targets" in cfg.noise.definition.needs:
         key += "|" + "|".join(templates_for(cfg.data.dataset))
     return key
@@ -85,15 +89,16 @@ def _prepare_splits(cfg: RunConfig, rd: RunDir, clip: nn.Module, device: torch.d
     if rd.split_file.is_file():  # a resumed run keeps the exact split it started with
         return read_splits(rd.split_file)
     d, n = cfg.data, cfg.noise
-    inputs = {}
-    if n.definition.depends_on_backbone:  # from the frozen CLIP, called only if the split is not cached
+    inputs, backbone = {}, None
+    if n.definition.depends_on_backbone:
+        backbone = _backbone_key(cfg, clip)  # from the frozen CLIP, called only if the split is not cached
         # in fp32 whatever the run's precision, so the realised noise does not depend on it
         inputs = noise_inputs(clip, d.dataset, image_transform(clip), batch_size=cfg.optim.eval_batch_size,
                               device=device, precision=resolve_precision("fp32", device),
                               num_workers=d.num_workers, store=_feature_store(cfg))  # fmt: skip
     return prepare_fewshot(
         d.dataset, d.root, d.shots, n, cfg.run.seed, path=d.path, cache_dir=Path(cfg.run.out_dir) / ".splits",
-        backbone=_backbone_key(cfg), **inputs,
+        backbone=backbone, **inputs,
     )  # fmt: skip
 
 
@@ -106,9 +111,10 @@ def _run_path(cfg: RunConfig) -> Path:
     return Path(cfg.run.out_dir) / name
 
 
-# The files a run writes (--restart removes them, and only them).
+# The files a run writes (--restart removes them, and only them), and the folders `visprompt audit` writes in it.
 RUN_FILES = ("status", "error.txt", "metrics.json", "log.jsonl", "checkpoint.safetensors", "state.pt",
-             "split.json", "config.yaml", "worker.log")  # fmt: skip
+             "split.json", "config.yaml", INPUTS_FILE, "worker.log")  # fmt: skip
+RUN_FOLDERS = ("audit", "audit-cache")
 
 
 def train_run(
@@ -140,6 +146,8 @@ def train_run(
 def _clear(rd: RunDir) -> None:
     for name in RUN_FILES:
         (rd.path / name).unlink(missing_ok=True)
+    for name in RUN_FOLDERS:  # an audit of the replaced run would sit beside the new one
+        shutil.rmtree(rd.path / name, ignore_errors=True)
     log.info("%s: removed the previous run's files (--restart)", rd.path)
 
 
@@ -174,7 +182,8 @@ def _locked_run(cfg: RunConfig, rd: RunDir, on_epoch_end: EpochHook | None, show
     elif status == DONE:
         raise RunFileError(f"{rd.path}: status says done but config.yaml is missing; run with --restart")
     if status == DONE:
-        log.info("%s is done with the same settings; skipping (--restart runs it again)", rd.path)
+        _refuse_changed_inputs(cfg, rd, status, None)
+        log.info("%s is done with the same settings and inputs; skipping (--restart runs it again)", rd.path)
         metrics = rd.read_json("metrics.json") if rd.metrics_file.is_file() else {}
         return RunResult(rd.path, DONE, metrics, skipped=True)
     started = time.perf_counter()
@@ -183,10 +192,14 @@ def _locked_run(cfg: RunConfig, rd: RunDir, on_epoch_end: EpochHook | None, show
     device = resolve_device(cfg.run.device)
     precision = resolve_precision(cfg.optim.precision, device)
     clip = load_clip(cfg, device)  # first: a missing weights file is the commonest setup error
+    if rd.config_file.is_file():  # resumed: from the data and weights it started with, or refused
+        _refuse_changed_inputs(cfg, rd, status, clip)
     splits = _prepare_splits(cfg, rd, clip, device)
     check_run_data(splits, workers=max(1, cfg.data.num_workers or 4))  # before any compute is spent
     seed_everything(cfg.run.seed)
     method = build_method(method_spec(cfg), clip, splits.classnames).to(device)
+    if not (rd.path / INPUTS_FILE).is_file() and not rd.config_file.is_file():  # a run made before has no record
+        rd.write_json(INPUTS_FILE, inputs_record(cfg, clip))
     rd.write_text("config.yaml", to_yaml(cfg))
     if not rd.split_file.is_file():
         rd.write_json("split.json", splits_to_json(splits))
@@ -198,6 +211,22 @@ def _locked_run(cfg: RunConfig, rd: RunDir, on_epoch_end: EpochHook | None, show
     except BaseException as exc:
         _mark_failed(rd, exc)
         raise
+
+
+def _refuse_changed_inputs(cfg: RunConfig, rd: RunDir, status: str | None, clip: nn.Module | None) -> None:
+    """Raise :class:`ConfigError` when the run in ``rd`` was made from data or a backbone other than ``cfg``'s as
+    they are now (:func:`~visprompt.engine.inputs.inputs_change`; ``clip``: the backbone as loaded now)."""
+    if not (rd.path / INPUTS_FILE).is_file():
+        return
+    change = inputs_change(
+        cfg, rd.read_json(INPUTS_FILE), clip, load_clip=lambda: load_clip(cfg, resolve_device(cfg.run.device))
+    )
+    if change:
+        state = "a finished" if status == DONE else "an unfinished"
+        raise ConfigError(
+            f"{rd.path} holds {state} run whose inputs differ: {change}; add --restart to run it again on them, or "
+            "choose another --name or --out"
+        )
 
 
 def _mark_failed(rd: RunDir, exc: BaseException) -> None:

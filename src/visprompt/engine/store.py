@@ -10,8 +10,9 @@ and schedule that uses them. The store keeps them on disk, one safetensors file 
 
 The key is a SHA-256 over everything that determines the bytes of the outputs:
 
-* the image tower: its architecture name and a checksum of its weights (every tensor's name, dtype, shape and
-  bytes), so random towers from different seeds never share an entry;
+* the image tower: its architecture name, a checksum of its weights (every tensor's name, dtype, shape and
+  bytes), so random towers from different seeds never share an entry, and the settings that hold no tensor (the
+  model config, e.g. its pooling, and the activation: QuickGELU or GELU);
 * the preprocessing: the transform's ``repr`` (torchvision's lists every step and parameter; a transform whose
   repr holds an object address is not stored);
 * how the outputs were computed: batch size, precision, device type, the versions of torch, open_clip and
@@ -54,7 +55,8 @@ from visprompt.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FeatureStore", "StoredFeatures", "compute_signature", "resolve_store", "weights_checksum"]
+__all__ = ["FeatureStore", "StoredFeatures", "backbone_checksum", "compute_signature", "resolve_store",
+           "weights_checksum"]  # fmt: skip
 
 SUFFIX = ".safetensors"
 FORMAT = 1  # bump when what an entry holds, or how it is computed, changes
@@ -79,6 +81,15 @@ def weights_checksum(module: nn.Module) -> str:
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     module.__dict__[_MEMO] = (fingerprint, digest.hexdigest())
     return digest.hexdigest()
+
+
+def backbone_checksum(clip: nn.Module) -> str:
+    """SHA-256 of what a frozen CLIP computes with: its tensors (:func:`weights_checksum` of the whole model, both
+    towers) and what holds no tensor (the model config, the activation, the input normalisation)."""
+    model = getattr(clip, "model", clip)
+    settings = {name: getattr(clip, name, None) for name in ("model_cfg", "quick_gelu", "mean", "std")}
+    head = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(f"{head}|{weights_checksum(model)}".encode()).hexdigest()
 
 
 @functools.cache
@@ -147,6 +158,8 @@ class FeatureStore:
         head = {
             "arch": str(getattr(clip, "arch", type(clip).__name__)),
             "weights": weights_checksum(_image_tower(clip)),
+            "model_cfg": getattr(clip, "model_cfg", None),
+            "quick_gelu": getattr(clip, "quick_gelu", None),
             "transform": transform_repr,
             "batch_size": int(batch_size),
             "precision": precision,

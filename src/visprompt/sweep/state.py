@@ -61,15 +61,56 @@ def config_change(run: SweepRun) -> str | None:
     return f"{run.name}: {diffs[0]}" if diffs else None
 
 
+class _Inputs:
+    """:func:`~visprompt.engine.inputs.inputs_change` over many runs: each dataset loaded once, each backbone
+    loaded (only where one of its files changed) once."""
+
+    def __init__(self) -> None:
+        from visprompt.engine.inputs import DataFingerprints
+
+        self.data = DataFingerprints()
+        self.clips: dict[tuple[Any, ...], Any] = {}
+
+    def change(self, run: SweepRun) -> str | None:
+        from visprompt.engine.inputs import INPUTS_FILE, inputs_change
+
+        file = run.path / INPUTS_FILE
+        if not file.is_file():  # made before runs recorded their inputs
+            return None
+        try:
+            record = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            return f"{run.name}: {INPUTS_FILE} unreadable ({exc})"
+        change = inputs_change(run.config, record, data=self.data, load_clip=lambda: self._clip(run.config))
+        return f"{run.name}: {change}" if change else None
+
+    def _clip(self, cfg: Any) -> Any:
+        from visprompt.engine.build import load_clip
+        from visprompt.engine.runtime import resolve_device
+
+        b = cfg.backbone
+        key = (b.arch, b.weights, b.cache_dir, b.sha256, cfg.run.seed)
+        if key not in self.clips:
+            self.clips[key] = load_clip(cfg, resolve_device("cpu"))
+        return self.clips[key]
+
+
 def refuse_stale(runs: Iterable[SweepRun], where: str, remedy: str) -> None:
     """Raise :class:`ConfigError` when a finished run (status ``done``) has a saved config that differs from the
-    config its grid gives it now: its results would be reported under settings it was not run with.
+    config its grid gives it now, or was made from other inputs (the dataset's images or labels, the backbone's
+    weights: :mod:`visprompt.engine.inputs`): its results would be reported under settings or data it was not run
+    with.
 
     ``where`` starts the one-line message (``"sweep runs/x"``), ``remedy`` ends it (what the user can do)."""
-    stale = [change for run in runs if read_status(run.path) == "done" and (change := config_change(run))]
+    finished = [run for run in runs if read_status(run.path) == "done"]
+    stale = [change for run in finished if (change := config_change(run))]
+    if not stale:
+        inputs = _Inputs()
+        stale = [change for run in finished if (change := inputs.change(run))]
     if stale:
         raise ConfigError(
-            f"{where}: {len(stale)} finished runs do not match the settings the grid gives now, e.g. {stale[0]}; "
+            f"{where}: {len(stale)} finished runs do not match the settings or inputs the grid gives now, "
+            f"e.g. {stale[0]}; "
             f"{remedy}"
         )
 
