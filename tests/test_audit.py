@@ -12,7 +12,7 @@ import pytest
 import visprompt.cli as cli
 from test_engine_runs import COLOURS, world  # noqa: F401  (the module-scoped fixture)
 from visprompt.audit import audit_scores, estimate_error_count
-from visprompt.audit.report import class_summary, confused_pairs, write_csv, write_fix
+from visprompt.audit.report import class_summary, confused_pairs, write_csv, write_fix, write_html
 from visprompt.audit.score import crossfit_probs, fit_head, vote_prior
 from visprompt.config import load_config
 from visprompt.data.custom import load_csv
@@ -280,6 +280,10 @@ def test_csv_and_fix_files(tmp_path) -> None:
         load_csv(tmp_path / "odd.csv")
     assert class_summary(r, splits.classnames)[1] == {"class": "b", "samples": 3, "flagged": 1, "rate": 1 / 3}
     assert confused_pairs(r, splits.classnames) == [{"given": "b", "suggested": "a", "count": 1}]
+    r.suggested[0], r.score[0], r.score[1] = r.given[0], 0.9, 0.5  # an agreeing sample scored above the flagged one
+    page = write_html(tmp_path / "audit.html", splits.train, r, splits.classnames, thumbnails=0).read_text()
+    assert ("<b>1</b> flagged:\nthe highest-scored of the samples whose suggested label differs from the given one, "
+            "no more than the estimate.") in page  # fmt: skip
 
 
 def test_shots_all_keeps_every_training_image(world) -> None:  # noqa: F811

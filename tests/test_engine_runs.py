@@ -245,6 +245,26 @@ def test_eval_and_predict_reload_the_trained_prompt(world, tmp_path) -> None:
     assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["method"]["name"] == "coop"
 
 
+def test_the_python_apis_run_reloads_a_model_its_run_has_moved_past(world, tmp_path) -> None:
+    """A ``Run`` loaded mid-run gives the finished (then the restarted) run's model and config, never the old ones."""
+    import visprompt
+
+    cfg = config(world, "coop", tmp_path, "optim.epochs=4")
+    with pytest.raises(Crash):
+        train_run(cfg, on_epoch_end=_crash_after(1), show_progress=False)
+    run = visprompt.load_run(tmp_path / "run", device="cpu", partial=True)
+    run.evaluate()
+    early = run.model().logits(run.model().splits.test)
+    result = train_run(cfg, show_progress=False)  # finished in the same process
+    assert run.status == "done"
+    logits = run.model().logits(run.model().splits.test)
+    assert not torch.equal(logits, early)  # three more epochs moved the prompt
+    assert torch.equal(logits, visprompt.load_run(result.run_dir, device="cpu").model().logits(run.model().splits.test))
+    assert run.evaluate()["top1"] == pytest.approx(run.metrics["top1"])
+    train_run(config(world, "coop", tmp_path, "optim.epochs=1"), restart=True, show_progress=False)
+    assert run.config.optim.epochs == 1 and run.model().cfg.optim.epochs == 1
+
+
 @pytest.mark.parametrize("kind", ["asym-semantic", "instance", "open-set"])
 def test_clip_dependent_and_open_set_noise_train_end_to_end(world, tmp_path, kind: str) -> None:
     """Two epochs per new noise type; split.json holds the realised noise the frozen CLIP (or held-out classes) made."""

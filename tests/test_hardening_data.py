@@ -50,6 +50,28 @@ def test_16_bit_png_is_not_white_and_verify_notes_it(tmp_path) -> None:
     assert status is None and "I;16" in note and len(sha) == 64
 
 
+def test_a_32_bit_image_whose_values_could_be_8_or_16_bit_is_refused(tmp_path) -> None:
+    """Mode I with values all in 1..255: 8-bit data (was: read as 16-bit, 200 became 1) or a dark 16-bit image."""
+    path = tmp_path / "i32.tiff"
+    Image.fromarray(np.full((8, 8), 200, np.int32), "I").save(path)  # 32 bits per sample
+    with pytest.raises(DataError) as exc:
+        read_image(str(path))
+    assert str(exc.value).startswith(f"image {path} (mode I): 32-bit integer image with values 200..200, all below 256")
+    assert "\n" not in str(exc.value) and inspect_image(str(path), decode=True)[0] == "unreadable"
+    Image.fromarray(np.zeros((8, 8), np.int32), "I").save(path)
+    assert np.asarray(read_image(str(path))).max() == 0  # black either way
+    Image.fromarray(np.full((8, 8), 256, np.int32), "I").save(path)
+    assert np.asarray(read_image(str(path))).max() == 1  # above 255: 16-bit data, as before
+    from PIL import TiffImagePlugin
+
+    signed = TiffImagePlugin.ImageFileDirectory_v2()
+    signed[339] = 2  # SampleFormat: signed; a 16-bit signed TIFF opens as mode I
+    Image.fromarray(np.full((8, 8), 200, np.uint16)).save(path, tiffinfo=signed)
+    with Image.open(path) as image:
+        assert image.mode == "I"
+    assert np.asarray(read_image(str(path))).max() == 1  # the file says 16 bits: 200 / 65535, dark as before
+
+
 def test_animated_and_unknown_range_images(tmp_path) -> None:
     frames = [Image.new("RGB", (8, 8), (i * 100, 0, 0)) for i in (0, 1, 2)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])

@@ -68,6 +68,47 @@ def test_build_is_deterministic_and_idempotent(tmp_path) -> None:
         build.build_task(tmp_path / "a", task, seed=7)
 
 
+def test_a_build_with_other_settings_is_refused_naming_each(tmp_path) -> None:
+    """Every setting the marker records decides the files: a build that differs in one is refused, never skipped."""
+    task = _small()
+    folder = build.build_task(tmp_path, task, image_size=16)
+    with pytest.raises(DataError) as err:
+        build.build_task(tmp_path, task, image_size=32)
+    assert str(err.value) == (f"{folder / build.MARKER}: built with image_size 16, asked for 32 "
+                              "(remove the folder to rebuild)")  # fmt: skip
+    with Image.open(next((folder / "images").rglob("*.png"))) as im:
+        assert im.size == (16, 16)  # untouched
+    warm = dataclasses.replace(task, style=dataclasses.replace(task.style, gain=(1.0, 0.8, 0.5)))
+    with pytest.raises(DataError, match=r"built with style.gain \[1.0, 1.0, 1.0\], asked for \[1.0, 0.8, 0.5\] "):
+        build.build_task(tmp_path, warm, image_size=16)
+    renamed = dataclasses.replace(task, classnames=(*task.classnames[:-1], "centre"))
+    last = f'classnames\\[{task.num_classes - 1}\\] "{task.classnames[-1]}", asked for "centre"'
+    with pytest.raises(DataError, match=last):
+        build.build_task(tmp_path, renamed, image_size=16)
+    more = dataclasses.replace(task, test_per_class=3)
+    with pytest.raises(
+        DataError, match=rf"built with counts.test {2 * task.num_classes}, asked for {3 * task.num_classes} "
+    ):
+        build.build_task(tmp_path, more, image_size=16)
+    with pytest.raises(DataError, match=r"built with seed 0, asked for 1; image_size 16, asked for 32 "):
+        build.build_task(tmp_path, task, seed=1)
+    assert build.build_task(tmp_path, task, image_size=16) == folder  # the same settings: skipped
+
+
+def test_a_build_from_before_a_style_field_existed_is_found_built(tmp_path) -> None:
+    task = _small("testbed-shapes")  # no camera change: the fields added since are at their defaults
+    folder = build.build_task(tmp_path, task)
+    marker = json.loads((folder / build.MARKER).read_text())
+    for field in ("hue", "grey_prob", "gain"):
+        del marker["style"][field]
+    (folder / build.MARKER).write_text(json.dumps(marker))
+    stamp = (folder / task.split_file).stat().st_mtime_ns
+    assert build.build_task(tmp_path, task) == folder and (folder / task.split_file).stat().st_mtime_ns == stamp
+    (folder / build.MARKER).write_text("{")
+    with pytest.raises(DataError, match=r"testbed\.json: not valid JSON"):
+        build.build_task(tmp_path, task)
+
+
 def test_build_refuses_foreign_folder_and_unknown_task(tmp_path) -> None:
     task = _small()
     (tmp_path / task.folder).mkdir()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,18 +58,40 @@ class Predictions:
         return [self.classnames[int(i)] for i in self.probabilities.argmax(dim=-1)]
 
 
+# the files a loaded model is rebuilt from: a change to any of them (the run resumed, finished or restarted) reloads it
+_MODEL_FILES = ("config.yaml", "split.json", "checkpoint.safetensors", "status")
+
+
+def _files_signature(run: Path) -> tuple[tuple[int, int, int] | None, ...]:
+    """(inode, size, mtime_ns) of each of :data:`_MODEL_FILES`; every write replaces the file (a new inode)."""
+    signature = []
+    for name in _MODEL_FILES:
+        try:
+            st = (run / name).stat()
+        except FileNotFoundError:
+            signature.append(None)
+        else:
+            signature.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(signature)
+
+
 @dataclass
 class Run:
-    """A run directory: its configuration, status and metrics, and its trained model on demand."""
+    """A run directory: its configuration, status and metrics, and its trained model on demand.
+
+    Everything is read from the directory when asked for: a run resumed, finished or restarted after this object
+    was made (in this process or another) gives its new configuration, metrics and model, never the old ones.
+    """
 
     path: Path
     device: str = "auto"
     partial: bool = False  # allow an unfinished or failed run's last checkpoint (with a warning)
     # frozen image features from the store: True (the run's run.feature_store), "auto", a folder, or None (off)
     feature_store: str | bool | None = True
-    _loaded: dict[str, LoadedRun] = field(default_factory=dict, repr=False)
+    # per data root: the signature of the run's files it was loaded from, and the model
+    _loaded: dict[str, tuple[tuple[Any, ...], LoadedRun]] = field(default_factory=dict, repr=False)
 
-    @cached_property
+    @property
     def config(self) -> RunConfig:
         return load_run_config(self.path / "config.yaml")
 
@@ -87,16 +108,18 @@ class Run:
         return json.loads(file.read_text()) if file.is_file() else {}
 
     def model(self, data_root: str | Path | None = None) -> LoadedRun:
-        """The run rebuilt with its trained parameters (cached per data root)."""
+        """The run rebuilt with its trained parameters (cached per data root until the run's files change)."""
         from visprompt.engine.inference import load_run as rebuild
 
         key = str(data_root)
-        if key not in self._loaded:
-            self._loaded[key] = rebuild(
+        signature = _files_signature(self.path)  # taken before loading: a write during the load reloads next time
+        cached = self._loaded.get(key)
+        if cached is None or cached[0] != signature:
+            self._loaded[key] = signature, rebuild(
                 self.path, device=self.device, data_root=data_root, partial=self.partial,
                 feature_store=self.feature_store,
             )  # fmt: skip
-        return self._loaded[key]
+        return self._loaded[key][1]
 
     def evaluate(self, data_root: str | Path | None = None) -> dict[str, Any]:
         """Top-1, macro-F1 and per-class accuracy on the run's test split (images under ``data_root`` if given)."""

@@ -194,8 +194,8 @@ tr.flagged td {{ background: #fff3f0; }}
 img {{ width: 48px; height: 48px; object-fit: cover; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>{n} samples, about <b>{estimated}</b> wrong labels (estimated error rate {rate:.1f}%); the <b>{flagged}</b> most
-suspicious samples are flagged.
+<p>{n} samples, about <b>{estimated}</b> wrong labels (estimated error rate {rate:.1f}%); <b>{flagged}</b> flagged:
+the highest-scored of the samples whose suggested label differs from the given one, no more than the estimate.
 Score: 1 - the audit's probability of the given label (high = suspicious).</p>
 <div class="summary">
 <div><h2>Estimated error rate per class</h2><table id="per-class"><tr><th>class</th><th>samples</th><th>flagged</th>

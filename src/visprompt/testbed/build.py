@@ -9,8 +9,9 @@ For each task of :data:`~visprompt.testbed.tasks.TASKS`, ``build_testbed(root)``
 with balanced classes: each split holds ``<split>_per_class`` images of every class, the classified attribute
 fixed to the class and every other attribute drawn at random. The draw for (task, split) is seeded by
 ``(seed, crc32(task name), split)``, so a build is a pure function of the seed. A task is rendered into a
-temporary folder and renamed into place; a task whose folder already holds a complete build with the same seed
-is skipped, so ``build_testbed`` is idempotent.
+temporary folder and renamed into place; a task whose folder already holds a complete build with the same
+settings (every one ``testbed.json`` records: task, seed, format, image size, class names, counts, style) is
+skipped, so ``build_testbed`` is idempotent; a build with other settings is refused, naming each that differs.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from visprompt.errors import DataError
-from visprompt.testbed.render import render
+from visprompt.testbed.render import Style, render
 from visprompt.testbed.tasks import TASKS, TASKS_BY_NAME, TaskSpec
 from visprompt.testbed.world import sample_scenes
 
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 MARKER = "testbed.json"
 SPLITS = ("train", "val", "test")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # moves when the renderer draws other images from the same recorded settings
 
 
 def class_folder(classname: str) -> str:
@@ -69,26 +71,61 @@ def render_split(task: TaskSpec, split: str, seed: int = 0, image_size: int = 32
     return np.concatenate(parts)
 
 
-def _is_complete(folder: Path, task: TaskSpec, seed: int) -> bool:
+def _marker(task: TaskSpec, seed: int, image_size: int) -> dict[str, Any]:
+    """What ``testbed.json`` records of a build: the settings that decide its files."""
+    return {
+        "task": task.name,
+        "seed": seed,
+        "format": FORMAT_VERSION,
+        "image_size": image_size,
+        "classnames": list(task.classnames),
+        "counts": task.expected_counts,
+        "style": asdict(task.style),
+    }
+
+
+def _as_json(obj: Any) -> Any:
+    """``obj`` as read back from JSON (tuples as lists)."""
+    return json.loads(json.dumps(obj))
+
+
+def _differences(built: Any, asked: Any, name: str = "") -> list[str]:
+    """Each setting where a recorded marker and the asked-for one differ, as "name built, asked for asked"."""
+    if isinstance(built, dict) and isinstance(asked, dict):
+        return [d for k in [*asked, *(k for k in built if k not in asked)]
+                for d in _differences(built.get(k), asked.get(k), f"{name}.{k}" if name else k)]  # fmt: skip
+    if isinstance(built, list) and isinstance(asked, list) and len(built) == len(asked) > 4 and built != asked:
+        i = next(i for i, (a, b) in enumerate(zip(built, asked, strict=True)) if a != b)  # a long list: its first
+        return _differences(built[i], asked[i], f"{name}[{i}]")
+    return [] if built == asked else [f"{name} {json.dumps(built)}, asked for {json.dumps(asked)}"]
+
+
+def _is_complete(folder: Path, task: TaskSpec, seed: int, image_size: int) -> bool:
     marker = folder / MARKER
     if not folder.exists():
         return False
     if not marker.is_file():
         raise DataError(f"{folder}: exists but was not written by the testbed builder (move it away to build here)")
-    built = json.loads(marker.read_text())
-    if built.get("seed") != seed or built.get("format") != FORMAT_VERSION or built.get("task") != task.name:
-        raise DataError(
-            f"{marker}: built for task {built.get('task')!r} with seed {built.get('seed')}, format "
-            f"{built.get('format')}; asked for {task.name!r} with seed {seed}, format {FORMAT_VERSION} "
-            "(remove the folder to rebuild)"
-        )
+    try:
+        built = json.loads(marker.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DataError(f"{marker}: not valid JSON (remove the folder to rebuild)") from None
+    if not isinstance(built, dict):
+        raise DataError(f"{marker}: expected a JSON object (remove the folder to rebuild)")
+    # a style field added since the build was off then (the default renders as before the field existed)
+    if isinstance(built.get("style"), dict):
+        built["style"] = {**_as_json(asdict(Style())), **built["style"]}
+    asked = _as_json(_marker(task, seed, image_size))
+    differences = _differences(built, asked)
+    if differences:
+        raise DataError(f"{marker}: built with {'; '.join(differences)} (remove the folder to rebuild)")
     return (folder / task.split_file).is_file()
 
 
 def build_task(root: Path, task: TaskSpec, seed: int = 0, image_size: int = 32) -> Path:
     """Write one task under ``root`` (skipped when already complete); returns its folder."""
     folder = root / task.folder
-    if _is_complete(folder, task, seed):
+    if _is_complete(folder, task, seed, image_size):
         logger.info("%s: already built at %s", task.name, folder)
         return folder
     tmp = root / f".{task.folder}.tmp"
@@ -102,16 +139,7 @@ def build_task(root: Path, task: TaskSpec, seed: int = 0, image_size: int = 32) 
             Image.fromarray(image).save(tmp / "images" / path, compress_level=1)
         split[name] = [list(r) for r in rows]
     (tmp / task.split_file).write_text(json.dumps(split) + "\n")
-    marker = {
-        "task": task.name,
-        "seed": seed,
-        "format": FORMAT_VERSION,
-        "image_size": image_size,
-        "classnames": list(task.classnames),
-        "counts": task.expected_counts,
-        "style": asdict(task.style),
-    }
-    (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    (tmp / MARKER).write_text(json.dumps(_marker(task, seed, image_size), indent=2) + "\n")
     tmp.rename(folder)
     logger.info("%s: wrote %s (%s)", task.name, folder, task.expected_counts)
     return folder
