@@ -4,6 +4,7 @@ and the transforms."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,37 @@ def test_a_changed_dataset_or_corrupt_cache_is_rebuilt(dtd_root: Path, tmp_path:
     changed = prepare_fewshot("dtd", dtd_root, 4, NoiseSpec("sym", 0.25), seed=1, cache_dir=cache)
     assert json.loads(file.read_text())["fingerprint"] != before
     assert len(changed.train) == len(again.train) == 16
+
+
+def test_a_noise_rate_that_flips_no_label_is_refused_and_an_inexact_one_said(dtd_root: Path, caplog) -> None:
+    # 1 shot x 4 classes at 20%: floor(0.8) = 0 flips, a clean run named sym-0.2 (its report column "sym 20%")
+    with pytest.raises(DataError, match=r"noise.type=sym noise.rate=0.2 flips none of the 4 training labels \(1 shots"):
+        prepare_fewshot("dtd", dtd_root, 1, NoiseSpec("sym", 0.2), seed=1)
+    with caplog.at_level("WARNING", logger="visprompt.data.pipeline"):
+        prepare_fewshot("dtd", dtd_root, 2, NoiseSpec("sym", 0.2), seed=1)  # floor(1.6) = 1 of 8
+        assert "flips 1 of 8 training labels: a realised rate of 12.5%" in caplog.text
+        caplog.clear()
+        prepare_fewshot("dtd", dtd_root, 5, NoiseSpec("sym", 0.2), seed=1)  # 4 of 20: as said
+        assert "realised rate" not in caplog.text
+
+
+def test_noise_from_the_images_is_not_read_from_the_cache_after_they_were_rewritten(dtd_root, tmp_path) -> None:
+    calls = []
+
+    def features(samples):
+        calls.append(len(samples))
+        return np.random.default_rng(len(calls)).normal(size=(len(samples), 4))
+
+    noise, cache = NoiseSpec("instance", 0.4), tmp_path / "cache"
+    args = ("dtd", dtd_root, 4, noise)
+    prepare_fewshot(*args, seed=1, cache_dir=cache, image_features=features, backbone="b")
+    prepare_fewshot(*args, seed=1, cache_dir=cache, image_features=features, backbone="b")
+    assert len(calls) == 1  # cached
+    for image in (p for p in (dtd_root / "dtd" / "images").rglob("*") if p.is_file()):
+        write_image(image, 3)  # the same names and labels, other pixels
+        os.utime(image, ns=(1, 1))
+    prepare_fewshot(*args, seed=1, cache_dir=cache, image_features=features, backbone="b")
+    assert len(calls) == 2  # the noise is made again from the images as they are
 
 
 def test_bad_settings_fail_before_anything_is_read(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def config(world: dict[str, Path], method: str, out: Path, *overrides: str):
 
 LOG_FIELDS = {"epoch", "lr", "loss", "epoch_time"}
 METRIC_FIELDS = {"top1", "macro_f1", "per_class_accuracy", "timings", "trainable_parameters", "parameters",
-                 "versions", "git_sha", "num_test", "epochs", "environment"}  # fmt: skip
+                 "versions", "git_sha", "num_test", "epochs", "environment", "train_noise"}  # fmt: skip
 
 
 @pytest.mark.parametrize("method", METHODS.names())
@@ -54,6 +54,7 @@ def test_every_method_trains_end_to_end(world, tmp_path, method: str) -> None:
     assert len(split["train"]["label"]) == 12 and len(split["test"]["label"]) == 9
     metrics = json.loads((rd / "metrics.json").read_text())
     assert set(metrics) >= METRIC_FIELDS
+    assert metrics["train_noise"]["num_noisy"] == 3 == split["stats"]["num_noisy"]  # floor(0.25 x 12), as realised
     env = metrics["environment"]  # what decides the run's last digits (docs/reliability.md, "Reproducibility")
     assert env["compute"].startswith("cpu threads=") and " isa=" in env["compute"] and "cpu" in env
     per_class = metrics["per_class_accuracy"]

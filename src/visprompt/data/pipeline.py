@@ -188,6 +188,8 @@ def prepare_fewshot(
     _check_settings(shots, noise)
     full = load_dataset(dataset, root, path)
     fingerprint = splits_fingerprint(full)
+    if "features" in noise.definition.needs and not noise.is_clean:  # the noise reads the images' pixels too
+        fingerprint = _with_file_stats(fingerprint, full.train)
     task = _task_splits(full, noise)
     _check_classes(task)
     tag, backbone = _tagged(noise, backbone, cache_dir is not None)
@@ -212,6 +214,7 @@ def prepare_fewshot(
     if check_files:
         _check_files(splits)
     stats = _split_stats(splits)
+    _check_realised_rate(noise, stats, shots)
     if file is not None and cached is None:
         record = {
             "format": CACHE_FORMAT,
@@ -228,6 +231,36 @@ def prepare_fewshot(
     logger.info("%s: %s-shot train %d images (%d noisy), val %d, test %d", full.name, shots, len(train),
                 stats["num_noisy"], len(val), len(task.test))  # fmt: skip
     return splits
+
+
+def _with_file_stats(fingerprint: str, samples: Sequence[Sample]) -> str:
+    """``fingerprint`` extended by each image file's size and modification time: for noise computed from the
+    images (``instance``), whose cached labels an image rewritten under its old name would otherwise keep."""
+    h = hashlib.sha256(fingerprint.encode())
+    for s in samples:
+        try:
+            st = os.stat(s.path)
+            h.update(f"{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(b"missing\n")
+    return h.hexdigest()[:16]
+
+
+def _check_realised_rate(noise: NoiseSpec, stats: dict[str, Any], shots: int | str) -> None:
+    """Refuse a noise rate that flips no label of the training set (floor(rate x N) = 0: a clean run under a noisy
+    label); warn where the realised rate is off the nominal one by more than half a point."""
+    known = stats["num_samples"] - stats["num_unknown"]
+    if noise.type == "pairs-per-class" or noise.rate == 0 or not known:
+        return
+    flipped = stats["num_noisy"]
+    if flipped == 0:
+        raise DataError(
+            f"noise.type={noise.type} noise.rate={noise.rate} flips none of the {known} training labels ({shots} "
+            "shots per class), so the run would be clean under a noisy label: use more shots or a higher rate"
+        )
+    if noise.type != "instance" and abs(flipped / known - noise.rate) > 0.005:  # instance: a mean rate, drawn
+        logger.warning("noise.rate=%s flips %d of %d training labels: a realised rate of %.1f%%", noise.rate, flipped,
+                       known, 100 * flipped / known)  # fmt: skip
 
 
 def _add_noise(

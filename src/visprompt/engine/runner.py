@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from visprompt.config import RunConfig, load_run_config, to_yaml
+from visprompt.data.noise import noise_stats
 from visprompt.data.pipeline import prepare_fewshot, read_splits, splits_to_json
 from visprompt.data.precheck import check_run_data
 from visprompt.data.records import DatasetSplits
@@ -438,6 +439,7 @@ def _final_metrics(
         "per_class_accuracy": scores["per_class_accuracy"],
         "num_test": scores["num_samples"],
         "num_train": len(splits.train),
+        "train_noise": noise_stats(splits.train),  # the realised noise (noise.rate is floor(rate x N) of N labels)
         "num_classes": len(splits.classnames),
         "epochs": trained,
         "log_complete": logged == list(range(1, trained + 1)),
