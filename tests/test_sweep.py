@@ -143,6 +143,29 @@ def test_errors_are_one_line_and_name_the_file(tmp_path, body, message) -> None:
     assert message in text and "\n" not in text and str(path) in text
 
 
+@pytest.mark.parametrize(
+    ("axis", "values", "override", "field"),
+    [
+        ("optim.epochs", [30], "optim.epochs=5", "optim.epochs"),  # the axis won: every run kept 30 epochs
+        ("dataset", ["dtd"], "data.dataset=eurosat", "data.dataset"),  # the --set won: the axis was lost
+        ("method.name", ["coop", "visprompt"], "method=cocoop", "method.name"),
+        ("backbone", ["rn50", "vit-b-16"], "backbone.arch=testbed", "backbone.arch"),
+        ("backbone.arch", ["testbed"], "backbone=rn50", "backbone.arch"),
+    ],
+)
+def test_a_set_key_that_an_axis_sets_is_refused(tmp_path, axis, values, override, field) -> None:
+    path = write_grid(tmp_path, {"grid": [{"run.seed": [1, 2]}, {axis: values}]})
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path, overrides=["data.shots=2", override])
+    text = str(err.value)
+    assert f"--set {override}: the grid's axis {axis} sets {field} too" in text
+    assert "\n" not in text and str(path) in text
+    with pytest.raises(
+        ConfigError, match=r"--set optim\.epochs=5: the grid's axis optim\.epochs sets optim\.epochs too"
+    ):
+        load_sweep(REPO / "configs/sweeps/testbed.yaml", overrides=["optim.epochs=5"])  # CoCoOp's runs alone got 5
+
+
 def test_missing_grid_file(tmp_path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_sweep(tmp_path / "nope.yaml")

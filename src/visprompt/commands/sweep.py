@@ -26,8 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-retries", type=int, default=1, metavar="N", help="retries of a failed run (default 1)")
     parser.add_argument("--out", metavar="DIR", help="folder of the run directories (default: the grid's out_dir)")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides", help="add to the grid's base"
-    )
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+        help="add to the grid's base (a key that an axis sets is refused)",
+    )  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their status, run nothing")
     parser.add_argument("--run-fn", metavar="MODULE:FUNCTION", help="run function (default: the training engine)")
     parser.set_defaults(func=run)

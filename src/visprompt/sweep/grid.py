@@ -18,6 +18,8 @@ A grid file is YAML with four keys::
 ``grid`` may also be a list of such mappings: the runs are then the union of their products (for example
 the clean setting once, plus the noisy settings per noise type). Layers resolve in the order of the
 ``train`` command: presets, then ``config`` files, then dotted keys (``base`` first, the run's axes last).
+``--set KEY=VALUE`` (``overrides``) extends ``base``; a key that an axis also sets is refused, since one of the two
+would be lost without a word.
 
 Each run gets a deterministic, readable directory under ``out_dir``::
 
@@ -38,10 +40,12 @@ from typing import Any
 
 from visprompt.config import RunConfig, flatten_tree, load_config, parse_override, read_yaml
 from visprompt.errors import ConfigError
+from visprompt.registry import BACKBONES
 
 __all__ = ["PRESET_KEYS", "SweepRun", "SweepSpec", "expand_sweep", "load_sweep", "resolve_run_config", "run_name"]
 
 PRESET_KEYS = ("dataset", "backbone", "method")  # loaded as presets, like the train command's flags
+SHORTHANDS = {"dataset": "data.dataset", "method": "method.name", "backbone": "backbone.arch"}  # the field each sets
 RESERVED_KEYS = ("run.name", "run.out_dir")  # set by the sweep itself
 # Keys already part of the run directory name.
 NAMED_KEYS = {"dataset", "method", "data.dataset", "method.name", "noise.type", "noise.rate", "run.seed",
@@ -92,9 +96,8 @@ def load_sweep(path: str | Path, out_dir: str | Path | None = None, overrides: I
     for file in config_files:
         if not file.is_file():
             raise ConfigError(f"{where}: base.config: {file} does not exist")
-    for item in overrides:
-        key, value = parse_override(item)
-        base[key] = value
+    overridden = dict(parse_override(item) for item in overrides)
+    base.update(overridden)
     grids = raw.get("grid") or {}
     grids = [grids] if isinstance(grids, dict) else grids
     if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
@@ -102,6 +105,8 @@ def load_sweep(path: str | Path, out_dir: str | Path | None = None, overrides: I
     parsed = tuple(_parse_axes(g, f"{where}: grid") for g in grids)
     for key in [*base, *(k for g in parsed for k in g)]:
         _check_key(key, where)
+    for key, value in overridden.items():
+        _check_override(key, value, parsed, where)
     out = Path(out_dir if out_dir is not None else raw.get("out_dir") or Path("runs") / name)
     return SweepSpec(name, out.resolve(), base, config_files, parsed, source=path.resolve())
 
@@ -199,6 +204,32 @@ def _parse_axes(grid: Mapping[str, Any], where: str) -> dict[str, list[Any]]:
             raise ConfigError(f"{where}.{key}: expected a non-empty list of values")
         axes[key] = values
     return axes
+
+
+def _fields(key: str, value: Any) -> dict[str, Any]:
+    """The dotted config fields (-> values) that ``key: value`` sets, in base or on an axis: a dotted key its own, a
+    shorthand (``dataset``, ``method``, ``backbone`` naming no preset) its field, a backbone preset each of its."""
+    if key not in PRESET_KEYS:
+        return {key: value}
+    if value is None:  # as if not given
+        return {}
+    if key == "backbone" and str(value).lower() in BACKBONES:
+        return dict(BACKBONES.get(str(value).lower()))
+    return {SHORTHANDS[key]: value}
+
+
+def _check_override(key: str, value: Any, grids: Iterable[Mapping[str, list[Any]]], where: str) -> None:
+    """Refuse ``--set key=value`` where an axis sets one of its fields: each run would keep the axis's value (a
+    dotted axis wins over the base) or lose it (a base key wins over an axis's preset or shorthand), silently."""
+    fields = _fields(key, value)
+    for grid in grids:
+        for axis, values in grid.items():
+            both = [f for v in values for f in _fields(axis, v) if f in fields]
+            if both:
+                raise ConfigError(
+                    f"{where}: --set {key}={_fmt(value)}: the grid's axis {axis} sets {both[0]} too, and each run "
+                    f"would take one of the two; change that axis in the grid file instead"
+                )
 
 
 def _check_key(key: str, where: str) -> None:
