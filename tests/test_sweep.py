@@ -133,6 +133,23 @@ def test_relative_data_root_is_made_absolute(tmp_path, monkeypatch) -> None:
         ({"base": {"data.shots.x": 1}}, "data.shots: expected an integer"),
         ({"base": {"config": ["missing.yaml"]}}, "missing.yaml does not exist"),
         ({"grid": {"data.path": ["a/b", "a-b"]}}, "share the directory"),
+        # an axis whose values do not reach its runs (a dotted key wins over a preset or shorthand)
+        (
+            {"base": {"backbone.arch": "testbed"}, "grid": {"backbone": ["rn50", "vit-b-16"]}},
+            "axis backbone: backbone rn50 sets backbone.arch, and so does base, which wins over a preset",
+        ),
+        (
+            {"base": {"data.dataset": "dtd"}, "grid": {"dataset": ["eurosat"]}},
+            "axis dataset: dataset eurosat sets data.dataset, and so does base, which wins over a shorthand",
+        ),
+        (
+            {"grid": {"backbone": ["rn50", "rn101"], "backbone.weights": [None]}},
+            "backbone rn50 sets backbone.weights, and so does axis backbone.weights",
+        ),
+        (
+            {"grid": {"backbone": ["rn50", "RN50-quickgelu"]}},
+            "have the same settings: {backbone=rn50} and {backbone=RN50-quickgelu} resolve to one configuration",
+        ),
     ],
 )
 def test_errors_are_one_line_and_name_the_file(tmp_path, body, message) -> None:
@@ -164,6 +181,23 @@ def test_a_set_key_that_an_axis_sets_is_refused(tmp_path, axis, values, override
         ConfigError, match=r"--set optim\.epochs=5: the grid's axis optim\.epochs sets optim\.epochs too"
     ):
         load_sweep(REPO / "configs/sweeps/testbed.yaml", overrides=["optim.epochs=5"])  # CoCoOp's runs alone got 5
+
+
+def test_a_backbone_axis_names_runs_by_the_backbone_they_use(tmp_path) -> None:
+    """The bug this guards against: a base ``backbone.arch`` under an axis ``backbone: [rn50, vit-b-16]`` named runs
+    backbone-rn50 and backbone-vit-b-16 that both trained the base's backbone (a dotted key wins over a preset)."""
+    (tmp_path / "extra.yaml").write_text("backbone: {weights: null}\n")  # a config file wins over a preset too
+    grid = {"base": {"config": "extra.yaml"}, "grid": {"backbone": ["rn50", "vit-b-16"]}}
+    with pytest.raises(
+        ConfigError, match=r"backbone rn50 sets backbone\.weights, and so does base\.config extra\.yaml"
+    ):
+        expand_sweep(load_sweep(write_grid(tmp_path, grid)))
+    # the base's preset under another grid's dotted axis: that grid's run is named by its own backbone
+    testbed = {"backbone.arch": ["testbed"], "backbone.weights": [None]}
+    grid = {"base": {"backbone": "rn50"}, "grid": [{"backbone": ["rn101", "vit-b-16"]}, testbed]}
+    runs = expand_sweep(load_sweep(write_grid(tmp_path, grid)))
+    assert [r.name.split("/")[3] for r in runs] == ["backbone-rn101", "backbone-vit-b-16", "backbone-testbed"]
+    assert [r.config.backbone.arch for r in runs] == ["RN101-quickgelu", "ViT-B-16-quickgelu", "testbed"]
 
 
 def test_missing_grid_file(tmp_path) -> None:

@@ -19,7 +19,9 @@ A grid file is YAML with four keys::
 the clean setting once, plus the noisy settings per noise type). Layers resolve in the order of the
 ``train`` command: presets, then ``config`` files, then dotted keys (``base`` first, the run's axes last).
 ``--set KEY=VALUE`` (``overrides``) extends ``base``; a key that an axis also sets is refused, since one of the two
-would be lost without a word.
+would be lost without a word. A ``dataset``, ``method`` or ``backbone`` axis whose field a dotted key of the base (or
+of the same grid, or for a backbone preset a ``config`` file) sets too is refused: the dotted key would win, and the
+axis's value would not reach its runs.
 
 Each run gets a deterministic, readable directory under ``out_dir``::
 
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from visprompt.config import RunConfig, flatten_tree, load_config, parse_override, read_yaml
+from visprompt.engine.sameconfig import WHERE_KEYS, flat_config
 from visprompt.errors import ConfigError
 from visprompt.registry import BACKBONES
 
@@ -112,10 +115,13 @@ def load_sweep(path: str | Path, out_dir: str | Path | None = None, overrides: I
 
 
 def expand_sweep(spec: SweepSpec) -> list[SweepRun]:
-    """Every run of the sweep, in grid order, each with its resolved RunConfig; names are checked unique."""
+    """Every run of the sweep, in grid order, each with its resolved RunConfig; names are checked unique, and two
+    names of one configuration (an axis whose values do not reach it) are refused."""
     runs: list[SweepRun] = []
     seen: dict[str, dict[str, Any]] = {}
+    named: dict[str, str] = {}  # the resolved settings (outside where a run runs) -> the run's name
     where = f"grid file {spec.source}" if spec.source else f"sweep {spec.name}"
+    _check_shadowed_axes(spec, where)
     varying = [k for g in spec.grids for k, values in g.items() if len(values) > 1]
     extra_axes = list(dict.fromkeys(k for k in varying if k not in NAMED_KEYS))
     for grid in spec.grids:
@@ -134,6 +140,14 @@ def expand_sweep(spec: SweepSpec) -> list[SweepRun]:
                     f"{where}: runs {_describe(seen[name])} and {_describe(assignment)} share the directory {name}"
                 )
             seen[name] = assignment
+            settings = repr(sorted((k, v) for k, v in flat_config(cfg).items() if k not in WHERE_KEYS))
+            if (other := named.setdefault(settings, name)) != name:
+                differ = [k for k in {**seen[other], **assignment} if seen[other].get(k) != assignment.get(k)]
+                raise ConfigError(
+                    f"{where}: runs {other} and {name} have the same settings: "
+                    f"{_describe({k: seen[other].get(k) for k in differ})} and "
+                    f"{_describe({k: assignment.get(k) for k in differ})} resolve to one configuration"
+                )
             cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
             runs.append(SweepRun(name, assignment, cfg))
     return runs
@@ -162,11 +176,14 @@ def run_name(cfg: RunConfig, extra: Mapping[str, Any]) -> str:
 
 
 def _axis_value(key: str, assignment: Mapping[str, Any], base: Mapping[str, Any], cfg: RunConfig) -> Any:
-    """An axis's value for a run: its own, the base's, or (an axis of another grid) the resolved config's."""
+    """An axis's value for a run: its own, the base's (where it reaches the resolved config: a dotted axis of the
+    run's grid can override a preset), or (an axis of another grid) the resolved config's."""
     if key in assignment:
         return assignment[key]
     if key in base:
-        return base[key]
+        flat = flat_config(cfg)
+        if all(flat.get(f) == v for f, v in _fields(key, base[key]).items()):
+            return base[key]
     if key in PRESET_KEYS:
         return {"dataset": cfg.data.dataset, "backbone": cfg.backbone.arch, "method": cfg.method.name}[key]
     node: Any = cfg
@@ -230,6 +247,31 @@ def _check_override(key: str, value: Any, grids: Iterable[Mapping[str, list[Any]
                     f"{where}: --set {key}={_fmt(value)}: the grid's axis {axis} sets {both[0]} too, and each run "
                     f"would take one of the two; change that axis in the grid file instead"
                 )
+
+
+def _check_shadowed_axes(spec: SweepSpec, where: str) -> None:
+    """Refuse a preset or shorthand axis (``dataset``, ``method``, ``backbone``) whose value sets a field that a
+    dotted key of the base or of the same grid sets too (or, for a backbone preset, a ``config`` file: a lower
+    layer than the shorthands, above the presets): that key wins, so the runs named by the axis's values would all
+    get its value (a base ``backbone.arch: testbed`` under an axis ``backbone: [rn50, vit-b-16]``)."""
+    files: dict[str, str] = {}
+    for file in spec.config_files:
+        for key in flatten_tree(read_yaml(file)):
+            files.setdefault(key, f"base.config {file.name}")
+    dotted = {key: "base" for key in spec.base if key not in PRESET_KEYS}
+    for grid in spec.grids:
+        others = {**dotted, **{key: f"axis {key}" for key in grid if key not in PRESET_KEYS}}
+        for axis in (key for key in PRESET_KEYS if key in grid):
+            for value in grid[axis]:
+                preset = axis == "backbone" and value is not None and str(value).lower() in BACKBONES
+                for key in _fields(axis, value):
+                    source = others.get(key) or (files.get(key) if preset else None)
+                    if source:
+                        raise ConfigError(
+                            f"{where}: axis {axis}: {axis} {_fmt(value)} sets {key}, and so does {source}, which wins "
+                            f"over a {'preset' if preset else 'shorthand'}: the axis's value would not reach the runs; "
+                            f"set {key} in one place"
+                        )
 
 
 def _check_key(key: str, where: str) -> None:
