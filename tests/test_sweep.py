@@ -12,6 +12,7 @@ from visprompt.config import NoiseSpec, flatten_tree, load_config, to_dict
 from visprompt.errors import ConfigError
 from visprompt.registry import METHODS
 from visprompt.sweep import expand_sweep, load_sweep
+from worlds import make_folder_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -285,6 +286,66 @@ def test_a_finished_sweep_returns_without_starting_ray(tmp_path, monkeypatch) ->
     result = run_sweep(runs, print)
     assert result.ok and [o.status for o in result.outcomes] == ["skipped", "skipped"]
     assert (tmp_path / "runs" / "sweep.json").is_file()
+
+
+def test_dry_run_shows_finished_runs_the_sweep_would_refuse_as_stale(tmp_path, capsys) -> None:
+    """The bug this guards against: ``--dry-run`` printed ``done`` for a finished run made with other settings, which
+    the sweep itself refuses; the inputs check runs too, without loading a backbone."""
+    import argparse
+    import json
+
+    from visprompt.commands import sweep as sweep_command
+    from visprompt.config import to_yaml
+    from visprompt.data.datasets import load_dataset
+    from visprompt.data.pipeline import splits_fingerprint
+    from visprompt.engine.inputs import FORMAT, INPUTS_FILE
+    from visprompt.sweep import refuse_stale
+    from visprompt.sweep.state import check_finished
+
+    data = make_folder_dataset(tmp_path / "images")
+    grid = write_grid(
+        tmp_path, {"base": {"dataset": "folder", "data.path": str(data)}, "grid": {"run.seed": [1, 2, 3, 4, 5]}}
+    )
+    runs = expand_sweep(load_sweep(grid, out_dir=tmp_path / "runs"))
+    d = runs[0].config.data
+    fingerprint = splits_fingerprint(load_dataset(d.dataset, d.root, d.path))
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"1234")
+    epochs = runs[0].config.optim.epochs
+    for run, saved_epochs, saved_data, files in [
+        (runs[0], epochs, fingerprint, []),  # done
+        (runs[1], epochs + 1, fingerprint, []),  # other settings
+        (runs[2], epochs, "0" * 16, []),  # relabelled since
+        (runs[3], epochs, fingerprint, [{"path": str(weights), "size": 3, "mtime_ns": 1}]),  # weights file replaced
+    ]:
+        run.path.mkdir(parents=True)
+        (run.path / "status").write_text("done\n")
+        saved = dataclasses.replace(run.config, optim=dataclasses.replace(run.config.optim, epochs=saved_epochs))
+        (run.path / "config.yaml").write_text(to_yaml(saved))
+        record = {"format": FORMAT, "data": saved_data, "backbone": "never compared here", "files": files}
+        (run.path / INPUTS_FILE).write_text(json.dumps(record))
+    parser = argparse.ArgumentParser()
+    sweep_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["sweep", str(grid), "--out", str(tmp_path / "runs"), "--dry-run"])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:5] == [
+        f"done     {runs[0].name}",
+        f"stale    {runs[1].name}: optim.epochs {epochs + 1} -> {epochs}",
+        f"stale    {runs[2].name}: the images or labels of data.dataset folder (data.path {data}) changed since",
+        f"done     {runs[3].name}",
+        f"pending  {runs[4].name}",
+    ]
+    assert lines[6].startswith("2 stale runs: finished with other settings or inputs than the grid gives now, so the "
+                               "sweep would refuse to start; delete those run directories")  # fmt: skip
+    assert lines[7].startswith(f"1 finished runs' backbone files changed size or time since, e.g. {runs[3].name}: ")
+    refuse_stale(runs[:1], "sweep", "remedy")
+    for run in runs[1:3]:  # as the sweep refuses them
+        with pytest.raises(ConfigError, match=f"1 finished runs do not match .* e.g. {run.name}: "):
+            refuse_stale([run], "sweep", "remedy")
+    data.rename(tmp_path / "moved")  # the sweep stops on the dataset's error; the dry run shows it
+    stale, _ = check_finished(runs)
+    assert stale[runs[0].name].startswith(f"{runs[0].name}: ") and str(data) in stale[runs[0].name]
 
 
 def test_progress_display_bar_and_plain_lines(capsys) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from visprompt.errors import ConfigError
 from visprompt.sweep import expand_sweep, load_sweep, read_status, run_sweep
 from visprompt.sweep.progress import ProgressDisplay
+from visprompt.sweep.state import STALE_REMEDY, check_finished
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "sweep",
         help="run a grid of runs on Ray (resumable)",
         description="Expand GRID.yaml into runs and run them as Ray tasks. Finished runs (status done) are "
-        "skipped, so running the same command again resumes an interrupted sweep; failed runs are retried.",
+        "skipped, so running the same command again resumes an interrupted sweep; failed runs are retried. A finished "
+        "run made with other settings or inputs than the grid gives now is refused (--dry-run lists it as stale).",
     )
     parser.add_argument("grid", metavar="GRID.yaml", help="grid file (see configs/sweeps/)")
     parser.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
@@ -29,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
         help="add to the grid's base (a key that an axis sets is refused)",
     )  # fmt: skip
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and their status, run nothing")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their status (or stale), run nothing")
     parser.add_argument("--run-fn", metavar="MODULE:FUNCTION", help="run function (default: the training engine)")
     parser.set_defaults(func=run)
 
@@ -38,9 +40,20 @@ def run(args: argparse.Namespace) -> int:
     spec = load_sweep(args.grid, out_dir=args.out, overrides=args.overrides)
     runs = expand_sweep(spec)
     if args.dry_run:
+        stale, touched = check_finished(runs)  # what the sweep checks before it starts, backbones not loaded
         for sweep_run in runs:
-            print(f"{read_status(sweep_run.path) or 'pending':8s} {sweep_run.name}")
+            if sweep_run.name in stale:
+                print(f"{'stale':8s} {stale[sweep_run.name]}")
+            else:
+                print(f"{read_status(sweep_run.path) or 'pending':8s} {sweep_run.name}")
         print(f"{len(runs)} runs in {spec.out_dir}")
+        if stale:
+            print(f"{len(stale)} stale runs: finished with other settings or inputs than the grid gives now, so the "
+                  f"sweep would refuse to start; {STALE_REMEDY}")  # fmt: skip
+        if touched:
+            name, file = next(iter(touched.items()))
+            print(f"{len(touched)} finished runs' backbone files changed size or time since, e.g. {name}: {file}; "
+                  "the sweep compares the backbone's checksum and refuses the runs if it changed")  # fmt: skip
         return 0
     display = ProgressDisplay()
     try:

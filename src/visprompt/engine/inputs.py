@@ -30,7 +30,7 @@ from visprompt.engine.store import backbone_checksum
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INPUTS_FILE", "DataFingerprints", "inputs_change", "inputs_record"]
+__all__ = ["INPUTS_FILE", "DataFingerprints", "inputs_change", "inputs_record", "touched_files"]
 
 INPUTS_FILE = "inputs.json"
 FORMAT = "visprompt-inputs/1"
@@ -81,6 +81,12 @@ def inputs_record(cfg: RunConfig, clip: Any, data: DataFingerprints | None = Non
     }
 
 
+def touched_files(record: Any) -> list[str]:
+    """The backbone files of a run's ``record`` whose size or modification time differ now (their content may not)."""
+    files = record.get("files", []) if isinstance(record, dict) else []
+    return [f["path"] for f in files if _stat(Path(f["path"])) != f]
+
+
 def inputs_change(
     cfg: RunConfig,
     record: Any,
@@ -99,7 +105,7 @@ def inputs_change(
     if (data or DataFingerprints())(cfg) != record.get("data"):
         where = f"data.path {d.path}" if d.path else f"data.root {d.root}"
         return f"the images or labels of data.dataset {d.dataset} ({where}) changed since"
-    touched = [f["path"] for f in record.get("files", []) if _stat(Path(f["path"])) != f]
+    touched = touched_files(record)
     if clip is None and touched and load_clip is not None:
         log.info("%s changed size or time: comparing the backbone's checksum", touched[0])
         clip = load_clip()

@@ -35,7 +35,7 @@ from visprompt.config import RunConfig
 from visprompt.errors import ConfigError, VispromptError
 from visprompt.runlock import FolderLockedError, folder_lock
 from visprompt.sweep.grid import SweepRun
-from visprompt.sweep.state import EventLog, RunOutcome, read_status, refuse_stale, write_summary
+from visprompt.sweep.state import STALE_REMEDY, EventLog, RunOutcome, read_status, refuse_stale, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class _Book:
         self.failed: list[str] = []
         self.interrupted = False
         # their results would be reported under the grid's settings: refuse before anything runs
-        refuse_stale(self.skipped, f"sweep {out}", "delete those run directories, or choose another out_dir (--out)")
+        refuse_stale(self.skipped, f"sweep {out}", STALE_REMEDY)
         self.stale: tuple[str, ...] = ()
         self.events = EventLog(out / "sweep-events.jsonl")
         for run in self.skipped:

@@ -17,19 +17,24 @@ from typing import Any
 
 from visprompt.config import load_run_config
 from visprompt.engine.sameconfig import config_differences, flat_config
-from visprompt.errors import ConfigError
+from visprompt.errors import ConfigError, VispromptError
 from visprompt.fileio import atomic_write_json
 from visprompt.sweep.grid import SweepRun
 
 __all__ = [
+    "STALE_REMEDY",
     "EventLog",
     "RunOutcome",
+    "check_finished",
     "config_change",
     "flat_config",
     "read_status",
     "refuse_stale",
     "write_summary",
 ]
+
+
+STALE_REMEDY = "delete those run directories, or choose another out_dir (--out)"  # the sweep's, for stale runs
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,8 @@ class _Inputs:
         self.data = DataFingerprints()
         self.clips: dict[tuple[Any, ...], Any] = {}
 
-    def change(self, run: SweepRun) -> str | None:
+    def change(self, run: SweepRun, load_backbone: bool = True) -> str | None:
+        """``"<run>: <what changed>"``, or None; without ``load_backbone``, the backbone is not compared."""
         from visprompt.engine.inputs import INPUTS_FILE, inputs_change
 
         file = run.path / INPUTS_FILE
@@ -81,8 +87,19 @@ class _Inputs:
             record = json.loads(file.read_text())
         except (OSError, ValueError) as exc:
             return f"{run.name}: {INPUTS_FILE} unreadable ({exc})"
-        change = inputs_change(run.config, record, data=self.data, load_clip=lambda: self._clip(run.config))
+        load = (lambda: self._clip(run.config)) if load_backbone else None
+        change = inputs_change(run.config, record, data=self.data, load_clip=load)
         return f"{run.name}: {change}" if change else None
+
+    @staticmethod
+    def touched(run: SweepRun) -> list[str]:
+        """The backbone files that changed size or modification time since the run recorded its inputs."""
+        from visprompt.engine.inputs import INPUTS_FILE, touched_files
+
+        try:
+            return touched_files(json.loads((run.path / INPUTS_FILE).read_text()))
+        except (OSError, ValueError):
+            return []
 
     def _clip(self, cfg: Any) -> Any:
         from visprompt.engine.build import load_clip
@@ -113,6 +130,30 @@ def refuse_stale(runs: Iterable[SweepRun], where: str, remedy: str) -> None:
             f"e.g. {stale[0]}; "
             f"{remedy}"
         )
+
+
+def check_finished(runs: Iterable[SweepRun]) -> tuple[dict[str, str], dict[str, str]]:
+    """:func:`refuse_stale`'s check run by run, without loading a backbone (``sweep --dry-run``).
+
+    Returns the finished runs it refuses (name -> ``"<run>: <what differs>"``: the saved config, the dataset's
+    images or labels, a dataset that cannot be loaded now), and the other finished runs whose backbone files changed
+    size or modification time since (name -> the first such file): refused when the backbone's checksum changed too.
+    """
+    inputs = _Inputs()
+    stale: dict[str, str] = {}
+    touched: dict[str, str] = {}
+    for run in runs:
+        if read_status(run.path) != "done":
+            continue
+        try:
+            change = config_change(run) or inputs.change(run, load_backbone=False)
+        except VispromptError as exc:  # the sweep stops on it
+            change = f"{run.name}: {exc}"
+        if change:
+            stale[run.name] = change
+        elif files := inputs.touched(run):
+            touched[run.name] = files[0]
+    return stale, touched
 
 
 class EventLog:
