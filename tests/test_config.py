@@ -125,6 +125,21 @@ def test_bad_values_name_the_key(override: str, message: str) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("dataset", "name"),
+    [("dtd", "dtd"), ("DescribableTextures", "dtd"), ("food101n", "food101n"), ("testbed-many", "testbed-many")],
+)
+def test_a_data_path_the_dataset_does_not_read_is_refused(dataset: str, name: str) -> None:
+    # a registered dataset is read from data.root: the run would train on <root>/dtd while config.yaml named the path
+    with pytest.raises(ConfigError, match=rf"^data\.path: not read by dataset '{name}', which is read from data\.root "
+                       r"\(FAKE\); leave it unset") as info:  # fmt: skip
+        load_config(overrides=["data.root=FAKE", "data.path=/some/images"], dataset=dataset)
+    assert "\n" not in str(info.value)
+    assert load_config(overrides=["data.root=FAKE"], dataset=dataset).data.path is None
+    for reads in ("folder", "csv"):  # the datasets whose loader reads it
+        assert load_config(overrides=["data.path=/some/images"], dataset=reads).data.path == "/some/images"
+
+
 def test_bad_files(tmp_path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config([tmp_path / "missing.yaml"])

@@ -132,7 +132,7 @@ def test_relative_data_root_is_made_absolute(tmp_path, monkeypatch) -> None:
         ({"grids": {}}, "unknown key 'grids'"),
         ({"base": {"data.shots.x": 1}}, "data.shots: expected an integer"),
         ({"base": {"config": ["missing.yaml"]}}, "missing.yaml does not exist"),
-        ({"grid": {"data.path": ["a/b", "a-b"]}}, "share the directory"),
+        ({"base": {"dataset": "folder"}, "grid": {"data.path": ["a/b", "a-b"]}}, "share the directory"),
     ],
 )
 def test_errors_are_one_line_and_name_the_file(tmp_path, body, message) -> None:

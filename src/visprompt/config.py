@@ -82,10 +82,15 @@ class DataConfig:
     def __post_init__(self) -> None:
         # One name per dataset: an alias (`pets`, `DescribableTextures`) becomes the registered name, so run names,
         # zero-shot templates, split caches and reports see the same run whichever name the user gave.
-        from visprompt.data.datasets import canonical_name
+        from visprompt.data.datasets import DATASETS, canonical_name
 
         if isinstance(self.dataset, str):
             object.__setattr__(self, "dataset", canonical_name(self.dataset))
+        # a dataset read from data.root ignores data.path: config.yaml would name images the run never saw
+        reads_path = self.dataset not in DATASETS or DATASETS.get(self.dataset).reads_path  # unknown: load says so
+        _check(self.path is None or reads_path, "data.path",
+               f"not read by dataset {self.dataset!r}, which is read from data.root ({self.root}); leave it unset "
+               "(data.path is the images of --dataset folder or csv)")  # fmt: skip
         _check(
             self.shots == "all" or self.shots >= 1, "data.shots", f"expected an integer >= 1 or all, got {self.shots}"
         )
