@@ -311,6 +311,12 @@ def test_audit_cli_errors_are_one_line(tmp_path, capsys) -> None:
     assert err.count("\n") == 1 and "no split.json" in err
     assert cli.main(["audit"]) == 2
     assert "give a RUN_DIR" in capsys.readouterr().err
+    # --data moves a run's images; with --dataset it would audit other images than those trained on
+    one_shot = ["audit", "--dataset", "testbed-backgrounds", "--root", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert cli.main([*one_shot, "--data", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --data: only with RUN_DIR") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()  # refused before anything is trained
     for option in (["--method", "coop"], ["--feature-store", "none"], ["--set", "optim.lr=0.1"], ["--seed", "2"]):
         assert cli.main(["audit", str(run), *option]) == 2  # options of a training run RUN_DIR never makes
         assert capsys.readouterr().err.startswith(f"error: {option[0]}: only with --dataset")

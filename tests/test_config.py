@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import re
 
 import pytest
 import yaml
 
 from visprompt.commands.config import add_config_arguments, resolve_config
-from visprompt.config import RunConfig, flatten_tree, load_config, parse_override, to_dict, to_yaml
+from visprompt.config import (
+    RunConfig,
+    flatten_tree,
+    load_config,
+    load_run_config,
+    parse_override,
+    to_dict,
+    to_yaml,
+    untrained_values,
+)
 from visprompt.errors import ConfigError
 from visprompt.registry import METHODS
 
@@ -123,6 +133,21 @@ def test_bad_values_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         load_config(overrides=[override])
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "name"),
+    [("dtd", "dtd"), ("DescribableTextures", "dtd"), ("food101n", "food101n"), ("testbed-many", "testbed-many")],
+)
+def test_a_data_path_the_dataset_does_not_read_is_refused(dataset: str, name: str) -> None:
+    # a registered dataset is read from data.root: the run would train on <root>/dtd while config.yaml named the path
+    with pytest.raises(ConfigError, match=rf"^data\.path: not read by dataset '{name}', which is read from data\.root "
+                       r"\(FAKE\); leave it unset") as info:  # fmt: skip
+        load_config(overrides=["data.root=FAKE", "data.path=/some/images"], dataset=dataset)
+    assert "\n" not in str(info.value)
+    assert load_config(overrides=["data.root=FAKE"], dataset=dataset).data.path is None
+    for reads in ("folder", "csv"):  # the datasets whose loader reads it
+        assert load_config(overrides=["data.path=/some/images"], dataset=reads).data.path == "/some/images"
 
 
 def test_bad_files(tmp_path) -> None:
@@ -276,6 +301,33 @@ def test_a_field_the_settings_leave_unread_keeps_the_recipes_value() -> None:
     # without an initialising phrase the context length is read
     assert load_config(overrides=["prompt.ctx_init=", "prompt.n_ctx=16"], method="cocoop").prompt.n_ctx == 16
     assert load_config(overrides=["prompt.ctx_init=a photo of a"], method="coop").prompt.n_ctx == 16  # the default
+
+
+def test_a_method_that_does_not_train_holds_the_training_fields(tmp_path, caplog) -> None:
+    # zero-shot CLIP trains nothing: config.yaml, run reuse and the report's label must not tell its runs apart by a
+    # schedule (was: `--epochs 7` recorded while metrics.json said 0 epochs; two runs differing only in it were
+    # zeroshot[optim.epochs=1] and zeroshot[optim.epochs=2] with identical numbers)
+    training = ["optim.epochs=7", "optim.lr=0.5", "optim.momentum=0.5", "optim.weight_decay=0", "optim.batch_size=4",
+                "optim.warmup_epochs=0", "optim.warmup_lr=0.1", "data.augment=false",
+                "run.cache_features=false"]  # fmt: skip
+    evaluation = ["optim.eval_batch_size=8", "optim.precision=fp32", "data.num_workers=2"]  # what evaluation reads
+    with caplog.at_level(logging.INFO, logger="visprompt.config"):
+        cfg = load_config(overrides=[*training, *evaluation], method="zeroshot")
+    assert "method zeroshot does not train: its config keeps optim.lr=0.002, optim.momentum=0.9" in caplog.text
+    assert cfg == load_config(overrides=evaluation, method="zeroshot") != load_config(method="zeroshot")
+    assert (cfg.optim.eval_batch_size, cfg.optim.precision, cfg.data.num_workers) == (8, "fp32", 2)
+    held = untrained_values("zeroshot")
+    assert set(held) == {key.partition("=")[0] for key in training}
+    defaults = flatten_tree(to_dict(RunConfig()))  # zero-shot's recipe sets none of them
+    assert {key: flatten_tree(to_dict(cfg))[key] for key in held} == held == {key: defaults[key] for key in held}
+    assert untrained_values("coop") == {}
+    coop = load_config(overrides=training, method="coop")  # a method that trains reads every one
+    assert (coop.optim.epochs, coop.optim.lr, coop.data.augment, coop.run.cache_features) == (7, 0.5, False, False)
+    # a config.yaml written before they were held reads back as the run it is (reused, not "other settings")
+    saved = to_dict(load_config(method="zeroshot"))
+    saved["optim"]["epochs"], saved["data"]["augment"] = 30, False
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert load_run_config(tmp_path / "config.yaml") == load_config(method="zeroshot")
 
 
 @pytest.mark.parametrize("phrase", ["_", "__", "_ _"])

@@ -287,6 +287,22 @@ def test_an_option_a_recipe_turned_on_since_tells_the_older_runs_apart(tmp_path)
     assert labels["new/seed1"] == "visprompt-plus[method.q_schedule=noise]"
 
 
+def test_a_schedule_that_nothing_ran_does_not_label_zero_shot_runs_apart(tmp_path) -> None:
+    """Zero-shot CLIP trains nothing: two of its runs whose config.yaml (written before its training fields were held)
+    say 1 and 2 epochs are one method, not zeroshot[optim.epochs=1] and zeroshot[optim.epochs=2] with equal numbers."""
+    for epochs in (1, 2):
+        run = write_run(tmp_path, f"e{epochs}/seed1", ["method.name=zeroshot"], metrics={"top1": 52.7})
+        config = run / "config.yaml"  # as an earlier version wrote it
+        config.write_text(config.read_text().replace("epochs: 100", f"epochs: {epochs}").replace("augment: true",
+                          f"augment: {str(epochs == 1).lower()}"))  # fmt: skip
+        assert f"epochs: {epochs}" in config.read_text()
+    write_run(tmp_path, "e3/seed1", ["method.name=coop", "optim.epochs=3"], metrics={"top1": 60.0})
+    write_run(tmp_path, "e4/seed1", ["method.name=coop", "optim.epochs=4"], metrics={"top1": 61.0})
+    labels = label_methods(collect_runs(tmp_path))
+    assert labels["e1/seed1"] == labels["e2/seed1"] == "zeroshot"
+    assert labels["e3/seed1"] == "coop[optim.epochs=3]"  # a method that trains: its runs are told apart
+
+
 def test_the_report_names_the_environments_its_runs_were_computed_in(tmp_path) -> None:
     """A seed's run repeats to the last digit only in one environment, so a report says which it had, and lists
     them, with their run counts, when the runs come from several."""

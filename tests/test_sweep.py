@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visprompt.config import NoiseSpec, flatten_tree, load_config, to_dict
+from visprompt.config import NoiseSpec, flatten_tree, load_config, to_dict, untrained_values
 from visprompt.errors import ConfigError
 from visprompt.registry import METHODS
 from visprompt.sweep import expand_sweep, load_sweep
@@ -133,7 +133,7 @@ def test_relative_data_root_is_made_absolute(tmp_path, monkeypatch) -> None:
         ({"grids": {}}, "unknown key 'grids'"),
         ({"base": {"data.shots.x": 1}}, "data.shots: expected an integer"),
         ({"base": {"config": ["missing.yaml"]}}, "missing.yaml does not exist"),
-        ({"grid": {"data.path": ["a/b", "a-b"]}}, "share the directory"),
+        ({"base": {"dataset": "folder"}, "grid": {"data.path": ["a/b", "a-b"]}}, "share the directory"),
         # an axis whose values do not reach its runs (a dotted key wins over a preset or shorthand)
         (
             {"base": {"backbone.arch": "testbed"}, "grid": {"backbone": ["rn50", "vit-b-16"]}},
@@ -257,6 +257,23 @@ def test_plus_goals_grid_is_a_subset_of_the_benchmark_grid_with_plus_and_the_bas
         assert {cell(r) for r in goals if r.config.method.name == method} == {cell(r) for r in full.values()}
     others = {cell(r)[:3] for r in goals if r.config.method.name not in ("visprompt-plus", "zeroshot")}
     assert others == {cell(r)[:3] for r in full.values()}  # a best other method in every cell
+
+
+def test_zero_shot_runs_of_a_grid_hold_the_training_fields() -> None:
+    # the shipped grids give zero-shot CLIP the trained methods' optim.epochs and data.augment (one axis, one base):
+    # its runs hold the values of a method that trains nothing, whatever the grid or --set give the others
+    held = untrained_values("zeroshot")
+    for grid in ("testbed.yaml", "testbed-plus-goals.yaml"):
+        spec = load_sweep(REPO / "configs/sweeps" / grid, out_dir="/tmp/unused", overrides=["optim.lr=0.01"])
+        runs = expand_sweep(spec)
+        zeroshot = [flatten_tree(to_dict(r.config)) for r in runs if r.config.method.name == "zeroshot"]
+        assert zeroshot and all({key: c[key] for key in held} == held for c in zeroshot)
+        coop = {
+            (r.config.optim.epochs, r.config.optim.lr, r.config.data.augment)
+            for r in runs
+            if r.config.method.name == "coop"
+        }
+        assert coop == {(30, 0.01, False)}
 
 
 def test_missing_ray_is_a_one_line_error(tmp_path, monkeypatch) -> None:

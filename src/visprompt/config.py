@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import logging
 import math
 import re
 import types
@@ -37,6 +38,7 @@ from visprompt.errors import ConfigError, UnknownNameError
 from visprompt.registry import BACKBONES, METHODS, NOISE_TYPES, NoiseTypeDef
 
 __all__ = [
+    "TRAINING_FIELDS",
     "BackboneConfig",
     "DataConfig",
     "ExecConfig",
@@ -58,7 +60,10 @@ __all__ = [
     "to_dict",
     "to_yaml",
     "unread_fields",
+    "untrained_values",
 ]
+
+log = logging.getLogger(__name__)
 
 CLEAN = "clean"  # the setting name of every spec that changes no label
 
@@ -82,10 +87,15 @@ class DataConfig:
     def __post_init__(self) -> None:
         # One name per dataset: an alias (`pets`, `DescribableTextures`) becomes the registered name, so run names,
         # zero-shot templates, split caches and reports see the same run whichever name the user gave.
-        from visprompt.data.datasets import canonical_name
+        from visprompt.data.datasets import DATASETS, canonical_name
 
         if isinstance(self.dataset, str):
             object.__setattr__(self, "dataset", canonical_name(self.dataset))
+        # a dataset read from data.root ignores data.path: config.yaml would name images the run never saw
+        reads_path = self.dataset not in DATASETS or DATASETS.get(self.dataset).reads_path  # unknown: load says so
+        _check(self.path is None or reads_path, "data.path",
+               f"not read by dataset {self.dataset!r}, which is read from data.root ({self.root}); leave it unset "
+               "(data.path is the images of --dataset folder or csv)")  # fmt: skip
         _check(
             self.shots == "all" or self.shots >= 1, "data.shots", f"expected an integer >= 1 or all, got {self.shots}"
         )
@@ -431,6 +441,7 @@ class RunConfig:
     run: ExecConfig = field(default_factory=ExecConfig)
 
     def __post_init__(self) -> None:
+        _hold_training_fields(self)
         _check_method_reads(self)
         p = self.prompt
         _check(self.method.gate_schedule == "fixed" or (p.visual_guidance and p.gate != "zero"),
@@ -441,6 +452,42 @@ class RunConfig:
         _check(self.method.q_schedule == "fixed" or (loss.noisy == "gce" and loss.clean == "ce"),
                "method.q_schedule", f"{self.method.q_schedule!r} sets the noisy part's GCE q; it needs "
                f"method.loss.noisy 'gce' and method.loss.clean 'ce' (got {loss.noisy!r}, {loss.clean!r})")  # fmt: skip
+
+
+#: The fields only training reads: the optimiser, its schedule, the training batches and the training images'
+#: augmentation and feature cache. Evaluation reads optim.eval_batch_size, optim.precision, data.num_workers and the
+#: run's placement. A method that does not train holds them at fixed values (:func:`untrained_values`).
+TRAINING_FIELDS = ("optim.lr", "optim.momentum", "optim.weight_decay", "optim.epochs", "optim.warmup_epochs",
+                   "optim.warmup_lr", "optim.batch_size", "data.augment", "run.cache_features")  # fmt: skip
+
+
+def untrained_values(method: str) -> dict[str, Any]:
+    """The values of :data:`TRAINING_FIELDS` that a method that does not train (:attr:`MethodDef.trains
+    <visprompt.registry.MethodDef.trains>` false: zero-shot CLIP) runs with, whatever the layers give: its recipe's,
+    else the default. ``{}`` for a method that trains, or an unknown name."""
+    if method not in METHODS or METHODS.get(method).trains:
+        return {}
+    recipe = METHODS.get(method).recipe
+    sections = {"data": DataConfig, "optim": OptimConfig, "run": ExecConfig}
+    defaults = {f"{name}.{f.name}": f.default for name, cls in sections.items() for f in dataclasses.fields(cls)}
+    return {key: recipe.get(key, defaults[key]) for key in TRAINING_FIELDS}
+
+
+def _hold_training_fields(cfg: RunConfig) -> None:
+    """Give a method that does not train its :func:`untrained_values` (in place): a value a layer gives one of them
+    trains nothing, and config.yaml, run reuse and the report's label would tell otherwise identical runs apart by it.
+
+    Held rather than refused (as :func:`_check_method_reads` refuses a prompt or loss field): a grid's or a command's
+    base gives every method of a comparison its schedule (``optim.epochs: 30`` for zero-shot CLIP and CoOp alike,
+    ``visprompt sweep GRID --set optim.epochs=5``), which no other layer could express; and a config.yaml saved with
+    such values reads back as the run it is.
+    """
+    held = untrained_values(cfg.method.name)
+    for section in ("data", "optim", "run"):
+        values = {key.partition(".")[2]: value for key, value in held.items() if key.startswith(f"{section}.")}
+        current = getattr(cfg, section)
+        if any(getattr(current, name) != value for name, value in values.items()):
+            object.__setattr__(cfg, section, dataclasses.replace(current, **values))
 
 
 def _check_method_reads(cfg: RunConfig) -> None:
@@ -563,7 +610,20 @@ def load_config(
     if name in METHODS:  # an unknown name is reported by MethodConfig, with the closest names
         merge_tree(tree, nest_tree(_unswitched(METHODS.get(name).recipe, user)))
     merge_tree(tree, user)
-    return _build(RunConfig, tree, "")
+    cfg = _build(RunConfig, tree, "")
+    given = flatten_tree(user)
+    held = untrained_values(cfg.method.name)
+    changed = [key for key, value in held.items() if key in given and given[key] != value]
+    if changed:
+        kept = ", ".join(f"{key}={held[key]}" for key in changed)
+        _note_once(f"method {cfg.method.name} does not train: its config keeps {kept}, whatever the layers set")
+    return cfg
+
+
+@functools.cache
+def _note_once(message: str) -> None:
+    """Log ``message`` once per process (a sweep resolves the same setting for many runs)."""
+    log.info(message)
 
 
 #: Method switches and the fields only the switch's on state reads. Where the user's layers turn a switch off, a

@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also write the corrected label file (every row of the dataset, CSV layout) here; needs a run on "
         "every training image (data.shots=all) with the dataset's own labels (no synthetic noise)",
     )  # fmt: skip
-    parser.add_argument("--data", metavar="ROOT", help="RUN_DIR's images live under this root now")
+    parser.add_argument("--data", metavar="ROOT", help="RUN_DIR's images live under this root now (RUN_DIR only)")
     parser.add_argument("--thumbnails", type=int, default=500, help="rows of audit.html with a thumbnail (500)")
     parser.add_argument("--folds", type=int, default=5, help="cross-fitting folds (5)")
     add_config_arguments(parser)
@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give a RUN_DIR to audit, or --dataset folder|csv|<name> to train and audit")
     if args.run_dir:
         _refuse_training_options(args)
+    elif args.data:  # the one-shot form would train on the dataset's images and audit the ones under --data
+        raise ConfigError("--data: only with RUN_DIR (it names a new root of the run's images); with --dataset give "
+                          "the images with --root or --set data.path")  # fmt: skip
     if args.folds < 2:
         raise ConfigError(f"--folds: expected an integer >= 2, got {args.folds}")
     fix = Path(args.fix) if args.fix else None

@@ -1,8 +1,9 @@
 """``visprompt demo``: the method comparison on the embedded offline testbed, in minutes on a CPU.
 
 Builds one testbed task under ``--root`` (if it is not there yet), trains zero-shot CLIP, CoOp, NLPrompt,
-VisPrompt and visprompt-plus on it under symmetric label noise at each ``--rate`` with the shipped tiny CLIP,
-then writes the report (tables and plots) of the runs folder and prints its table. Finished runs are skipped, so
+VisPrompt and visprompt-plus on it under symmetric label noise (another with ``--set noise.type``) at each
+``--rates`` value with the shipped tiny CLIP, then writes the report (tables and plots) of the runs folder and
+prints its table. Finished runs are skipped, so
 a second ``visprompt demo`` only re-prints the results. The testbed is a stand-in for real CLIP weights and datasets
 (see ``src/visprompt/testbed/assets/MODEL_CARD.md``); its numbers say nothing about real benchmarks.
 """
@@ -18,10 +19,16 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from visprompt.config import RunConfig, load_config
+from visprompt.config import RunConfig, flatten_tree, load_config, nest_tree, parse_override
+from visprompt.errors import ConfigError
 
 DEFAULT_METHODS = ("zeroshot", "coop", "nlprompt", "visprompt", "visprompt-plus")
 DEFAULT_TASK = "testbed-backgrounds"
+# The config keys the demo's own flags set: a --set on one would replace the flag's value unseen (--set noise.rate
+# gives every --rates run the same rate)
+FLAG_KEYS = {"data.dataset": "--task", "data.root": "--root", "data.shots": "--shots", "noise.rate": "--rates",
+             "optim.epochs": "--epochs", "run.seed": "--seed", "run.out_dir": "--out", "run.device": "--device",
+             "method.name": "--methods"}  # fmt: skip
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", default="runs/demo", help="runs folder (default: runs/demo)")
     demo.add_argument("--task", default=DEFAULT_TASK, help=f"testbed task (default: {DEFAULT_TASK})")
     demo.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD")
-    demo.add_argument("--rates", nargs="+", type=float, default=[0.5, 0.75], metavar="RATE", help="sym noise rates")
+    demo.add_argument("--rates", nargs="+", type=float, default=[0.5, 0.75], metavar="RATE", help="noise rates")
     demo.add_argument("--shots", type=int, default=16)
     demo.add_argument("--epochs", type=int, default=30, help="training epochs per run (default: 30)")
     demo.add_argument("--seed", type=int, default=1)
@@ -51,7 +58,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def demo_config(args: argparse.Namespace, method: str, rate: float) -> RunConfig:
-    """The RunConfig of one demo run: the method's preset on the testbed task with its tiny CLIP."""
+    """The RunConfig of one demo run: the method's preset on the testbed task with its tiny CLIP; a ``--set`` of a
+    key a flag sets (:data:`FLAG_KEYS`) is refused."""
+    for item in args.overrides:
+        key, value = parse_override(item)
+        for given in flatten_tree(nest_tree({key: value})):
+            if given in FLAG_KEYS:
+                raise ConfigError(f"--set {given}: the demo sets it from {FLAG_KEYS[given]}; use {FLAG_KEYS[given]}")
     overrides = [
         f"data.dataset={args.task}",
         f"data.root={args.root}",
@@ -109,8 +122,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace, configs: list[RunConfig]) -> int:
-    from visprompt.errors import ConfigError
-
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs: expected an integer >= 1, got {args.jobs}")
     if args.jobs is not None:
@@ -136,7 +147,9 @@ def _train(cfg: RunConfig) -> tuple[float | None, str, bool]:
 
 
 def _what(cfg: RunConfig) -> str:
-    return f"{cfg.method.name} at {cfg.noise.rate:.0%} symmetric noise"
+    """The run in the words of the report's table: ``coop at sym 50% noise``, ``coop on clean labels``."""
+    name = cfg.method.name
+    return f"{name} on clean labels" if cfg.noise.is_clean else f"{name} at {cfg.noise.label} noise"
 
 
 def _outcome(top1: float | None, status: str, skipped: bool) -> str:

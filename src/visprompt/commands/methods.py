@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from visprompt.config import untrained_values
 from visprompt.registry import METHODS
 
 
@@ -28,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key}: {value!r}")
         if method.reads is not None:  # what you may change on top; other prompt/selection/loss fields stay as above
             print(f"# reads: {', '.join(method.reads) or 'no prompt, selection or loss field'}")
+        if not method.trains:  # its training fields hold these values, whatever the layers set
+            held = ", ".join(f"{key}={value!r}" for key, value in untrained_values(method.name).items())
+            print(f"# trains nothing: holds {held} (unread), whatever you set")
         return 0
     width = max(len(name) for name in METHODS.names())
     for name, method in METHODS.items():

@@ -84,6 +84,7 @@ class DatasetSpec:
     aliases: tuple[str, ...] = ()  # other accepted names (CoOp's class names, e.g. "DescribableTextures")
     folder_aliases: tuple[str, ...] = ()  # other accepted folder names (e.g. "food101" for "food-101")
     load: Callable[..., DatasetSplits] | None = None  # custom loader (spec, root, path, save_split) -> splits
+    reads_path: bool = False  # its loader reads data.path (folder, csv); for the others data.path stays unset
 
     @property
     def layout(self) -> str:
@@ -362,5 +363,5 @@ register_dataset(
         load=_load_food101n,
     )
 )
-register_dataset(DatasetSpec(name="folder", folder="", image_dir="", load=_load_folder))
-register_dataset(DatasetSpec(name="csv", folder="", image_dir="", load=_load_folder))
+register_dataset(DatasetSpec(name="folder", folder="", image_dir="", load=_load_folder, reads_path=True))
+register_dataset(DatasetSpec(name="csv", folder="", image_dir="", load=_load_folder, reads_path=True))

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from visprompt.config import CLEAN, NoiseSpec, flatten_tree, setting_label
+from visprompt.config import CLEAN, NoiseSpec, flatten_tree, setting_label, untrained_values
 from visprompt.data.datasets import canonical_name
 from visprompt.errors import DataError, VispromptError
 
@@ -172,7 +172,9 @@ def label_methods(records: Sequence[RunRecord]) -> dict[str, str]:
     A key that a run's config.yaml lacks (written by a version without that option) counts as the option's own
     default, which is what every version before the option did (as :func:`~visprompt.config.load_run_config`
     reads it): an option added later does not split one method's runs into variants, unless the method's recipe
-    turned it on since, and then the older runs are told apart, as they trained without it.
+    turned it on since, and then the older runs are told apart, as they trained without it. The training fields of a
+    method that does not train (:func:`~visprompt.config.untrained_values`) tell none of its runs apart: a config.yaml
+    written before they were held may record a schedule that nothing ran.
     """
     by_method: dict[str, list[RunRecord]] = {}
     for record in records:
@@ -182,8 +184,11 @@ def label_methods(records: Sequence[RunRecord]) -> dict[str, str]:
         keys = sorted({k for r in group for k in r.config})
         defaults = _option_defaults() if any(set(keys) - set(r.config) for r in group) else {}
         values = {r.name: {k: r.config[k] if k in r.config else defaults.get(k) for k in keys} for r in group}
+        held = untrained_values(method)  # a method that does not train ran the same whatever these said
         varying = [
-            k for k in keys if not k.startswith(_NOT_VARIANTS) and len({_key(v[k]) for v in values.values()}) > 1
+            k
+            for k in keys
+            if not k.startswith(_NOT_VARIANTS) and k not in held and len({_key(v[k]) for v in values.values()}) > 1
         ]
         for record in group:
             parts = [f"{k}={values[record.name][k]}" for k in varying]
