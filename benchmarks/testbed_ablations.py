@@ -323,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         read = {name: variant_runs(out, name, *design) for name in dict.fromkeys([*args.variants, "defaults"])}
         runs = [run for name in args.variants for run in read[name]]  # what is run: the variants asked for
         for name, checked in read.items():  # the sweep refuses stale runs too, but not --no-run, nor the defaults
-            refuse_stale(checked, f"--out {out / name}", "pass the --root and --epochs they were made with, or use "
-                         "another --out")  # fmt: skip
+            refuse_stale(checked, f"--out {out / name}", "pass the --root and --epochs they were made with (or, for "
+                         "changed inputs, the data and weights), or use another --out")  # fmt: skip
         refuse_strays(out, [run for checked in read.values() for run in checked], list(read), args.tasks, settings,
                       args.seeds)  # fmt: skip
         if args.goals is not None:

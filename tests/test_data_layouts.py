@@ -166,6 +166,8 @@ def test_two_labels_that_read_the_same_in_a_prompt_are_refused(tmp_path: Path) -
     one_line(exc)
     with pytest.raises(DataError, match=r"dataset x: classes 0 and 2 are both named 'a'"):
         DatasetSplits("x", ("a", "b", "a"), (), (), ())
+    with pytest.raises(DataError, match=r"dataset x: classes 0 and 1 are both named 'dog' \(case is ignored\)"):
+        DatasetSplits("x", ("Dog", "dog"), (), (), ())  # CLIP's tokenizer lowercases: one prompt
 
 
 @pytest.mark.parametrize(

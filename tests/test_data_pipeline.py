@@ -131,6 +131,11 @@ def test_a_noise_rate_that_flips_no_label_is_refused_and_an_inexact_one_said(dtd
         caplog.clear()
         prepare_fewshot("dtd", dtd_root, 5, NoiseSpec("sym", 0.2), seed=1)  # 4 of 20: as said
         assert "realised rate" not in caplog.text
+    # instance noise draws each flip: a seed that flips none of 4 labels at a mean rate of 0.3 is a draw, not refused
+    features = lambda samples: np.random.default_rng(0).normal(size=(len(samples), 4))  # noqa: E731
+    flipped = [prepare_fewshot("dtd", dtd_root, 1, NoiseSpec("instance", 0.3), seed=seed, image_features=features)
+               for seed in range(1, 13)]  # fmt: skip
+    assert min(sum(s.is_noisy for s in splits.train) for splits in flipped) == 0
 
 
 def test_noise_from_the_images_is_not_read_from_the_cache_after_they_were_rewritten(dtd_root, tmp_path) -> None:

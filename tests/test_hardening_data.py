@@ -70,6 +70,9 @@ def test_a_32_bit_image_whose_values_could_be_8_or_16_bit_is_refused(tmp_path) -
     with Image.open(path) as image:
         assert image.mode == "I"
     assert np.asarray(read_image(str(path))).max() == 1  # the file says 16 bits: 200 / 65535, dark as before
+    pgm = tmp_path / "dark.pgm"  # a 16-bit PGM (maxval 65535 in its header) opens as mode I: 16 bits, said
+    pgm.write_bytes(b"P5\n8 8\n65535\n" + np.full((8, 8), 189, ">u2").tobytes())
+    assert np.asarray(read_image(str(pgm))).max() == 1
 
 
 def test_animated_and_unknown_range_images(tmp_path) -> None:

@@ -109,6 +109,8 @@ def test_a_finished_run_is_not_reused_after_its_data_changed(world, tmp_path) ->
     again = train_run(cfg, restart=True, show_progress=False)
     assert not again.skipped and not (first.run_dir / "audit").exists()
     assert train_run(cfg, show_progress=False).skipped
+    data.rename(tmp_path / "elsewhere")  # not mounted here: nothing to compare with, the finished run is kept
+    assert train_run(cfg, show_progress=False).skipped
 
 
 def test_a_run_does_not_resume_or_skip_after_its_weights_changed(world, tmp_path) -> None:

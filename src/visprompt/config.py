@@ -478,9 +478,9 @@ def _hold_training_fields(cfg: RunConfig) -> None:
     trains nothing, and config.yaml, run reuse and the report's label would tell otherwise identical runs apart by it.
 
     Held rather than refused (as :func:`_check_method_reads` refuses a prompt or loss field): a grid's or a command's
-    base gives every method of a comparison its schedule (``optim.epochs: 30`` for zero-shot CLIP and CoOp alike,
-    ``visprompt sweep GRID --set optim.epochs=5``), which no other layer could express; and a config.yaml saved with
-    such values reads back as the run it is.
+    base gives every method of a comparison its schedule (``optim.epochs: 30`` for zero-shot CLIP and CoOp alike, a
+    ``--set optim.epochs=5`` on a grid without an epochs axis), which no other layer could express; and a config.yaml
+    saved with such values reads back as the run it is.
     """
     held = untrained_values(cfg.method.name)
     for section in ("data", "optim", "run"):

@@ -38,12 +38,12 @@ def _to_splits(
     classnames = tuple(clean_classname(c) for c in classes)
     first: dict[str, str] = {}
     for raw, cleaned in zip(classes, classnames, strict=True):
-        if cleaned in first:  # one prompt for two classes: the second could never be predicted
+        if cleaned.lower() in first:  # one prompt for two classes (CLIP's tokenizer ignores case): one never predicted
             raise DataError(
-                f"{source}: labels {first[cleaned]!r} and {raw!r} both read {cleaned!r} in a prompt "
-                "(underscores become spaces); rename one"
+                f"{source}: labels {first[cleaned.lower()]!r} and {raw!r} both read {cleaned.lower()!r} in a prompt "
+                "(underscores become spaces, case is ignored); rename one"
             )
-        first[cleaned] = raw
+        first[cleaned.lower()] = raw
     root = str(base.absolute())
     parts = {}
     for key in SPLIT_NAMES:

@@ -28,8 +28,9 @@ UNUSUAL_MODES = frozenset({*_SIXTEEN_BIT, "I", "F", "CMYK", "P", "PA", "LA", "RG
 
 
 def _declared_bits(image: Image.Image) -> int | None:
-    """Bits per sample the file records (PNG: 16, its deepest greyscale; TIFF: its BitsPerSample), else None."""
-    if image.format == "PNG":
+    """Bits per sample the file records (PNG: 16, its deepest greyscale; PGM/PPM: 16, since one opens as a 32-bit
+    mode only when its header's maxval exceeds 255; TIFF: its BitsPerSample), else None."""
+    if image.format in ("PNG", "PPM"):
         return 16
     if image.format == "TIFF":
         bits = getattr(image, "tag_v2", {}).get(258)  # BitsPerSample

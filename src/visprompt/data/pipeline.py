@@ -33,7 +33,7 @@ from visprompt.config import NoiseSpec
 from visprompt.data.datasets import get_spec, load_dataset
 from visprompt.data.fewshot import sample_few_shot
 from visprompt.data.files import atomic_write_json, read_json
-from visprompt.data.noise import apply_noise, noise_stats
+from visprompt.data.noise import apply_noise, noise_stats, num_noisy
 from visprompt.data.records import DatasetSplits, Sample
 from visprompt.errors import ConfigError, DataError
 
@@ -247,13 +247,13 @@ def _with_file_stats(fingerprint: str, samples: Sequence[Sample]) -> str:
 
 
 def _check_realised_rate(noise: NoiseSpec, stats: dict[str, Any], shots: int | str) -> None:
-    """Refuse a noise rate that flips no label of the training set (floor(rate x N) = 0: a clean run under a noisy
-    label); warn where the realised rate is off the nominal one by more than half a point."""
+    """Refuse a noise rate that can flip no label of the training set (floor(rate x N) = 0: a clean run under a
+    noisy label); warn where the realised rate is off the nominal one by more than half a point."""
     known = stats["num_samples"] - stats["num_unknown"]
     if noise.type == "pairs-per-class" or noise.rate == 0 or not known:
         return
     flipped = stats["num_noisy"]
-    if flipped == 0:
+    if num_noisy(known, noise.rate) == 0:  # instance noise draws its flips: none by chance is a draw, not the rate
         raise DataError(
             f"noise.type={noise.type} noise.rate={noise.rate} flips none of the {known} training labels ({shots} "
             "shots per class), so the run would be clean under a noisy label: use more shots or a higher rate"

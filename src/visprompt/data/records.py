@@ -72,9 +72,12 @@ class DatasetSplits:
     def __post_init__(self) -> None:
         seen: dict[str, int] = {}
         for k, name in enumerate(self.classnames):
-            if name in seen:  # two classes would get the same prompt, and every table keyed by name would drop one
-                raise DataError(f"dataset {self.name}: classes {seen[name]} and {k} are both named {name!r}")
-            seen[name] = k
+            key = name.lower()  # CLIP's tokenizer ignores case: one prompt for both, and tables keyed by name drop one
+            if key in seen:
+                raise DataError(
+                    f"dataset {self.name}: classes {seen[key]} and {k} are both named {name!r} (case is ignored)"
+                )
+            seen[key] = k
 
     @property
     def num_classes(self) -> int:

@@ -27,6 +27,7 @@ from visprompt.config import RunConfig
 from visprompt.data.datasets import load_dataset
 from visprompt.data.pipeline import splits_fingerprint
 from visprompt.engine.store import backbone_checksum
+from visprompt.errors import VispromptError
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,13 @@ def inputs_change(
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         return f"{INPUTS_FILE} is not a {FORMAT} record"
     d = cfg.data
-    if (data or DataFingerprints())(cfg) != record.get("data"):
-        where = f"data.path {d.path}" if d.path else f"data.root {d.root}"
+    where = f"data.path {d.path}" if d.path else f"data.root {d.root}"
+    try:
+        now = (data or DataFingerprints())(cfg)
+    except VispromptError as exc:  # not mounted here: nothing to compare with (a resumed run reads its split.json)
+        log.warning("cannot check the data of this run against data.dataset %s (%s): %s", d.dataset, where, exc)
+        now = record.get("data")
+    if now != record.get("data"):
         return f"the images or labels of data.dataset {d.dataset} ({where}) changed since"
     touched = touched_files(record)
     if clip is None and touched and load_clip is not None:

@@ -35,15 +35,18 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from visprompt.config import RunConfig, flatten_tree, load_config, parse_override, read_yaml
-from visprompt.engine.sameconfig import WHERE_KEYS, flat_config
+from visprompt.engine.sameconfig import flat_config
 from visprompt.errors import ConfigError
 from visprompt.registry import BACKBONES
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PRESET_KEYS", "SweepRun", "SweepSpec", "expand_sweep", "load_sweep", "resolve_run_config", "run_name"]
 
@@ -53,6 +56,7 @@ RESERVED_KEYS = ("run.name", "run.out_dir")  # set by the sweep itself
 # Keys already part of the run directory name.
 NAMED_KEYS = {"dataset", "method", "data.dataset", "method.name", "noise.type", "noise.rate", "run.seed",
               "noise.false_per_class", "noise.pair_flip", "noise.open_set_classes"}  # fmt: skip
+_NAME_KEYS = ("run.name", "run.out_dir")  # a run's directory: the rest of its config is what it is (threads included)
 PATH_KEYS = ("root", "path")  # data.root and data.path are made absolute, since Ray workers may run elsewhere
 
 
@@ -115,8 +119,9 @@ def load_sweep(path: str | Path, out_dir: str | Path | None = None, overrides: I
 
 
 def expand_sweep(spec: SweepSpec) -> list[SweepRun]:
-    """Every run of the sweep, in grid order, each with its resolved RunConfig; names are checked unique, and two
-    names of one configuration (an axis whose values do not reach it) are refused."""
+    """Every run of the sweep, in grid order, each with its resolved RunConfig; names are checked unique, and a run
+    whose resolved configuration an earlier run of the grid already has (e.g. zero-shot under a schedule axis, which
+    it does not read) is left out with a warning: one configuration is one run."""
     runs: list[SweepRun] = []
     seen: dict[str, dict[str, Any]] = {}
     named: dict[str, str] = {}  # the resolved settings (outside where a run runs) -> the run's name
@@ -140,14 +145,15 @@ def expand_sweep(spec: SweepSpec) -> list[SweepRun]:
                     f"{where}: runs {_describe(seen[name])} and {_describe(assignment)} share the directory {name}"
                 )
             seen[name] = assignment
-            settings = repr(sorted((k, v) for k, v in flat_config(cfg).items() if k not in WHERE_KEYS))
-            if (other := named.setdefault(settings, name)) != name:
+            settings = repr(sorted((k, v) for k, v in flat_config(cfg).items() if k not in _NAME_KEYS))
+            if (other := named.setdefault(settings, name)) != name:  # e.g. zero-shot under a schedule axis
                 differ = [k for k in {**seen[other], **assignment} if seen[other].get(k) != assignment.get(k)]
-                raise ConfigError(
-                    f"{where}: runs {other} and {name} have the same settings: "
-                    f"{_describe({k: seen[other].get(k) for k in differ})} and "
-                    f"{_describe({k: assignment.get(k) for k in differ})} resolve to one configuration"
-                )
+                log.warning(
+                    "%s: run %s has the settings of run %s (%s and %s resolve to one configuration): run once, as %s",
+                    where, name, other, _describe({k: seen[other].get(k) for k in differ}),
+                    _describe({k: assignment.get(k) for k in differ}), other,
+                )  # fmt: skip
+                continue
             cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
             runs.append(SweepRun(name, assignment, cfg))
     return runs

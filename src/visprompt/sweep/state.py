@@ -106,7 +106,7 @@ class _Inputs:
         from visprompt.engine.runtime import resolve_device
 
         b = cfg.backbone
-        key = (b.arch, b.weights, b.cache_dir, b.sha256, cfg.run.seed)
+        key = (b.arch, b.weights, b.cache_dir, b.sha256, None if b.weights else cfg.run.seed)  # seed: random init
         if key not in self.clips:
             self.clips[key] = load_clip(cfg, resolve_device("cpu"))
         return self.clips[key]
