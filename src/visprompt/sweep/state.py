@@ -136,7 +136,8 @@ def check_finished(runs: Iterable[SweepRun]) -> tuple[dict[str, str], dict[str, 
     """:func:`refuse_stale`'s check run by run, without loading a backbone (``sweep --dry-run``).
 
     Returns the finished runs it refuses (name -> ``"<run>: <what differs>"``: the saved config, the dataset's
-    images or labels, a dataset that cannot be loaded now), and the other finished runs whose backbone files changed
+    images or labels; a dataset not mounted here is no difference, :func:`~visprompt.engine.inputs.inputs_change`),
+    and the other finished runs whose backbone files changed
     size or modification time since (name -> the first such file): refused when the backbone's checksum changed too.
     """
     inputs = _Inputs()
@@ -147,7 +148,7 @@ def check_finished(runs: Iterable[SweepRun]) -> tuple[dict[str, str], dict[str, 
             continue
         try:
             change = config_change(run) or inputs.change(run, load_backbone=False)
-        except VispromptError as exc:  # the sweep stops on it
+        except VispromptError as exc:  # an unreadable inputs.json or config: the sweep stops on it
             change = f"{run.name}: {exc}"
         if change:
             stale[run.name] = change
