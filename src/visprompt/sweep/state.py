@@ -137,8 +137,8 @@ def check_finished(runs: Iterable[SweepRun]) -> tuple[dict[str, str], dict[str, 
 
     Returns the finished runs it refuses (name -> ``"<run>: <what differs>"``: the saved config, the dataset's
     images or labels; a dataset not mounted here is no difference, :func:`~visprompt.engine.inputs.inputs_change`),
-    and the other finished runs whose backbone files changed
-    size or modification time since (name -> the first such file): refused when the backbone's checksum changed too.
+    and the other finished runs whose backbone files changed size or modification time since (name -> the first such
+    file): refused when the backbone's checksum changed too.
     """
     inputs = _Inputs()
     stale: dict[str, str] = {}
