@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from visprompt.errors import WeightsError
+from visprompt.errors import DataError, WeightsError
 from visprompt.testbed import card, model
 from visprompt.testbed.pretrain import PretrainConfig, contrastive_loss, pretrain
 from visprompt.testbed.tasks import TASKS_BY_NAME, vocabulary_phrases
@@ -47,9 +47,18 @@ def test_pretrain_writes_a_loadable_checkpoint_and_resumes(tiny_run) -> None:
     clip = model.load_testbed_clip(directory=out)
     assert clip.arch == model.ARCH_NAME and clip.context_length == arch.context_length
     assert not any(p.requires_grad for p in clip.parameters())
+    assert torch.load(out / "state.pt", weights_only=True)["meta"]["steps"] == 2  # data only, never code
     meta2 = pretrain(out, tok, dataclasses.replace(cfg, max_steps=3), arch)  # resumes from state.pt
     assert meta2["steps"] == 3 and meta2["samples"] == 24
     assert [seg["start_step"] for seg in meta2["segments"]] == [0, 2]
+
+
+def test_pretrain_refuses_a_state_that_is_not_plain_data(tiny_run, tmp_path) -> None:
+    _, tok, cfg, arch, _ = tiny_run
+    torch.save({"meta": cfg}, tmp_path / "state.pt")  # a pickled object: weights_only refuses
+    with pytest.raises(DataError, match=r"state\.pt: not a pretraining state visprompt wrote") as info:
+        pretrain(tmp_path, tok, cfg, arch)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
 
 
 def test_export_and_model_card(tiny_run, tmp_path) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from visprompt.errors import DataError
 from visprompt.testbed.model import (
     CHECKPOINT_NAME,
     CLIP_MEAN,
@@ -163,7 +164,13 @@ def pretrain(out: Path, tokenizer: CompactTokenizer, cfg: PretrainConfig, arch: 
     opt = _optimizer(model, cfg)
     meta = {"steps": 0, "samples": 0, "minutes": 0.0, "loss": None, "acc": None, "segments": []}
     if (out / "state.pt").is_file():
-        state = torch.load(out / "state.pt", map_location="cpu", weights_only=False)
+        try:  # tensors and plain values only, as the engine's resume state
+            state = torch.load(out / "state.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch's advice to retry with weights_only=False is never ours
+            raise DataError(
+                f"{out / 'state.pt'}: not a pretraining state visprompt wrote ({type(exc).__name__}); delete it "
+                "to start afresh"
+            ) from None
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         meta.update({k: state["meta"].get(k, meta[k]) for k in meta})
