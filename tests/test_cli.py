@@ -39,6 +39,16 @@ def test_errors_are_one_line_and_exit_2(capsys) -> None:
     assert "unknown method 'coopp'" in capsys.readouterr().err
 
 
+def test_a_config_file_with_a_non_utf8_byte_is_one_line_and_exit_2(tmp_path, capsys) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_bytes(b"optim:\n  lr: 0.002  # caf\xe9\n")  # Latin-1 e-acute
+    for command in (["config", "show"], ["train", "--out", str(tmp_path / "runs")]):
+        assert main([*command, "--config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: config file {path}: not UTF-8 text\n"
+    assert not (tmp_path / "runs").exists()  # refused before anything is written
+
+
 class _Unreadable(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 2

@@ -105,9 +105,12 @@ def test_a_finished_run_is_not_reused_after_its_data_changed(world, tmp_path) ->
                        r"data.dataset folder \(data.path .*data\) changed since; add --restart") as info:  # fmt: skip
         train_run(cfg, show_progress=False)
     assert "\n" not in str(info.value) and (first.run_dir / "metrics.json").read_bytes() == metrics
-    (first.run_dir / "audit").mkdir()  # an audit of the replaced run goes with it
+    for folder in ("audit", "audit-cache"):  # an audit of the replaced run, and its cached features, go with it
+        (first.run_dir / folder).mkdir()
+        (first.run_dir / folder / "kept.txt").write_text("old")
     again = train_run(cfg, restart=True, show_progress=False)
-    assert not again.skipped and not (first.run_dir / "audit").exists()
+    assert not again.skipped
+    assert not (first.run_dir / "audit").exists() and not (first.run_dir / "audit-cache").exists()
     assert train_run(cfg, show_progress=False).skipped
     data.rename(tmp_path / "elsewhere")  # not mounted here: nothing to compare with, the finished run is kept
     assert train_run(cfg, show_progress=False).skipped
