@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", nargs="+", type=int, default=[10, 47, 100])
     parser.add_argument("--batch", nargs="+", type=int, default=None, help="default 1 16 (--floor: 4)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady timings on a shared host)")
     parser.add_argument("--max-ref-gb", type=float, default=8.0, help="skip timing the reference above this estimate")
     parser.add_argument("--floor", action="store_true", help="the padded vs the floor text encoder in a VisPrompt step")
     args = parser.parse_args(argv)
