@@ -288,6 +288,8 @@ def selection_table(records: list[RunRecord]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_WITHIN = {True: "yes", False: "**no**", None: "not judged (one seed)"}  # the goals table's "within" column
+
 BASELINES = ("zeroshot", "coop", "coop-gce", "cocoop", "nlprompt", "joapr")  # the paper's comparison methods
 
 
@@ -298,7 +300,8 @@ def goals_table(
 
     Per cell: ``target``'s mean, the best other method's, the paired difference to the best and to zero-shot
     (mean [95% t-interval] pairs won). "within" means the target is the best or the interval of its difference to
-    the best reaches 0. Then every method's mean over all cells and the paired difference of ``target`` to the
+    the best reaches 0; a cell where the target is below the best on one seed has no interval and is not judged.
+    Then every method's mean over all cells and the paired difference of ``target`` to the
     best baseline (:data:`BASELINES`) and to ``paper`` over all (task, setting, seed) pairs (pooled, descriptive).
     ``title`` names the subset of runs in the heading (e.g. "the 10-class tasks").
     """
@@ -331,6 +334,7 @@ def goals_table(
         "|---|---|---:|---:|---|---:|---|---:|",
     ]
     outside, below_zs, unjudged, no_zs, cell_means = [], [], [], [], {m: [] for m in methods}
+    one_pair: list[str] = []  # cells below the best on one seed: no interval to judge them by
     other_seeds: dict[str, list[str]] = defaultdict(list)  # method -> cells where its seeds differ from target's
     for cell in cells:
         runs = {m: seeds_of(m, cell) for m in methods}
@@ -359,14 +363,17 @@ def goals_table(
         best = max((m for m in means if m != target), key=means.get)
         to_best = paired(diff(runs[target], runs[best]))
         note_pairs(best, cell, runs[target].keys() & runs[best].keys())
-        within = means[target] >= means[best] or not (to_best.n > 1 and to_best.high < 0)
-        if not within:
+        within: bool | None = means[target] >= means[best] or not (to_best.n > 1 and to_best.high < 0)
+        if means[target] < means[best] and to_best.n < 2:  # below the best, and one pair gives no interval
+            within = None
+            one_pair.append(name)
+        elif not within:
             outside.append(f"{name} ({to_best.mean:+.1f} vs {best})")
         if to_zs is not None and to_zs.mean < 0:
             below_zs.append(f"{name} ({to_zs.mean:+.1f})")
         lines.append(
             f"| {cell[0]} | {setting_label(*cell[1])} | {len(runs[target])} | {means[target]:.1f} | {best} "
-            f"({means[best]:.1f}) | {to_best.cell()} | {'yes' if within else '**no**'} | "
+            f"({means[best]:.1f}) | {to_best.cell()} | {_WITHIN[within]} | "
             f"{to_zs.cell() if to_zs else '-'} |"
         )
     if other_seeds:
@@ -379,12 +386,18 @@ def goals_table(
     lines += [f"| {m} | {overall[m]:.2f} |" for m in sorted(overall, key=overall.get, reverse=True)]
     baselines = [m for m in complete if m in BASELINES]
     partial = [m for m in BASELINES if m in methods and m not in complete]  # run, but not in every cell
-    verdict = f"yes in the {len(cells) - len(unjudged)} cells judged" if unjudged else "yes"
+    judged = len(cells) - len(unjudged) - len(one_pair)
+    verdict = f"yes in the {judged} cells judged" if unjudged or one_pair else "yes"
+    if not judged:  # a "yes" over no cell would read as a goal met
+        verdict = "no cell judged"
     if outside:
         verdict = f"no ({len(outside)} of {len(cells)} cells: {'; '.join(outside)})"
     if unjudged:
         verdict += f"; not judged in {len(unjudged)} cells (no {target} runs, or no other method on its seeds: "
         verdict += f"{', '.join(unjudged)})"
+    if one_pair:
+        verdict += f"; not judged in {len(one_pair)} cells (below the best on one seed: no interval: "
+        verdict += f"{', '.join(one_pair)})"
     summary = [
         f"- {target} is the best or within the paired interval of the best in every cell: {verdict}",
         "- never below zero-shot (cell means): "
@@ -405,7 +418,7 @@ def goals_table(
         for cell in cells:
             note_pairs(other, cell, seeds_of(target, cell).keys() & seeds_of(other, cell).keys())
         gap = overall[target] - overall[other]
-        summary.append(f"- {target} - {other} over all cells: {gap:+.2f} points (goal >= +{goal:.0f}: "
+        summary.append(f"- {target} - {other} over all cells: {_short_of(gap, goal)} points (goal >= +{goal:.0f}: "
                        f"{'met' if gap >= goal else 'not met'}); pooled pairs {paired(pooled).cell()}.")  # fmt: skip
     mixed = [k for k in sorted(compared) if crosses_environments(by_key[(target, *k[1:])], by_key[k])]
     if mixed:  # a difference between two environments' runs holds their rounding too, not only the methods'
@@ -414,6 +427,16 @@ def goals_table(
                        f'environments, whose differences include that part (docs/reliability.md, "Reproducibility"): '
                        f"{against}")  # fmt: skip
     return "\n".join([*lines, "", *summary]) + "\n"
+
+
+def _short_of(value: float, goal: float) -> str:
+    """``value`` to two decimals (``+2.99``), or to as many more as it takes not to print a value short of ``goal``
+    as the goal itself (``+2.998``, not ``+3.00`` beside "not met"): the verdict is on the exact value."""
+    for digits in range(2, 18):
+        text = f"{value:+.{digits}f}"
+        if (float(text) >= goal) == (value >= goal):
+            return text
+    return f"{value:+}"
 
 
 if __name__ == "__main__":

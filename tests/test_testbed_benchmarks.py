@@ -232,6 +232,35 @@ def test_goals_table_compares_a_cell_only_with_methods_run_on_the_targets_seeds(
     assert "never below zero-shot (cell means): yes; not judged in 1 cells (no zero-shot run" in text
 
 
+def test_goals_table_does_not_judge_a_cell_below_the_best_on_one_seed(tmp_path) -> None:
+    """One pair gives no interval: a cell where the target is below the best on one seed is not judged (it was
+    "yes, within the interval"), and one where it is the best on one seed is."""
+    for method, top1 in (("visprompt-plus", 50.0), ("coop", 80.0), ("zeroshot", 40.0)):
+        fake_run(tmp_path, f"{method}/sym-0.5/seed1", method, "sym", 0.5, 1, top1)
+    text = testbed_robustness.goals_table(collect_runs(tmp_path))
+    row = next(line for line in text.splitlines() if line.startswith("| testbed-colours"))
+    assert "| -30.0 0/1 | not judged (one seed) |" in row
+    assert ("every cell: no cell judged; not judged in 1 cells (below the best on one seed: no interval: colours "
+            "sym 50%)") in text  # fmt: skip
+    for method, top1 in (("visprompt-plus", 90.0), ("coop", 80.0), ("zeroshot", 40.0)):
+        fake_run(tmp_path, f"{method}/sym-0.75/seed1", method, "sym", 0.75, 1, top1)  # the best: judged
+    text = testbed_robustness.goals_table(collect_runs(tmp_path))
+    assert "every cell: yes in the 1 cells judged; not judged in 1 cells (below the best on one seed" in text
+
+
+def test_goal_lines_print_no_gap_short_of_the_goal_as_the_goal(tmp_path) -> None:
+    """A gap of 2.998 printed "+3.00 points (goal >= +3: not met)": the figure gets the digits the verdict needs."""
+    for seed, (plus, coop, vp) in enumerate([(83.0, 80.004, 79.0), (84.0, 81.0, 80.0)], 1):
+        for method, top1 in (("visprompt-plus", plus), ("coop", coop), ("visprompt", vp), ("zeroshot", 40.0)):
+            fake_run(tmp_path, f"{method}/seed{seed}", method, "sym", 0.5, seed, top1)
+    text = testbed_robustness.goals_table(collect_runs(tmp_path))
+    assert "- visprompt-plus - coop over all cells: +2.998 points (goal >= +3: not met)" in text
+    assert "- visprompt-plus - visprompt over all cells: +4.00 points (goal >= +4: met)" in text
+    assert testbed_robustness._short_of(2.9999999, 3.0) == "+2.9999999" and testbed_robustness._short_of(3.0, 3.0) == (
+        "+3.00"
+    )
+
+
 def test_goals_summaries_put_each_plus_variant_in_place_of_the_grids_plus(tmp_path) -> None:
     grid, out = tmp_path / "grid", tmp_path / "ablations"
     for seed in (1, 2):
