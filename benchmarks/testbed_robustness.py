@@ -222,7 +222,8 @@ def group_mean_table(records: list[RunRecord], tasks: tuple[str, ...]) -> str:
 
 
 def split_table(records: list[RunRecord], task: str) -> str:
-    """Precision / recall of each selecting method's clean set at the last epoch on ``task``, seed by seed."""
+    """Precision / recall of each selecting method's clean set at the last epoch on ``task``, seed by seed: in seed
+    order where every method of a column ran the same seeds, else each after its seed ("-" where a method lacks it)."""
     runs = [
         r
         for r in records
@@ -232,19 +233,37 @@ def split_table(records: list[RunRecord], task: str) -> str:
     if not runs:
         return f"## Clean-set precision / recall on {task}\n\nno finished runs with a split\n"
     settings = sorted({r.noise for r in runs}, key=lambda s: setting_order(*s))
+    methods = sorted({r.method for r in runs})
+    last = {(r.method, r.noise, r.seed): r.epochs[-1] for r in runs}
+    seeds = {s: sorted({r.seed for r in runs if r.noise == s}) for s in settings}  # every seed run in the column
+    # where a method lacks a seed another of its column ran, the n-th pairs of two rows are two seeds' draws:
+    # then each pair is labelled with its seed
+    labelled = any(
+        {seed for m2, s2, seed in last if (m2, s2) == (m, s)} not in (set(), set(seeds[s]))
+        for m in methods
+        for s in settings
+    )
+    how = ', after its seed ("2: 0.90 / 0.50"; "2: -": no run of that seed)' if labelled else " (seed order)"
     lines = [
         f"## Clean-set precision / recall on {task} at the last epoch, seed by seed",
         "",
-        "Per cell: precision / recall of the samples trained as clean, one pair per seed (seed order).",
+        f"Per cell: precision / recall of the samples trained as clean, one pair per seed{how}.",
         "",
         "| method | " + " | ".join(setting_label(*s) for s in settings) + " |",
         "| --- |" + " --- |" * len(settings),
     ]
-    for m in sorted({r.method for r in runs}):
+    for m in methods:
         cells = []
         for s in settings:
-            last = [r.epochs[-1] for r in sorted(runs, key=lambda r: r.seed) if r.method == m and r.noise == s]
-            cells.append(", ".join(f"{e['sel_precision']:.2f} / {e['sel_recall']:.2f}" for e in last))
+            pairs = {seed: last.get((m, s, seed)) for seed in seeds[s]}
+            text = {seed: "-" if e is None else f"{e['sel_precision']:.2f} / {e['sel_recall']:.2f}"
+                    for seed, e in pairs.items()}  # fmt: skip
+            if all(e is None for e in pairs.values()):
+                cells.append("")
+            elif labelled:
+                cells.append(", ".join(f"{seed}: {t}" for seed, t in text.items()))
+            else:
+                cells.append(", ".join(text.values()))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

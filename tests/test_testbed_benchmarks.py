@@ -122,6 +122,19 @@ def test_split_table_lists_each_seeds_precision_and_recall_of_the_selecting_meth
     assert "no finished runs" in testbed_robustness.split_table(collect_runs(tmp_path), "testbed-many")
 
 
+def test_split_table_pairs_each_value_with_its_seed_where_a_method_lacks_one(tmp_path) -> None:
+    """nlprompt ran seeds 1-3, visprompt 2 and 3: visprompt's first pair is seed 2's, not seed 1's."""
+    for seed in (1, 2, 3):
+        fake_run(tmp_path, f"nl/seed{seed}", "nlprompt", "sym", 0.5, seed, 60.0, {"sel_precision": 0.1 * seed,
+                 "sel_recall": 0.5})  # fmt: skip
+    for seed in (2, 3):
+        fake_run(tmp_path, f"vp/seed{seed}", "visprompt", "sym", 0.5, seed, 60.0, {"sel_precision": 0.1 * seed,
+                 "sel_recall": 0.5})  # fmt: skip
+    table = testbed_robustness.split_table(collect_runs(tmp_path), "testbed-colours")
+    assert "| nlprompt | 1: 0.10 / 0.50, 2: 0.20 / 0.50, 3: 0.30 / 0.50 |" in table
+    assert "| visprompt | 1: -, 2: 0.20 / 0.50, 3: 0.30 / 0.50 |" in table and "after its seed" in table
+
+
 def test_paired_table_gives_mean_difference_t_interval_and_wins(tmp_path) -> None:
     for seed, (a, b) in enumerate([(56.0, 50.0), (58.0, 60.0), (61.0, 60.0)], 1):
         fake_run(tmp_path, f"plus/c/sym-0.75/seed{seed}", "visprompt-plus", "sym", 0.75, seed, a)
