@@ -60,6 +60,20 @@ def test_ablation_table_pairs_each_variant_with_the_defaults_by_task_setting_and
     assert "| defaults | 55.0 +- 7.1 |" in per_task  # per-task mean +- sample std over seeds
 
 
+def test_the_per_task_table_says_how_many_seeds_a_mean_has_and_gives_no_spread_of_one(tmp_path) -> None:
+    """A cell of one finished seed out of three read "70.0 +- 0.0", as if three had agreed."""
+    for seed, top1 in ((1, 70.0), (2, 60.0), (3, 50.0)):
+        fake_run(tmp_path, f"defaults/c/sym-0.5/seed{seed}", "visprompt", "sym", 0.5, seed, top1)
+    fake_run(tmp_path, "no-ffn/c/sym-0.5/seed1", "visprompt", "sym", 0.5, 1, 70.0)  # seeds 2 and 3 not finished
+    args = (["testbed-colours"], [("sym", 0.5)])
+    tables = testbed_ablations.ablation_tables(tmp_path, ["defaults", "no-ffn"], *args, [1, 2, 3])
+    per_task = tables.split("Per task")[1]
+    assert "| defaults | 60.0 +- 10.0 |" in per_task and "| no-ffn | 70.0 (1/3 runs) |" in per_task
+    assert "(k/n runs: the mean of the k seeds that finished)" in per_task
+    per_task = testbed_ablations.ablation_tables(tmp_path, ["defaults", "no-ffn"], *args, [1]).split("Per task")[1]
+    assert "| defaults | 70.0 |" in per_task and "+-" not in per_task.split("|---|")[1] and "runs)" not in per_task
+
+
 def test_selection_table_averages_the_last_epoch_of_the_selecting_methods(tmp_path) -> None:
     sel = {"sel_precision": 0.9, "sel_recall": 0.5, "n_clean": 40, "n_selected_from": 160}
     fake_run(tmp_path, "a/seed1", "nlprompt", "sym", 0.5, 1, 60.0, sel)
