@@ -121,13 +121,17 @@ def check_runs_folder(runs: list[SweepRun], out: Path, grid: Path) -> None:
     """Refuse (:class:`ConfigError`) a runs folder whose report would not be the grid's: a run the grid does not
     name, or a finished run whose saved config differs from what the grid gives it now (say, made before a
     method's recipe changed, or with another ``data.root``); and a grid that gives one method two configs, which
-    the tables here (by method name) would mix, a config's run of a seed replacing the other's."""
+    the tables here (by method name) would mix, a config's run of a seed replacing the other's, or the methods of a
+    task different shots, backbones or epochs, which they would set side by side unmarked."""
     records = [RunRecord(run.path, run.name, None, flatten_tree(dataclasses.asdict(run.config))) for run in runs]
     labels = label_methods(records)
     split = sorted({labels[run.name] for run in runs if labels[run.name] != run.config.method.name})
     if split:
+        names = Counter(label.partition("[")[0] for label in {labels[run.name] for run in runs})
+        what = ("one method with more than one config" if max(names.values()) > 1
+                else "methods of one task run with different data, backbone or epochs")  # fmt: skip
         raise ConfigError(
-            f"grid {grid}: one method with more than one config, e.g. {split[0]}; this script's tables name a method "
+            f"grid {grid}: {what}, e.g. {split[0]}; this script's tables name a method "
             "by its name alone: give each config its own grid, or report the folder with `visprompt report`"
         )
     extra = unnamed_runs(runs, collect_runs(out))

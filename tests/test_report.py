@@ -303,6 +303,31 @@ def test_a_schedule_that_nothing_ran_does_not_label_zero_shot_runs_apart(tmp_pat
     assert labels["e3/seed1"] == "coop[optim.epochs=3]"  # a method that trains: its runs are told apart
 
 
+def test_methods_of_one_table_run_under_different_protocols_are_labelled_with_them(tmp_path) -> None:
+    """CoOp at 16 shots and 50 epochs beside VisPrompt at 1 shot and 5 epochs were "coop" and "visprompt" in one
+    table: the settings they differ in join both labels, in that dataset's table only. Zero-shot trains nothing (its
+    epochs are no difference) and CoCoOp's recipe sets its own epochs (10: no difference either)."""
+    for seed in (1, 2):
+        write_run(tmp_path, f"dtd/coop/seed{seed}", ["data.dataset=dtd", "method.name=coop", "data.shots=16",
+                  "optim.epochs=50", f"run.seed={seed}"], metrics={"top1": 60.0 + seed})  # fmt: skip
+        write_run(tmp_path, f"dtd/vp/seed{seed}", ["data.dataset=dtd", "method.name=visprompt", "data.shots=1",
+                  "optim.epochs=5", f"run.seed={seed}"], metrics={"top1": 50.0 + seed})  # fmt: skip
+        write_run(tmp_path, f"dtd/zs/seed{seed}", ["data.dataset=dtd", "method.name=zeroshot", "data.shots=16",
+                  f"run.seed={seed}"], metrics={"top1": 40.0})  # fmt: skip
+        for method in ("coop", "cocoop"):  # one protocol on eurosat (CoCoOp at its recipe's epochs): bare names
+            epochs = [] if method == "cocoop" else ["optim.epochs=50"]
+            write_run(tmp_path, f"eurosat/{method}/seed{seed}", ["data.dataset=eurosat", f"method.name={method}",
+                      *epochs, f"run.seed={seed}"], metrics={"top1": 70.0})  # fmt: skip
+    labels = label_methods(collect_runs(tmp_path))
+    assert labels["dtd/coop/seed1"] == "coop[data.shots=16,optim.epochs=50]"
+    assert labels["dtd/vp/seed1"] == "visprompt[data.shots=1,optim.epochs=5]"
+    assert labels["dtd/zs/seed1"] == "zeroshot[data.shots=16]"  # its shots are a setting; its epochs held
+    assert (labels["eurosat/coop/seed1"], labels["eurosat/cocoop/seed1"]) == ("coop", "cocoop")
+    text = build_report(tmp_path).markdown.read_text()
+    assert "| coop[data.shots=16,optim.epochs=50] | **61.50 ± 0.71** |" in text
+    assert "| visprompt[data.shots=1,optim.epochs=5] | 51.50 ± 0.71 |" in text
+
+
 def test_the_report_names_the_environments_its_runs_were_computed_in(tmp_path) -> None:
     """A seed's run repeats to the last digit only in one environment, so a report says which it had, and lists
     them, with their run counts, when the runs come from several."""
@@ -387,15 +412,25 @@ def test_report_compares_two_methods_paired_over_the_seeds_that_saw_the_same_dat
     ]:
         with pytest.raises(VispromptError, match=message):
             build_report(tmp_path / "runs", tmp_path / "bad", compare=[bad])
-    # every coop run at 8 shots, every visprompt-plus run at 16: one label each, same seeds, different samples
+    # every coop run at 8 shots, every visprompt-plus run at 16: labelled apart by their shots, and still no pair
     _paired_run(tmp_path / "other", "plus/seed1", "visprompt-plus", 1, 60.0)
     _paired_run(tmp_path / "other", "coop/seed1", "coop", 1, 40.0, shots=8)
+    with pytest.raises(VispromptError, match=r"no finished runs of method 'visprompt-plus'; closest: visprompt-plus\["):
+        build_report(tmp_path / "other", tmp_path / "bad", compare=["visprompt-plus:coop"])
     with pytest.raises(VispromptError, match="share dataset, noise and seed but not their training"):
-        build_report(tmp_path / "other", tmp_path / "bad", compare=["visprompt-plus:coop"])
+        build_report(tmp_path / "other", tmp_path / "bad",
+                     compare=["visprompt-plus[data.shots=16]:coop[data.shots=8]"])  # fmt: skip
+    # one config, other samples (the data root's images changed between the two runs): the split files tell
+    _paired_run(tmp_path / "moved", "plus/seed1", "visprompt-plus", 1, 60.0)
+    _paired_run(tmp_path / "moved", "coop/seed1", "coop", 1, 40.0)
+    split = tmp_path / "moved" / "coop" / "seed1" / "split.json"
+    split.write_text(split.read_text().replace("s1-0.png", "other.png"))
+    with pytest.raises(VispromptError, match="share dataset, noise and seed but not their training"):
+        build_report(tmp_path / "moved", tmp_path / "bad", compare=["visprompt-plus:coop"])
     assert not (tmp_path / "bad").exists()  # refused before anything was written
-    _paired_run(tmp_path / "other", "coop-copy/seed1", "coop", 1, 41.0, shots=8)  # a second coop run of seed 1
+    _paired_run(tmp_path / "moved", "coop-copy/seed1", "coop", 1, 41.0)  # a second coop run of seed 1
     with pytest.raises(VispromptError, match="runs coop/seed1 and coop-copy/seed1 are both coop on"):
-        build_report(tmp_path / "other", tmp_path / "bad", compare=["visprompt-plus:coop"])
+        build_report(tmp_path / "moved", tmp_path / "bad", compare=["visprompt-plus:coop"])
 
 
 def test_two_user_datasets_are_two_tables_and_runs_csv_keeps_each_runs_label(tmp_path) -> None:

@@ -491,6 +491,11 @@ def test_the_robustness_tables_refuse_a_grid_with_two_configs_of_one_method(tmp_
     runs = expand_sweep(load_sweep(grid, out_dir=tmp_path / "runs"))
     with pytest.raises(ConfigError, match=r"more than one config, e\.g\. visprompt\[prompt\.gate=learned"):
         testbed_robustness.check_runs_folder(runs, tmp_path / "runs", grid)
+    axes = [{"method": ["visprompt"], "optim.epochs": [5]}, {"method": ["coop"], "optim.epochs": [50]}]
+    grid.write_text(yaml.safe_dump({"base": {"data.root": str(tmp_path / "DATA"), "noise.rate": 0.5}, "grid": axes}))
+    runs = expand_sweep(load_sweep(grid, out_dir=tmp_path / "runs"))  # the report labels them apart by epochs
+    with pytest.raises(ConfigError, match=r"methods of one task run with different data, backbone or epochs, e\.g\."):
+        testbed_robustness.check_runs_folder(runs, tmp_path / "runs", grid)
     for seed in (1, 2):  # the same two configs in a folder: the tables refuse them rather than keep one
         for gate, top1 in (("learned", 80.0), ("zero", 40.0)):
             fake_run(tmp_path, f"vp-{gate}/seed{seed}", "visprompt", "sym", 0.5, seed, top1)
