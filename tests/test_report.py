@@ -195,6 +195,34 @@ def test_ablation_values_join_the_method_label(tmp_path) -> None:
     assert "| coop | 40.00 (n=1) |" in text
 
 
+def test_a_mean_over_other_seeds_than_its_column_is_marked_with_them(tmp_path) -> None:
+    """coop over seeds 1-3 and visprompt over seeds 4-6 had the same n: no mark, and visprompt's mean in bold as the
+    best though each seed draws its own shots and noisy labels. Each now says its seeds; the average over datasets
+    too; a column whose cells share their seeds is as before."""
+    for dataset in ("dtd", "eurosat"):
+        for method, seeds in (("coop", (1, 2, 3)), ("visprompt", (4, 5, 6)), ("nlprompt", (1, 2, 3))):
+            for seed in seeds:
+                write_run(tmp_path, f"{dataset}/{method}/seed{seed}", [f"data.dataset={dataset}", f"run.seed={seed}",
+                          f"method.name={method}", "noise.rate=0.5"], metrics={"top1": 60.0 + seed})  # fmt: skip
+        for method in ("coop", "nlprompt"):  # clean: the same seeds for both
+            for seed in (1, 2, 3):
+                write_run(tmp_path, f"{dataset}/{method}-clean/seed{seed}", [f"data.dataset={dataset}",
+                          f"run.seed={seed}", f"method.name={method}"], metrics={"top1": 70.0 + seed})  # fmt: skip
+    text = build_report(tmp_path).markdown.read_text()
+    dtd = text[text.index("## dtd") : text.index("## eurosat")]
+    assert "| coop | **72.00 ± 1.00** | 62.00 ± 1.00 |" in dtd  # seeds 1-3 are the column's most common
+    assert "| visprompt |  | **65.00 ± 1.00** (seeds 4-6) |" in dtd
+    assert "(seeds ...) marks a mean over other seeds than its column's other cells" in dtd
+    average = text[text.index("## Average") :]
+    assert "| visprompt |  | **65.00** (seeds 4-6) |" in average and "| nlprompt | **72.00** | 62.00 |" in average
+
+    write_run(tmp_path / "two", "coop/seed1", ["method.name=coop", "noise.rate=0.5"], metrics={"top1": 40.0})
+    write_run(tmp_path / "two", "vp/seed2", ["method.name=visprompt", "noise.rate=0.5", "run.seed=2"],
+              metrics={"top1": 50.0})  # fmt: skip
+    text = build_report(tmp_path / "two").markdown.read_text()  # an even split: both cells marked
+    assert "| coop | 40.00 (seed 1) |" in text and "| visprompt | **50.00** (seed 2) |" in text
+
+
 def test_open_set_runs_with_different_held_out_classes_are_separate_settings(tmp_path) -> None:
     for k, top1 in ((1, 70.0), (2, 60.0)):
         write_run(tmp_path, f"k{k}", ["noise.type=open-set", "noise.rate=0.25", f"noise.open_set_classes={k}"],
