@@ -176,6 +176,22 @@ def test_plots_are_valid_pngs_with_a_line_per_method(runs_dir, report) -> None:
     assert selection_figure(records, labels, "dtd", "pairs", 2.0) is None
 
 
+def test_the_selection_plot_averages_the_finished_runs_only(tmp_path, caplog) -> None:
+    """A failed run's one epoch cut nlprompt's line to epoch 1 and pulled it down (0.63, not 0.9)."""
+    epochs = [{"epoch": e, "sel_precision": 0.9, "sel_recall": 0.5} for e in range(1, 11)]
+    for seed in (1, 2):
+        write_run(tmp_path, f"s{seed}", ["method.name=nlprompt", "noise.rate=0.5", f"run.seed={seed}"],
+                  metrics={"top1": 60.0}, epochs=epochs)  # fmt: skip
+    write_run(tmp_path, "s3", ["method.name=nlprompt", "noise.rate=0.5", "run.seed=3"], status="failed",
+              epochs=[{"epoch": 1, "sel_precision": 0.1, "sel_recall": 0.1}])  # fmt: skip
+    records = collect_runs(tmp_path)
+    with caplog.at_level("INFO", logger="visprompt.report.plots"):
+        fig = selection_figure(records, label_methods(records), "testbed-backgrounds", "sym", 0.5)
+    line = fig.axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == list(range(1, 11)) and np.allclose(line.get_ydata(), 0.9)
+    assert "1 unfinished run left out: s3" in caplog.text
+
+
 def write_ablation(root: Path) -> None:
     for gate in ("learned", "zero"):
         for seed in (1, 2):
