@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,33 @@ def test_errors(tmp_path) -> None:
         build_report(tmp_path, metric="acc")
 
 
+def test_runs_left_out_of_the_means_are_listed(tmp_path) -> None:
+    """A finished run whose top1 is NaN, and a run whose config.yaml or metrics.json cannot be read, were left out
+    of the means with no word in results.md (the cell's mean was over the other seeds)."""
+    for seed in (1, 2):
+        write_run(tmp_path, f"coop/seed{seed}", ["method.name=coop", f"run.seed={seed}"], metrics={"top1": 60.0 + seed})
+    nan = write_run(tmp_path, "coop/seed3", ["method.name=coop", "run.seed=3"], metrics={"top1": 0.0})
+    (nan / "metrics.json").write_text('{"top1": NaN}')
+    write_run(tmp_path, "coop/seed4", ["method.name=coop", "run.seed=4"], metrics={"macro_f1": 1.0})  # no top1
+    broken = write_run(tmp_path, "coop/seed5", ["method.name=coop", "run.seed=5"], metrics={"top1": 90.0})
+    (broken / "config.yaml").write_text("data: [unclosed\n")
+    torn = write_run(tmp_path, "coop/seed6", ["method.name=coop", "run.seed=6"], metrics={"top1": 90.0})
+    (torn / "metrics.json").write_text('{"top1": 9')
+    text = build_report(tmp_path).markdown.read_text()
+    assert "| coop | **61.50 ± 0.71** |" in text
+    assert "## Runs left out of the tables" in text and "| coop/seed3 | top1 is nan in metrics.json |" in text
+    assert "| coop/seed4 | no top1 in metrics.json |" in text
+    assert "| coop/seed5 | config.yaml: expected ',' or ']', but got '<stream end>' (line 2, column 1) |" in text
+    assert "| coop/seed6 | metrics.json: Expecting " in text
+    for run in ("seed3", "seed4", "seed5", "seed6"):
+        shutil.rmtree(tmp_path / "coop" / run)
+    assert "left out" not in build_report(tmp_path).markdown.read_text()
+    (tmp_path / "coop" / "seed1" / "config.yaml").write_text("[")
+    (tmp_path / "coop" / "seed2" / "config.yaml").write_text("[")
+    with pytest.raises(VispromptError, match=r"no readable run directories under .*: 2 could not be read"):
+        build_report(tmp_path)
+
+
 def test_report_command_prints_the_files(tmp_path, capsys) -> None:
     write_ablation(tmp_path / "runs")
     parser = argparse.ArgumentParser()
@@ -522,8 +550,6 @@ def test_a_report_written_again_leaves_no_file_of_the_earlier_one_it_did_not_wri
     first = build_report(tmp_path / "runs", compare=["nlprompt:coop"])
     assert first.paired_csv is not None and len(first.selection_plots) == 2
     (first.out_dir / "notes.txt").write_text("mine")  # not the report's: stays
-    import shutil
-
     shutil.rmtree(tmp_path / "runs" / "coop" / "0.25")
     shutil.rmtree(tmp_path / "runs" / "nlprompt" / "0.25")
     second = build_report(tmp_path / "runs")

@@ -36,8 +36,8 @@ from visprompt.registry import METHODS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CLEAN", "PROTOCOL_KEYS", "RunRecord", "collect_runs", "finished_results", "label_methods", "metric_value",
-           "sweep_failures"]  # fmt: skip
+__all__ = ["CLEAN", "PROTOCOL_KEYS", "RunRecord", "collect_runs", "finished_results", "label_methods", "metric_key",
+           "metric_value", "sweep_failures"]  # fmt: skip
 
 # Config keys that never distinguish methods: where a run lives and how it executes.
 _NOT_VARIANTS = ("run.", "data.dataset", "data.root", "data.path", "data.num_workers", "noise.", "method.name",
@@ -92,8 +92,12 @@ class RunRecord:
         return self.status == "done" and bool(self.metrics)
 
 
-def collect_runs(runs_dir: str | Path) -> list[RunRecord]:
-    """Every run directory under ``runs_dir`` (at any depth), sorted by path."""
+def collect_runs(runs_dir: str | Path, unreadable: list[tuple[str, str]] | None = None) -> list[RunRecord]:
+    """Every run directory under ``runs_dir`` (at any depth), sorted by path.
+
+    A run directory whose files cannot be read (a config.yaml that is no YAML, an invalid noise section, a
+    metrics.json that is no JSON) is skipped with a warning, and (run, why) appended to ``unreadable`` when given.
+    """
     root = Path(runs_dir)
     records = []
     for config_file in sorted(root.rglob("config.yaml")):
@@ -109,6 +113,8 @@ def collect_runs(runs_dir: str | Path) -> list[RunRecord]:
             VispromptError,
         ) as exc:  # one unreadable run must not sink the report
             log.warning("skipping %s: %s", run_dir, exc)
+            if unreadable is not None:
+                unreadable.append((run_dir.relative_to(root).as_posix(), _one_line(exc)))
     return records
 
 
@@ -160,11 +166,18 @@ def finished_results(
 
 
 def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
-    """``metrics[metric]``, else the one key ending in ``.metric`` (``test.`` preferred), as a float."""
+    """``metrics[metric]``, else the one key ending in ``.metric`` (``test.`` preferred), as a float (None: absent,
+    not a number, or not finite)."""
+    key = metric_key(metrics, metric)
+    return _as_float(metrics[key]) if key is not None else None
+
+
+def metric_key(metrics: Mapping[str, Any], metric: str) -> str | None:
+    """The key of ``metrics`` that :func:`metric_value` reads ``metric`` from (None: none)."""
     if metric in metrics:
-        return _as_float(metrics[metric])
+        return metric
     candidates = sorted((k for k in metrics if k.endswith("." + metric)), key=lambda k: (not k.startswith("test"), k))
-    return _as_float(metrics[candidates[0]]) if candidates else None
+    return candidates[0] if candidates else None
 
 
 def _option_defaults() -> dict[str, Any]:
@@ -261,6 +274,16 @@ def _as_float(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _one_line(exc: Exception) -> str:
+    """Why a run could not be read, in one line (a YAML error: the problem and where, without its excerpt)."""
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
+        return f"config.yaml: {exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    if isinstance(exc, json.JSONDecodeError):  # the one JSON file read whole: a log line that is none is dropped
+        return f"metrics.json: {exc}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _key(value: Any) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from visprompt.config import CLEAN, setting_label
 from visprompt.engine.provenance import describe_environment
 from visprompt.fileio import atomic_path
-from visprompt.report.collect import RunRecord, finished_results, metric_value
+from visprompt.report.collect import RunRecord, finished_results, metric_key, metric_value
 
 __all__ = [
     "SummaryCell",
@@ -139,10 +139,13 @@ def markdown_report(
     metric: str,
     higher_is_better: bool = True,
     missing: Sequence[tuple[str, str, str | None]] = (),
+    unreadable: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """Per-dataset tables of mean ± std over seeds (best per column in bold), an average, unfinished runs.
+    """Per-dataset tables of mean ± std over seeds (best per column in bold), an average, unfinished runs, and the
+    runs left out of the tables: finished without a finite ``metric``, or not read.
 
-    ``missing`` adds (run, status, error) of runs that left no run directory (see ``collect.sweep_failures``).
+    ``missing`` adds (run, status, error) of runs that left no run directory (see ``collect.sweep_failures``);
+    ``unreadable`` (run, why) of run directories that could not be read (``collect.collect_runs``).
     """
     finished = sum(r.finished for r in records)
     lines = [
@@ -172,7 +175,20 @@ def markdown_report(
     if unfinished:
         lines += ["", "## Runs not finished", "", "| run | status | error |", "| --- | --- | --- |"]
         lines += [f"| {name} | {status} | {_escape(error or '')} |" for name, status, error in unfinished]
+    left_out = [(r.name, _no_value(r.metrics, metric)) for r in records if r.finished]
+    left_out = [(name, why) for name, why in left_out if why] + list(unreadable)
+    if left_out:
+        lines += ["", "## Runs left out of the tables", "", "| run | why |", "| --- | --- |"]
+        lines += [f"| {name} | {_escape(why)} |" for name, why in sorted(left_out)]
     return "\n".join(lines) + "\n"
+
+
+def _no_value(metrics: Mapping[str, Any], metric: str) -> str | None:
+    """Why a finished run's ``metrics.json`` gives no value of ``metric`` to average (None: it gives one)."""
+    key = metric_key(metrics, metric)
+    if key is None:
+        return f"no {metric} in metrics.json"
+    return None if metric_value(metrics, metric) is not None else f"{key} is {metrics[key]!r} in metrics.json"
 
 
 def _plural(n: int) -> str:
