@@ -577,17 +577,23 @@ def ablation_tables(
         lines.append(f"| {variant} | {VARIANTS[variant][0]} | " + " | ".join(cells) + " |")
     if crossing:
         lines += ["", across_environments_note(crossing)]
-    lines += ["", "Per task, mean +- std over seeds:", ""]
     header = [f"{t.removeprefix('testbed-')} {c}" for t in tasks for c in cols]
-    lines += ["| variant | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    rows, partial = [], False
     for variant in variants:
         cells = []
         for task in tasks:
             for noise, rate in settings:
                 values = [top1[k] for s in seeds if (k := (variant, task, noise, rate, s)) in top1]
-                std = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f"{statistics.fmean(values):.1f} +- {std:.1f}" if values else "-")
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+                cell = f"{statistics.fmean(values):.1f}" if values else "-"
+                cell += f" +- {statistics.stdev(values):.1f}" if len(values) > 1 else ""  # no spread from one seed
+                if values and len(values) < len(seeds):  # a mean over the seeds that finished: says how many
+                    cell += f" ({len(values)}/{len(seeds)} runs)"
+                    partial = True
+                cells.append(cell)
+        rows.append(f"| {variant} | " + " | ".join(cells) + " |")
+    note = " (k/n runs: the mean of the k seeds that finished)" if partial else ""
+    lines += ["", f"Per task, mean +- std over seeds{note}:", ""]
+    lines += ["| variant | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header), *rows]
     shown = {k for v in variants for t in tasks for n, r in settings for s in seeds if (k := (v, t, n, r, s)) in runs}
     lines += environment_lines([runs[k] for k in sorted(shown | paired_with)])
     return "\n".join(lines) + "\n"

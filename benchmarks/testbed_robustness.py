@@ -121,13 +121,17 @@ def check_runs_folder(runs: list[SweepRun], out: Path, grid: Path) -> None:
     """Refuse (:class:`ConfigError`) a runs folder whose report would not be the grid's: a run the grid does not
     name, or a finished run whose saved config differs from what the grid gives it now (say, made before a
     method's recipe changed, or with another ``data.root``); and a grid that gives one method two configs, which
-    the tables here (by method name) would mix, a config's run of a seed replacing the other's."""
+    the tables here (by method name) would mix, a config's run of a seed replacing the other's, or the methods of a
+    task different shots, backbones or epochs, which they would set side by side unmarked."""
     records = [RunRecord(run.path, run.name, None, flatten_tree(dataclasses.asdict(run.config))) for run in runs]
     labels = label_methods(records)
     split = sorted({labels[run.name] for run in runs if labels[run.name] != run.config.method.name})
     if split:
+        names = Counter(label.partition("[")[0] for label in {labels[run.name] for run in runs})
+        what = ("one method with more than one config" if max(names.values()) > 1
+                else "methods of one task run with different data, backbone or epochs")  # fmt: skip
         raise ConfigError(
-            f"grid {grid}: one method with more than one config, e.g. {split[0]}; this script's tables name a method "
+            f"grid {grid}: {what}, e.g. {split[0]}; this script's tables name a method "
             "by its name alone: give each config its own grid, or report the folder with `visprompt report`"
         )
     extra = unnamed_runs(runs, collect_runs(out))
@@ -222,7 +226,8 @@ def group_mean_table(records: list[RunRecord], tasks: tuple[str, ...]) -> str:
 
 
 def split_table(records: list[RunRecord], task: str) -> str:
-    """Precision / recall of each selecting method's clean set at the last epoch on ``task``, seed by seed."""
+    """Precision / recall of each selecting method's clean set at the last epoch on ``task``, seed by seed: in seed
+    order where every method of a column ran the same seeds, else each after its seed ("-" where a method lacks it)."""
     runs = [
         r
         for r in records
@@ -232,19 +237,37 @@ def split_table(records: list[RunRecord], task: str) -> str:
     if not runs:
         return f"## Clean-set precision / recall on {task}\n\nno finished runs with a split\n"
     settings = sorted({r.noise for r in runs}, key=lambda s: setting_order(*s))
+    methods = sorted({r.method for r in runs})
+    last = {(r.method, r.noise, r.seed): r.epochs[-1] for r in runs}
+    seeds = {s: sorted({r.seed for r in runs if r.noise == s}) for s in settings}  # every seed run in the column
+    # where a method lacks a seed another of its column ran, the n-th pairs of two rows are two seeds' draws:
+    # then each pair is labelled with its seed
+    labelled = any(
+        {seed for m2, s2, seed in last if (m2, s2) == (m, s)} not in (set(), set(seeds[s]))
+        for m in methods
+        for s in settings
+    )
+    how = ', after its seed ("2: 0.90 / 0.50"; "2: -": no run of that seed)' if labelled else " (seed order)"
     lines = [
         f"## Clean-set precision / recall on {task} at the last epoch, seed by seed",
         "",
-        "Per cell: precision / recall of the samples trained as clean, one pair per seed (seed order).",
+        f"Per cell: precision / recall of the samples trained as clean, one pair per seed{how}.",
         "",
         "| method | " + " | ".join(setting_label(*s) for s in settings) + " |",
         "| --- |" + " --- |" * len(settings),
     ]
-    for m in sorted({r.method for r in runs}):
+    for m in methods:
         cells = []
         for s in settings:
-            last = [r.epochs[-1] for r in sorted(runs, key=lambda r: r.seed) if r.method == m and r.noise == s]
-            cells.append(", ".join(f"{e['sel_precision']:.2f} / {e['sel_recall']:.2f}" for e in last))
+            pairs = {seed: last.get((m, s, seed)) for seed in seeds[s]}
+            text = {seed: "-" if e is None else f"{e['sel_precision']:.2f} / {e['sel_recall']:.2f}"
+                    for seed, e in pairs.items()}  # fmt: skip
+            if all(e is None for e in pairs.values()):
+                cells.append("")
+            elif labelled:
+                cells.append(", ".join(f"{seed}: {t}" for seed, t in text.items()))
+            else:
+                cells.append(", ".join(text.values()))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -288,6 +311,8 @@ def selection_table(records: list[RunRecord]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_WITHIN = {True: "yes", False: "**no**", None: "not judged (one seed)"}  # the goals table's "within" column
+
 BASELINES = ("zeroshot", "coop", "coop-gce", "cocoop", "nlprompt", "joapr")  # the paper's comparison methods
 
 
@@ -298,7 +323,8 @@ def goals_table(
 
     Per cell: ``target``'s mean, the best other method's, the paired difference to the best and to zero-shot
     (mean [95% t-interval] pairs won). "within" means the target is the best or the interval of its difference to
-    the best reaches 0. Then every method's mean over all cells and the paired difference of ``target`` to the
+    the best reaches 0; a cell where the target is below the best on one seed has no interval and is not judged.
+    Then every method's mean over all cells and the paired difference of ``target`` to the
     best baseline (:data:`BASELINES`) and to ``paper`` over all (task, setting, seed) pairs (pooled, descriptive).
     ``title`` names the subset of runs in the heading (e.g. "the 10-class tasks").
     """
@@ -331,6 +357,7 @@ def goals_table(
         "|---|---|---:|---:|---|---:|---|---:|",
     ]
     outside, below_zs, unjudged, no_zs, cell_means = [], [], [], [], {m: [] for m in methods}
+    one_pair: list[str] = []  # cells below the best on one seed: no interval to judge them by
     other_seeds: dict[str, list[str]] = defaultdict(list)  # method -> cells where its seeds differ from target's
     for cell in cells:
         runs = {m: seeds_of(m, cell) for m in methods}
@@ -359,14 +386,17 @@ def goals_table(
         best = max((m for m in means if m != target), key=means.get)
         to_best = paired(diff(runs[target], runs[best]))
         note_pairs(best, cell, runs[target].keys() & runs[best].keys())
-        within = means[target] >= means[best] or not (to_best.n > 1 and to_best.high < 0)
-        if not within:
+        within: bool | None = means[target] >= means[best] or not (to_best.n > 1 and to_best.high < 0)
+        if means[target] < means[best] and to_best.n < 2:  # below the best, and one pair gives no interval
+            within = None
+            one_pair.append(name)
+        elif not within:
             outside.append(f"{name} ({to_best.mean:+.1f} vs {best})")
         if to_zs is not None and to_zs.mean < 0:
             below_zs.append(f"{name} ({to_zs.mean:+.1f})")
         lines.append(
             f"| {cell[0]} | {setting_label(*cell[1])} | {len(runs[target])} | {means[target]:.1f} | {best} "
-            f"({means[best]:.1f}) | {to_best.cell()} | {'yes' if within else '**no**'} | "
+            f"({means[best]:.1f}) | {to_best.cell()} | {_WITHIN[within]} | "
             f"{to_zs.cell() if to_zs else '-'} |"
         )
     if other_seeds:
@@ -379,12 +409,18 @@ def goals_table(
     lines += [f"| {m} | {overall[m]:.2f} |" for m in sorted(overall, key=overall.get, reverse=True)]
     baselines = [m for m in complete if m in BASELINES]
     partial = [m for m in BASELINES if m in methods and m not in complete]  # run, but not in every cell
-    verdict = f"yes in the {len(cells) - len(unjudged)} cells judged" if unjudged else "yes"
+    judged = len(cells) - len(unjudged) - len(one_pair)
+    verdict = f"yes in the {judged} cells judged" if unjudged or one_pair else "yes"
+    if not judged:  # a "yes" over no cell would read as a goal met
+        verdict = "no cell judged"
     if outside:
         verdict = f"no ({len(outside)} of {len(cells)} cells: {'; '.join(outside)})"
     if unjudged:
         verdict += f"; not judged in {len(unjudged)} cells (no {target} runs, or no other method on its seeds: "
         verdict += f"{', '.join(unjudged)})"
+    if one_pair:
+        verdict += f"; not judged in {len(one_pair)} cells (below the best on one seed: no interval: "
+        verdict += f"{', '.join(one_pair)})"
     summary = [
         f"- {target} is the best or within the paired interval of the best in every cell: {verdict}",
         "- never below zero-shot (cell means): "
@@ -405,7 +441,7 @@ def goals_table(
         for cell in cells:
             note_pairs(other, cell, seeds_of(target, cell).keys() & seeds_of(other, cell).keys())
         gap = overall[target] - overall[other]
-        summary.append(f"- {target} - {other} over all cells: {gap:+.2f} points (goal >= +{goal:.0f}: "
+        summary.append(f"- {target} - {other} over all cells: {_short_of(gap, goal)} points (goal >= +{goal:.0f}: "
                        f"{'met' if gap >= goal else 'not met'}); pooled pairs {paired(pooled).cell()}.")  # fmt: skip
     mixed = [k for k in sorted(compared) if crosses_environments(by_key[(target, *k[1:])], by_key[k])]
     if mixed:  # a difference between two environments' runs holds their rounding too, not only the methods'
@@ -414,6 +450,16 @@ def goals_table(
                        f'environments, whose differences include that part (docs/reliability.md, "Reproducibility"): '
                        f"{against}")  # fmt: skip
     return "\n".join([*lines, "", *summary]) + "\n"
+
+
+def _short_of(value: float, goal: float) -> str:
+    """``value`` to two decimals (``+2.99``), or to as many more as it takes not to print a value short of ``goal``
+    as the goal itself (``+2.998``, not ``+3.00`` beside "not met"): the verdict is on the exact value."""
+    for digits in range(2, 18):
+        text = f"{value:+.{digits}f}"
+        if (float(text) >= goal) == (value >= goal):
+            return text
+    return f"{value:+}"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,22 @@ def test_plots_are_valid_pngs_with_a_line_per_method(runs_dir, report) -> None:
     assert selection_figure(records, labels, "dtd", "pairs", 2.0) is None
 
 
+def test_the_selection_plot_averages_the_finished_runs_only(tmp_path, caplog) -> None:
+    """A failed run's one epoch cut nlprompt's line to epoch 1 and pulled it down (0.63, not 0.9)."""
+    epochs = [{"epoch": e, "sel_precision": 0.9, "sel_recall": 0.5} for e in range(1, 11)]
+    for seed in (1, 2):
+        write_run(tmp_path, f"s{seed}", ["method.name=nlprompt", "noise.rate=0.5", f"run.seed={seed}"],
+                  metrics={"top1": 60.0}, epochs=epochs)  # fmt: skip
+    write_run(tmp_path, "s3", ["method.name=nlprompt", "noise.rate=0.5", "run.seed=3"], status="failed",
+              epochs=[{"epoch": 1, "sel_precision": 0.1, "sel_recall": 0.1}])  # fmt: skip
+    records = collect_runs(tmp_path)
+    with caplog.at_level("INFO", logger="visprompt.report.plots"):
+        fig = selection_figure(records, label_methods(records), "testbed-backgrounds", "sym", 0.5)
+    line = fig.axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == list(range(1, 11)) and np.allclose(line.get_ydata(), 0.9)
+    assert "1 unfinished run left out: s3" in caplog.text
+
+
 def write_ablation(root: Path) -> None:
     for gate in ("learned", "zero"):
         for seed in (1, 2):
@@ -193,6 +210,34 @@ def test_ablation_values_join_the_method_label(tmp_path) -> None:
     text = build_report(tmp_path, metric="top1").markdown.read_text()
     assert "| visprompt[prompt.gate=zero] | **66.50 ± 0.71** |" in text
     assert "| coop | 40.00 (n=1) |" in text
+
+
+def test_a_mean_over_other_seeds_than_its_column_is_marked_with_them(tmp_path) -> None:
+    """coop over seeds 1-3 and visprompt over seeds 4-6 had the same n: no mark, and visprompt's mean in bold as the
+    best though each seed draws its own shots and noisy labels. Each now says its seeds; the average over datasets
+    too; a column whose cells share their seeds is as before."""
+    for dataset in ("dtd", "eurosat"):
+        for method, seeds in (("coop", (1, 2, 3)), ("visprompt", (4, 5, 6)), ("nlprompt", (1, 2, 3))):
+            for seed in seeds:
+                write_run(tmp_path, f"{dataset}/{method}/seed{seed}", [f"data.dataset={dataset}", f"run.seed={seed}",
+                          f"method.name={method}", "noise.rate=0.5"], metrics={"top1": 60.0 + seed})  # fmt: skip
+        for method in ("coop", "nlprompt"):  # clean: the same seeds for both
+            for seed in (1, 2, 3):
+                write_run(tmp_path, f"{dataset}/{method}-clean/seed{seed}", [f"data.dataset={dataset}",
+                          f"run.seed={seed}", f"method.name={method}"], metrics={"top1": 70.0 + seed})  # fmt: skip
+    text = build_report(tmp_path).markdown.read_text()
+    dtd = text[text.index("## dtd") : text.index("## eurosat")]
+    assert "| coop | **72.00 ± 1.00** | 62.00 ± 1.00 |" in dtd  # seeds 1-3 are the column's most common
+    assert "| visprompt |  | **65.00 ± 1.00** (seeds 4-6) |" in dtd
+    assert "(seeds ...) marks a mean over other seeds than its column's other cells" in dtd
+    average = text[text.index("## Average") :]
+    assert "| visprompt |  | **65.00** (seeds 4-6) |" in average and "| nlprompt | **72.00** | 62.00 |" in average
+
+    write_run(tmp_path / "two", "coop/seed1", ["method.name=coop", "noise.rate=0.5"], metrics={"top1": 40.0})
+    write_run(tmp_path / "two", "vp/seed2", ["method.name=visprompt", "noise.rate=0.5", "run.seed=2"],
+              metrics={"top1": 50.0})  # fmt: skip
+    text = build_report(tmp_path / "two").markdown.read_text()  # an even split: both cells marked
+    assert "| coop | 40.00 (seed 1) |" in text and "| visprompt | **50.00** (seed 2) |" in text
 
 
 def test_open_set_runs_with_different_held_out_classes_are_separate_settings(tmp_path) -> None:
@@ -233,6 +278,33 @@ def test_errors(tmp_path) -> None:
     write_run(tmp_path, "a", [], metrics={"top1": 1.0})
     with pytest.raises(VispromptError, match="metric 'acc' is in none"):
         build_report(tmp_path, metric="acc")
+
+
+def test_runs_left_out_of_the_means_are_listed(tmp_path) -> None:
+    """A finished run whose top1 is NaN, and a run whose config.yaml or metrics.json cannot be read, were left out
+    of the means with no word in results.md (the cell's mean was over the other seeds)."""
+    for seed in (1, 2):
+        write_run(tmp_path, f"coop/seed{seed}", ["method.name=coop", f"run.seed={seed}"], metrics={"top1": 60.0 + seed})
+    nan = write_run(tmp_path, "coop/seed3", ["method.name=coop", "run.seed=3"], metrics={"top1": 0.0})
+    (nan / "metrics.json").write_text('{"top1": NaN}')
+    write_run(tmp_path, "coop/seed4", ["method.name=coop", "run.seed=4"], metrics={"macro_f1": 1.0})  # no top1
+    broken = write_run(tmp_path, "coop/seed5", ["method.name=coop", "run.seed=5"], metrics={"top1": 90.0})
+    (broken / "config.yaml").write_text("data: [unclosed\n")
+    torn = write_run(tmp_path, "coop/seed6", ["method.name=coop", "run.seed=6"], metrics={"top1": 90.0})
+    (torn / "metrics.json").write_text('{"top1": 9')
+    text = build_report(tmp_path).markdown.read_text()
+    assert "| coop | **61.50 ± 0.71** |" in text
+    assert "## Runs left out of the tables" in text and "| coop/seed3 | top1 is nan in metrics.json |" in text
+    assert "| coop/seed4 | no top1 in metrics.json |" in text
+    assert "| coop/seed5 | config.yaml: expected ',' or ']', but got '<stream end>' (line 2, column 1) |" in text
+    assert "| coop/seed6 | metrics.json: Expecting " in text
+    for run in ("seed3", "seed4", "seed5", "seed6"):
+        shutil.rmtree(tmp_path / "coop" / run)
+    assert "left out" not in build_report(tmp_path).markdown.read_text()
+    (tmp_path / "coop" / "seed1" / "config.yaml").write_text("[")
+    (tmp_path / "coop" / "seed2" / "config.yaml").write_text("[")
+    with pytest.raises(VispromptError, match=r"no readable run directories under .*: 2 could not be read"):
+        build_report(tmp_path)
 
 
 def test_report_command_prints_the_files(tmp_path, capsys) -> None:
@@ -301,6 +373,31 @@ def test_a_schedule_that_nothing_ran_does_not_label_zero_shot_runs_apart(tmp_pat
     labels = label_methods(collect_runs(tmp_path))
     assert labels["e1/seed1"] == labels["e2/seed1"] == "zeroshot"
     assert labels["e3/seed1"] == "coop[optim.epochs=3]"  # a method that trains: its runs are told apart
+
+
+def test_methods_of_one_table_run_under_different_protocols_are_labelled_with_them(tmp_path) -> None:
+    """CoOp at 16 shots and 50 epochs beside VisPrompt at 1 shot and 5 epochs were "coop" and "visprompt" in one
+    table: the settings they differ in join both labels, in that dataset's table only. Zero-shot trains nothing (its
+    epochs are no difference) and CoCoOp's recipe sets its own epochs (10: no difference either)."""
+    for seed in (1, 2):
+        write_run(tmp_path, f"dtd/coop/seed{seed}", ["data.dataset=dtd", "method.name=coop", "data.shots=16",
+                  "optim.epochs=50", f"run.seed={seed}"], metrics={"top1": 60.0 + seed})  # fmt: skip
+        write_run(tmp_path, f"dtd/vp/seed{seed}", ["data.dataset=dtd", "method.name=visprompt", "data.shots=1",
+                  "optim.epochs=5", f"run.seed={seed}"], metrics={"top1": 50.0 + seed})  # fmt: skip
+        write_run(tmp_path, f"dtd/zs/seed{seed}", ["data.dataset=dtd", "method.name=zeroshot", "data.shots=16",
+                  f"run.seed={seed}"], metrics={"top1": 40.0})  # fmt: skip
+        for method in ("coop", "cocoop"):  # one protocol on eurosat (CoCoOp at its recipe's epochs): bare names
+            epochs = [] if method == "cocoop" else ["optim.epochs=50"]
+            write_run(tmp_path, f"eurosat/{method}/seed{seed}", ["data.dataset=eurosat", f"method.name={method}",
+                      *epochs, f"run.seed={seed}"], metrics={"top1": 70.0})  # fmt: skip
+    labels = label_methods(collect_runs(tmp_path))
+    assert labels["dtd/coop/seed1"] == "coop[data.shots=16,optim.epochs=50]"
+    assert labels["dtd/vp/seed1"] == "visprompt[data.shots=1,optim.epochs=5]"
+    assert labels["dtd/zs/seed1"] == "zeroshot[data.shots=16]"  # its shots are a setting; its epochs held
+    assert (labels["eurosat/coop/seed1"], labels["eurosat/cocoop/seed1"]) == ("coop", "cocoop")
+    text = build_report(tmp_path).markdown.read_text()
+    assert "| coop[data.shots=16,optim.epochs=50] | **61.50 ± 0.71** |" in text
+    assert "| visprompt[data.shots=1,optim.epochs=5] | 51.50 ± 0.71 |" in text
 
 
 def test_the_report_names_the_environments_its_runs_were_computed_in(tmp_path) -> None:
@@ -387,15 +484,25 @@ def test_report_compares_two_methods_paired_over_the_seeds_that_saw_the_same_dat
     ]:
         with pytest.raises(VispromptError, match=message):
             build_report(tmp_path / "runs", tmp_path / "bad", compare=[bad])
-    # every coop run at 8 shots, every visprompt-plus run at 16: one label each, same seeds, different samples
+    # every coop run at 8 shots, every visprompt-plus run at 16: labelled apart by their shots, and still no pair
     _paired_run(tmp_path / "other", "plus/seed1", "visprompt-plus", 1, 60.0)
     _paired_run(tmp_path / "other", "coop/seed1", "coop", 1, 40.0, shots=8)
+    with pytest.raises(VispromptError, match=r"no finished runs of method 'visprompt-plus'; closest: visprompt-plus\["):
+        build_report(tmp_path / "other", tmp_path / "bad", compare=["visprompt-plus:coop"])
     with pytest.raises(VispromptError, match="share dataset, noise and seed but not their training"):
-        build_report(tmp_path / "other", tmp_path / "bad", compare=["visprompt-plus:coop"])
+        build_report(tmp_path / "other", tmp_path / "bad",
+                     compare=["visprompt-plus[data.shots=16]:coop[data.shots=8]"])  # fmt: skip
+    # one config, other samples (the data root's images changed between the two runs): the split files tell
+    _paired_run(tmp_path / "moved", "plus/seed1", "visprompt-plus", 1, 60.0)
+    _paired_run(tmp_path / "moved", "coop/seed1", "coop", 1, 40.0)
+    split = tmp_path / "moved" / "coop" / "seed1" / "split.json"
+    split.write_text(split.read_text().replace("s1-0.png", "other.png"))
+    with pytest.raises(VispromptError, match="share dataset, noise and seed but not their training"):
+        build_report(tmp_path / "moved", tmp_path / "bad", compare=["visprompt-plus:coop"])
     assert not (tmp_path / "bad").exists()  # refused before anything was written
-    _paired_run(tmp_path / "other", "coop-copy/seed1", "coop", 1, 41.0, shots=8)  # a second coop run of seed 1
+    _paired_run(tmp_path / "moved", "coop-copy/seed1", "coop", 1, 41.0)  # a second coop run of seed 1
     with pytest.raises(VispromptError, match="runs coop/seed1 and coop-copy/seed1 are both coop on"):
-        build_report(tmp_path / "other", tmp_path / "bad", compare=["visprompt-plus:coop"])
+        build_report(tmp_path / "moved", tmp_path / "bad", compare=["visprompt-plus:coop"])
 
 
 def test_two_user_datasets_are_two_tables_and_runs_csv_keeps_each_runs_label(tmp_path) -> None:
@@ -443,8 +550,6 @@ def test_a_report_written_again_leaves_no_file_of_the_earlier_one_it_did_not_wri
     first = build_report(tmp_path / "runs", compare=["nlprompt:coop"])
     assert first.paired_csv is not None and len(first.selection_plots) == 2
     (first.out_dir / "notes.txt").write_text("mine")  # not the report's: stays
-    import shutil
-
     shutil.rmtree(tmp_path / "runs" / "coop" / "0.25")
     shutil.rmtree(tmp_path / "runs" / "nlprompt" / "0.25")
     second = build_report(tmp_path / "runs")

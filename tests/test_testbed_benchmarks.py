@@ -60,6 +60,20 @@ def test_ablation_table_pairs_each_variant_with_the_defaults_by_task_setting_and
     assert "| defaults | 55.0 +- 7.1 |" in per_task  # per-task mean +- sample std over seeds
 
 
+def test_the_per_task_table_says_how_many_seeds_a_mean_has_and_gives_no_spread_of_one(tmp_path) -> None:
+    """A cell of one finished seed out of three read "70.0 +- 0.0", as if three had agreed."""
+    for seed, top1 in ((1, 70.0), (2, 60.0), (3, 50.0)):
+        fake_run(tmp_path, f"defaults/c/sym-0.5/seed{seed}", "visprompt", "sym", 0.5, seed, top1)
+    fake_run(tmp_path, "no-ffn/c/sym-0.5/seed1", "visprompt", "sym", 0.5, 1, 70.0)  # seeds 2 and 3 not finished
+    args = (["testbed-colours"], [("sym", 0.5)])
+    tables = testbed_ablations.ablation_tables(tmp_path, ["defaults", "no-ffn"], *args, [1, 2, 3])
+    per_task = tables.split("Per task")[1]
+    assert "| defaults | 60.0 +- 10.0 |" in per_task and "| no-ffn | 70.0 (1/3 runs) |" in per_task
+    assert "(k/n runs: the mean of the k seeds that finished)" in per_task
+    per_task = testbed_ablations.ablation_tables(tmp_path, ["defaults", "no-ffn"], *args, [1]).split("Per task")[1]
+    assert "| defaults | 70.0 |" in per_task and "+-" not in per_task.split("|---|")[1] and "runs)" not in per_task
+
+
 def test_selection_table_averages_the_last_epoch_of_the_selecting_methods(tmp_path) -> None:
     sel = {"sel_precision": 0.9, "sel_recall": 0.5, "n_clean": 40, "n_selected_from": 160}
     fake_run(tmp_path, "a/seed1", "nlprompt", "sym", 0.5, 1, 60.0, sel)
@@ -120,6 +134,19 @@ def test_split_table_lists_each_seeds_precision_and_recall_of_the_selecting_meth
     table = testbed_robustness.split_table(collect_runs(tmp_path), "testbed-colours")
     assert "| visprompt-plus | 0.90 / 0.50, 0.80 / 0.50 |" in table and "coop" not in table
     assert "no finished runs" in testbed_robustness.split_table(collect_runs(tmp_path), "testbed-many")
+
+
+def test_split_table_pairs_each_value_with_its_seed_where_a_method_lacks_one(tmp_path) -> None:
+    """nlprompt ran seeds 1-3, visprompt 2 and 3: visprompt's first pair is seed 2's, not seed 1's."""
+    for seed in (1, 2, 3):
+        fake_run(tmp_path, f"nl/seed{seed}", "nlprompt", "sym", 0.5, seed, 60.0, {"sel_precision": 0.1 * seed,
+                 "sel_recall": 0.5})  # fmt: skip
+    for seed in (2, 3):
+        fake_run(tmp_path, f"vp/seed{seed}", "visprompt", "sym", 0.5, seed, 60.0, {"sel_precision": 0.1 * seed,
+                 "sel_recall": 0.5})  # fmt: skip
+    table = testbed_robustness.split_table(collect_runs(tmp_path), "testbed-colours")
+    assert "| nlprompt | 1: 0.10 / 0.50, 2: 0.20 / 0.50, 3: 0.30 / 0.50 |" in table
+    assert "| visprompt | 1: -, 2: 0.20 / 0.50, 3: 0.30 / 0.50 |" in table and "after its seed" in table
 
 
 def test_paired_table_gives_mean_difference_t_interval_and_wins(tmp_path) -> None:
@@ -230,6 +257,35 @@ def test_goals_table_compares_a_cell_only_with_methods_run_on_the_targets_seeds(
     text = testbed_robustness.goals_table(collect_runs(tmp_path))
     assert "every cell: yes in the 1 cells judged; not judged in 2 cells" in text and "colours sym 25%" in text
     assert "never below zero-shot (cell means): yes; not judged in 1 cells (no zero-shot run" in text
+
+
+def test_goals_table_does_not_judge_a_cell_below_the_best_on_one_seed(tmp_path) -> None:
+    """One pair gives no interval: a cell where the target is below the best on one seed is not judged (it was
+    "yes, within the interval"), and one where it is the best on one seed is."""
+    for method, top1 in (("visprompt-plus", 50.0), ("coop", 80.0), ("zeroshot", 40.0)):
+        fake_run(tmp_path, f"{method}/sym-0.5/seed1", method, "sym", 0.5, 1, top1)
+    text = testbed_robustness.goals_table(collect_runs(tmp_path))
+    row = next(line for line in text.splitlines() if line.startswith("| testbed-colours"))
+    assert "| -30.0 0/1 | not judged (one seed) |" in row
+    assert ("every cell: no cell judged; not judged in 1 cells (below the best on one seed: no interval: colours "
+            "sym 50%)") in text  # fmt: skip
+    for method, top1 in (("visprompt-plus", 90.0), ("coop", 80.0), ("zeroshot", 40.0)):
+        fake_run(tmp_path, f"{method}/sym-0.75/seed1", method, "sym", 0.75, 1, top1)  # the best: judged
+    text = testbed_robustness.goals_table(collect_runs(tmp_path))
+    assert "every cell: yes in the 1 cells judged; not judged in 1 cells (below the best on one seed" in text
+
+
+def test_goal_lines_print_no_gap_short_of_the_goal_as_the_goal(tmp_path) -> None:
+    """A gap of 2.998 printed "+3.00 points (goal >= +3: not met)": the figure gets the digits the verdict needs."""
+    for seed, (plus, coop, vp) in enumerate([(83.0, 80.004, 79.0), (84.0, 81.0, 80.0)], 1):
+        for method, top1 in (("visprompt-plus", plus), ("coop", coop), ("visprompt", vp), ("zeroshot", 40.0)):
+            fake_run(tmp_path, f"{method}/seed{seed}", method, "sym", 0.5, seed, top1)
+    text = testbed_robustness.goals_table(collect_runs(tmp_path))
+    assert "- visprompt-plus - coop over all cells: +2.998 points (goal >= +3: not met)" in text
+    assert "- visprompt-plus - visprompt over all cells: +4.00 points (goal >= +4: met)" in text
+    assert testbed_robustness._short_of(2.9999999, 3.0) == "+2.9999999" and testbed_robustness._short_of(3.0, 3.0) == (
+        "+3.00"
+    )
 
 
 def test_goals_summaries_put_each_plus_variant_in_place_of_the_grids_plus(tmp_path) -> None:
@@ -434,6 +490,11 @@ def test_the_robustness_tables_refuse_a_grid_with_two_configs_of_one_method(tmp_
                                              "noise.rate": [0.5]}}))  # fmt: skip
     runs = expand_sweep(load_sweep(grid, out_dir=tmp_path / "runs"))
     with pytest.raises(ConfigError, match=r"more than one config, e\.g\. visprompt\[prompt\.gate=learned"):
+        testbed_robustness.check_runs_folder(runs, tmp_path / "runs", grid)
+    axes = [{"method": ["visprompt"], "optim.epochs": [5]}, {"method": ["coop"], "optim.epochs": [50]}]
+    grid.write_text(yaml.safe_dump({"base": {"data.root": str(tmp_path / "DATA"), "noise.rate": 0.5}, "grid": axes}))
+    runs = expand_sweep(load_sweep(grid, out_dir=tmp_path / "runs"))  # the report labels them apart by epochs
+    with pytest.raises(ConfigError, match=r"methods of one task run with different data, backbone or epochs, e\.g\."):
         testbed_robustness.check_runs_folder(runs, tmp_path / "runs", grid)
     for seed in (1, 2):  # the same two configs in a folder: the tables refuse them rather than keep one
         for gate, top1 in (("learned", 80.0), ("zero", 40.0)):

@@ -9,8 +9,8 @@ Files written to ``out_dir`` (default ``<runs_dir>/report``):
 * ``runs.csv``: one row per run (identity, status, metrics, the last epoch's log values, error);
 * ``epochs.csv``: one row per run and epoch (every value of ``log.jsonl``);
 * ``summary.csv``: mean, std and n over seeds per dataset, method, noise type and rate;
-* ``results.md``: one table per dataset with the best mean per column in bold, an average over datasets and
-  the unfinished runs;
+* ``results.md``: one table per dataset with the best mean per column in bold, an average over datasets, the
+  unfinished runs and the runs left out of the tables (finished without a finite metric, or not readable);
 * ``plots/accuracy_<dataset>.png``: the metric against noise rate, a line per method;
 * ``plots/selection_<dataset>_<noise>-<rate>.png``: clean-set selection precision and recall against epoch;
 * with ``compare``: ``paired.csv`` and a "Paired comparisons" section in ``results.md``, A - B over the seeds
@@ -83,7 +83,11 @@ def build_report(
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise VispromptError(f"runs folder {runs_dir} does not exist")
-    records = collect_runs(runs_dir)
+    unreadable: list[tuple[str, str]] = []
+    records = collect_runs(runs_dir, unreadable)
+    if not records and unreadable:
+        raise VispromptError(f"no readable run directories under {runs_dir}: {len(unreadable)} could not be read, "
+                             f"e.g. {unreadable[0][0]}: {unreadable[0][1]}")  # fmt: skip
     if not records:
         raise VispromptError(f"no run directories (folders with a config.yaml) under {runs_dir}")
     labels = label_methods(records)
@@ -100,8 +104,8 @@ def build_report(
     summary_csv = write_csv(out / "summary.csv", summary_rows(cells, metric))
     paired_csv = write_csv(out / "paired.csv", comparison_rows(comparisons, higher_is_better)) if compare else None
     markdown = out / "results.md"
-    missing = sweep_failures(runs_dir, known=(r.name for r in records))
-    text = markdown_report(cells, records, metric, higher_is_better, missing)
+    missing = sweep_failures(runs_dir, known=[*(r.name for r in records), *(name for name, _ in unreadable)])
+    text = markdown_report(cells, records, metric, higher_is_better, missing, unreadable)
     atomic_write_text(
         markdown, text + "".join(line + "\n" for line in comparison_lines(comparisons, metric, higher_is_better))
     )

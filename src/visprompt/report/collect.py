@@ -11,7 +11,9 @@ or noise type ``none`` as for Food101N) is one group whatever the noise type. A 
 finished runs of one method, dataset, setting and seed are refused (:func:`finished_results`).
 
 When runs of one method differ in other config values (an ablation such as ``prompt.gate``), those values join
-the method's label: ``visprompt[prompt.gate=zero]``.
+the method's label: ``visprompt[prompt.gate=zero]``. When the methods of one dataset (one table) differ in a setting
+of what is measured, the shots and other data settings, the backbone or the epochs (:data:`PROTOCOL_KEYS`), it joins
+the label of every run of that dataset: ``coop[data.shots=16]`` beside ``visprompt[data.shots=1]``.
 """
 
 from __future__ import annotations
@@ -30,14 +32,20 @@ import yaml
 from visprompt.config import CLEAN, NoiseSpec, flatten_tree, setting_label, untrained_values
 from visprompt.data.datasets import canonical_name
 from visprompt.errors import DataError, VispromptError
+from visprompt.registry import METHODS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CLEAN", "RunRecord", "collect_runs", "finished_results", "label_methods", "metric_value", "sweep_failures"]
+__all__ = ["CLEAN", "PROTOCOL_KEYS", "RunRecord", "collect_runs", "finished_results", "label_methods", "metric_key",
+           "metric_value", "sweep_failures"]  # fmt: skip
 
 # Config keys that never distinguish methods: where a run lives and how it executes.
 _NOT_VARIANTS = ("run.", "data.dataset", "data.root", "data.path", "data.num_workers", "noise.", "method.name",
                  "backbone.cache_dir", "optim.eval_batch_size")  # fmt: skip
+#: Config keys (prefixes) that set what a number measures whatever the method: the training and test images (every
+#: data setting but where they live), the backbone and the length of training. Methods of one dataset that differ
+#: in one are labelled with it; a method run at its own recipe's value (CoCoOp's 10 epochs) is no difference.
+PROTOCOL_KEYS = ("data.", "backbone.arch", "backbone.weights", "optim.epochs")
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,12 @@ class RunRecord:
         return self.status == "done" and bool(self.metrics)
 
 
-def collect_runs(runs_dir: str | Path) -> list[RunRecord]:
-    """Every run directory under ``runs_dir`` (at any depth), sorted by path."""
+def collect_runs(runs_dir: str | Path, unreadable: list[tuple[str, str]] | None = None) -> list[RunRecord]:
+    """Every run directory under ``runs_dir`` (at any depth), sorted by path.
+
+    A run directory whose files cannot be read (a config.yaml that is no YAML, an invalid noise section, a
+    metrics.json that is no JSON) is skipped with a warning, and (run, why) appended to ``unreadable`` when given.
+    """
     root = Path(runs_dir)
     records = []
     for config_file in sorted(root.rglob("config.yaml")):
@@ -101,6 +113,8 @@ def collect_runs(runs_dir: str | Path) -> list[RunRecord]:
             VispromptError,
         ) as exc:  # one unreadable run must not sink the report
             log.warning("skipping %s: %s", run_dir, exc)
+            if unreadable is not None:
+                unreadable.append((run_dir.relative_to(root).as_posix(), _one_line(exc)))
     return records
 
 
@@ -152,11 +166,18 @@ def finished_results(
 
 
 def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
-    """``metrics[metric]``, else the one key ending in ``.metric`` (``test.`` preferred), as a float."""
+    """``metrics[metric]``, else the one key ending in ``.metric`` (``test.`` preferred), as a float (None: absent,
+    not a number, or not finite)."""
+    key = metric_key(metrics, metric)
+    return _as_float(metrics[key]) if key is not None else None
+
+
+def metric_key(metrics: Mapping[str, Any], metric: str) -> str | None:
+    """The key of ``metrics`` that :func:`metric_value` reads ``metric`` from (None: none)."""
     if metric in metrics:
-        return _as_float(metrics[metric])
+        return metric
     candidates = sorted((k for k in metrics if k.endswith("." + metric)), key=lambda k: (not k.startswith("test"), k))
-    return _as_float(metrics[candidates[0]]) if candidates else None
+    return candidates[0] if candidates else None
 
 
 def _option_defaults() -> dict[str, Any]:
@@ -175,25 +196,52 @@ def label_methods(records: Sequence[RunRecord]) -> dict[str, str]:
     turned it on since, and then the older runs are told apart, as they trained without it. The training fields of a
     method that does not train (:func:`~visprompt.config.untrained_values`) tell none of its runs apart: a config.yaml
     written before they were held may record a schedule that nothing ran.
+
+    A :data:`PROTOCOL_KEYS` value in which the methods of one dataset differ (a method's runs at its recipe's value
+    aside) joins the label of every run of that dataset whose method reads it, so no table puts two protocols side
+    by side under bare method names: ``coop[data.shots=16]`` and ``visprompt[data.shots=1]``, ``zeroshot`` (its
+    epochs hold nothing).
     """
+    keys = sorted({k for r in records for k in r.config})
+    defaults = _option_defaults() if any(set(keys) - set(r.config) for r in records) else {}
+
+    def value(record: RunRecord, key: str) -> Any:
+        return record.config[key] if key in record.config else defaults.get(key)
+
     by_method: dict[str, list[RunRecord]] = {}
+    by_dataset: dict[str, list[RunRecord]] = {}
     for record in records:
         by_method.setdefault(record.method, []).append(record)
-    labels = {}
+        by_dataset.setdefault(record.dataset, []).append(record)
+    shown: dict[str, set[str]] = {}  # run -> the keys its label names
     for method, group in by_method.items():
-        keys = sorted({k for r in group for k in r.config})
-        defaults = _option_defaults() if any(set(keys) - set(r.config) for r in group) else {}
-        values = {r.name: {k: r.config[k] if k in r.config else defaults.get(k) for k in keys} for r in group}
+        own = sorted({k for r in group for k in r.config})
         held = untrained_values(method)  # a method that does not train ran the same whatever these said
-        varying = [
+        varying = {
             k
-            for k in keys
-            if not k.startswith(_NOT_VARIANTS) and k not in held and len({_key(v[k]) for v in values.values()}) > 1
-        ]
-        for record in group:
-            parts = [f"{k}={values[record.name][k]}" for k in varying]
-            labels[record.name] = f"{method}[{','.join(parts)}]" if parts else method
+            for k in own
+            if not k.startswith(_NOT_VARIANTS) and k not in held and len({_key(value(r, k)) for r in group}) > 1
+        }
+        shown.update((r.name, set(varying)) for r in group)
+    protocol = [k for k in keys if k.startswith(PROTOCOL_KEYS) and not k.startswith(_NOT_VARIANTS)]
+    for group in by_dataset.values():
+        for key in protocol:
+            reading = [r for r in group if key not in untrained_values(r.method)]
+            others = {_key(value(r, key)) for r in reading if not _recipe_value(r.method, key, value(r, key))}
+            if len(others) > 1:  # the dataset's methods ran different protocols: every label names its own
+                for record in reading:
+                    shown[record.name].add(key)
+    labels = {}
+    for record in records:
+        parts = [f"{k}={value(record, k)}" for k in sorted(shown[record.name])]
+        labels[record.name] = f"{record.method}[{','.join(parts)}]" if parts else record.method
     return labels
+
+
+def _recipe_value(method: str, key: str, value: Any) -> bool:
+    """Whether ``value`` is what ``method``'s own recipe sets ``key`` to (CoCoOp's ``optim.epochs``: 10)."""
+    recipe = METHODS.get(method).recipe if method in METHODS else {}
+    return key in recipe and _key(recipe[key]) == _key(value)
 
 
 def _read_run(run_dir: Path, root: Path) -> RunRecord:
@@ -226,6 +274,16 @@ def _as_float(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _one_line(exc: Exception) -> str:
+    """Why a run could not be read, in one line (a YAML error: the problem and where, without its excerpt)."""
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
+        return f"config.yaml: {exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    if isinstance(exc, json.JSONDecodeError):  # the one JSON file read whole: a log line that is none is dropped
+        return f"metrics.json: {exc}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _key(value: Any) -> str:

@@ -3,11 +3,13 @@
 * Accuracy against noise rate, one figure per dataset: a panel per noise type (sym, asym, ...), a line per
   method (mean over seeds, the band is ± one sample std). The clean runs are the rate-0 point of every panel.
 * Clean-set selection precision and recall against epoch, one figure per (dataset, noise setting): a line
-  per method that selects a clean set (mean over seeds), read from each run's ``log.jsonl``.
+  per method that selects a clean set (mean over its finished runs' seeds, as the tables), read from each run's
+  ``log.jsonl``.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +21,8 @@ from matplotlib.ticker import MaxNLocator
 from visprompt.fileio import atomic_path
 from visprompt.report.collect import CLEAN, RunRecord
 from visprompt.report.tables import SummaryCell, setting_label, setting_order
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PRECISION_KEYS", "RECALL_KEYS", "accuracy_figure", "method_colors", "save_figure", "selection_figure"]
 
@@ -63,8 +67,12 @@ def selection_figure(
     rate: float,
     colors: Mapping[str, str] | None = None,
 ) -> Figure | None:
-    """Selection precision and recall against epoch on one setting, a line per method (None: nothing logged)."""
+    """Selection precision and recall against epoch on one setting, a line per method (None: nothing logged).
+
+    Only finished runs count, as in the tables: a run still going, or failed, would end its method's line at its
+    last epoch and pull the line towards its early epochs; those left out are logged."""
     series: dict[str, dict[str, list[list[float]]]] = {}
+    unfinished = []
     for record in records:
         if record.dataset != dataset or record.noise != (noise, rate):
             continue
@@ -72,9 +80,15 @@ def selection_figure(
         recall = _curve(record, RECALL_KEYS)
         if precision is None and recall is None:
             continue
+        if not record.finished:
+            unfinished.append(record.name)
+            continue
         entry = series.setdefault(labels[record.name], {"precision": [], "recall": []})
         entry["precision"] += [precision] if precision is not None else []
         entry["recall"] += [recall] if recall is not None else []
+    if unfinished:
+        log.info("selection plot of %s, %s: %d unfinished run%s left out: %s", dataset, setting_label(noise, rate),
+                 len(unfinished), "" if len(unfinished) == 1 else "s", ", ".join(unfinished))  # fmt: skip
     if not series:
         return None
     colors = colors or method_colors(sorted(series))
@@ -85,7 +99,7 @@ def selection_figure(
             curves = series[method][what]
             if not curves:
                 continue
-            length = min(len(c) for c in curves)  # runs still in progress are shorter
+            length = min(len(c) for c in curves)  # a log that lost its last lines is shorter
             with warnings.catch_warnings():  # an epoch where no run selected anything stays NaN (a gap)
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(np.array([c[:length] for c in curves], dtype=float), axis=0)  # (E,)

@@ -3,8 +3,8 @@
 A summary cell is one (dataset, method, noise type, noise rate): the mean and the sample standard deviation
 (n - 1 in the denominator; 0 for a single seed) of a metric over the finished runs, which differ by seed.
 The Markdown report names the environments the runs were computed in, then has one table per dataset (a row
-per method, a column per noise setting) with the best mean of each column in bold, an average over datasets, and
-the runs that have not finished.
+per method, a column per noise setting) with the best mean of each column in bold, a mean over other seeds than its
+column's other cells marked with them, an average over datasets, and the runs that have not finished.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from visprompt.config import CLEAN, setting_label
 from visprompt.engine.provenance import describe_environment
 from visprompt.fileio import atomic_path
-from visprompt.report.collect import RunRecord, finished_results, metric_value
+from visprompt.report.collect import RunRecord, finished_results, metric_key, metric_value
 
 __all__ = [
     "SummaryCell",
@@ -139,10 +139,13 @@ def markdown_report(
     metric: str,
     higher_is_better: bool = True,
     missing: Sequence[tuple[str, str, str | None]] = (),
+    unreadable: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """Per-dataset tables of mean ± std over seeds (best per column in bold), an average, unfinished runs.
+    """Per-dataset tables of mean ± std over seeds (best per column in bold), an average, unfinished runs, and the
+    runs left out of the tables: finished without a finite ``metric``, or not read.
 
-    ``missing`` adds (run, status, error) of runs that left no run directory (see ``collect.sweep_failures``).
+    ``missing`` adds (run, status, error) of runs that left no run directory (see ``collect.sweep_failures``);
+    ``unreadable`` (run, why) of run directories that could not be read (``collect.collect_runs``).
     """
     finished = sum(r.finished for r in records)
     lines = [
@@ -163,12 +166,29 @@ def markdown_report(
         if average:
             lines += ["", f"## Average over {len(datasets)} datasets", "",
                       "Mean over datasets of the per-dataset means (settings run on every dataset).", ""]  # fmt: skip
-            lines += _table(average, higher_is_better, with_std=False)
+            draws: dict[tuple[str, str, float], frozenset] = {}  # an average's (dataset, seed) pairs
+            for c in cells:
+                key = (c.method, c.noise, c.rate)
+                draws[key] = draws.get(key, frozenset()) | {(c.dataset, seed) for seed in c.seeds}
+            lines += _table(average, higher_is_better, with_std=False, draws=draws)
     unfinished = [(r.name, r.status or "no status", r.error) for r in records if not r.finished] + list(missing)
     if unfinished:
         lines += ["", "## Runs not finished", "", "| run | status | error |", "| --- | --- | --- |"]
         lines += [f"| {name} | {status} | {_escape(error or '')} |" for name, status, error in unfinished]
+    left_out = [(r.name, _no_value(r.metrics, metric)) for r in records if r.finished]
+    left_out = [(name, why) for name, why in left_out if why] + list(unreadable)
+    if left_out:
+        lines += ["", "## Runs left out of the tables", "", "| run | why |", "| --- | --- |"]
+        lines += [f"| {name} | {_escape(why)} |" for name, why in sorted(left_out)]
     return "\n".join(lines) + "\n"
+
+
+def _no_value(metrics: Mapping[str, Any], metric: str) -> str | None:
+    """Why a finished run's ``metrics.json`` gives no value of ``metric`` to average (None: it gives one)."""
+    key = metric_key(metrics, metric)
+    if key is None:
+        return f"no {metric} in metrics.json"
+    return None if metric_value(metrics, metric) is not None else f"{key} is {metrics[key]!r} in metrics.json"
 
 
 def _plural(n: int) -> str:
@@ -250,10 +270,19 @@ def code_lines(records: Sequence[RunRecord], shown: int = 5) -> list[str]:
                 "them includes any change of the code between them."]  # fmt: skip
 
 
-def _table(cells: Sequence[SummaryCell], higher_is_better: bool, with_std: bool) -> list[str]:
+def _table(
+    cells: Sequence[SummaryCell],
+    higher_is_better: bool,
+    with_std: bool,
+    draws: Mapping[tuple[str, str, float], frozenset] | None = None,
+) -> list[str]:
+    """A Markdown table, a row per method and a column per setting. ``draws``: (method, noise, rate) -> the seeds
+    (``(dataset, seed)`` pairs for an average over datasets) a cell's mean is over; by default its ``seeds``."""
     settings = sorted({(c.noise, c.rate) for c in cells}, key=lambda s: setting_order(*s))
     methods = sorted({c.method for c in cells})
     grid = {(c.method, c.noise, c.rate): c for c in cells}
+    draws = draws or {key: frozenset(c.seeds) for key, c in grid.items()}
+    other_seeds = {key for setting in settings for key in _other_seeds({k: draws[k] for k in grid if k[1:] == setting})}
     full_n = max(c.n for c in cells)
     pick = max if higher_is_better else min
     best = {}
@@ -272,11 +301,44 @@ def _table(cells: Sequence[SummaryCell], higher_is_better: bool, with_std: bool)
             text = f"{cell.mean:.2f} ± {cell.std:.2f}" if with_std and cell.n > 1 else f"{cell.mean:.2f}"
             if math.isclose(cell.mean, best[setting], rel_tol=0, abs_tol=1e-9):
                 text = f"**{text}**"
-            if cell.n < full_n:
+            if (method, *setting) in other_seeds:
+                text += f" ({_seeds_text(cell.seeds)})"
+            elif cell.n < full_n:
                 text += f" (n={cell.n})"
             row.append(text)
         lines.append(f"| {_escape(method)} | " + " | ".join(row) + " |")
+    if other_seeds:
+        lines += ["", _OTHER_SEEDS_NOTE]
     return lines
+
+
+_OTHER_SEEDS_NOTE = (
+    "(seeds ...) marks a mean over other seeds than its column's other cells: each seed draws its "
+    "own shots and noisy labels, so a difference between such cells includes the draws'."
+)
+
+
+def _other_seeds(column: Mapping[tuple[str, str, float], frozenset]) -> set[tuple[str, str, float]]:
+    """The cells of a column whose seeds are not those of its most common seed set, nor a part of them or more:
+    their means are over other draws of shots and noisy labels (a part, as a run not yet finished, is ``(n=k)``)."""
+    counts = Counter(column.values())
+    most = max(counts.values(), default=0)
+    common = [seeds for seeds, n in counts.items() if n == most]  # several where the column is split evenly
+    return {key for key, seeds in column.items() if not all(seeds <= c or c <= seeds for c in common)}
+
+
+def _seeds_text(seeds: Sequence[int]) -> str:
+    """``seeds 1-3, 5``; ``seed 4``; ``seeds differ by dataset`` for an average whose datasets ran other seeds."""
+    if not seeds:
+        return "seeds differ by dataset"
+    runs: list[list[int]] = []
+    for seed in sorted(seeds):
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    parts = [f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs]
+    return f"seed{_plural(len(seeds))} {', '.join(parts)}"
 
 
 def _average(cells: Sequence[SummaryCell], datasets: Sequence[str]) -> list[SummaryCell]:
@@ -287,7 +349,9 @@ def _average(cells: Sequence[SummaryCell], datasets: Sequence[str]) -> list[Summ
     for (method, noise, rate), group in groups.items():
         if len(group) == len(datasets):
             mean = math.fsum(c.mean for c in group) / len(group)
-            out.append(SummaryCell("average", method, noise, rate, mean, 0.0, min(c.n for c in group), ()))
+            same = len({c.seeds for c in group}) == 1  # the seeds, where every dataset's mean is over the same ones
+            seeds = group[0].seeds if same else ()
+            out.append(SummaryCell("average", method, noise, rate, mean, 0.0, min(c.n for c in group), seeds))
     return out
 
 
