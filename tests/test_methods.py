@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ from visprompt.config import load_config
 from visprompt.errors import ConfigError, UnknownNameError
 from visprompt.methods import METHODS, TrainView, build_method, method_spec
 from visprompt.methods.base import shuffled_batches
-from visprompt.methods.joapr import JoAPRMethod, _crossing, sharpen
+from visprompt.methods.joapr import JoAPRMethod, _crossing, mixup_weight, sharpen
 from visprompt.methods.objective import SplitLoss
 from visprompt.methods.prompt import PromptMethod
 from visprompt.methods.selection import NoSelection, OTSelection
@@ -153,6 +154,28 @@ def test_gaussian_crossing_is_where_the_densities_meet() -> None:
 
     assert density(0.2, 0.01) == pytest.approx(density(0.7, 0.04), rel=1e-9)
     assert _crossing({}) == float("-inf")
+
+
+@pytest.mark.parametrize("alpha", [0.001, 0.4, 1.0, 4.0])
+def test_joapr_mixup_weight_follows_the_folded_beta(alpha: float) -> None:
+    # torch.distributions.Beta(0.001, 0.001) gave exactly 0.5 in ~24% of draws (its gammas underflow), so the
+    # authors' barely-mixing mixup blended two samples half and half a quarter of the time
+    from scipy import stats
+
+    torch.manual_seed(0)
+    draws = np.array([mixup_weight(alpha) for _ in range(2000)])
+    assert ((draws >= 0.5) & (draws <= 1.0)).all()
+    if alpha == 0.001:  # the mass sits within float rounding of 1: a KS test is moot, the tail is the check
+        assert (draws == 0.5).mean() < 0.01 and (draws > 0.999).mean() > 0.98
+    else:
+        folded_cdf = lambda t: 2 * stats.beta.cdf(t, alpha, alpha) - 1  # noqa: E731  max(X, 1 - X), symmetric Beta
+        assert stats.kstest(draws, folded_cdf).pvalue > 0.01
+
+
+@pytest.mark.parametrize("alpha", ["0", "-0.5"])
+def test_joapr_mixup_alpha_must_be_positive(alpha: str) -> None:
+    with pytest.raises(ConfigError, match=r"method\.mixup_alpha.*expected a value > 0"):
+        load_config(overrides=[f"method.mixup_alpha={alpha}"], method="joapr")
 
 
 def test_joapr_warms_up_then_splits_and_its_state_roundtrips() -> None:

@@ -369,6 +369,7 @@ class MethodConfig:
                    f"not read by method {self.name} (leave it at {option.default!r}; `visprompt methods "
                    f"{self.name}` lists what it sets)")  # fmt: skip
         _check(self.prior_weight >= 0, "method.prior_weight", f"expected a value >= 0, got {self.prior_weight}")
+        _check(self.mixup_alpha > 0, "method.mixup_alpha", f"expected a value > 0, got {self.mixup_alpha}")
         _check(0.0 <= self.relabel_min_prob <= 1.0, "method.relabel_min_prob",
                f"expected a value in [0, 1], got {self.relabel_min_prob}")  # fmt: skip
         _check(0.0 <= self.relabel_max_kept <= 1.0, "method.relabel_max_kept",

@@ -46,7 +46,21 @@ if TYPE_CHECKING:
     from visprompt.methods.build import MethodSpec
     from visprompt.models.frozen_clip import FrozenCLIP
 
-__all__ = ["JoAPRMethod", "sharpen"]
+__all__ = ["JoAPRMethod", "mixup_weight", "sharpen"]
+
+
+def mixup_weight(alpha: float) -> float:
+    """``max(lam, 1 - lam)`` for ``lam ~ Beta(alpha, alpha)``, exact for small ``alpha`` (torch's global RNG).
+
+    ``lam = G1 / (G1 + G2)`` with ``G ~ Gamma(alpha)`` drawn in log space: a Gamma(alpha) variate is a
+    Gamma(alpha + 1) one times ``U^(1/alpha)``, so ``log G = log Gamma(alpha + 1) + log(U) / alpha`` never
+    underflows. (``torch.distributions.Beta(0.001, 0.001)`` returns exactly 0.5 in about a quarter of its draws:
+    both gammas underflow to zero. At alpha = 0.001, 99% of exact draws give a weight above 0.999.)
+    """
+    shape = torch.full((2,), alpha + 1.0, dtype=torch.float64)
+    u = 1.0 - torch.rand(2, dtype=torch.float64)  # in (0, 1]
+    log_g = torch.distributions.Gamma(shape, torch.ones_like(shape)).sample().log() + u.log() / alpha
+    return float(torch.sigmoid((log_g[0] - log_g[1]).abs()))
 
 
 def _crossing(stats: Any) -> float:
@@ -150,8 +164,7 @@ class JoAPRMethod(MethodBase):
             onehot = F.one_hot(labels, self.num_classes).float()  # (B, C)
             targets = torch.where(clean, w * onehot + (1 - w) * probs, probs)  # (B, C) refurbished labels
             targets = sharpen(targets, self.temperature)
-            lam = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
-            lam = max(lam, 1.0 - lam)
+            lam = mixup_weight(self.mixup_alpha)
             perm = torch.randperm(labels.numel(), device=labels.device)
         mixed = {k: lam * v + (1 - lam) * v[perm] for k, v in batch.items() if k in _INPUT_KEYS}
         logits = self.logits(mixed).float()  # (B, C)
