@@ -13,6 +13,7 @@ import yaml
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import compare_folders  # noqa: E402
 import testbed_ablations  # noqa: E402
 import testbed_robustness  # noqa: E402
 
@@ -503,3 +504,28 @@ def test_the_robustness_tables_refuse_a_grid_with_two_configs_of_one_method(tmp_
             config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "prompt": {"gate": gate}}))
     with pytest.raises(DataError, match=r"runs vp-learned/seed1 and vp-zero/seed1 are both visprompt"):
         testbed_robustness.goals_table(collect_runs(tmp_path))
+
+
+def _two_versions(root: Path, old: list[float], new: list[float], rate: float = 0.5) -> None:
+    for seed, (a, b) in enumerate(zip(old, new, strict=True), 1):
+        for folder, top1 in (("old", a), ("new", b)):
+            name = f"c/joapr/sym-{rate}/seed{seed}"
+            fake_run(root / folder, name, "joapr", "sym", rate, seed, top1)
+            (root / folder / name / "split.json").write_text(json.dumps({"train": {"label": [seed, 1]}}))
+
+
+def test_compare_folders_pairs_two_versions_of_one_grid_and_refuses_what_does_not_pair(tmp_path) -> None:
+    _two_versions(tmp_path, [50.0, 60.0, 55.0], [52.0, 61.0, 55.0])
+    text = compare_folders.compare(tmp_path / "old", tmp_path / "new")
+    # diffs +2, +1, 0: mean +1.0, t(0.975, 2) x 1.0 / sqrt(3) = 2.48; two pairs won, a tie neither
+    assert "| joapr | sym 50% | 3 | 55.00 | 56.00 | +1.0 [-1.5, +3.5] 2/3 |" in text
+    assert "| joapr | pooled | 3 |" in text
+    (tmp_path / "new/c/joapr/sym-0.5/seed3/split.json").write_text(json.dumps({"train": {"label": [3, 0]}}))
+    with pytest.raises(compare_folders.DataError, match="seed3: the two runs saw other samples or labels"):
+        compare_folders.compare(tmp_path / "old", tmp_path / "new")
+    shutil.rmtree(tmp_path / "new/c/joapr/sym-0.5/seed3")
+    with pytest.raises(compare_folders.DataError, match="1 without a partner"):
+        compare_folders.compare(tmp_path / "old", tmp_path / "new")
+    (tmp_path / "old/c/joapr/sym-0.5/seed3/status").write_text("running\n")
+    with pytest.raises(compare_folders.DataError, match="seed3: not finished with a finite top1"):
+        compare_folders.compare(tmp_path / "old", tmp_path / "new")
