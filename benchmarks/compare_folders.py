@@ -20,28 +20,22 @@ from pathlib import Path
 
 from visprompt.config import setting_label
 from visprompt.errors import DataError, VispromptError
-from visprompt.report.collect import RunRecord, collect_runs, metric_value
+from visprompt.report.collect import RunRecord, collect_runs, finished_results, metric_value
 from visprompt.report.paired import paired
 from visprompt.report.tables import setting_order
 
-Key = tuple[str, str, tuple[str, float], int]  # dataset, method, noise setting, seed
+Key = tuple[str, str, tuple[str, float], int]  # method, dataset, noise setting, seed
 
 
 def finished(folder: Path, metric: str) -> dict[Key, tuple[RunRecord, float]]:
     """Every run of ``folder`` by key; refused unless each is finished with the metric and each key is one run."""
-    out: dict[Key, tuple[RunRecord, float]] = {}
     records = collect_runs(folder)
     if not records:
         raise DataError(f"{folder}: no run directories (expected a folder a sweep wrote)")
     for r in records:
-        value = metric_value(r.metrics, metric) if r.finished else None
-        if value is None:
+        if not r.finished or metric_value(r.metrics, metric) is None:
             raise DataError(f"{r.path}: not finished with a finite {metric} (status {r.status}); finish or remove it")
-        key = (r.dataset, r.method, r.noise, r.seed)
-        if key in out:
-            raise DataError(f"{folder}: {out[key][0].name} and {r.name} are one run twice (a seed counts once)")
-        out[key] = (r, value)
-    return out
+    return finished_results(records, {r.name: r.method for r in records}, metric)
 
 
 def compare(old: Path, new: Path, metric: str = "top1") -> str:
@@ -55,7 +49,7 @@ def compare(old: Path, new: Path, metric: str = "top1") -> str:
             raise DataError(f"{run.name}: the two runs saw other samples or labels (split.json differs)")
     cells: dict[tuple[str, tuple[str, float]], list[Key]] = defaultdict(list)
     for key in a:
-        cells[(key[1], key[2])].append(key)
+        cells[(key[0], key[2])].append(key)
     lines = [
         f"{metric}: NEW - OLD paired by dataset, noise setting and seed: mean [95% t-interval] and pairs NEW won.",
         "",

@@ -242,11 +242,10 @@ def split_table(records: list[RunRecord], task: str) -> str:
     seeds = {s: sorted({r.seed for r in runs if r.noise == s}) for s in settings}  # every seed run in the column
     # where a method lacks a seed another of its column ran, the n-th pairs of two rows are two seeds' draws:
     # then each pair is labelled with its seed
-    labelled = any(
-        {seed for m2, s2, seed in last if (m2, s2) == (m, s)} not in (set(), set(seeds[s]))
-        for m in methods
-        for s in settings
-    )
+    ran: dict[tuple[str, tuple[str, float]], set[int]] = defaultdict(set)  # (method, setting) -> its seeds
+    for m, s, seed in last:
+        ran[(m, s)].add(seed)
+    labelled = any(ran[(m, s)] not in (set(), set(seeds[s])) for m in methods for s in settings)
     how = ', after its seed ("2: 0.90 / 0.50"; "2: -": no run of that seed)' if labelled else " (seed order)"
     lines = [
         f"## Clean-set precision / recall on {task} at the last epoch, seed by seed",
